@@ -1,0 +1,12 @@
+//! The engine of playbook: inventory, planning from Rhai, the task graph, the runner, transports
+//! and the module contract. It knows no module by name.
+
+pub mod diff;
+pub mod fields;
+pub mod host;
+pub mod module;
+pub mod remote;
+pub mod secret;
+pub mod transport;
+
+pub use module::{Applied, Change, Module, ModuleContext, ModuleError, Probe, Registry};

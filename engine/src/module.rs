@@ -1,0 +1,246 @@
+//! The contract every module keeps: read the current state (`probe`, read-only), compare it with
+//! the desired state, and change only what differs (`apply`). Check mode runs `probe` alone, so
+//! what it predicts comes from the same code that decides the real run.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+
+use async_trait::async_trait;
+use serde::de::DeserializeOwned;
+use serde_json::{Map, Value};
+
+use crate::diff::FileDiff;
+use crate::host::Host;
+use crate::transport::TransportError;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ModuleError {
+    /// The arguments are wrong; found before any host is touched wherever possible.
+    #[error("{0}")]
+    Args(String),
+    /// The task ran and failed.
+    #[error("{0}")]
+    Failed(String),
+    #[error(transparent)]
+    Transport(#[from] TransportError),
+}
+
+impl From<String> for ModuleError {
+    fn from(s: String) -> Self {
+        ModuleError::Failed(s)
+    }
+}
+
+/// Renders template files for the host a task runs on (its variables, facts and earlier results).
+pub trait Templates: Send + Sync {
+    /// Renders the template at `path` (relative to the playbook's directory).
+    fn render_file(&self, path: &str) -> Result<String, ModuleError>;
+}
+
+/// What a module sees while it runs on one host.
+pub struct ModuleContext<'a> {
+    pub host: &'a Host,
+    pub check: bool,
+    /// Whether the user asked for diffs: a module may then read old content it would not need
+    /// otherwise.
+    pub want_diff: bool,
+    /// The playbook's directory: relative `src` paths are resolved against it.
+    pub base_dir: &'a Path,
+    pub templates: &'a dyn Templates,
+    /// The host's variables as templates see them.
+    pub vars: &'a Map<String, Value>,
+    /// Facts a module sets for later tasks on this host (set_fact).
+    pub facts: &'a Mutex<Map<String, Value>>,
+}
+
+/// The result of a probe: either nothing to do, or a change and what apply needs to make it.
+pub enum Probe<P> {
+    /// The target is as desired. The value is the task's result (what `register` stores).
+    Unchanged(Value),
+    /// Nothing to do, for a reason the user should see (a `creates` guard, say).
+    Skipped(String),
+    Change(Change<P>),
+}
+
+pub struct Change<P> {
+    /// What apply needs, computed by probe so apply does not read the target again.
+    pub plan: P,
+    /// One line for the user: "create /etc/x", "mode 644 -> 600".
+    pub summary: String,
+    pub diff: Option<FileDiff>,
+}
+
+impl<P> Probe<P> {
+    pub fn change(plan: P, summary: impl Into<String>, diff: Option<FileDiff>) -> Self {
+        Probe::Change(Change {
+            plan,
+            summary: summary.into(),
+            diff,
+        })
+    }
+}
+
+pub struct Applied {
+    /// Commands may decide after running that nothing changed (`changed_when`).
+    pub changed: bool,
+    pub result: Value,
+}
+
+impl Applied {
+    pub fn changed(result: Value) -> Self {
+        Applied {
+            changed: true,
+            result,
+        }
+    }
+}
+
+#[async_trait]
+pub trait Module: Send + Sync + 'static {
+    /// The name playbooks call it by.
+    const NAME: &'static str;
+    /// Markdown shown by `playbook doc NAME`.
+    const DOC: &'static str;
+    type Args: DeserializeOwned + Send + Sync;
+    type Plan: Send;
+
+    /// Checks that need no host (conflicting fields, say). Runs at plan time.
+    fn check_args(_args: &Self::Args) -> Result<(), String> {
+        Ok(())
+    }
+
+    /// Reads the current state. Must not change anything on the target.
+    async fn probe(
+        &self,
+        args: &Self::Args,
+        cx: &ModuleContext<'_>,
+    ) -> Result<Probe<Self::Plan>, ModuleError>;
+
+    /// Makes the change that probe found, leaving the target as a new probe would call unchanged.
+    async fn apply(
+        &self,
+        args: &Self::Args,
+        plan: Self::Plan,
+        cx: &ModuleContext<'_>,
+    ) -> Result<Applied, ModuleError>;
+}
+
+/// How a task ended on one host.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Status {
+    Ok,
+    Changed,
+    Skipped(String),
+}
+
+#[derive(Debug, Clone)]
+pub struct Outcome {
+    pub status: Status,
+    pub summary: Option<String>,
+    pub diff: Option<FileDiff>,
+    pub result: Value,
+}
+
+/// A module with its argument and plan types erased, as the engine stores it.
+#[async_trait]
+pub trait DynModule: Send + Sync {
+    fn name(&self) -> &'static str;
+    fn doc(&self) -> &'static str;
+    /// The argument names the module accepts.
+    fn fields(&self) -> &'static [&'static str];
+    /// Parses and checks arguments without a host.
+    fn validate(&self, args: &Value) -> Result<(), String>;
+    async fn run(&self, args: Value, cx: &ModuleContext<'_>) -> Result<Outcome, ModuleError>;
+}
+
+#[async_trait]
+impl<M: Module> DynModule for M {
+    fn name(&self) -> &'static str {
+        M::NAME
+    }
+    fn doc(&self) -> &'static str {
+        M::DOC
+    }
+    fn fields(&self) -> &'static [&'static str] {
+        crate::fields::struct_fields::<M::Args>()
+    }
+    fn validate(&self, args: &Value) -> Result<(), String> {
+        let parsed = parse_args::<M::Args>(args)?;
+        M::check_args(&parsed)
+    }
+    async fn run(&self, args: Value, cx: &ModuleContext<'_>) -> Result<Outcome, ModuleError> {
+        let args = parse_args::<M::Args>(&args).map_err(ModuleError::Args)?;
+        M::check_args(&args).map_err(ModuleError::Args)?;
+        Ok(match self.probe(&args, cx).await? {
+            Probe::Unchanged(result) => Outcome {
+                status: Status::Ok,
+                summary: None,
+                diff: None,
+                result,
+            },
+            Probe::Skipped(reason) => Outcome {
+                status: Status::Skipped(reason),
+                summary: None,
+                diff: None,
+                result: Value::Null,
+            },
+            Probe::Change(change) if cx.check => Outcome {
+                status: Status::Changed,
+                summary: Some(change.summary),
+                diff: change.diff,
+                result: Value::Null,
+            },
+            Probe::Change(change) => {
+                let applied = self.apply(&args, change.plan, cx).await?;
+                Outcome {
+                    status: if applied.changed {
+                        Status::Changed
+                    } else {
+                        Status::Ok
+                    },
+                    summary: Some(change.summary),
+                    diff: if applied.changed { change.diff } else { None },
+                    result: applied.result,
+                }
+            }
+        })
+    }
+}
+
+/// Deserialises module arguments; errors name the field and, for unknown fields, the accepted ones.
+pub fn parse_args<T: DeserializeOwned>(args: &Value) -> Result<T, String> {
+    serde_path_to_error::deserialize(args).map_err(|e| {
+        let path = e.path().to_string();
+        let inner = e.into_inner().to_string();
+        if path == "." || inner.starts_with("unknown field") {
+            inner
+        } else {
+            format!("{path}: {inner}")
+        }
+    })
+}
+
+/// The modules a run can call, by name.
+#[derive(Default, Clone)]
+pub struct Registry {
+    modules: BTreeMap<&'static str, Arc<dyn DynModule>>,
+}
+
+impl Registry {
+    pub fn new() -> Self {
+        Self::default()
+    }
+    pub fn register<M: Module>(&mut self, module: M) {
+        self.modules.insert(M::NAME, Arc::new(module));
+    }
+    pub fn get(&self, name: &str) -> Option<&Arc<dyn DynModule>> {
+        self.modules.get(name)
+    }
+    pub fn names(&self) -> impl Iterator<Item = &'static str> + '_ {
+        self.modules.keys().copied()
+    }
+    pub fn iter(&self) -> impl Iterator<Item = &Arc<dyn DynModule>> {
+        self.modules.values()
+    }
+}

@@ -1,0 +1,267 @@
+//! File operations on a target that modules share: read state in one round trip, write atomically.
+//! Only POSIX sh and coreutils are used on the target.
+
+use crate::host::{quote, Host};
+use crate::module::ModuleError;
+
+/// What is at a path on the target.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FileKind {
+    Absent,
+    File,
+    Directory,
+    Link,
+    Other,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FileStat {
+    pub kind: FileKind,
+    /// Octal permission bits as `stat %a` prints them, e.g. "644".
+    pub mode: String,
+    pub owner: String,
+    pub group: String,
+    /// sha256 of a regular file's content.
+    pub sha256: Option<String>,
+    /// Target of a symbolic link.
+    pub link_target: Option<String>,
+}
+
+impl FileStat {
+    pub fn absent() -> Self {
+        FileStat {
+            kind: FileKind::Absent,
+            mode: String::new(),
+            owner: String::new(),
+            group: String::new(),
+            sha256: None,
+            link_target: None,
+        }
+    }
+    pub fn exists(&self) -> bool {
+        self.kind != FileKind::Absent
+    }
+}
+
+/// A shell fragment that prints the state of the path in `$p` in the format `parse_stat` reads.
+/// Modules embed it in their own probe scripts to keep one round trip per task.
+pub const STAT_FRAGMENT: &str = r#"if [ -L "$p" ]; then echo link; readlink -- "$p"; stat -c '%a %U %G' -- "$p";
+elif [ -d "$p" ]; then echo directory; echo; stat -c '%a %U %G' -- "$p";
+elif [ -f "$p" ]; then echo file; sha256sum < "$p" | cut -d' ' -f1; stat -c '%a %U %G' -- "$p";
+elif [ -e "$p" ]; then echo other; echo; stat -c '%a %U %G' -- "$p";
+else echo absent; fi"#;
+
+/// Reads three lines written by `STAT_FRAGMENT`.
+pub fn parse_stat(text: &str) -> Result<FileStat, String> {
+    let mut lines = text.lines();
+    let kind = match lines.next() {
+        Some("absent") => return Ok(FileStat::absent()),
+        Some("file") => FileKind::File,
+        Some("directory") => FileKind::Directory,
+        Some("link") => FileKind::Link,
+        Some("other") => FileKind::Other,
+        other => return Err(format!("unexpected stat output: {other:?}")),
+    };
+    let detail = lines.next().unwrap_or_default().to_string();
+    let attrs = lines.next().unwrap_or_default();
+    let mut parts = attrs.split_whitespace();
+    let (mode, owner, group) = match (parts.next(), parts.next(), parts.next()) {
+        (Some(m), Some(o), Some(g)) => (m.to_string(), o.to_string(), g.to_string()),
+        _ => return Err(format!("unexpected stat output: {attrs:?}")),
+    };
+    Ok(FileStat {
+        sha256: (kind == FileKind::File).then(|| detail.clone()),
+        link_target: (kind == FileKind::Link).then_some(detail),
+        kind,
+        mode,
+        owner,
+        group,
+    })
+}
+
+pub async fn stat(host: &Host, path: &str) -> Result<FileStat, ModuleError> {
+    let script = format!("p={}\n{STAT_FRAGMENT}", quote(path)?);
+    let out = host.run(&script).await?;
+    if !out.success() {
+        return Err(ModuleError::Failed(format!(
+            "cannot inspect {path}: {}",
+            out.stderr_text().trim()
+        )));
+    }
+    parse_stat(&out.stdout_text()).map_err(ModuleError::Failed)
+}
+
+/// The content of a file, or None when it does not exist.
+pub async fn read_file(host: &Host, path: &str) -> Result<Option<Vec<u8>>, ModuleError> {
+    let script = format!(
+        "p={}\nif [ -e \"$p\" ]; then cat -- \"$p\"; else exit 3; fi",
+        quote(path)?
+    );
+    let out = host.run(&script).await?;
+    match out.status {
+        0 => Ok(Some(out.stdout)),
+        3 => Ok(None),
+        _ => Err(ModuleError::Failed(format!(
+            "cannot read {path}: {}",
+            out.stderr_text().trim()
+        ))),
+    }
+}
+
+/// Normalises a mode given as "0644", "644" or "u=rw,g=r,o=r" style. Octal modes are returned
+/// without leading zeros as `stat %a` prints them; symbolic modes are passed to chmod as they are.
+pub fn normalize_mode(mode: &str) -> Result<String, String> {
+    let m = mode.trim();
+    if !m.is_empty() && m.chars().all(|c| c.is_ascii_digit()) {
+        let value = u32::from_str_radix(m, 8)
+            .map_err(|_| format!("mode {mode:?} is not an octal number"))?;
+        if value > 0o7777 {
+            return Err(format!("mode {mode:?} is larger than 07777"));
+        }
+        return Ok(format!("{value:o}"));
+    }
+    let symbolic = regex::Regex::new(r"^([ugoa]*[-+=][rwxXstugo]*)(,[ugoa]*[-+=][rwxXstugo]*)*$")
+        .expect("valid regex");
+    if symbolic.is_match(m) {
+        Ok(m.to_string())
+    } else {
+        Err(format!(
+            "mode {mode:?} is neither octal (\"0644\") nor symbolic (\"u=rw,g=r\")"
+        ))
+    }
+}
+
+/// How to write a file.
+#[derive(Debug, Clone, Default)]
+pub struct WriteOptions<'a> {
+    pub mode: Option<&'a str>,
+    pub owner: Option<&'a str>,
+    pub group: Option<&'a str>,
+    /// A command run on the temporary file before it replaces the destination; `%s` stands for
+    /// the temporary file's path.
+    pub validate: Option<&'a str>,
+    /// Keep a copy of the old file as `DEST.<timestamp>~` before replacing it.
+    pub backup: bool,
+}
+
+/// Writes `content` to `path` atomically: a temporary file in the destination's directory gets the
+/// content, mode and owner, is validated, and is then renamed over the destination. On any
+/// failure the temporary file is removed and the destination is left as it was. Returns the
+/// backup path when one was made.
+pub async fn write_file(
+    host: &Host,
+    path: &str,
+    content: &[u8],
+    opts: &WriteOptions<'_>,
+) -> Result<Option<String>, ModuleError> {
+    let mut s = format!(
+        "set -e\np={}\nd=$(dirname -- \"$p\")\nt=$(mktemp \"$d/.playbook.XXXXXX\")\n\
+         trap 'rm -f -- \"$t\"' EXIT\ncat > \"$t\"\n",
+        quote(path)?
+    );
+    match opts.mode {
+        Some(m) => s += &format!("chmod {} \"$t\"\n", quote(&normalize_mode(m)?)?),
+        None => {
+            s += "if [ -e \"$p\" ]; then chmod --reference=\"$p\" \"$t\"; \
+                      else chmod \"$(printf '%o' $((0666 & ~$(umask))))\" \"$t\"; fi\n"
+        }
+    }
+    if opts.owner.is_none() && opts.group.is_none() {
+        s += "if [ -e \"$p\" ]; then chown --reference=\"$p\" \"$t\" 2>/dev/null || true; fi\n";
+    }
+    if let Some(o) = opts.owner {
+        s += &format!("chown {} \"$t\"\n", quote(o)?);
+    }
+    if let Some(g) = opts.group {
+        s += &format!("chgrp {} \"$t\"\n", quote(g)?);
+    }
+    if let Some(v) = opts.validate {
+        if !v.contains("%s") {
+            return Err(ModuleError::Args(format!(
+                "validate command {v:?} must contain %s (the file to check)"
+            )));
+        }
+        let cmd = v.replace("%s", "\"$t\"");
+        s += &format!(
+            "set +e\nvout=$({cmd} 2>&1)\nvrc=$?\nset -e\nif [ $vrc -ne 0 ]; then \
+             printf 'validation failed (%s): %s\\n' \"$vrc\" \"$vout\" >&2; exit 65; fi\n"
+        );
+    }
+    if opts.backup {
+        s += "if [ -f \"$p\" ]; then b=\"$p.$(date +%Y%m%d%H%M%S)~\"; cp -p -- \"$p\" \"$b\"; \
+              echo \"$b\"; fi\n";
+    }
+    s += "mv -f -- \"$t\" \"$p\"\ntrap - EXIT\n";
+    let out = host.run_with_input(&s, content).await?;
+    if !out.success() {
+        let why = out.stderr_text().trim().to_string();
+        return Err(ModuleError::Failed(if out.status == 65 {
+            format!("{path} not written: {why}")
+        } else {
+            format!("cannot write {path}: {why}")
+        }));
+    }
+    let backup = out.stdout_text().trim().to_string();
+    Ok((!backup.is_empty()).then_some(backup))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::transport::LocalTransport;
+    use std::sync::Arc;
+
+    fn local() -> Host {
+        Host::new("local", Arc::new(LocalTransport))
+    }
+
+    #[test]
+    fn modes_normalise() {
+        assert_eq!(normalize_mode("0644").unwrap(), "644");
+        assert_eq!(normalize_mode("0755").unwrap(), "755");
+        assert_eq!(normalize_mode("u=rw,g=r").unwrap(), "u=rw,g=r");
+        assert!(normalize_mode("0999").is_err());
+        assert!(normalize_mode("rw").is_err());
+    }
+
+    #[tokio::test]
+    async fn write_then_stat_and_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("a b'c.txt");
+        let path = path.to_str().unwrap();
+        let host = local();
+        assert_eq!(stat(&host, path).await.unwrap().kind, FileKind::Absent);
+        let opts = WriteOptions {
+            mode: Some("0600"),
+            ..Default::default()
+        };
+        write_file(&host, path, b"hello\n", &opts).await.unwrap();
+        let st = stat(&host, path).await.unwrap();
+        assert_eq!(st.kind, FileKind::File);
+        assert_eq!(st.mode, "600");
+        assert_eq!(
+            st.sha256.as_deref(),
+            Some("5891b5b522d5df086d0ff0b110fbd9d21bb4fc7163af34d08286a2e846f6be03")
+        );
+        assert_eq!(read_file(&host, path).await.unwrap().unwrap(), b"hello\n");
+        let only = std::fs::read_dir(dir.path()).unwrap().count();
+        assert_eq!(only, 1, "no temporary file is left behind");
+    }
+
+    #[tokio::test]
+    async fn failed_validation_leaves_destination_untouched() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("conf");
+        std::fs::write(&path, "old").unwrap();
+        let opts = WriteOptions {
+            validate: Some("grep -q good %s"),
+            ..Default::default()
+        };
+        let err = write_file(&local(), path.to_str().unwrap(), b"bad", &opts)
+            .await
+            .unwrap_err();
+        assert!(err.to_string().contains("validation failed"), "{err}");
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), "old");
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
+    }
+}

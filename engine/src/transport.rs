@@ -1,0 +1,50 @@
+//! How commands reach a host. The runner only sees this trait, so the local and SSH connections are
+//! interchangeable.
+
+mod local;
+
+pub use local::LocalTransport;
+
+use async_trait::async_trait;
+
+/// What a remote script left behind.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ExecOutput {
+    pub status: i32,
+    pub stdout: Vec<u8>,
+    pub stderr: Vec<u8>,
+}
+
+impl ExecOutput {
+    pub fn success(&self) -> bool {
+        self.status == 0
+    }
+    pub fn stdout_text(&self) -> String {
+        String::from_utf8_lossy(&self.stdout).into_owned()
+    }
+    pub fn stderr_text(&self) -> String {
+        String::from_utf8_lossy(&self.stderr).into_owned()
+    }
+}
+
+#[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
+pub enum TransportError {
+    /// The host cannot be reached at all (refused, timed out, authentication, host key). The text is
+    /// the connection tool's own reason.
+    #[error("unreachable: {0}")]
+    Unreachable(String),
+    /// The connection worked but running the command failed (not a non-zero exit: that is an
+    /// ExecOutput).
+    #[error("{0}")]
+    Exec(String),
+}
+
+#[async_trait]
+pub trait Transport: Send + Sync {
+    /// Runs `script` with `sh -c` on the target and feeds it `stdin`. Reads all output before it
+    /// waits for the exit status.
+    async fn exec(&self, script: &str, stdin: &[u8]) -> Result<ExecOutput, TransportError>;
+
+    /// Releases the connection. Must be safe to call more than once.
+    async fn close(&self) {}
+}
