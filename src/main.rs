@@ -1,1 +1,278 @@
-fn main() {}
+//! The `playbook` command line.
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use engine::events::{Collector, EventSink};
+use engine::inventory::Inventory;
+use engine::plan::Plan;
+use engine::report::{JsonReporter, TextReporter};
+use engine::runner::RunOptions;
+use engine::transport::DefaultConnector;
+use engine::Registry;
+use miette::Report;
+
+/// Exit codes, as documented in the README.
+const EXIT_BAD_INPUT: u8 = 1;
+
+#[derive(Parser)]
+#[command(name = "playbook", version, about = "Agentless configuration: Rhai playbooks, run idempotently over SSH")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run a playbook. Exit code: 0 all ok, 2 a task failed, 3 a host unreachable, 1 bad input.
+    Run(RunArgs),
+    /// Show phases, tasks and target hosts without touching a host.
+    Plan(PlanArgs),
+    /// Print the task graph as Graphviz DOT.
+    Graph(PlanArgs),
+    /// Show hosts, groups and every resolved variable with where it came from.
+    Inventory {
+        #[arg(short, long)]
+        inventory: PathBuf,
+        /// Show only this host.
+        #[arg(long)]
+        host: Option<String>,
+        #[arg(short = 'e', long = "extra-vars", value_name = "KEY=VALUE|@FILE")]
+        extra_vars: Vec<String>,
+    },
+    /// Show a module's documentation, or list the modules.
+    Doc { module: Option<String> },
+}
+
+#[derive(Args)]
+struct PlanArgs {
+    playbook: PathBuf,
+    #[arg(short, long)]
+    inventory: PathBuf,
+    /// Only these hosts (a pattern: group, host, glob, `a:b`, `a:&b`, `a:!b`).
+    #[arg(short, long)]
+    limit: Option<String>,
+    /// Extra variables, highest precedence: `key=value` or `@file.toml`.
+    #[arg(short = 'e', long = "extra-vars", value_name = "KEY=VALUE|@FILE")]
+    extra_vars: Vec<String>,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum Output {
+    Text,
+    Json,
+}
+
+#[derive(Args)]
+struct RunArgs {
+    #[command(flatten)]
+    plan: PlanArgs,
+    /// Show what would change and change nothing.
+    #[arg(long)]
+    check: bool,
+    /// Show a unified diff of every file change.
+    #[arg(long)]
+    diff: bool,
+    /// Only tasks with one of these tags (comma separated).
+    #[arg(long, value_delimiter = ',')]
+    tags: Vec<String>,
+    /// Skip tasks with any of these tags (comma separated).
+    #[arg(long, value_delimiter = ',')]
+    skip_tags: Vec<String>,
+    /// How many tasks run at once across all hosts.
+    #[arg(short, long, default_value_t = 50)]
+    forks: usize,
+    #[arg(long, value_enum, default_value_t = Output::Text)]
+    output: Output,
+    /// Also show unchanged and skipped tasks, with timings.
+    #[arg(short, long, action = clap::ArgAction::Count)]
+    verbose: u8,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match real_main(cli) {
+        Ok(code) => ExitCode::from(code),
+        Err(report) => {
+            eprintln!("{report:?}");
+            ExitCode::from(EXIT_BAD_INPUT)
+        }
+    }
+}
+
+fn registry() -> Registry {
+    let mut r = Registry::new();
+    modules::register_all(&mut r);
+    r
+}
+
+fn load_inventory(path: &Path) -> Result<Arc<Inventory>, Report> {
+    Inventory::load(path).map(Arc::new).map_err(Report::new)
+}
+
+fn extra_vars(args: &[String]) -> Result<serde_json::Map<String, serde_json::Value>, Report> {
+    let mut vars = serde_json::Map::new();
+    for a in args {
+        vars.extend(engine::inventory::parse_extra_var(a).map_err(|e| miette::miette!("{e}"))?);
+    }
+    Ok(vars)
+}
+
+fn build_plan(args: &PlanArgs, sink: Arc<dyn EventSink>) -> Result<(Plan, Arc<Inventory>), Report> {
+    let inventory = load_inventory(&args.inventory)?;
+    let limit = match &args.limit {
+        None => None,
+        Some(p) => {
+            let hosts = engine::pattern::select(&inventory, p)
+                .map_err(|e| miette::miette!("--limit {p}: {e}"))?;
+            if hosts.is_empty() {
+                return Err(miette::miette!("--limit {p} matches no host in {}", args.inventory.display()));
+            }
+            Some(hosts.into_iter().collect::<BTreeSet<_>>())
+        }
+    };
+    let registry = registry();
+    let plan = engine::script::plan(engine::script::PlanInput {
+        playbook: &args.playbook,
+        inventory: inventory.clone(),
+        registry: &registry,
+        limit,
+        extra_vars: extra_vars(&args.extra_vars)?,
+        sink,
+    })
+    .map_err(Report::new)?;
+    Ok((plan, inventory))
+}
+
+fn real_main(cli: Cli) -> Result<u8, Report> {
+    match cli.command {
+        Command::Run(args) => {
+            let sink: Arc<dyn EventSink> = match args.output {
+                Output::Text => Arc::new(TextReporter::new(args.verbose)),
+                Output::Json => Arc::new(JsonReporter::default()),
+            };
+            let (plan, inventory) = build_plan(&args.plan, sink.clone())?;
+            let opts = RunOptions {
+                check: args.check,
+                diff: args.diff,
+                forks: args.forks,
+                tags: args.tags,
+                skip_tags: args.skip_tags,
+                extra_vars: extra_vars(&args.plan.extra_vars)?,
+            };
+            let rt = tokio::runtime::Runtime::new().map_err(|e| miette::miette!("{e}"))?;
+            let recap = rt.block_on(engine::runner::run(
+                Arc::new(plan),
+                inventory,
+                Arc::new(DefaultConnector),
+                opts,
+                sink,
+            ));
+            Ok(recap.exit_code() as u8)
+        }
+        Command::Plan(args) => {
+            let (plan, _) = build_plan(&args, Arc::new(Collector::default()))?;
+            print!("{}", describe_plan(&plan));
+            Ok(0)
+        }
+        Command::Graph(args) => {
+            let (plan, _) = build_plan(&args, Arc::new(Collector::default()))?;
+            print!("{}", plan.to_dot());
+            Ok(0)
+        }
+        Command::Inventory { inventory, host, extra_vars: extra } => {
+            let inv = load_inventory(&inventory)?;
+            let extra = extra_vars(&extra)?;
+            print!("{}", describe_inventory(&inv, host.as_deref(), &extra)?);
+            Ok(0)
+        }
+        Command::Doc { module } => {
+            let reg = registry();
+            match module {
+                None => {
+                    for m in reg.iter() {
+                        let first = m.doc().lines().find(|l| !l.trim().is_empty()).unwrap_or("");
+                        println!("{:<16} {}", m.name(), first.trim_start_matches('#').trim());
+                    }
+                }
+                Some(name) => {
+                    let m = reg.get(&name).ok_or_else(|| {
+                        let hint = engine::error::closest(&name, reg.names())
+                            .map(|c| format!(" (did you mean '{c}'?)"))
+                            .unwrap_or_default();
+                        miette::miette!("no module named '{name}'{hint}; `playbook doc` lists them")
+                    })?;
+                    println!("{}", m.doc().trim_end());
+                    println!("\nArguments: {}", m.fields().join(", "));
+                }
+            }
+            Ok(0)
+        }
+    }
+}
+
+fn describe_plan(plan: &Plan) -> String {
+    let mut out = String::new();
+    for phase in &plan.phases {
+        out.push_str(&format!("phase {}\n", phase.name));
+        for &id in phase.tasks.iter().chain(&phase.handlers) {
+            let t = plan.task(id);
+            let hosts = if t.is_handler { "hosts that notify it".to_string() } else { t.hosts.join(", ") };
+            out.push_str(&format!(
+                "  [{id}] {}{}  ({} at line {})\n      on: {}\n",
+                t.name,
+                if t.is_handler { " (handler)" } else { "" },
+                t.module_name(),
+                t.pos.line,
+                if hosts.is_empty() { "no host (--limit)".into() } else { hosts }
+            ));
+            if !t.needs.is_empty() {
+                let names: Vec<String> = t.needs.iter().map(|d| format!("[{d}] {}", plan.task(*d).name)).collect();
+                out.push_str(&format!("      after: {}\n", names.join(", ")));
+            }
+            if !t.tags.is_empty() {
+                out.push_str(&format!("      tags: {}\n", t.tags.join(", ")));
+            }
+            if !t.notify.is_empty() {
+                out.push_str(&format!("      notifies: {}\n", t.notify.join(", ")));
+            }
+        }
+    }
+    out
+}
+
+fn describe_inventory(
+    inv: &Inventory,
+    only: Option<&str>,
+    extra: &serde_json::Map<String, serde_json::Value>,
+) -> Result<String, Report> {
+    let mut out = String::new();
+    if only.is_none() {
+        out.push_str("groups:\n");
+        for (g, hosts) in inv.groups() {
+            out.push_str(&format!("  {g}: {}\n", hosts.join(", ")));
+        }
+    }
+    let empty = serde_json::Map::new();
+    let mut found = false;
+    for h in inv.hosts() {
+        if only.is_some_and(|o| o != h.name) {
+            continue;
+        }
+        found = true;
+        out.push_str(&format!(
+            "host {} ({}:{}, {:?})\n",
+            h.name, h.address, h.port, h.connection
+        ));
+        for (name, value, source) in inv.host_vars_with_sources(&h.name, &empty, extra) {
+            out.push_str(&format!("  {name} = {value}    # from {source}\n"));
+        }
+    }
+    if let (Some(o), false) = (only, found) {
+        return Err(miette::miette!("no host named '{o}' in the inventory"));
+    }
+    Ok(out)
+}

@@ -1,1 +1,7 @@
+//! Integration tests: the real `playbook` binary, run against real files through the local
+//! connection (and, in `ssh`, over real SSH against the lab when it is up).
 
+mod support;
+
+mod bad_input;
+mod local;

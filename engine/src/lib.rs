@@ -2,11 +2,20 @@
 //! and the module contract. It knows no module by name.
 
 pub mod diff;
+pub mod error;
+pub mod events;
 pub mod fields;
 pub mod host;
+pub mod inventory;
 pub mod module;
+pub mod pattern;
+pub mod plan;
+pub mod report;
 pub mod remote;
+pub mod runner;
+pub mod script;
 pub mod secret;
+pub mod template;
 pub mod transport;
 
 pub use module::{Applied, Change, Module, ModuleContext, ModuleError, Probe, Registry};

@@ -48,3 +48,32 @@ pub trait Transport: Send + Sync {
     /// Releases the connection. Must be safe to call more than once.
     async fn close(&self) {}
 }
+
+/// Opens connections to hosts. The runner asks once per host, on the host's first task.
+#[async_trait]
+pub trait Connector: Send + Sync {
+    async fn connect(
+        &self,
+        host: &crate::inventory::HostEntry,
+    ) -> Result<std::sync::Arc<dyn Transport>, TransportError>;
+}
+
+/// Connects each host the way its inventory entry says.
+#[derive(Debug, Default)]
+pub struct DefaultConnector;
+
+#[async_trait]
+impl Connector for DefaultConnector {
+    async fn connect(
+        &self,
+        host: &crate::inventory::HostEntry,
+    ) -> Result<std::sync::Arc<dyn Transport>, TransportError> {
+        use crate::inventory::Connection;
+        match host.connection {
+            Connection::Local => Ok(std::sync::Arc::new(LocalTransport)),
+            Connection::Ssh => Err(TransportError::Unreachable(
+                "the ssh connection is not available in this build yet".into(),
+            )),
+        }
+    }
+}

@@ -1,0 +1,157 @@
+//! What a run reports, as it happens. The text reporter, the JSON-lines reporter and the tests
+//! all consume the same events.
+
+use std::collections::BTreeMap;
+use std::sync::Mutex;
+
+use serde::Serialize;
+
+use crate::diff::FileDiff;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TaskStatus {
+    Ok,
+    Changed,
+    Failed,
+    Skipped,
+    Unreachable,
+}
+
+impl TaskStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TaskStatus::Ok => "ok",
+            TaskStatus::Changed => "changed",
+            TaskStatus::Failed => "failed",
+            TaskStatus::Skipped => "skipped",
+            TaskStatus::Unreachable => "unreachable",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct TaskEnd {
+    pub phase: String,
+    pub task: String,
+    pub task_id: usize,
+    pub host: String,
+    pub module: String,
+    pub status: TaskStatus,
+    pub changed: bool,
+    /// In check mode: this is a prediction, nothing was changed.
+    pub check: bool,
+    pub handler: bool,
+    /// A failed task whose failure the playbook said to ignore.
+    pub ignored: bool,
+    /// The change in one line ("create /etc/x").
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub summary: Option<String>,
+    /// A failure's reason, a skip's reason, or a debug message.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub msg: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub diff: Option<FileDiff>,
+    pub duration_ms: u64,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct HostCounts {
+    pub ok: usize,
+    pub changed: usize,
+    pub failed: usize,
+    pub skipped: usize,
+    pub unreachable: usize,
+    pub ignored: usize,
+}
+
+impl HostCounts {
+    pub fn add(&mut self, e: &TaskEnd) {
+        match e.status {
+            TaskStatus::Ok => self.ok += 1,
+            TaskStatus::Changed => self.changed += 1,
+            TaskStatus::Failed if e.ignored => self.ignored += 1,
+            TaskStatus::Failed => self.failed += 1,
+            TaskStatus::Skipped => self.skipped += 1,
+            TaskStatus::Unreachable => self.unreachable += 1,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize)]
+#[serde(tag = "event", rename_all = "snake_case")]
+pub enum Event {
+    RunStart {
+        playbook: String,
+        hosts: usize,
+        tasks: usize,
+        check: bool,
+    },
+    PhaseStart {
+        phase: String,
+        hosts: usize,
+        tasks: usize,
+    },
+    TaskStart {
+        phase: String,
+        task: String,
+        task_id: usize,
+        host: String,
+    },
+    TaskEnd(TaskEnd),
+    /// `print` from the playbook, at planning time (no host) or inside a closure on a host.
+    Print {
+        #[serde(skip_serializing_if = "Option::is_none")]
+        host: Option<String>,
+        text: String,
+    },
+    Recap {
+        hosts: BTreeMap<String, HostCounts>,
+        check: bool,
+        duration_ms: u64,
+    },
+}
+
+pub trait EventSink: Send + Sync {
+    fn emit(&self, event: &Event);
+}
+
+/// Keeps every event; for tests and for callers that render afterwards.
+#[derive(Default)]
+pub struct Collector {
+    pub events: Mutex<Vec<Event>>,
+}
+
+impl EventSink for Collector {
+    fn emit(&self, event: &Event) {
+        self.events
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(event.clone());
+    }
+}
+
+impl Collector {
+    pub fn task_ends(&self) -> Vec<TaskEnd> {
+        self.events
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .filter_map(|e| match e {
+                Event::TaskEnd(t) => Some(t.clone()),
+                _ => None,
+            })
+            .collect()
+    }
+}
+
+/// Sends every event to several sinks.
+pub struct Tee(pub Vec<std::sync::Arc<dyn EventSink>>);
+
+impl EventSink for Tee {
+    fn emit(&self, event: &Event) {
+        for s in &self.0 {
+            s.emit(event);
+        }
+    }
+}

@@ -1,0 +1,343 @@
+//! The plan: what a playbook asked for, resolved against the inventory, before any host is touched.
+//! Tasks, their target hosts, phases, handlers, and the dependency graph between tasks.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt::Write as _;
+use std::sync::Arc;
+
+use petgraph::graph::{DiGraph, NodeIndex};
+use serde_json::Value;
+
+use crate::error::PlanError;
+use crate::module::DynModule;
+
+pub type TaskId = usize;
+
+/// Where something was written in a playbook.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SourcePos {
+    pub file: String,
+    pub line: usize,
+    pub column: usize,
+}
+
+impl std::fmt::Display for SourcePos {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}:{}:{}", self.file, self.line, self.column)
+    }
+}
+
+/// A Rhai closure kept for execution time.
+#[derive(Clone, Debug)]
+pub struct Closure(pub rhai::FnPtr);
+
+/// A task argument as written: plain values, or values only known at execution time.
+#[derive(Clone, Debug)]
+pub enum Arg {
+    Value(Value),
+    /// A field of an earlier task's result (`tok.stdout`), read when this task runs.
+    Deferred(Deferred),
+    /// A closure called with the host when the task runs.
+    Closure(Closure),
+    Map(BTreeMap<String, Arg>),
+    List(Vec<Arg>),
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Deferred {
+    pub task: TaskId,
+    /// A fixed source host (`tok.on("h1")`); otherwise the rule in `runner::resolve_deferred`.
+    pub host: Option<String>,
+    pub path: Vec<String>,
+}
+
+impl Arg {
+    /// The argument as plain JSON when nothing in it waits for execution time.
+    pub fn as_plain(&self) -> Option<Value> {
+        match self {
+            Arg::Value(v) => Some(v.clone()),
+            Arg::Deferred(_) | Arg::Closure(_) => None,
+            Arg::Map(m) => m
+                .iter()
+                .map(|(k, v)| v.as_plain().map(|v| (k.clone(), v)))
+                .collect::<Option<serde_json::Map<_, _>>>()
+                .map(Value::Object),
+            Arg::List(l) => l
+                .iter()
+                .map(Arg::as_plain)
+                .collect::<Option<Vec<_>>>()
+                .map(Value::Array),
+        }
+    }
+
+    /// Every plain string in the argument, for finding template references.
+    pub fn strings(&self, out: &mut Vec<String>) {
+        match self {
+            Arg::Value(v) => json_strings(v, out),
+            Arg::Deferred(_) | Arg::Closure(_) => {}
+            Arg::Map(m) => m.values().for_each(|a| a.strings(out)),
+            Arg::List(l) => l.iter().for_each(|a| a.strings(out)),
+        }
+    }
+
+    pub fn deferred(&self, out: &mut Vec<TaskId>) {
+        match self {
+            Arg::Deferred(d) => out.push(d.task),
+            Arg::Value(_) => {}
+            Arg::Closure(c) => closure_refs(c, out),
+            Arg::Map(m) => m.values().for_each(|a| a.deferred(out)),
+            Arg::List(l) => l.iter().for_each(|a| a.deferred(out)),
+        }
+    }
+}
+
+fn json_strings(v: &Value, out: &mut Vec<String>) {
+    match v {
+        Value::String(s) => out.push(s.clone()),
+        Value::Array(a) => a.iter().for_each(|v| json_strings(v, out)),
+        Value::Object(o) => o.values().for_each(|v| json_strings(v, out)),
+        _ => {}
+    }
+}
+
+/// Tasks a closure reads: the task handles it captured.
+pub fn closure_refs(c: &Closure, out: &mut Vec<TaskId>) {
+    for captured in c.0.curry() {
+        collect_refs(captured, out);
+    }
+}
+
+fn collect_refs(d: &rhai::Dynamic, out: &mut Vec<TaskId>) {
+    if let Some(r) = d.clone().try_cast::<crate::script::TaskRef>() {
+        out.push(r.id);
+    } else if let Some(x) = d.clone().try_cast::<Deferred>() {
+        out.push(x.task);
+    } else if d.is_shared() {
+        collect_refs(&d.flatten_clone(), out);
+    } else if let Some(a) = d.read_lock::<rhai::Array>() {
+        a.iter().for_each(|d| collect_refs(d, out));
+    } else if let Some(m) = d.read_lock::<rhai::Map>() {
+        m.values().for_each(|d| collect_refs(d, out));
+    }
+}
+
+/// A condition: an expression in template syntax (Ansible's `when:`) or a Rhai closure.
+#[derive(Clone, Debug)]
+pub enum Condition {
+    Expr(String),
+    Closure(Closure),
+}
+
+/// What a task does.
+#[derive(Clone)]
+pub enum Action {
+    Module(Arc<dyn DynModule>),
+    /// A custom task: a Rhai closure that receives the host.
+    Custom(Closure),
+}
+
+impl std::fmt::Debug for Action {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Action::Module(m) => write!(f, "Module({})", m.name()),
+            Action::Custom(_) => f.write_str("Custom"),
+        }
+    }
+}
+
+#[derive(Clone, Debug)]
+pub struct Task {
+    pub id: TaskId,
+    pub name: String,
+    pub action: Action,
+    pub args: Arg,
+    pub phase: usize,
+    /// Target hosts, in inventory order (already narrowed by --limit).
+    pub hosts: Vec<String>,
+    /// The pattern the hosts came from, for display.
+    pub target: String,
+    pub when: Option<Condition>,
+    pub tags: Vec<String>,
+    pub notify: Vec<String>,
+    pub register: Option<String>,
+    /// Explicit `after` dependencies by name, resolved into `deps` when the plan is finished.
+    pub after_names: Vec<(String, SourcePos)>,
+    /// Tasks this one must wait for, on every host they run on: explicit `after`, and tasks
+    /// whose results it reads. Sorted.
+    pub needs: Vec<TaskId>,
+    /// Every edge of the graph into this task: `needs` plus the previous task on a shared host
+    /// (per host, tasks run in the order they were written). Sorted.
+    pub deps: Vec<TaskId>,
+    pub pos: SourcePos,
+    /// Handlers are tasks too, run at the end of their phase on hosts that notified them.
+    pub is_handler: bool,
+    pub ignore_errors: bool,
+}
+
+impl Task {
+    pub fn module_name(&self) -> &str {
+        match &self.action {
+            Action::Module(m) => m.name(),
+            Action::Custom(_) => "custom",
+        }
+    }
+}
+
+#[derive(Clone, Debug)]
+pub struct Phase {
+    pub name: String,
+    /// Tasks in declaration order.
+    pub tasks: Vec<TaskId>,
+    /// Handlers by name, in declaration order.
+    pub handlers: Vec<TaskId>,
+}
+
+/// The finished plan.
+#[derive(Clone)]
+pub struct Plan {
+    pub phases: Vec<Phase>,
+    pub tasks: Vec<Task>,
+    pub file: String,
+    /// Playbook defaults: the lowest variable precedence.
+    pub defaults: serde_json::Map<String, Value>,
+    pub script: Arc<crate::script::Script>,
+}
+
+impl Plan {
+    pub fn task(&self, id: TaskId) -> &Task {
+        &self.tasks[id]
+    }
+
+    /// Every host any task targets, in first-seen order.
+    pub fn hosts(&self) -> Vec<String> {
+        let mut seen = BTreeSet::new();
+        let mut out = Vec::new();
+        for t in &self.tasks {
+            for h in &t.hosts {
+                if seen.insert(h.clone()) {
+                    out.push(h.clone());
+                }
+            }
+        }
+        out
+    }
+
+    /// The dependency graph as Graphviz DOT.
+    pub fn to_dot(&self) -> String {
+        let mut out = String::from("digraph playbook {\n  rankdir=LR;\n  node [shape=box];\n");
+        for (pi, phase) in self.phases.iter().enumerate() {
+            let _ = writeln!(
+                out,
+                "  subgraph cluster_{pi} {{\n    label={};",
+                dot_quote(&format!("phase {}", phase.name))
+            );
+            for &id in phase.tasks.iter().chain(&phase.handlers) {
+                let t = &self.tasks[id];
+                let label = format!(
+                    "{}\\n{} on {}{}",
+                    dot_escape(&t.name),
+                    t.module_name(),
+                    dot_escape(&t.target),
+                    if t.is_handler { " (handler)" } else { "" }
+                );
+                let _ = writeln!(out, "    t{id} [label=\"{label}\"];");
+            }
+            out.push_str("  }\n");
+        }
+        for t in &self.tasks {
+            for d in &t.deps {
+                let _ = writeln!(out, "  t{d} -> t{};", t.id);
+            }
+        }
+        out.push_str("}\n");
+        out
+    }
+}
+
+fn dot_escape(s: &str) -> String {
+    s.replace('\\', "\\\\").replace('"', "\\\"")
+}
+
+fn dot_quote(s: &str) -> String {
+    format!("\"{}\"", dot_escape(s))
+}
+
+/// Fills in `deps` for every task and rejects cycles, naming every task in one with its line.
+pub fn link(tasks: &mut [Task], phases: &[Phase]) -> Result<(), PlanError> {
+    let by_name: BTreeMap<&str, Vec<TaskId>> = tasks.iter().fold(BTreeMap::new(), |mut m, t| {
+        m.entry(t.name.as_str()).or_default().push(t.id);
+        m
+    });
+    let mut needs: Vec<BTreeSet<TaskId>> = vec![BTreeSet::new(); tasks.len()];
+    for t in tasks.iter() {
+        for (name, pos) in &t.after_names {
+            let Some(ids) = by_name.get(name.as_str()) else {
+                let names: Vec<&str> = by_name.keys().copied().collect();
+                let hint = crate::error::closest(name, names.iter().copied())
+                    .map(|c| format!(" (did you mean '{c}'?)"))
+                    .unwrap_or_default();
+                return Err(PlanError::at(
+                    pos.clone(),
+                    format!("task '{}' runs after '{name}', but no task has that name{hint}", t.name),
+                ));
+            };
+            needs[t.id].extend(ids.iter().copied().filter(|&d| d != t.id));
+        }
+        needs[t.id].extend(t.needs.iter().copied());
+    }
+    let mut deps = needs.clone();
+    // The previous task in the same phase on a shared host comes first: per host, tasks run in
+    // the order they were written, as in Ansible.
+    for phase in phases {
+        let mut last_on_host: BTreeMap<&str, TaskId> = BTreeMap::new();
+        for &id in &phase.tasks {
+            for h in &tasks[id].hosts {
+                if let Some(prev) = last_on_host.insert(h.as_str(), id) {
+                    deps[id].insert(prev);
+                }
+            }
+        }
+    }
+    for t in tasks.iter() {
+        for &d in &deps[t.id] {
+            if tasks[d].phase > t.phase {
+                return Err(PlanError::at(
+                    t.pos.clone(),
+                    format!(
+                        "task '{}' (phase '{}') depends on '{}' at line {}, which is in the later phase '{}'",
+                        t.name, phases[t.phase].name, tasks[d].name, tasks[d].pos.line, phases[tasks[d].phase].name
+                    ),
+                ));
+            }
+        }
+    }
+    let mut graph: DiGraph<TaskId, ()> = DiGraph::new();
+    let nodes: Vec<NodeIndex> = tasks.iter().map(|t| graph.add_node(t.id)).collect();
+    for (id, ds) in deps.iter().enumerate() {
+        for &d in ds {
+            graph.add_edge(nodes[d], nodes[id], ());
+        }
+    }
+    for scc in petgraph::algo::tarjan_scc(&graph) {
+        let cyclic = scc.len() > 1 || graph.contains_edge(scc[0], scc[0]);
+        if cyclic {
+            let mut ids: Vec<TaskId> = scc.iter().map(|n| graph[*n]).collect();
+            ids.sort();
+            let first = &tasks[ids[0]];
+            let members: Vec<String> = ids
+                .iter()
+                .map(|&i| format!("'{}' (line {})", tasks[i].name, tasks[i].pos.line))
+                .collect();
+            return Err(PlanError::at(
+                first.pos.clone(),
+                format!("dependency cycle between tasks {}", members.join(" -> ")),
+            ));
+        }
+    }
+    for ((t, ds), ns) in tasks.iter_mut().zip(deps).zip(needs) {
+        t.deps = ds.into_iter().collect();
+        t.needs = ns.into_iter().collect();
+    }
+    Ok(())
+}
+

@@ -1,0 +1,867 @@
+//! Runs a plan: phase by phase; inside a phase every host at once, each host's tasks in the
+//! order of the graph; handlers at the end of a phase. Values that tasks pass to each other are
+//! read here, when the consuming task runs.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use serde_json::{Map, Value};
+use tokio::sync::{watch, OnceCell, Semaphore};
+
+use crate::events::{Event, EventSink, HostCounts, TaskEnd, TaskStatus};
+use crate::host::Host;
+use crate::inventory::{HostEntry, Inventory};
+use crate::module::{ModuleContext, ModuleError, Outcome, Status, Templates};
+use crate::plan::{Action, Arg, Closure, Condition, Deferred, Plan, TaskId};
+use crate::script::{with_exec_scope, ExecScope};
+use crate::template::TemplateEngine;
+use crate::transport::{Connector, TransportError};
+
+#[derive(Debug, Clone)]
+pub struct RunOptions {
+    pub check: bool,
+    pub diff: bool,
+    pub forks: usize,
+    pub tags: Vec<String>,
+    pub skip_tags: Vec<String>,
+    pub extra_vars: Map<String, Value>,
+}
+
+impl Default for RunOptions {
+    fn default() -> Self {
+        RunOptions {
+            check: false,
+            diff: false,
+            forks: 50,
+            tags: vec![],
+            skip_tags: vec![],
+            extra_vars: Map::new(),
+        }
+    }
+}
+
+/// Per-host totals of a finished run.
+#[derive(Debug, Clone, Default)]
+pub struct Recap {
+    pub hosts: BTreeMap<String, HostCounts>,
+}
+
+impl Recap {
+    /// 0 when everything worked, 3 when a host was unreachable, else 2 when a task failed.
+    pub fn exit_code(&self) -> i32 {
+        if self.hosts.values().any(|c| c.unreachable > 0) {
+            3
+        } else if self.hosts.values().any(|c| c.failed > 0) {
+            2
+        } else {
+            0
+        }
+    }
+    pub fn changed(&self) -> usize {
+        self.hosts.values().map(|c| c.changed).sum()
+    }
+}
+
+/// How a task ended on one host, as later tasks see it.
+#[derive(Debug, Clone)]
+enum Done {
+    /// Ran (or was skipped by its condition); the value is what `register` stores.
+    Ran(Value),
+    /// Check mode predicted a change: there is no real result to read.
+    Predicted,
+    Failed,
+    /// Not run: the host had failed earlier, or the task was not selected by tags.
+    NotRun { selected: bool },
+}
+
+struct HostRt {
+    entry: HostEntry,
+    vars: Map<String, Value>,
+    /// set_fact values and registered results on this host.
+    facts: Mutex<Map<String, Value>>,
+    conn: OnceCell<Result<Host, String>>,
+    dead: AtomicBool,
+    /// Check mode: an earlier task on this host would have changed something.
+    predicted_change: AtomicBool,
+    notified: Mutex<BTreeSet<String>>,
+}
+
+struct TaskRt {
+    finished: watch::Sender<usize>,
+}
+
+struct State {
+    plan: Arc<Plan>,
+    inventory: Arc<Inventory>,
+    opts: RunOptions,
+    sink: Arc<dyn EventSink>,
+    templates: TemplateEngine,
+    connector: Arc<dyn Connector>,
+    hosts: BTreeMap<String, HostRt>,
+    tasks: Vec<TaskRt>,
+    done: Mutex<HashMap<(TaskId, String), Done>>,
+    forks: Semaphore,
+    counts: Mutex<BTreeMap<String, HostCounts>>,
+}
+
+/// An error while running one task on one host.
+enum TaskError {
+    Failed(String),
+    Unreachable(String),
+    /// Check mode could not decide because an earlier change was only predicted.
+    DependsOnChange(String),
+}
+
+impl From<ModuleError> for TaskError {
+    fn from(e: ModuleError) -> Self {
+        match e {
+            ModuleError::Transport(TransportError::Unreachable(m)) => TaskError::Unreachable(m),
+            other => TaskError::Failed(other.to_string()),
+        }
+    }
+}
+
+impl From<TransportError> for TaskError {
+    fn from(e: TransportError) -> Self {
+        TaskError::from(ModuleError::Transport(e))
+    }
+}
+
+/// Runs `plan` and returns the per-host totals. Emits every event to `sink`.
+pub async fn run(
+    plan: Arc<Plan>,
+    inventory: Arc<Inventory>,
+    connector: Arc<dyn Connector>,
+    opts: RunOptions,
+    sink: Arc<dyn EventSink>,
+) -> Recap {
+    let started = Instant::now();
+    let mut hosts = BTreeMap::new();
+    for name in plan.hosts() {
+        let Some(entry) = inventory.host(&name) else { continue };
+        let vars = inventory.host_vars(&name, &plan.defaults, &opts.extra_vars);
+        hosts.insert(
+            name.clone(),
+            HostRt {
+                entry: entry.clone(),
+                vars,
+                facts: Mutex::new(Map::new()),
+                conn: OnceCell::new(),
+                dead: AtomicBool::new(false),
+                predicted_change: AtomicBool::new(false),
+                notified: Mutex::new(BTreeSet::new()),
+            },
+        );
+    }
+    let counts = hosts.keys().map(|h| (h.clone(), HostCounts::default())).collect();
+    let tasks = plan.tasks.iter().map(|_| TaskRt { finished: watch::channel(0).0 }).collect();
+    let state = Arc::new(State {
+        templates: TemplateEngine::new(&plan.script.dir),
+        forks: Semaphore::new(opts.forks.max(1)),
+        plan: plan.clone(),
+        inventory,
+        opts,
+        sink,
+        connector,
+        hosts,
+        tasks,
+        done: Mutex::new(HashMap::new()),
+        counts: Mutex::new(counts),
+    });
+    state.sink.emit(&Event::RunStart {
+        playbook: plan.file.clone(),
+        hosts: state.hosts.len(),
+        tasks: plan.tasks.iter().filter(|t| !t.is_handler).count(),
+        check: state.opts.check,
+    });
+    for (pi, phase) in plan.phases.iter().enumerate() {
+        let phase_hosts: Vec<String> = {
+            let mut seen = BTreeSet::new();
+            phase
+                .tasks
+                .iter()
+                .flat_map(|&t| plan.tasks[t].hosts.iter())
+                .filter(|h| seen.insert((*h).clone()))
+                .cloned()
+                .collect()
+        };
+        state.sink.emit(&Event::PhaseStart {
+            phase: phase.name.clone(),
+            hosts: phase_hosts.len(),
+            tasks: phase.tasks.len(),
+        });
+        let mut joins = tokio::task::JoinSet::new();
+        for h in phase_hosts {
+            let st = state.clone();
+            joins.spawn(async move { st.run_host_phase(pi, &h).await });
+        }
+        while joins.join_next().await.is_some() {}
+        state.run_handlers(pi).await;
+    }
+    for h in state.hosts.values() {
+        if let Some(Ok(host)) = h.conn.get() {
+            host.transport().close().await;
+        }
+    }
+    let counts = state.counts.lock().unwrap_or_else(|e| e.into_inner()).clone();
+    state.sink.emit(&Event::Recap {
+        hosts: counts.clone(),
+        check: state.opts.check,
+        duration_ms: started.elapsed().as_millis() as u64,
+    });
+    Recap { hosts: counts }
+}
+
+impl State {
+    async fn run_host_phase(self: &Arc<Self>, phase: usize, host: &str) {
+        let plan = self.plan.clone();
+        for &tid in &plan.phases[phase].tasks {
+            if plan.tasks[tid].hosts.iter().any(|h| h == host) {
+                self.run_task(tid, host).await;
+            }
+        }
+    }
+
+    async fn run_handlers(self: &Arc<Self>, phase: usize) {
+        let plan = self.plan.clone();
+        for &hid in &plan.phases[phase].handlers {
+            let name = &plan.tasks[hid].name;
+            let mut joins = tokio::task::JoinSet::new();
+            for (hname, h) in &self.hosts {
+                let notified = h.notified.lock().unwrap_or_else(|e| e.into_inner()).remove(name);
+                if notified && !h.dead.load(Ordering::SeqCst) {
+                    let st = self.clone();
+                    let hname = hname.clone();
+                    joins.spawn(async move { st.run_task(hid, &hname).await });
+                }
+            }
+            while joins.join_next().await.is_some() {}
+        }
+    }
+
+    fn selected(&self, tid: TaskId) -> bool {
+        let t = &self.plan.tasks[tid];
+        if t.tags.iter().any(|g| self.opts.skip_tags.contains(g)) {
+            return false;
+        }
+        self.opts.tags.is_empty()
+            || t.tags.iter().any(|g| g == "always" || self.opts.tags.contains(g))
+    }
+
+    fn finish(&self, tid: TaskId, host: &str, done: Done) {
+        self.done
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert((tid, host.to_string()), done);
+        self.tasks[tid].finished.send_modify(|n| *n += 1);
+    }
+
+    async fn wait_for(&self, tid: TaskId) {
+        let total = self.plan.tasks[tid].hosts.len();
+        let mut rx = self.tasks[tid].finished.subscribe();
+        let _ = rx.wait_for(|n| *n >= total).await;
+    }
+
+    async fn run_task(self: &Arc<Self>, tid: TaskId, host: &str) {
+        let task = &self.plan.tasks[tid];
+        let h = &self.hosts[host];
+        if !self.selected(tid) {
+            return self.finish(tid, host, Done::NotRun { selected: false });
+        }
+        if h.dead.load(Ordering::SeqCst) {
+            return self.finish(tid, host, Done::NotRun { selected: true });
+        }
+        let phase = self.plan.phases[task.phase].name.clone();
+        // Wait for the tasks whose results this one reads or that it must run after.
+        let mut upstream_predicted = false;
+        let mut upstream_failure = None;
+        for &d in &task.needs {
+            self.wait_for(d).await;
+            let done = self.done.lock().unwrap_or_else(|e| e.into_inner());
+            for dh in &self.plan.tasks[d].hosts {
+                match done.get(&(d, dh.clone())) {
+                    Some(Done::Predicted) => upstream_predicted = true,
+                    Some(Done::Failed) | Some(Done::NotRun { selected: true }) => {
+                        upstream_failure.get_or_insert_with(|| {
+                            format!(
+                                "depends on '{}' (line {}), which failed or did not run on {dh}",
+                                self.plan.tasks[d].name, self.plan.tasks[d].pos.line
+                            )
+                        });
+                    }
+                    _ => {}
+                }
+            }
+        }
+        self.sink.emit(&Event::TaskStart {
+            phase: phase.clone(),
+            task: task.name.clone(),
+            task_id: tid,
+            host: host.to_string(),
+        });
+        let started = Instant::now();
+        let result = match upstream_failure {
+            Some(msg) => Err(TaskError::Failed(msg)),
+            None => self.execute(tid, host).await,
+        };
+        let upstream_predicted =
+            upstream_predicted || (self.opts.check && h.predicted_change.load(Ordering::SeqCst));
+        let mut end = TaskEnd {
+            phase,
+            task: task.name.clone(),
+            task_id: tid,
+            host: host.to_string(),
+            module: task.module_name().to_string(),
+            status: TaskStatus::Ok,
+            changed: false,
+            check: self.opts.check,
+            handler: task.is_handler,
+            ignored: false,
+            summary: None,
+            msg: None,
+            diff: None,
+            duration_ms: 0,
+        };
+        let done = match result {
+            Ok(outcome) => {
+                end.summary = outcome.summary;
+                end.diff = outcome.diff.filter(|_| self.opts.diff);
+                let mut registered = match outcome.result {
+                    Value::Object(m) => m,
+                    Value::Null => Map::new(),
+                    other => Map::from_iter([("value".to_string(), other)]),
+                };
+                if let Some(msg) = registered.get("msg").filter(|_| task.module_name() == "debug_msg") {
+                    end.msg = Some(match msg {
+                        Value::String(s) => s.clone(),
+                        other => other.to_string(),
+                    });
+                }
+                match outcome.status {
+                    Status::Ok => end.status = TaskStatus::Ok,
+                    Status::Changed => {
+                        end.status = TaskStatus::Changed;
+                        end.changed = true;
+                    }
+                    Status::Skipped(why) => {
+                        end.status = TaskStatus::Skipped;
+                        end.msg = Some(why);
+                    }
+                }
+                registered.insert("changed".into(), Value::Bool(end.changed));
+                registered.insert("skipped".into(), Value::Bool(end.status == TaskStatus::Skipped));
+                registered.insert("failed".into(), Value::Bool(false));
+                if end.changed {
+                    let mut n = h.notified.lock().unwrap_or_else(|e| e.into_inner());
+                    n.extend(task.notify.iter().cloned());
+                }
+                if self.opts.check && end.changed {
+                    h.predicted_change.store(true, Ordering::SeqCst);
+                    Done::Predicted
+                } else {
+                    let value = Value::Object(registered);
+                    if let Some(name) = &task.register {
+                        h.facts
+                            .lock()
+                            .unwrap_or_else(|e| e.into_inner())
+                            .insert(name.clone(), value.clone());
+                    }
+                    Done::Ran(value)
+                }
+            }
+            Err(TaskError::DependsOnChange(why)) => {
+                end.status = TaskStatus::Skipped;
+                end.msg = Some(format!("depends on a change above: {why}"));
+                Done::Predicted
+            }
+            Err(TaskError::Failed(why)) if self.opts.check && upstream_predicted => {
+                end.status = TaskStatus::Skipped;
+                end.msg = Some(format!(
+                    "depends on a change above; in a real run it might not fail: {why}"
+                ));
+                Done::Predicted
+            }
+            Err(TaskError::Failed(why)) => {
+                end.status = TaskStatus::Failed;
+                end.msg = Some(why);
+                if task.ignore_errors {
+                    end.ignored = true;
+                    Done::Ran(serde_json::json!({"failed": true, "changed": false, "msg": end.msg}))
+                } else {
+                    h.dead.store(true, Ordering::SeqCst);
+                    Done::Failed
+                }
+            }
+            Err(TaskError::Unreachable(why)) => {
+                end.status = TaskStatus::Unreachable;
+                end.msg = Some(why);
+                h.dead.store(true, Ordering::SeqCst);
+                Done::Failed
+            }
+        };
+        end.duration_ms = started.elapsed().as_millis() as u64;
+        self.counts
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .entry(host.to_string())
+            .or_default()
+            .add(&end);
+        self.finish(tid, host, done);
+        self.sink.emit(&Event::TaskEnd(end));
+    }
+
+    async fn connection(&self, host: &str) -> Result<Host, TaskError> {
+        let h = &self.hosts[host];
+        let conn = h
+            .conn
+            .get_or_init(|| async {
+                self.connector
+                    .connect(&h.entry)
+                    .await
+                    .map(|t| {
+                        Host::new(host, t).with_become(h.entry.become_config())
+                    })
+                    .map_err(|e| match e {
+                        TransportError::Unreachable(m) | TransportError::Exec(m) => m,
+                    })
+            })
+            .await;
+        conn.clone().map_err(TaskError::Unreachable)
+    }
+
+    async fn execute(self: &Arc<Self>, tid: TaskId, host: &str) -> Result<Outcome, TaskError> {
+        let task = &self.plan.tasks[tid];
+        let needs_closures = matches!(task.action, Action::Custom(_))
+            || matches!(task.when, Some(Condition::Closure(_)))
+            || has_closure(&task.args);
+        let conn = self.connection(host).await?;
+        let prepared = if needs_closures {
+            let st = self.clone();
+            let hname = host.to_string();
+            let c = conn.clone();
+            tokio::task::spawn_blocking(move || st.prepare(tid, &hname, &c))
+                .await
+                .map_err(|e| TaskError::Failed(format!("task panicked: {e}")))??
+        } else {
+            self.prepare(tid, host, &conn)?
+        };
+        let (args, vars) = match prepared {
+            Prepared::Skip(why) => {
+                return Ok(Outcome {
+                    status: Status::Skipped(why),
+                    summary: None,
+                    diff: None,
+                    result: Value::Null,
+                })
+            }
+            Prepared::Custom(outcome) => return Ok(outcome),
+            Prepared::Run { args, vars } => (args, vars),
+        };
+        let Action::Module(module) = &task.action else {
+            unreachable!("custom tasks finish in prepare")
+        };
+        let _permit = self.forks.acquire().await.expect("semaphore is never closed");
+        let h = &self.hosts[host];
+        let templates = HostTemplates {
+            engine: &self.templates,
+            ctx: Value::Object(vars.clone()),
+        };
+        let cx = ModuleContext {
+            host: &conn,
+            check: self.opts.check,
+            want_diff: self.opts.diff,
+            base_dir: &self.plan.script.dir,
+            templates: &templates,
+            vars: &vars,
+            facts: &h.facts,
+        };
+        Ok(module.run(args, &cx).await?)
+    }
+
+    /// Evaluates the condition and the arguments (may call playbook closures: runs on a
+    /// blocking thread then).
+    fn prepare(self: &Arc<Self>, tid: TaskId, host: &str, conn: &Host) -> Result<Prepared, TaskError> {
+        let task = &self.plan.tasks[tid];
+        let origin = format!("{} (task '{}')", task.pos, task.name);
+        let vars = self.template_vars(host, task_needs_everything(task));
+        let ctx = Value::Object(vars.clone());
+        let scope = || ExecScope {
+            host: host.to_string(),
+            resolve: Box::new({
+                let st = self.clone();
+                let host = host.to_string();
+                move |d: &Deferred| {
+                    st.resolve_deferred(d, &host).map_err(|e| match e {
+                        TaskError::Failed(m) | TaskError::Unreachable(m) => m,
+                        TaskError::DependsOnChange(m) => format!("{DEPENDS_MARK}{m}"),
+                    })
+                }
+            }),
+        };
+        let api = HostApi {
+            host: conn.clone(),
+            check: self.opts.check,
+            vars: vars.clone(),
+            rt: tokio::runtime::Handle::try_current().ok(),
+        };
+        let call = |c: &Closure| -> Result<rhai::Dynamic, TaskError> {
+            let script = &self.plan.script;
+            with_exec_scope(scope(), || {
+                let r = c.0.call::<rhai::Dynamic>(&script.engine, &script.ast, (api.clone(),));
+                match r {
+                    Err(e) if matches!(*e, rhai::EvalAltResult::ErrorFunctionNotFound(..)) => {
+                        c.0.call::<rhai::Dynamic>(&script.engine, &script.ast, ())
+                    }
+                    other => other,
+                }
+            })
+            .map_err(|e| closure_error(&e, &origin))
+        };
+        match &task.when {
+            None => {}
+            Some(Condition::Expr(expr)) => {
+                let v = self
+                    .templates
+                    .eval(expr, &origin, &ctx)
+                    .map_err(|e| self.template_failure(host, e.to_string()))?;
+                if !truthy(&v) {
+                    return Ok(Prepared::Skip(format!("condition is false: {expr}")));
+                }
+            }
+            Some(Condition::Closure(c)) => {
+                let v = call(c)?;
+                if !v.as_bool().unwrap_or(!v.is_unit()) {
+                    return Ok(Prepared::Skip("condition is false".into()));
+                }
+            }
+        }
+        if let Action::Custom(body) = &task.action {
+            let v = call(body)?;
+            return custom_outcome(v).map(Prepared::Custom);
+        }
+        let args = self.resolve_arg(&task.args, host, &ctx, &origin, &call)?;
+        Ok(Prepared::Run { args, vars })
+    }
+
+    fn template_failure(&self, host: &str, msg: String) -> TaskError {
+        if self.opts.check && self.hosts[host].predicted_change.load(Ordering::SeqCst) {
+            TaskError::DependsOnChange(msg)
+        } else {
+            TaskError::Failed(msg)
+        }
+    }
+
+    fn resolve_arg(
+        &self,
+        arg: &Arg,
+        host: &str,
+        ctx: &Value,
+        origin: &str,
+        call: &dyn Fn(&Closure) -> Result<rhai::Dynamic, TaskError>,
+    ) -> Result<Value, TaskError> {
+        Ok(match arg {
+            Arg::Value(v) => self.render_value(v, host, ctx, origin)?,
+            Arg::Deferred(d) => self.resolve_deferred(d, host)?,
+            Arg::Closure(c) => {
+                let d = call(c)?;
+                rhai::serde::from_dynamic::<Value>(&d).map_err(|e| {
+                    TaskError::Failed(format!("{origin}: a closure returned an unusable value: {e}"))
+                })?
+            }
+            Arg::Map(m) => Value::Object(
+                m.iter()
+                    .map(|(k, a)| {
+                        self.resolve_arg(a, host, ctx, &format!("{origin} arg {k}"), call)
+                            .map(|v| (k.clone(), v))
+                    })
+                    .collect::<Result<_, _>>()?,
+            ),
+            Arg::List(l) => Value::Array(
+                l.iter()
+                    .map(|a| self.resolve_arg(a, host, ctx, origin, call))
+                    .collect::<Result<_, _>>()?,
+            ),
+        })
+    }
+
+    fn render_value(&self, v: &Value, host: &str, ctx: &Value, origin: &str) -> Result<Value, TaskError> {
+        Ok(match v {
+            Value::String(s) if crate::template::is_template(s) => Value::String(
+                self.templates
+                    .render_str(s, origin, ctx)
+                    .map_err(|e| self.template_failure(host, e.to_string()))?,
+            ),
+            Value::Array(a) => Value::Array(
+                a.iter()
+                    .map(|x| self.render_value(x, host, ctx, origin))
+                    .collect::<Result<_, _>>()?,
+            ),
+            Value::Object(o) => Value::Object(
+                o.iter()
+                    .map(|(k, x)| self.render_value(x, host, ctx, origin).map(|x| (k.clone(), x)))
+                    .collect::<Result<_, _>>()?,
+            ),
+            other => other.clone(),
+        })
+    }
+
+    /// Reads a field of an earlier task's result for `host`: the task's result on this host if
+    /// it ran here, else on its only host, else on the host the playbook named.
+    fn resolve_deferred(&self, d: &Deferred, host: &str) -> Result<Value, TaskError> {
+        let src = &self.plan.tasks[d.task];
+        let from = match &d.host {
+            Some(h) => h.clone(),
+            None if src.hosts.iter().any(|h| h == host) => host.to_string(),
+            None if src.hosts.len() == 1 => src.hosts[0].clone(),
+            None => {
+                return Err(TaskError::Failed(format!(
+                    "the result of '{}' is ambiguous here: it ran on {}; pick one with .on_host(\"{}\")",
+                    src.name,
+                    src.hosts.join(", "),
+                    src.hosts.first().map(String::as_str).unwrap_or("HOST")
+                )))
+            }
+        };
+        let done = self
+            .done
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&(d.task, from.clone()))
+            .cloned();
+        let mut value = match done {
+            Some(Done::Ran(v)) => v,
+            Some(Done::Predicted) => {
+                return Err(TaskError::DependsOnChange(format!(
+                    "'{}' on {from} would change, so its result is not known in check mode",
+                    src.name
+                )))
+            }
+            _ => {
+                return Err(TaskError::Failed(format!(
+                    "'{}' has no result on {from} (it failed, was skipped or did not run)",
+                    src.name
+                )))
+            }
+        };
+        for key in &d.path {
+            value = match value.get(key) {
+                Some(v) => v.clone(),
+                None => {
+                    return Err(TaskError::Failed(format!(
+                        "the result of '{}' on {from} has no field '{key}'",
+                        src.name
+                    )))
+                }
+            };
+        }
+        Ok(value)
+    }
+
+    /// The variables templates see on `host`: its variables, facts and registered results,
+    /// results registered on a single other host, and (when `all`) every host's variables and
+    /// the groups.
+    fn template_vars(&self, host: &str, all: bool) -> Map<String, Value> {
+        let h = &self.hosts[host];
+        let mut vars = h.vars.clone();
+        vars.extend(h.facts.lock().unwrap_or_else(|e| e.into_inner()).clone());
+        let done = self.done.lock().unwrap_or_else(|e| e.into_inner());
+        for t in &self.plan.tasks {
+            if let (Some(name), [only]) = (&t.register, t.hosts.as_slice()) {
+                if only != host && !vars.contains_key(name) {
+                    if let Some(Done::Ran(v)) = done.get(&(t.id, only.clone())) {
+                        vars.insert(name.clone(), v.clone());
+                    }
+                }
+            }
+        }
+        drop(done);
+        if all {
+            let hostvars: Map<String, Value> = self
+                .inventory
+                .hosts()
+                .map(|e| {
+                    let mut v = match self.hosts.get(&e.name) {
+                        Some(rt) => {
+                            let mut v = rt.vars.clone();
+                            v.extend(rt.facts.lock().unwrap_or_else(|e| e.into_inner()).clone());
+                            v
+                        }
+                        None => self.inventory.host_vars(&e.name, &self.plan.defaults, &self.opts.extra_vars),
+                    };
+                    v.entry("ansible_host").or_insert_with(|| Value::String(e.address.clone()));
+                    (e.name.clone(), Value::Object(v))
+                })
+                .collect();
+            vars.insert("hostvars".into(), Value::Object(hostvars));
+            let groups: Map<String, Value> = self
+                .inventory
+                .groups()
+                .iter()
+                .map(|(g, hs)| (g.clone(), Value::from(hs.clone())))
+                .collect();
+            vars.insert("groups".into(), Value::Object(groups));
+        }
+        vars
+    }
+}
+
+const DEPENDS_MARK: &str = "\u{1}depends:";
+
+fn task_needs_everything(task: &crate::plan::Task) -> bool {
+    let mut strings = Vec::new();
+    task.args.strings(&mut strings);
+    if let Some(Condition::Expr(e)) = &task.when {
+        strings.push(e.clone());
+    }
+    task.module_name() == "file_template"
+        || strings.iter().any(|s| s.contains("hostvars") || s.contains("groups"))
+}
+
+fn has_closure(arg: &Arg) -> bool {
+    match arg {
+        Arg::Closure(_) => true,
+        Arg::Map(m) => m.values().any(has_closure),
+        Arg::List(l) => l.iter().any(has_closure),
+        _ => false,
+    }
+}
+
+fn closure_error(e: &rhai::EvalAltResult, origin: &str) -> TaskError {
+    let text = e.to_string();
+    if let Some(i) = text.find(DEPENDS_MARK) {
+        let rest = &text[i + DEPENDS_MARK.len()..];
+        return TaskError::DependsOnChange(rest.split(" (line ").next().unwrap_or(rest).to_string());
+    }
+    TaskError::Failed(format!("{origin}: {text}"))
+}
+
+/// Ansible's truthiness for `when:` results.
+fn truthy(v: &Value) -> bool {
+    match v {
+        Value::Null => false,
+        Value::Bool(b) => *b,
+        Value::Number(n) => n.as_f64().is_some_and(|f| f != 0.0),
+        Value::String(s) => !s.is_empty(),
+        Value::Array(a) => !a.is_empty(),
+        Value::Object(o) => !o.is_empty(),
+    }
+}
+
+enum Prepared {
+    Skip(String),
+    Custom(Outcome),
+    Run {
+        args: Value,
+        vars: Map<String, Value>,
+    },
+}
+
+struct HostTemplates<'a> {
+    engine: &'a TemplateEngine,
+    ctx: Value,
+}
+
+impl Templates for HostTemplates<'_> {
+    fn render_file(&self, path: &str) -> Result<String, ModuleError> {
+        self.engine
+            .render_file(path, &self.ctx)
+            .map_err(|e| ModuleError::Failed(e.to_string()))
+    }
+}
+
+/// What a custom task returns: "changed", "ok", "skipped", a bool (changed), or a map with
+/// `changed`, `msg` and `result`.
+fn custom_outcome(v: rhai::Dynamic) -> Result<Outcome, TaskError> {
+    let mut outcome = Outcome {
+        status: Status::Ok,
+        summary: None,
+        diff: None,
+        result: Value::Null,
+    };
+    if let Some(s) = v.read_lock::<rhai::ImmutableString>() {
+        outcome.status = match s.as_str() {
+            "changed" => Status::Changed,
+            "ok" => Status::Ok,
+            "skipped" => Status::Skipped("skipped by the task".into()),
+            other => {
+                return Err(TaskError::Failed(format!(
+                    "a custom task returns \"changed\", \"ok\", \"skipped\", a bool or a map, not \"{other}\""
+                )))
+            }
+        };
+    } else if let Some(b) = v.as_bool().ok() {
+        outcome.status = if b { Status::Changed } else { Status::Ok };
+    } else if v.is_unit() {
+    } else if let Some(m) = v.read_lock::<rhai::Map>() {
+        let changed = m.get("changed").and_then(|c| c.as_bool().ok()).unwrap_or(false);
+        outcome.status = if changed { Status::Changed } else { Status::Ok };
+        outcome.summary = m.get("msg").map(|d| d.to_string());
+        if let Some(r) = m.get("result") {
+            outcome.result = rhai::serde::from_dynamic(r).map_err(|e| TaskError::Failed(e.to_string()))?;
+        }
+    } else {
+        return Err(TaskError::Failed(format!(
+            "a custom task returns \"changed\", \"ok\", \"skipped\", a bool or a map, not {}",
+            v.type_name()
+        )));
+    }
+    Ok(outcome)
+}
+
+/// The host as a custom task's closure sees it: `h.run(cmd)`, `h.read_file(path)`,
+/// `h.write_file(path, content)`, `h.vars`, `h.name`, `h.check`.
+#[derive(Clone)]
+pub struct HostApi {
+    host: Host,
+    check: bool,
+    vars: Map<String, Value>,
+    rt: Option<tokio::runtime::Handle>,
+}
+
+impl HostApi {
+    fn block_on<T>(&self, f: impl std::future::Future<Output = T>) -> Result<T, Box<rhai::EvalAltResult>> {
+        match &self.rt {
+            Some(rt) => Ok(rt.block_on(f)),
+            None => Err("no runtime to reach the host".into()),
+        }
+    }
+
+    /// Registers the host API type on a Rhai engine.
+    pub fn register(engine: &mut rhai::Engine) {
+        engine.register_type_with_name::<HostApi>("Host");
+        engine.register_get("name", |h: &mut HostApi| h.host.name.clone());
+        engine.register_get("check", |h: &mut HostApi| h.check);
+        engine.register_get("vars", |h: &mut HostApi| -> Result<rhai::Dynamic, Box<rhai::EvalAltResult>> {
+            rhai::serde::to_dynamic(&h.vars)
+        });
+        engine.register_fn("run", |h: &mut HostApi, cmd: &str| -> Result<rhai::Map, Box<rhai::EvalAltResult>> {
+            let out = h.block_on(h.host.run(cmd))?.map_err(|e| e.to_string())?;
+            let mut m = rhai::Map::new();
+            m.insert("rc".into(), (out.status as i64).into());
+            m.insert("stdout".into(), out.stdout_text().trim_end_matches('\n').to_string().into());
+            m.insert("stderr".into(), out.stderr_text().trim_end_matches('\n').to_string().into());
+            Ok(m)
+        });
+        engine.register_fn("read_file", |h: &mut HostApi, path: &str| -> Result<rhai::Dynamic, Box<rhai::EvalAltResult>> {
+            let data = h.block_on(crate::remote::read_file(&h.host, path))?.map_err(|e| e.to_string())?;
+            Ok(match data {
+                Some(bytes) => String::from_utf8_lossy(&bytes).into_owned().into(),
+                None => rhai::Dynamic::UNIT,
+            })
+        });
+        // Returns whether the content differed; in check mode it only compares.
+        engine.register_fn("write_file", |h: &mut HostApi, path: &str, content: &str| -> Result<bool, Box<rhai::EvalAltResult>> {
+            let old = h.block_on(crate::remote::read_file(&h.host, path))?.map_err(|e| e.to_string())?;
+            if old.as_deref() == Some(content.as_bytes()) {
+                return Ok(false);
+            }
+            if !h.check {
+                h.block_on(crate::remote::write_file(&h.host, path, content.as_bytes(), &Default::default()))?
+                    .map_err(|e| e.to_string())?;
+            }
+            Ok(true)
+        });
+    }
+}

@@ -1,0 +1,838 @@
+//! The Rhai API that playbooks are written in, and the evaluation that turns a playbook into a
+//! [`Plan`]. Evaluation only plans: nothing here touches a host. Closures that a playbook passes
+//! (conditions, computed arguments, custom tasks) are kept and called by the runner.
+
+use std::cell::RefCell;
+use std::collections::BTreeSet;
+use std::path::{Component, Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use rhai::{Dynamic, Engine, EvalAltResult, FnPtr, NativeCallContext, Position, AST};
+use serde_json::{Map, Value};
+
+use crate::error::{closest, PlanError};
+use crate::events::{Event, EventSink};
+use crate::inventory::Inventory;
+use crate::module::Registry;
+use crate::plan::{
+    link, Action, Arg, Closure, Condition, Deferred, Phase, Plan, SourcePos, Task, TaskId,
+};
+
+/// Functions of the playbook API, for "did you mean" hints next to module names.
+const API_FUNCTIONS: &[&str] = &[
+    "phase", "on", "handler", "task", "vars", "defaults", "hosts", "first", "rest", "host_vars",
+];
+
+/// Bounds that keep a runaway playbook from hanging the controller.
+const MAX_OPERATIONS: u64 = 20_000_000;
+const MAX_CALL_LEVELS: usize = 64;
+
+/// The evaluated playbook, kept so closures can be called while the plan runs.
+pub struct Script {
+    pub engine: Engine,
+    pub ast: AST,
+    pub file: String,
+    pub dir: PathBuf,
+}
+
+/// What evaluation needs besides the playbook itself.
+pub struct PlanInput<'a> {
+    pub playbook: &'a Path,
+    pub inventory: Arc<Inventory>,
+    pub registry: &'a Registry,
+    /// Host names selected by --limit; None means every host.
+    pub limit: Option<BTreeSet<String>>,
+    pub extra_vars: Map<String, Value>,
+    pub sink: Arc<dyn EventSink>,
+}
+
+/// A handle to a placed task, returned by `on(...)`. Reading a field of it (`tok.stdout`) gives
+/// a value that is filled in when the task has run.
+#[derive(Clone, Debug)]
+pub struct TaskRef {
+    pub id: TaskId,
+    pub host: Option<String>,
+}
+
+/// A task described but not yet placed on hosts.
+#[derive(Clone, Debug)]
+pub struct TaskSpec {
+    name: Option<String>,
+    action: Action,
+    args: Arg,
+    when: Option<Condition>,
+    tags: Vec<String>,
+    notify: Vec<String>,
+    register: Option<String>,
+    after: Vec<TaskId>,
+    after_names: Vec<(String, SourcePos)>,
+    ignore_errors: bool,
+    pos: SourcePos,
+}
+
+/// Set while the runner calls a playbook closure: task handles then read real results.
+pub struct ExecScope {
+    pub host: String,
+    pub resolve: Box<dyn Fn(&Deferred) -> Result<Value, String>>,
+}
+
+thread_local! {
+    static EXEC: RefCell<Option<ExecScope>> = const { RefCell::new(None) };
+}
+
+/// Runs `f` with `scope` active on this thread.
+pub fn with_exec_scope<T>(scope: ExecScope, f: impl FnOnce() -> T) -> T {
+    EXEC.with(|e| *e.borrow_mut() = Some(scope));
+    let out = f();
+    EXEC.with(|e| *e.borrow_mut() = None);
+    out
+}
+
+fn exec_host() -> Option<String> {
+    EXEC.with(|e| e.borrow().as_ref().map(|s| s.host.clone()))
+}
+
+fn read_deferred(d: Deferred) -> Result<Dynamic, Box<EvalAltResult>> {
+    let resolved = EXEC.with(|e| e.borrow().as_ref().map(|s| (s.resolve)(&d)));
+    match resolved {
+        None => Ok(Dynamic::from(d)),
+        Some(Ok(v)) => rhai::serde::to_dynamic(v),
+        Some(Err(msg)) => Err(msg.into()),
+    }
+}
+
+struct Builder {
+    tasks: Vec<Task>,
+    phases: Vec<Phase>,
+    current_phase: Option<usize>,
+    defaults: Map<String, Value>,
+    inventory: Arc<Inventory>,
+    limit: Option<BTreeSet<String>>,
+    extra_vars: Map<String, Value>,
+    file: String,
+}
+
+impl Builder {
+    fn phase_index(&mut self) -> usize {
+        match self.current_phase {
+            Some(i) => i,
+            None => {
+                // Tasks outside any phase() form one implicit phase, as a play without phases.
+                self.phases.push(Phase {
+                    name: "main".into(),
+                    tasks: vec![],
+                    handlers: vec![],
+                });
+                let i = self.phases.len() - 1;
+                self.current_phase = Some(i);
+                i
+            }
+        }
+    }
+
+    fn select(&self, pattern: &str) -> Result<Vec<String>, String> {
+        crate::pattern::select(&self.inventory, pattern).map_err(|e| e.to_string())
+    }
+
+    fn targets(&self, target: &Dynamic) -> Result<(Vec<String>, String), String> {
+        let patterns: Vec<String> = if let Some(s) = target.read_lock::<rhai::ImmutableString>() {
+            vec![s.to_string()]
+        } else if let Some(a) = target.read_lock::<rhai::Array>() {
+            a.iter()
+                .map(|d| {
+                    d.read_lock::<rhai::ImmutableString>()
+                        .map(|s| s.to_string())
+                        .ok_or_else(|| {
+                            format!("a target list holds host or group names, not {}", d.type_name())
+                        })
+                })
+                .collect::<Result<_, _>>()?
+        } else {
+            return Err(format!(
+                "on() takes a host pattern or a list of them, not {}",
+                target.type_name()
+            ));
+        };
+        let mut hosts: Vec<String> = Vec::new();
+        for p in &patterns {
+            for h in self.select(p)? {
+                if !hosts.contains(&h) {
+                    hosts.push(h);
+                }
+            }
+        }
+        let order: Vec<String> = self.inventory.hosts().map(|h| h.name.clone()).collect();
+        hosts.sort_by_key(|h| order.iter().position(|o| o == h));
+        if let Some(limit) = &self.limit {
+            hosts.retain(|h| limit.contains(h));
+        }
+        Ok((hosts, patterns.join(",")))
+    }
+
+    fn place(&mut self, spec: TaskSpec, hosts: Vec<String>, target: String, handler: bool) -> TaskId {
+        let phase = self.phase_index();
+        let id = self.tasks.len();
+        let mut deps: Vec<TaskId> = spec.after.clone();
+        spec.args.deferred(&mut deps);
+        if let Some(Condition::Closure(c)) = &spec.when {
+            crate::plan::closure_refs(c, &mut deps);
+        }
+        deps.retain(|&d| d != id);
+        let name = spec.name.clone().unwrap_or_else(|| default_name(&spec));
+        self.tasks.push(Task {
+            id,
+            name: name.clone(),
+            action: spec.action,
+            args: spec.args,
+            phase,
+            hosts,
+            target,
+            when: spec.when,
+            tags: spec.tags,
+            notify: spec.notify,
+            register: spec.register,
+            after_names: spec.after_names,
+            needs: deps,
+            deps: vec![],
+            pos: spec.pos,
+            is_handler: handler,
+            ignore_errors: spec.ignore_errors,
+        });
+        if handler {
+            self.phases[phase].handlers.push(id);
+        } else {
+            self.phases[phase].tasks.push(id);
+        }
+        id
+    }
+
+    fn plan_vars(&self) -> Map<String, Value> {
+        let mut vars = self.defaults.clone();
+        vars.extend(self.inventory.global_vars().clone());
+        vars.extend(self.extra_vars.clone());
+        vars
+    }
+}
+
+fn default_name(spec: &TaskSpec) -> String {
+    let module = match &spec.action {
+        Action::Module(m) => m.name(),
+        Action::Custom(_) => "custom",
+    };
+    let detail = match &spec.args {
+        Arg::Map(m) => ["cmd", "dest", "path", "name", "msg", "src", "argv"]
+            .iter()
+            .find_map(|k| match m.get(*k) {
+                Some(Arg::Value(Value::String(s))) => Some(s.clone()),
+                Some(Arg::Value(v @ Value::Array(_))) => Some(v.to_string()),
+                _ => None,
+            }),
+        _ => None,
+    };
+    match detail {
+        Some(d) => {
+            let d: String = d.lines().next().unwrap_or("").chars().take(60).collect();
+            format!("{module}: {d}")
+        }
+        None => module.to_string(),
+    }
+}
+
+fn pos_of(ctx: &NativeCallContext, file: &str) -> SourcePos {
+    let p = ctx.call_position();
+    SourcePos {
+        file: ctx.source().map(str::to_string).unwrap_or_else(|| file.to_string()),
+        line: p.line().unwrap_or(0),
+        column: p.position().unwrap_or(0),
+    }
+}
+
+fn runtime_err(msg: impl Into<String>, ctx: &NativeCallContext) -> Box<EvalAltResult> {
+    EvalAltResult::ErrorRuntime(Dynamic::from(msg.into()), ctx.call_position()).into()
+}
+
+/// Converts a Rhai value to a task argument, keeping deferred values and closures for later.
+pub fn to_arg(d: &Dynamic) -> Result<Arg, String> {
+    if d.is_shared() {
+        return to_arg(&d.flatten_clone());
+    }
+    if let Some(r) = d.clone().try_cast::<TaskRef>() {
+        return Ok(Arg::Deferred(Deferred {
+            task: r.id,
+            host: r.host,
+            path: vec![],
+        }));
+    }
+    if let Some(x) = d.clone().try_cast::<Deferred>() {
+        return Ok(Arg::Deferred(x));
+    }
+    if let Some(f) = d.clone().try_cast::<FnPtr>() {
+        return Ok(Arg::Closure(Closure(f)));
+    }
+    if let Some(m) = d.read_lock::<rhai::Map>() {
+        return m
+            .iter()
+            .map(|(k, v)| to_arg(v).map(|a| (k.to_string(), a)))
+            .collect::<Result<_, _>>()
+            .map(Arg::Map);
+    }
+    if let Some(a) = d.read_lock::<rhai::Array>() {
+        return a.iter().map(to_arg).collect::<Result<_, _>>().map(Arg::List);
+    }
+    if d.is::<TaskSpec>() {
+        return Err("a task cannot be an argument; place it with on(...) first".into());
+    }
+    rhai::serde::from_dynamic::<Value>(d)
+        .map(Arg::Value)
+        .map_err(|e| format!("unsupported value of type {}: {e}", d.type_name()))
+}
+
+fn check_fields(module: &dyn crate::module::DynModule, args: &Arg) -> Result<(), String> {
+    if let Some(plain) = args.as_plain() {
+        return module.validate(&plain);
+    }
+    // Values only known at execution time are type-checked then; the names can be checked now.
+    if let Arg::Map(m) = args {
+        let fields = module.fields();
+        for k in m.keys() {
+            if !fields.is_empty() && !fields.contains(&k.as_str()) {
+                return Err(format!(
+                    "unknown field `{k}`, expected one of {}",
+                    fields.iter().map(|f| format!("`{f}`")).collect::<Vec<_>>().join(", ")
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
+fn strings_of(d: &Dynamic, what: &str) -> Result<Vec<String>, String> {
+    if let Some(s) = d.read_lock::<rhai::ImmutableString>() {
+        return Ok(vec![s.to_string()]);
+    }
+    if let Some(a) = d.read_lock::<rhai::Array>() {
+        return a
+            .iter()
+            .map(|x| {
+                x.read_lock::<rhai::ImmutableString>()
+                    .map(|s| s.to_string())
+                    .ok_or_else(|| format!("{what} must be strings, not {}", x.type_name()))
+            })
+            .collect();
+    }
+    Err(format!("{what} must be a string or a list of strings, not {}", d.type_name()))
+}
+
+/// Imports resolve only to files under the playbook's directory.
+struct SandboxResolver {
+    root: PathBuf,
+    inner: rhai::module_resolvers::FileModuleResolver,
+}
+
+impl rhai::ModuleResolver for SandboxResolver {
+    fn resolve(
+        &self,
+        engine: &Engine,
+        source: Option<&str>,
+        path: &str,
+        pos: Position,
+    ) -> Result<rhai::Shared<rhai::Module>, Box<EvalAltResult>> {
+        let p = Path::new(path);
+        let escapes = p.is_absolute()
+            || p.components().any(|c| matches!(c, Component::ParentDir | Component::Prefix(_)));
+        if escapes {
+            return Err(EvalAltResult::ErrorRuntime(
+                format!(
+                    "import \"{path}\" is outside the playbook's directory {}; imports must be relative paths under it",
+                    self.root.display()
+                )
+                .into(),
+                pos,
+            )
+            .into());
+        }
+        self.inner.resolve(engine, source, path, pos)
+    }
+}
+
+/// Evaluates a playbook into a plan.
+pub fn plan(input: PlanInput<'_>) -> Result<Plan, PlanError> {
+    let file = input.playbook.display().to_string();
+    let source = std::fs::read_to_string(input.playbook)
+        .map_err(|e| PlanError::whole(&file, format!("cannot read playbook: {e}")))?;
+    let dir = input
+        .playbook
+        .parent()
+        .map(|p| if p.as_os_str().is_empty() { Path::new(".") } else { p })
+        .unwrap_or(Path::new("."))
+        .to_path_buf();
+
+    let builder = Arc::new(Mutex::new(Builder {
+        tasks: vec![],
+        phases: vec![],
+        current_phase: None,
+        defaults: Map::new(),
+        inventory: input.inventory.clone(),
+        limit: input.limit.clone(),
+        extra_vars: input.extra_vars.clone(),
+        file: file.clone(),
+    }));
+    let mut engine = Engine::new();
+    engine.set_max_operations(MAX_OPERATIONS);
+    engine.set_max_call_levels(MAX_CALL_LEVELS);
+    engine.set_max_expr_depths(128, 64);
+    engine.set_max_string_size(16 << 20);
+    engine.set_max_array_size(1 << 20);
+    engine.set_max_map_size(1 << 20);
+    let mut resolver = rhai::module_resolvers::FileModuleResolver::new_with_path(&dir);
+    resolver.enable_cache(true);
+    engine.set_module_resolver(SandboxResolver {
+        root: dir.clone(),
+        inner: resolver,
+    });
+    let sink = input.sink.clone();
+    engine.on_print(move |text| {
+        sink.emit(&Event::Print {
+            host: exec_host(),
+            text: text.to_string(),
+        })
+    });
+    register_api(&mut engine, &builder, input.registry);
+
+    let mut ast = engine
+        .compile(&source)
+        .map_err(|e| parse_error(&e, &file))?;
+    ast.set_source(file.as_str());
+    let mut scope = rhai::Scope::new();
+    engine
+        .run_ast_with_scope(&mut scope, &ast)
+        .map_err(|e| eval_error(&e, &file, &dir, input.registry))?;
+
+    let mut b = builder.lock().unwrap_or_else(|e| e.into_inner());
+    let mut tasks = std::mem::take(&mut b.tasks);
+    let phases = std::mem::take(&mut b.phases);
+    let defaults = std::mem::take(&mut b.defaults);
+    drop(b);
+    // Template references to registered results imply dependencies too.
+    imply_register_deps(&mut tasks);
+    check_notify(&tasks, &phases)?;
+    link(&mut tasks, &phases)?;
+    Ok(Plan {
+        phases,
+        tasks,
+        file: file.clone(),
+        defaults,
+        script: Arc::new(Script {
+            engine,
+            ast,
+            file,
+            dir,
+        }),
+    })
+}
+
+/// Every notified handler must exist in the notifying task's phase.
+fn check_notify(tasks: &[Task], phases: &[Phase]) -> Result<(), PlanError> {
+    for t in tasks {
+        let phase = &phases[t.phase];
+        let handlers: Vec<&str> = phase.handlers.iter().map(|&h| tasks[h].name.as_str()).collect();
+        for n in &t.notify {
+            if !handlers.contains(&n.as_str()) {
+                let hint = closest(n, handlers.iter().copied())
+                    .map(|c| format!(" (did you mean '{c}'?)"))
+                    .unwrap_or_default();
+                return Err(PlanError::at(
+                    t.pos.clone(),
+                    format!(
+                        "task '{}' notifies '{n}', but phase '{}' has no handler of that name{hint}",
+                        t.name, phase.name
+                    ),
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// A task whose template strings read a name that an earlier task registers depends on that task.
+fn imply_register_deps(tasks: &mut [Task]) {
+    for i in 0..tasks.len() {
+        let mut strings = Vec::new();
+        tasks[i].args.strings(&mut strings);
+        if let Some(Condition::Expr(e)) = &tasks[i].when {
+            strings.push(format!("{{{{ {e} }}}}"));
+        }
+        let names: BTreeSet<String> = strings
+            .iter()
+            .filter(|s| crate::template::is_template(s))
+            .flat_map(|s| crate::template::names_in(s))
+            .collect();
+        for name in names {
+            let source = tasks[..i]
+                .iter()
+                .rev()
+                .find(|t| t.register.as_deref() == Some(name.as_str()) && !t.is_handler);
+            if let Some(src) = source {
+                let id = src.id;
+                if !tasks[i].needs.contains(&id) {
+                    tasks[i].needs.push(id);
+                }
+            }
+        }
+    }
+}
+
+fn register_api(engine: &mut Engine, builder: &Arc<Mutex<Builder>>, registry: &Registry) {
+    engine.register_type_with_name::<TaskSpec>("Task");
+    engine.register_type_with_name::<TaskRef>("TaskRef");
+    engine.register_type_with_name::<Deferred>("Deferred");
+    crate::runner::HostApi::register(engine);
+
+    // Modules: each is a function taking a map of arguments.
+    for module in registry.iter() {
+        let module = module.clone();
+        let b = builder.clone();
+        engine.register_fn(
+            module.name(),
+            move |ctx: NativeCallContext, args: rhai::Map| -> Result<TaskSpec, Box<EvalAltResult>> {
+                let file = b.lock().unwrap_or_else(|e| e.into_inner()).file.clone();
+                let arg = to_arg(&Dynamic::from_map(args)).map_err(|e| runtime_err(e, &ctx))?;
+                check_fields(module.as_ref(), &arg)
+                    .map_err(|e| runtime_err(format!("{}: {e}", module.name()), &ctx))?;
+                Ok(TaskSpec {
+                    name: None,
+                    action: Action::Module(module.clone()),
+                    args: arg,
+                    when: None,
+                    tags: vec![],
+                    notify: vec![],
+                    register: None,
+                    after: vec![],
+                    after_names: vec![],
+                    ignore_errors: false,
+                    pos: pos_of(&ctx, &file),
+                })
+            },
+        );
+    }
+
+    let b = builder.clone();
+    engine.register_fn(
+        "task",
+        move |ctx: NativeCallContext, name: &str, body: FnPtr| -> TaskSpec {
+            let file = b.lock().unwrap_or_else(|e| e.into_inner()).file.clone();
+            TaskSpec {
+                name: Some(name.to_string()),
+                action: Action::Custom(Closure(body)),
+                args: Arg::Map(Default::default()),
+                when: None,
+                tags: vec![],
+                notify: vec![],
+                register: None,
+                after: vec![],
+                after_names: vec![],
+                ignore_errors: false,
+                pos: pos_of(&ctx, &file),
+            }
+        },
+    );
+
+    // Task options, chained: shell(#{..}).name("x").register("out").when("x == 1")
+    engine.register_fn("name", |t: &mut TaskSpec, name: &str| -> TaskSpec {
+        t.name = Some(name.to_string());
+        t.clone()
+    });
+    engine.register_fn("register", |t: &mut TaskSpec, name: &str| -> TaskSpec {
+        t.register = Some(name.to_string());
+        t.clone()
+    });
+    engine.register_fn("when", |t: &mut TaskSpec, expr: &str| -> TaskSpec {
+        t.when = Some(Condition::Expr(expr.to_string()));
+        t.clone()
+    });
+    engine.register_fn("when", |t: &mut TaskSpec, f: FnPtr| -> TaskSpec {
+        t.when = Some(Condition::Closure(Closure(f)));
+        t.clone()
+    });
+    engine.register_fn("when", |t: &mut TaskSpec, v: bool| -> TaskSpec {
+        t.when = Some(Condition::Expr(v.to_string()));
+        t.clone()
+    });
+    engine.register_fn("ignore_errors", |t: &mut TaskSpec, v: bool| -> TaskSpec {
+        t.ignore_errors = v;
+        t.clone()
+    });
+    engine.register_fn(
+        "tags",
+        |ctx: NativeCallContext, t: &mut TaskSpec, v: Dynamic| -> Result<TaskSpec, Box<EvalAltResult>> {
+            t.tags = strings_of(&v, "tags").map_err(|e| runtime_err(e, &ctx))?;
+            Ok(t.clone())
+        },
+    );
+    engine.register_fn(
+        "notify",
+        |ctx: NativeCallContext, t: &mut TaskSpec, v: Dynamic| -> Result<TaskSpec, Box<EvalAltResult>> {
+            t.notify.extend(strings_of(&v, "handler names").map_err(|e| runtime_err(e, &ctx))?);
+            Ok(t.clone())
+        },
+    );
+    let b = builder.clone();
+    engine.register_fn(
+        "after",
+        move |ctx: NativeCallContext, t: &mut TaskSpec, v: Dynamic| -> Result<TaskSpec, Box<EvalAltResult>> {
+            let file = b.lock().unwrap_or_else(|e| e.into_inner()).file.clone();
+            let items: Vec<Dynamic> = match v.read_lock::<rhai::Array>() {
+                Some(a) => a.clone(),
+                None => vec![v.clone()],
+            };
+            for item in items {
+                if let Some(r) = item.clone().try_cast::<TaskRef>() {
+                    t.after.push(r.id);
+                } else if let Some(s) = item.read_lock::<rhai::ImmutableString>() {
+                    t.after_names.push((s.to_string(), pos_of(&ctx, &file)));
+                } else {
+                    return Err(runtime_err(
+                        format!("after() takes a task handle or a task name, not {}", item.type_name()),
+                        &ctx,
+                    ));
+                }
+            }
+            Ok(t.clone())
+        },
+    );
+
+    // Placing tasks.
+    let b = builder.clone();
+    engine.register_fn(
+        "on",
+        move |ctx: NativeCallContext, target: Dynamic, spec: TaskSpec| -> Result<TaskRef, Box<EvalAltResult>> {
+            let mut b = b.lock().unwrap_or_else(|e| e.into_inner());
+            let (hosts, label) = b.targets(&target).map_err(|e| runtime_err(e, &ctx))?;
+            Ok(TaskRef {
+                id: b.place(spec, hosts, label, false),
+                host: None,
+            })
+        },
+    );
+    let b = builder.clone();
+    engine.register_fn(
+        "on",
+        move |ctx: NativeCallContext, target: Dynamic, specs: rhai::Array| -> Result<rhai::Array, Box<EvalAltResult>> {
+            let mut b = b.lock().unwrap_or_else(|e| e.into_inner());
+            let (hosts, label) = b.targets(&target).map_err(|e| runtime_err(e, &ctx))?;
+            let mut refs = rhai::Array::new();
+            for s in specs {
+                let spec = s.try_cast::<TaskSpec>().ok_or_else(|| {
+                    runtime_err("on(target, [...]) takes a list of tasks", &ctx)
+                })?;
+                refs.push(Dynamic::from(TaskRef {
+                    id: b.place(spec, hosts.clone(), label.clone(), false),
+                    host: None,
+                }));
+            }
+            Ok(refs)
+        },
+    );
+    let b = builder.clone();
+    engine.register_fn(
+        "handler",
+        move |name: &str, mut spec: TaskSpec| -> TaskRef {
+            let mut b = b.lock().unwrap_or_else(|e| e.into_inner());
+            spec.name = Some(name.to_string());
+            let all: Vec<String> = b
+                .inventory
+                .hosts()
+                .map(|h| h.name.clone())
+                .filter(|h| b.limit.as_ref().is_none_or(|l| l.contains(h)))
+                .collect();
+            TaskRef {
+                id: b.place(spec, all, "notifying hosts".into(), true),
+                host: None,
+            }
+        },
+    );
+    let b = builder.clone();
+    engine.register_fn(
+        "phase",
+        move |ctx: NativeCallContext, name: &str, body: FnPtr| -> Result<(), Box<EvalAltResult>> {
+            {
+                let mut b = b.lock().unwrap_or_else(|e| e.into_inner());
+                if b.phases.iter().any(|p| p.name == name) {
+                    return Err(runtime_err(format!("phase '{name}' is declared twice"), &ctx));
+                }
+                b.phases.push(Phase {
+                    name: name.to_string(),
+                    tasks: vec![],
+                    handlers: vec![],
+                });
+                b.current_phase = Some(b.phases.len() - 1);
+            }
+            body.call_within_context::<Dynamic>(&ctx, ())?;
+            b.lock().unwrap_or_else(|e| e.into_inner()).current_phase = None;
+            Ok(())
+        },
+    );
+
+    // Values for planning.
+    let b = builder.clone();
+    engine.register_fn("vars", move || -> Result<Dynamic, Box<EvalAltResult>> {
+        rhai::serde::to_dynamic(b.lock().unwrap_or_else(|e| e.into_inner()).plan_vars())
+    });
+    let b = builder.clone();
+    engine.register_fn(
+        "defaults",
+        move |ctx: NativeCallContext, m: rhai::Map| -> Result<(), Box<EvalAltResult>> {
+            let v: Value = rhai::serde::from_dynamic(&Dynamic::from_map(m))?;
+            let Value::Object(m) = v else {
+                return Err(runtime_err("defaults() takes a map", &ctx));
+            };
+            b.lock().unwrap_or_else(|e| e.into_inner()).defaults.extend(m);
+            Ok(())
+        },
+    );
+    let b = builder.clone();
+    engine.register_fn(
+        "hosts",
+        move |ctx: NativeCallContext, pattern: &str| -> Result<rhai::Array, Box<EvalAltResult>> {
+            let b = b.lock().unwrap_or_else(|e| e.into_inner());
+            let hosts = b.select(pattern).map_err(|e| runtime_err(e, &ctx))?;
+            Ok(hosts.into_iter().map(Dynamic::from).collect())
+        },
+    );
+    let b = builder.clone();
+    engine.register_fn(
+        "first",
+        move |ctx: NativeCallContext, pattern: &str| -> Result<String, Box<EvalAltResult>> {
+            let b = b.lock().unwrap_or_else(|e| e.into_inner());
+            let hosts = b.select(pattern).map_err(|e| runtime_err(e, &ctx))?;
+            hosts
+                .into_iter()
+                .next()
+                .ok_or_else(|| runtime_err(format!("first(\"{pattern}\"): no host matches"), &ctx))
+        },
+    );
+    let b = builder.clone();
+    engine.register_fn(
+        "rest",
+        move |ctx: NativeCallContext, pattern: &str| -> Result<rhai::Array, Box<EvalAltResult>> {
+            let b = b.lock().unwrap_or_else(|e| e.into_inner());
+            let hosts = b.select(pattern).map_err(|e| runtime_err(e, &ctx))?;
+            Ok(hosts.into_iter().skip(1).map(Dynamic::from).collect())
+        },
+    );
+    let b = builder.clone();
+    engine.register_fn(
+        "host_vars",
+        move |ctx: NativeCallContext, host: &str| -> Result<Dynamic, Box<EvalAltResult>> {
+            let b = b.lock().unwrap_or_else(|e| e.into_inner());
+            if b.inventory.host(host).is_none() {
+                return Err(runtime_err(format!("host_vars(\"{host}\"): no such host"), &ctx));
+            }
+            rhai::serde::to_dynamic(b.inventory.host_vars(host, &b.defaults, &b.extra_vars))
+        },
+    );
+
+    // Results of earlier tasks: tok.stdout, tok["rc"], tok.on_host("h1").stdout
+    engine.register_indexer_get(
+        |r: &mut TaskRef, key: &str| -> Result<Dynamic, Box<EvalAltResult>> {
+            read_deferred(Deferred {
+                task: r.id,
+                host: r.host.clone(),
+                path: vec![key.to_string()],
+            })
+        },
+    );
+    engine.register_fn("on_host", |r: &mut TaskRef, host: &str| -> TaskRef {
+        TaskRef {
+            id: r.id,
+            host: Some(host.to_string()),
+        }
+    });
+    engine.register_indexer_get(|d: &mut Deferred, key: &str| -> Deferred {
+        let mut d = d.clone();
+        d.path.push(key.to_string());
+        d
+    });
+}
+
+fn position(file: &str, pos: Position) -> SourcePos {
+    SourcePos {
+        file: file.to_string(),
+        line: pos.line().unwrap_or(0),
+        column: pos.position().unwrap_or(0),
+    }
+}
+
+fn parse_error(e: &rhai::ParseError, file: &str) -> PlanError {
+    PlanError::at(position(file, e.position()), format!("syntax error: {}", e.err_type()))
+}
+
+/// Finds the innermost error and the file it happened in (errors inside imported modules and
+/// functions are wrapped by Rhai).
+fn eval_error(e: &EvalAltResult, file: &str, dir: &Path, registry: &Registry) -> PlanError {
+    match e {
+        EvalAltResult::ErrorInModule(path, inner, pos) => {
+            if let EvalAltResult::ErrorParsing(p, ipos) = inner.as_ref() {
+                let f = module_file(dir, path);
+                return PlanError::at(position(&f, *ipos), format!("syntax error: {p}"));
+            }
+            if matches!(inner.as_ref(), EvalAltResult::ErrorRuntime(..)) && inner.position().is_none() {
+                return PlanError::at(position(file, *pos), inner.to_string());
+            }
+            eval_error(inner, &module_file(dir, path), dir, registry)
+        }
+        EvalAltResult::ErrorInFunctionCall(_, src, inner, _) => {
+            let f = if src.is_empty() { file.to_string() } else { src.clone() };
+            eval_error(inner, &f, dir, registry)
+        }
+        EvalAltResult::ErrorParsing(p, pos) => {
+            PlanError::at(position(file, *pos), format!("syntax error: {p}"))
+        }
+        EvalAltResult::ErrorFunctionNotFound(sig, pos) => {
+            let name = sig.split([' ', '(']).next().unwrap_or(sig);
+            let candidates: Vec<&str> = registry.names().chain(API_FUNCTIONS.iter().copied()).collect();
+            let hint = closest(name, candidates.iter().copied())
+                .filter(|c| *c != name)
+                .map(|c| format!(" (did you mean '{c}'?)"))
+                .unwrap_or_default();
+            let known = registry.names().any(|n| n == name) || API_FUNCTIONS.contains(&name);
+            let message = if known {
+                format!("function '{name}' is not called like that: {sig}")
+            } else {
+                format!("unknown function or module '{name}'{hint}")
+            };
+            PlanError::at(position(file, *pos), message)
+        }
+        EvalAltResult::ErrorRuntime(msg, pos) => {
+            let text = msg
+                .read_lock::<rhai::ImmutableString>()
+                .map(|s| s.to_string())
+                .unwrap_or_else(|| msg.to_string());
+            PlanError::at(position(file, *pos), text)
+        }
+        EvalAltResult::ErrorTooManyOperations(pos) => PlanError::at(
+            position(file, *pos),
+            format!("the playbook ran more than {MAX_OPERATIONS} operations while planning (an endless loop?)"),
+        ),
+        EvalAltResult::ErrorStackOverflow(pos) | EvalAltResult::ErrorTooManyModules(pos) => {
+            PlanError::at(position(file, *pos), strip_position(&e.to_string()))
+        }
+        other => PlanError::at(position(file, other.position()), strip_position(&other.to_string())),
+    }
+}
+
+fn module_file(dir: &Path, path: &str) -> String {
+    let p = dir.join(path);
+    if p.extension().is_some() {
+        p.display().to_string()
+    } else {
+        p.with_extension("rhai").display().to_string()
+    }
+}
+
+fn strip_position(s: &str) -> String {
+    match s.rfind(" (line ") {
+        Some(i) if s.ends_with(')') => s[..i].to_string(),
+        _ => s.to_string(),
+    }
+}

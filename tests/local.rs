@@ -1,0 +1,259 @@
+//! Runs over the local connection: convergence, idempotency, truthful check mode, values passed
+//! between hosts, custom Rhai tasks and handlers.
+
+use crate::support::Project;
+
+/// A playbook that uses most core modules; every path is under the host's own `root`.
+const SITE: &str = r#"
+phase("files", || {
+    on("all", [
+        file(#{ path: "{{ root }}/etc", state: "directory", mode: "0755" }),
+        copy(#{ dest: "{{ root }}/etc/motd", content: "welcome to {{ inventory_hostname }}\n", mode: "0640" }),
+        file_template(#{ src: "templates/app.conf.j2", dest: "{{ root }}/etc/app.conf", mode: "0600" })
+            .notify("restart app"),
+        lineinfile(#{ path: "{{ root }}/etc/hosts", line: "10.0.0.1 api.local", create: true }),
+        shell(#{ cmd: "echo built > {{ root }}/built.txt", creates: "{{ root }}/built.txt" }),
+        file(#{ path: "{{ root }}/etc/motd.link", state: "link", src: "{{ root }}/etc/motd" }),
+    ]);
+    handler("restart app", shell(#{ cmd: "echo restart >> {{ root }}/restarts.log" }));
+});
+phase("verify", || {
+    on("all", command(#{ argv: ["cat", "{{ root }}/etc/motd"], changed_when: false }).register("motd"));
+    on("all", assert(#{ that: "{{ motd.stdout == 'welcome to ' ~ inventory_hostname }}" }));
+});
+"#;
+
+const APP_CONF: &str = "# app for {{ inventory_hostname }}\nport = {{ port | default(8080) }}\n";
+
+fn site() -> Project {
+    let p = Project::new();
+    p.file("site.rhai", SITE)
+        .file("templates/app.conf.j2", APP_CONF)
+        .local_hosts(&["a", "b"], &[("web", &["a", "b"])]);
+    p
+}
+
+#[test]
+fn converges_then_second_run_changes_nothing() {
+    let p = site();
+    let first = p.play("site.rhai", &[]);
+    first.assert_code(0);
+    // 6 tasks + the handler, on two hosts.
+    assert_eq!(first.total("changed"), 14, "{}", first.stdout);
+    for h in ["a", "b"] {
+        let root = p.root(h);
+        assert_eq!(std::fs::read_to_string(root.join("etc/motd")).unwrap(), format!("welcome to {h}\n"));
+        assert_eq!(
+            std::fs::read_to_string(root.join("etc/app.conf")).unwrap(),
+            format!("# app for {h}\nport = 8080\n")
+        );
+        assert_eq!(std::fs::read_to_string(root.join("restarts.log")).unwrap(), "restart\n");
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(root.join("etc/app.conf")).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
+    }
+    let second = p.play("site.rhai", &[]);
+    second.assert_code(0);
+    assert_eq!(second.total("changed"), 0, "{}", second.stdout);
+    for h in ["a", "b"] {
+        assert_eq!(
+            std::fs::read_to_string(p.root(h).join("restarts.log")).unwrap(),
+            "restart\n",
+            "the handler runs only when notified"
+        );
+    }
+}
+
+#[test]
+fn check_mode_on_fresh_hosts_changes_nothing_and_predicts_the_real_run() {
+    let p = site();
+    std::fs::create_dir_all(p.root("a")).unwrap();
+    std::fs::create_dir_all(p.root("b")).unwrap();
+    let before = p.snapshot();
+    let check = p.play("site.rhai", &["--check"]);
+    check.assert_code(0);
+    assert_eq!(p.snapshot(), before, "check mode changed files");
+    let real = p.play("site.rhai", &[]);
+    real.assert_code(0);
+    assert_eq!(check.changed(), real.changed(), "check predicted:\n{}\nreal:\n{}", check.stdout, real.stdout);
+    // The task that reads a result that check mode cannot know says so instead of guessing.
+    let verify: Vec<_> = check
+        .task_ends()
+        .into_iter()
+        .filter(|e| e["phase"] == "verify" && e["module"] == "assert")
+        .collect();
+    assert_eq!(verify.len(), 2);
+    for e in verify {
+        assert_eq!(e["status"], "skipped", "{e}");
+        assert!(e["msg"].as_str().unwrap().contains("depends on a change above"), "{e}");
+    }
+}
+
+#[test]
+fn check_mode_on_converged_hosts_reports_no_change() {
+    let p = site();
+    p.play("site.rhai", &[]).assert_code(0);
+    let before = p.snapshot();
+    let check = p.play("site.rhai", &["--check", "--diff"]);
+    check.assert_code(0);
+    assert_eq!(check.total("changed"), 0, "{}", check.stdout);
+    assert_eq!(check.total("skipped"), 0, "{}", check.stdout);
+    assert_eq!(p.snapshot(), before);
+}
+
+#[test]
+fn diff_shows_the_file_change() {
+    let p = site();
+    p.play("site.rhai", &[]).assert_code(0);
+    let out = p.run(&["run", "site.rhai", "-i", "inventory.toml", "--check", "--diff", "-e", "port=9090"]);
+    out.assert_code(0);
+    assert!(out.stdout.contains("-port = 8080"), "{}", out.stdout);
+    assert!(out.stdout.contains("+port = 9090"), "{}", out.stdout);
+    assert!(out.stdout.contains("would change"), "{}", out.stdout);
+}
+
+#[test]
+fn a_value_made_on_one_host_is_used_on_two_others() {
+    let p = Project::new();
+    p.local_hosts(&["a", "b", "c"], &[("first", &["a"]), ("others", &["b", "c"])]);
+    p.file(
+        "pass.rhai",
+        r#"
+phase("token", || {
+    let tok = on("first", shell(#{ cmd: "mkdir -p {{ root }} && test -f {{ root }}/token || head -c 8 /dev/urandom | od -An -tx1 | tr -d ' \n' > {{ root }}/token; cat {{ root }}/token" })
+        .name("make token").register("tok"));
+    on("others", copy(#{ dest: "{{ root }}/joined-with", content: "{{ tok.stdout }}\n" }).name("write token from template"));
+    on("others", copy(#{ dest: "{{ root }}/rc", content: tok.rc }).name("write rc from handle"));
+    on("others", copy(#{ dest: "{{ root }}/closure", content: || "token=" + tok.stdout }).name("write from closure"));
+});
+"#,
+    );
+    std::fs::create_dir_all(p.root("b")).unwrap();
+    std::fs::create_dir_all(p.root("c")).unwrap();
+    let out = p.play("pass.rhai", &[]);
+    out.assert_code(0);
+    let token = std::fs::read_to_string(p.root("a").join("token")).unwrap();
+    assert_eq!(token.len(), 16, "a real random token: {token}");
+    for h in ["b", "c"] {
+        let root = p.root(h);
+        assert_eq!(std::fs::read_to_string(root.join("joined-with")).unwrap(), format!("{token}\n"));
+        assert_eq!(std::fs::read_to_string(root.join("rc")).unwrap(), "0");
+        assert_eq!(std::fs::read_to_string(root.join("closure")).unwrap(), format!("token={token}"));
+    }
+    // The graph knows the consumers wait for the producer.
+    let dot = p.run(&["graph", "pass.rhai", "-i", "inventory.toml"]);
+    dot.assert_code(0);
+    assert!(dot.stdout.contains("t0 -> t1"), "{}", dot.stdout);
+    assert!(dot.stdout.contains("t0 -> t3"), "{}", dot.stdout);
+}
+
+#[test]
+fn custom_rhai_task_supports_check_mode() {
+    let p = Project::new();
+    p.local_hosts(&["a"], &[]);
+    std::fs::create_dir_all(p.root("a")).unwrap();
+    p.file(
+        "custom.rhai",
+        r#"
+on("all", task("ensure greeting", |h| {
+    let path = h.vars.root + "/greeting";
+    let current = h.read_file(path);
+    if current == "hello " + h.name { return "ok"; }
+    if h.check { return #{ changed: true, msg: "would write " + path }; }
+    h.write_file(path, "hello " + h.name);
+    #{ changed: true, msg: "wrote " + path }
+}));
+"#,
+    );
+    let check = p.play("custom.rhai", &["--check"]);
+    check.assert_code(0);
+    assert_eq!(check.total("changed"), 1);
+    assert!(!p.root("a").join("greeting").exists(), "check mode wrote the file");
+    p.play("custom.rhai", &[]).assert_code(0);
+    assert_eq!(std::fs::read_to_string(p.root("a").join("greeting")).unwrap(), "hello a");
+    let again = p.play("custom.rhai", &[]);
+    again.assert_code(0);
+    assert_eq!(again.total("changed"), 0);
+}
+
+#[test]
+fn handlers_run_once_per_host_per_phase_and_only_when_notified() {
+    let p = Project::new();
+    p.local_hosts(&["a", "b"], &[]);
+    for h in ["a", "b"] {
+        std::fs::create_dir_all(p.root(h)).unwrap();
+    }
+    p.file(
+        "handlers.rhai",
+        r#"
+phase("one", || {
+    on("all", copy(#{ dest: "{{ root }}/x", content: "1" }).notify("log"));
+    on("all", copy(#{ dest: "{{ root }}/y", content: "{{ 'changed' if inventory_hostname == 'a' else 'same' }}" }).notify("log"));
+    handler("log", shell(#{ cmd: "echo one >> {{ root }}/handler.log" }));
+});
+phase("two", || {
+    on("all", copy(#{ dest: "{{ root }}/z", content: "z" }).when("inventory_hostname == 'b'").notify("log2"));
+    handler("log2", shell(#{ cmd: "echo two >> {{ root }}/handler.log" }));
+});
+"#,
+    );
+    std::fs::write(p.root("b").join("y"), "same").unwrap();
+    p.play("handlers.rhai", &[]).assert_code(0);
+    // a: two notifying changes in phase one -> one run; b: one change in phase one, one in two.
+    assert_eq!(std::fs::read_to_string(p.root("a").join("handler.log")).unwrap(), "one\n");
+    assert_eq!(std::fs::read_to_string(p.root("b").join("handler.log")).unwrap(), "one\ntwo\n");
+    p.play("handlers.rhai", &[]).assert_code(0);
+    assert_eq!(std::fs::read_to_string(p.root("a").join("handler.log")).unwrap(), "one\n");
+    assert_eq!(std::fs::read_to_string(p.root("b").join("handler.log")).unwrap(), "one\ntwo\n");
+}
+
+#[test]
+fn a_failed_task_stops_its_host_only_and_exits_2() {
+    let p = Project::new();
+    p.local_hosts(&["a", "b"], &[]);
+    for h in ["a", "b"] {
+        std::fs::create_dir_all(p.root(h)).unwrap();
+    }
+    p.file(
+        "fail.rhai",
+        r#"
+on("all", shell(#{ cmd: "test {{ inventory_hostname }} = b" }).name("only b passes"));
+on("all", copy(#{ dest: "{{ root }}/after", content: "x" }));
+"#,
+    );
+    let out = p.play("fail.rhai", &[]);
+    out.assert_code(2);
+    assert!(!p.root("a").join("after").exists());
+    assert!(p.root("b").join("after").exists());
+    let failed: Vec<_> = out.task_ends().into_iter().filter(|e| e["status"] == "failed").collect();
+    assert_eq!(failed.len(), 1);
+    assert_eq!(failed[0]["host"], "a");
+}
+
+#[test]
+fn tags_limit_and_imports() {
+    let p = Project::new();
+    p.local_hosts(&["a", "b"], &[]);
+    for h in ["a", "b"] {
+        std::fs::create_dir_all(p.root(h)).unwrap();
+    }
+    p.file(
+        "lib/files.rhai",
+        r#"
+fn write(name) {
+    on("all", copy(#{ dest: "{{ root }}/" + name, content: name }).tags([name]))
+}
+"#,
+    );
+    p.file(
+        "tags.rhai",
+        r#"
+import "lib/files" as files;
+for n in ["one", "two"] { files::write(n); }
+"#,
+    );
+    p.play("tags.rhai", &["--tags", "two", "--limit", "b"]).assert_code(0);
+    assert!(!p.root("a").join("two").exists());
+    assert!(!p.root("b").join("one").exists());
+    assert_eq!(std::fs::read_to_string(p.root("b").join("two")).unwrap(), "two");
+}
