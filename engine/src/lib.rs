@@ -7,6 +7,7 @@ pub mod host;
 pub mod module;
 pub mod remote;
 pub mod secret;
+pub mod template;
 pub mod transport;
 
 pub use module::{Applied, Change, Module, ModuleContext, ModuleError, Probe, Registry};
