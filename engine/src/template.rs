@@ -52,6 +52,18 @@ pub fn is_template(s: &str) -> bool {
     s.contains("{{") || s.contains("{%")
 }
 
+/// Jinja's truthiness of an evaluated `when:` value: false, null, 0, "", [] and {} are false.
+pub fn is_truthy(value: &serde_json::Value) -> bool {
+    match value {
+        serde_json::Value::Null => false,
+        serde_json::Value::Bool(b) => *b,
+        serde_json::Value::Number(n) => n.as_f64() != Some(0.0),
+        serde_json::Value::String(s) => !s.is_empty(),
+        serde_json::Value::Array(a) => !a.is_empty(),
+        serde_json::Value::Object(o) => !o.is_empty(),
+    }
+}
+
 /// The template environment: filters, tests, the loader for files under the playbook directory.
 pub struct TemplateEngine {
     env: Environment<'static>,
@@ -206,11 +218,15 @@ impl TemplateEngine {
             err = inner;
         }
         // Errors inside included templates carry the included template's name.
+        let included = matches!(err.name(), Some(n) if n != origin && !n.starts_with('<'));
         let file = match err.name() {
-            Some(name) if name != origin && !name.starts_with('<') => name.to_string(),
+            Some(name) if included => name.to_string(),
             _ => origin.to_string(),
         };
-        let source = err.template_source().or(fallback_source);
+        // The caller's source is the outer template's: no use for an error in an included one.
+        let source = err
+            .template_source()
+            .or(if included { None } else { fallback_source });
         let range = err.range();
         let mut line = err.line().unwrap_or(if is_expr { 1 } else { 0 });
         let mut column = None;
@@ -1050,6 +1066,32 @@ mod tests {
         assert!(err.message.starts_with("syntax error"), "{err}");
         let unknown = self::err(&e, "{{ 1 | nofilter }}", json!({}));
         assert!(unknown.message.contains("nofilter"), "{unknown}");
+    }
+
+    #[test]
+    fn engine_is_shared_between_threads_and_truthiness_is_jinja_s() {
+        fn shared<T: Send + Sync>() {}
+        shared::<TemplateEngine>();
+        for v in [
+            json!(null),
+            json!(false),
+            json!(0),
+            json!(0.0),
+            json!(""),
+            json!([]),
+            json!({}),
+        ] {
+            assert!(!is_truthy(&v), "{v}");
+        }
+        for v in [
+            json!(true),
+            json!(1),
+            json!("no"),
+            json!([0]),
+            json!({"a": 1}),
+        ] {
+            assert!(is_truthy(&v), "{v}");
+        }
     }
 
     #[test]
