@@ -1,1 +1,3 @@
+pub mod file_template;
+
 pub fn x() {}

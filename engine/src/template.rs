@@ -1,0 +1,1394 @@
+//! The one template environment of the project: template files, templated task arguments
+//! (`dest: "{{ root }}/etc/x"`) and `when:` expressions all go through [`TemplateEngine`].
+//!
+//! It behaves like Ansible's Jinja2 where playbooks notice: undefined variables are errors
+//! (naming the file, the line and the variable), `trim_blocks` and `keep_trailing_newline` are on,
+//! nothing is auto-escaped, and the filters and tests Ansible templates use most are there
+//! (`to_nice_yaml`, `regex_replace`, `b64encode`, `bool`, `quote`, `combine`, …).
+
+use std::collections::{BTreeSet, HashSet};
+use std::fmt;
+use std::ops::Range;
+use std::path::{Component, Path, PathBuf};
+
+use base64::Engine as _;
+use minijinja::value::{Kwargs, Rest};
+use minijinja::{AutoEscape, Environment, Error, ErrorKind, State, UndefinedBehavior, Value};
+
+/// A template that failed to parse, render or evaluate, with where it happened.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub struct TemplateError {
+    /// The template file, or the origin of an inline string ("playbooks/site.rhai:12 arg dest").
+    pub file: String,
+    /// 1-based line inside the template (or the inline string); 0 when unknown.
+    pub line: usize,
+    /// 1-based column of the failing expression, when known.
+    pub column: Option<usize>,
+    pub message: String,
+    /// The text of the failing line, when known.
+    pub source_line: Option<String>,
+    /// Byte range of the failing expression in the template source, when known.
+    pub range: Option<Range<usize>>,
+}
+
+impl fmt::Display for TemplateError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.line > 0 {
+            write!(f, "{}:{}: {}", self.file, self.line, self.message)
+        } else {
+            write!(f, "{}: {}", self.file, self.message)
+        }
+    }
+}
+
+impl From<TemplateError> for crate::module::ModuleError {
+    fn from(e: TemplateError) -> Self {
+        crate::module::ModuleError::Failed(e.to_string())
+    }
+}
+
+/// True when `s` contains template syntax and has to be rendered.
+pub fn is_template(s: &str) -> bool {
+    s.contains("{{") || s.contains("{%")
+}
+
+/// Jinja's truthiness of an evaluated `when:` value: false, null, 0, "", [] and {} are false.
+pub fn is_truthy(value: &serde_json::Value) -> bool {
+    match value {
+        serde_json::Value::Null => false,
+        serde_json::Value::Bool(b) => *b,
+        serde_json::Value::Number(n) => n.as_f64() != Some(0.0),
+        serde_json::Value::String(s) => !s.is_empty(),
+        serde_json::Value::Array(a) => !a.is_empty(),
+        serde_json::Value::Object(o) => !o.is_empty(),
+    }
+}
+
+/// The template environment: filters, tests, the loader for files under the playbook directory.
+pub struct TemplateEngine {
+    env: Environment<'static>,
+    base_dir: PathBuf,
+}
+
+impl fmt::Debug for TemplateEngine {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TemplateEngine")
+            .field("base_dir", &self.base_dir)
+            .finish_non_exhaustive()
+    }
+}
+
+impl TemplateEngine {
+    /// Templates are loaded from files under base_dir (the playbook's directory); paths outside
+    /// it are refused.
+    pub fn new(base_dir: &Path) -> Self {
+        let mut env = Environment::new();
+        env.set_undefined_behavior(UndefinedBehavior::Strict);
+        env.set_trim_blocks(true);
+        env.set_keep_trailing_newline(true);
+        env.set_auto_escape_callback(|_| AutoEscape::None);
+        env.set_debug(true);
+        let base = base_dir.to_path_buf();
+        env.set_loader(move |name| load_template(&base, name));
+        register_filters(&mut env);
+        TemplateEngine {
+            env,
+            base_dir: base_dir.to_path_buf(),
+        }
+    }
+
+    /// The directory template paths are relative to.
+    pub fn base_dir(&self) -> &Path {
+        &self.base_dir
+    }
+
+    /// Renders a template file (path relative to base_dir) with `ctx`.
+    pub fn render_file(
+        &self,
+        path: &str,
+        ctx: &serde_json::Value,
+    ) -> Result<String, TemplateError> {
+        let tmpl = self
+            .env
+            .get_template(path)
+            .map_err(|e| self.error(e, path, None, false, ctx))?;
+        tmpl.render(ctx)
+            .map_err(|e| self.error(e, path, Some(tmpl.source()), false, ctx))
+    }
+
+    /// Renders a string given inline (a task argument); `origin` names where it came from for
+    /// errors (e.g. "playbooks/site.rhai:12 arg dest").
+    pub fn render_str(
+        &self,
+        source: &str,
+        origin: &str,
+        ctx: &serde_json::Value,
+    ) -> Result<String, TemplateError> {
+        let env: &Environment<'_> = &self.env;
+        let tmpl = env
+            .template_from_named_str(origin, source)
+            .map_err(|e| self.error(e, origin, Some(source), false, ctx))?;
+        tmpl.render(ctx)
+            .map_err(|e| self.error(e, origin, Some(source), false, ctx))
+    }
+
+    /// Evaluates an expression such as `x == 1 and "k8s" in groups` (Ansible's when:) to a JSON
+    /// value. An expression whose value is undefined is an error.
+    pub fn eval(
+        &self,
+        expr: &str,
+        origin: &str,
+        ctx: &serde_json::Value,
+    ) -> Result<serde_json::Value, TemplateError> {
+        let env: &Environment<'_> = &self.env;
+        let compiled = env
+            .compile_expression(expr)
+            .map_err(|e| self.error(e, origin, Some(expr), true, ctx))?;
+        let value = compiled
+            .eval(ctx)
+            .map_err(|e| self.error(e, origin, Some(expr), true, ctx))?;
+        if value.is_undefined() {
+            let err = Error::from(ErrorKind::UndefinedError);
+            return Err(self.error(err, origin, Some(expr), true, ctx));
+        }
+        serde_json::to_value(&value).map_err(|e| TemplateError {
+            file: origin.to_string(),
+            line: 0,
+            column: None,
+            message: format!("expression value cannot be converted: {e}"),
+            source_line: None,
+            range: None,
+        })
+    }
+
+    /// The top-level variable names a template string or expression reads (for finding which
+    /// earlier task results it needs), e.g. {"tok", "root"} for "{{ tok.stdout }} {{ root }}".
+    /// Names the template assigns itself (loop variables, `set`) and the environment's globals
+    /// (`range`, `namespace`…) are not included.
+    pub fn referenced_names(&self, source: &str) -> Result<BTreeSet<String>, TemplateError> {
+        let env: &Environment<'_> = &self.env;
+        let tmpl = env
+            .template_from_named_str("<string>", source)
+            .map_err(|e| {
+                self.error(e, "<string>", Some(source), false, &serde_json::Value::Null)
+            })?;
+        Ok(self.without_globals(tmpl.undeclared_variables(false)))
+    }
+
+    /// Like [`referenced_names`](Self::referenced_names) for a bare expression (a `when:`).
+    pub fn referenced_names_in_expr(&self, expr: &str) -> Result<BTreeSet<String>, TemplateError> {
+        let env: &Environment<'_> = &self.env;
+        let compiled = env.compile_expression(expr).map_err(|e| {
+            self.error(
+                e,
+                "<expression>",
+                Some(expr),
+                true,
+                &serde_json::Value::Null,
+            )
+        })?;
+        Ok(self.without_globals(compiled.undeclared_variables(false)))
+    }
+
+    fn without_globals(&self, names: HashSet<String>) -> BTreeSet<String> {
+        let globals: HashSet<&str> = self.env.globals().map(|(k, _)| k).collect();
+        names
+            .into_iter()
+            .filter(|n| !globals.contains(n.as_str()))
+            .collect()
+    }
+
+    /// Turns a minijinja error into a TemplateError that names the file, the line and (for
+    /// undefined values) the variable.
+    fn error(
+        &self,
+        err: Error,
+        origin: &str,
+        fallback_source: Option<&str>,
+        is_expr: bool,
+        ctx: &serde_json::Value,
+    ) -> TemplateError {
+        // An error inside an included template comes wrapped; report the innermost one, which
+        // names the included file and line.
+        let mut err: &Error = &err;
+        while let Some(inner) = std::error::Error::source(err)
+            .and_then(|s| s.downcast_ref::<Error>())
+            .filter(|i| i.name().is_some())
+        {
+            err = inner;
+        }
+        // Errors inside included templates carry the included template's name.
+        let included = matches!(err.name(), Some(n) if n != origin && !n.starts_with('<'));
+        let file = match err.name() {
+            Some(name) if included => name.to_string(),
+            _ => origin.to_string(),
+        };
+        // The caller's source is the outer template's: no use for an error in an included one.
+        let source = err
+            .template_source()
+            .or(if included { None } else { fallback_source });
+        let range = err.range();
+        let mut line = err.line().unwrap_or(if is_expr { 1 } else { 0 });
+        let mut column = None;
+        if let (Some(src), Some(r)) = (source, &range) {
+            if let Some(before) = src.get(..r.start) {
+                line = before.matches('\n').count() + 1;
+                column = Some(r.start - before.rfind('\n').map(|i| i + 1).unwrap_or(0) + 1);
+            }
+        }
+        let source_line = match source {
+            Some(src) if line > 0 => src.lines().nth(line - 1).map(str::to_string),
+            _ => None,
+        };
+        let block = if is_expr {
+            source.map(str::to_string)
+        } else {
+            match (source, &range) {
+                (Some(src), Some(r)) => enclosing_block(src, r),
+                _ => source_line.clone(),
+            }
+        };
+        let message = match err.kind() {
+            ErrorKind::UndefinedError => {
+                let snippet = match (source, &range) {
+                    (Some(src), Some(r)) => src.get(r.clone()),
+                    _ => None,
+                };
+                undefined_message(self, source, is_expr, block.as_deref(), snippet, ctx)
+            }
+            ErrorKind::TemplateNotFound => match (err.name(), err.detail()) {
+                (Some(_), Some(detail)) => {
+                    format!("{detail} (looked under {})", self.base_dir.display())
+                }
+                _ => format!(
+                    "template not found: {origin} (looked under {})",
+                    self.base_dir.display()
+                ),
+            },
+            _ => {
+                let mut m = match err.detail() {
+                    Some(d) => format!("{}: {d}", err.kind()),
+                    None => err.kind().to_string(),
+                };
+                let mut cause = std::error::Error::source(err);
+                while let Some(c) = cause {
+                    m += &format!(": {c}");
+                    cause = c.source();
+                }
+                m
+            }
+        };
+        TemplateError {
+            file,
+            line,
+            column,
+            message,
+            source_line,
+            range,
+        }
+    }
+}
+
+/// Names what is undefined: the variable absent from the context, or the missing attribute.
+/// `block` is the template tag or expression the error happened in; `source` the whole template
+/// (or expression), whose free variables are the candidates.
+fn undefined_message(
+    engine: &TemplateEngine,
+    source: Option<&str>,
+    is_expr: bool,
+    block: Option<&str>,
+    snippet: Option<&str>,
+    ctx: &serde_json::Value,
+) -> String {
+    let (Some(source), Some(block)) = (source, block) else {
+        return "undefined value".to_string();
+    };
+    let env: &Environment<'_> = &engine.env;
+    let paths: HashSet<String> = if is_expr {
+        match env.compile_expression(source) {
+            Ok(e) => e.undeclared_variables(true),
+            Err(_) => HashSet::new(),
+        }
+    } else {
+        match env.template_from_named_str("<check>", source) {
+            Ok(t) => t.undeclared_variables(true),
+            Err(_) => HashSet::new(),
+        }
+    };
+    let mut paths: Vec<String> = paths.into_iter().collect();
+    paths.sort();
+    let mentions = |name: &str| {
+        regex::Regex::new(&format!(
+            r"(^|[^A-Za-z0-9_.]){}([^A-Za-z0-9_]|$)",
+            regex::escape(name)
+        ))
+        .map(|re| re.is_match(block))
+        .unwrap_or(false)
+    };
+    for path in &paths {
+        let mut parts = path.split('.');
+        let top = parts.next().unwrap_or_default();
+        if !mentions(top) {
+            continue;
+        }
+        let Some(mut cur) = ctx.get(top) else {
+            if env.globals().any(|(g, _)| g == top) {
+                continue;
+            }
+            return format!("undefined variable '{top}'");
+        };
+        let mut seen = top.to_string();
+        for part in parts {
+            match cur.get(part) {
+                Some(next) => {
+                    cur = next;
+                    seen = format!("{seen}.{part}");
+                }
+                None => return format!("'{seen}' has no attribute '{part}'"),
+            }
+        }
+    }
+    match snippet {
+        Some(path)
+            if !path.is_empty()
+                && path.split('.').all(|p| {
+                    !p.is_empty() && p.chars().all(|c| c.is_alphanumeric() || c == '_')
+                }) =>
+        {
+            format!("undefined value '{path}' in '{}'", block.trim())
+        }
+        _ => format!("undefined value in '{}'", block.trim()),
+    }
+}
+
+/// The `{{ … }}` or `{% … %}` block of `src` around `range`.
+fn enclosing_block(src: &str, range: &Range<usize>) -> Option<String> {
+    let before = src.get(..range.start)?;
+    let open = before
+        .rfind("{{")
+        .into_iter()
+        .chain(before.rfind("{%"))
+        .max()?;
+    let after = src.get(range.end..)?;
+    let close = after
+        .find("}}")
+        .into_iter()
+        .chain(after.find("%}"))
+        .min()
+        .map(|i| range.end + i + 2)
+        .unwrap_or(src.len());
+    src.get(open..close).map(str::to_string)
+}
+
+/// Loads `name` from under `base`, refusing absolute paths, `..` and symbolic links that lead out.
+fn load_template(base: &Path, name: &str) -> Result<Option<String>, Error> {
+    let rel = Path::new(name);
+    let refused = || {
+        Error::new(
+            ErrorKind::InvalidOperation,
+            format!(
+                "template path {name:?} is outside the playbook directory {}",
+                base.display()
+            ),
+        )
+    };
+    if rel
+        .components()
+        .any(|c| !matches!(c, Component::Normal(_) | Component::CurDir))
+    {
+        return Err(refused());
+    }
+    let path = base.join(rel);
+    let real = match path.canonicalize() {
+        Ok(p) => p,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => {
+            return Err(Error::new(
+                ErrorKind::InvalidOperation,
+                format!("cannot read template {}", path.display()),
+            )
+            .with_source(e))
+        }
+    };
+    let real_base = base.canonicalize().unwrap_or_else(|_| base.to_path_buf());
+    if !real.starts_with(&real_base) {
+        return Err(refused());
+    }
+    std::fs::read_to_string(&real).map(Some).map_err(|e| {
+        Error::new(
+            ErrorKind::InvalidOperation,
+            format!("cannot read template {}", path.display()),
+        )
+        .with_source(e)
+    })
+}
+
+fn invalid(msg: impl Into<String>) -> Error {
+    Error::new(ErrorKind::InvalidOperation, msg.into())
+}
+
+fn register_filters(env: &mut Environment<'static>) {
+    env.add_filter("to_json", to_json);
+    env.add_filter("to_nice_json", to_nice_json);
+    env.add_filter("to_yaml", to_yaml);
+    env.add_filter("to_nice_yaml", to_yaml);
+    env.add_filter("from_json", from_json);
+    env.add_filter("from_yaml", from_yaml);
+    env.add_filter("b64encode", b64encode);
+    env.add_filter("b64decode", b64decode);
+    env.add_filter("regex_replace", regex_replace);
+    env.add_filter("regex_search", regex_search);
+    env.add_filter("regex_findall", regex_findall);
+    env.add_filter("basename", basename);
+    env.add_filter("dirname", dirname);
+    env.add_filter("int", int);
+    env.add_filter("bool", to_bool);
+    env.add_filter("quote", quote);
+    env.add_filter("combine", combine);
+    env.add_filter("dict2items", dict2items);
+    env.add_filter("items2dict", items2dict);
+    env.add_filter("ternary", ternary);
+    env.add_filter("mandatory", mandatory);
+    env.add_test("match", test_match);
+    env.add_test("search", test_search);
+    env.add_test("regex", test_search);
+    env.add_test("truthy", |v: &Value| v.is_true());
+    env.add_test("falsy", |v: &Value| !v.is_true());
+    env.add_test("version", test_version);
+    env.add_test("version_compare", test_version);
+}
+
+/// Converts to JSON, sorting object keys (as Ansible's `sort_keys=True` does).
+fn json_of(value: &Value) -> Result<serde_json::Value, Error> {
+    fn sort(v: serde_json::Value) -> serde_json::Value {
+        match v {
+            serde_json::Value::Object(m) => {
+                let mut entries: Vec<_> = m.into_iter().collect();
+                entries.sort_by(|a, b| a.0.cmp(&b.0));
+                serde_json::Value::Object(entries.into_iter().map(|(k, v)| (k, sort(v))).collect())
+            }
+            serde_json::Value::Array(a) => {
+                serde_json::Value::Array(a.into_iter().map(sort).collect())
+            }
+            other => other,
+        }
+    }
+    if value.is_undefined() {
+        return Err(Error::from(ErrorKind::UndefinedError));
+    }
+    serde_json::to_value(value)
+        .map(sort)
+        .map_err(|e| invalid(format!("cannot convert to JSON: {e}")))
+}
+
+fn to_json(value: &Value) -> Result<String, Error> {
+    serde_json::to_string(&json_of(value)?).map_err(|e| invalid(e.to_string()))
+}
+
+/// Ansible's to_nice_json: four spaces of indentation, keys sorted.
+fn to_nice_json(value: &Value, kwargs: Kwargs) -> Result<String, Error> {
+    use serde::Serialize;
+    let indent: Option<usize> = kwargs.get("indent")?;
+    kwargs.assert_all_used()?;
+    let indent = " ".repeat(indent.unwrap_or(4));
+    let mut out = Vec::new();
+    let fmt = serde_json::ser::PrettyFormatter::with_indent(indent.as_bytes());
+    let mut ser = serde_json::Serializer::with_formatter(&mut out, fmt);
+    json_of(value)?
+        .serialize(&mut ser)
+        .map_err(|e| invalid(e.to_string()))?;
+    String::from_utf8(out).map_err(|e| invalid(e.to_string()))
+}
+
+/// YAML in block style, keys sorted (to_yaml and to_nice_yaml alike); ends with a newline.
+fn to_yaml(value: &Value, kwargs: Kwargs) -> Result<String, Error> {
+    // Ansible accepts indent= and width=; serde_yaml always indents by two.
+    let _: Option<usize> = kwargs.get("indent")?;
+    let _: Option<usize> = kwargs.get("width")?;
+    kwargs.assert_all_used()?;
+    serde_yaml::to_string(&json_of(value)?).map_err(|e| invalid(e.to_string()))
+}
+
+fn from_json(value: &str) -> Result<Value, Error> {
+    serde_json::from_str::<serde_json::Value>(value)
+        .map(Value::from_serialize)
+        .map_err(|e| invalid(format!("from_json: {e}")))
+}
+
+fn from_yaml(value: &str) -> Result<Value, Error> {
+    serde_yaml::from_str::<serde_json::Value>(value)
+        .map(Value::from_serialize)
+        .map_err(|e| invalid(format!("from_yaml: {e}")))
+}
+
+fn b64encode(value: &str) -> String {
+    base64::engine::general_purpose::STANDARD.encode(value.as_bytes())
+}
+
+fn b64decode(value: &str) -> Result<String, Error> {
+    let bytes = base64::engine::general_purpose::STANDARD
+        .decode(value.trim())
+        .map_err(|e| invalid(format!("b64decode: {e}")))?;
+    String::from_utf8(bytes).map_err(|_| invalid("b64decode: the decoded value is not UTF-8 text"))
+}
+
+/// Compiles a Python-style pattern with Ansible's `ignorecase` and `multiline` flags.
+fn build_regex(pattern: &str, kwargs: &Kwargs) -> Result<regex::Regex, Error> {
+    let ignorecase: Option<bool> = kwargs.get("ignorecase")?;
+    let multiline: Option<bool> = kwargs.get("multiline")?;
+    regex::RegexBuilder::new(pattern)
+        .case_insensitive(ignorecase.unwrap_or(false))
+        .multi_line(multiline.unwrap_or(false))
+        .build()
+        .map_err(|e| invalid(format!("invalid regular expression {pattern:?}: {e}")))
+}
+
+/// Converts a Python replacement (`\1`, `\g<1>`, `\g<name>`) to Rust's (`${1}`, `${name}`).
+fn python_replacement(rep: &str) -> String {
+    let mut out = String::with_capacity(rep.len());
+    let mut chars = rep.chars().peekable();
+    while let Some(c) = chars.next() {
+        match c {
+            '$' => out.push_str("$$"),
+            '\\' => match chars.peek().copied() {
+                Some(d) if d.is_ascii_digit() => {
+                    let mut n = String::new();
+                    while let Some(d) = chars.peek().copied().filter(char::is_ascii_digit) {
+                        n.push(d);
+                        chars.next();
+                        if n.len() == 2 {
+                            break;
+                        }
+                    }
+                    out.push_str(&format!("${{{n}}}"));
+                }
+                Some('g') => {
+                    let mut look = chars.clone();
+                    look.next();
+                    if look.next() == Some('<') {
+                        let name: String = look.clone().take_while(|&c| c != '>').collect();
+                        if look.clone().nth(name.chars().count()) == Some('>') {
+                            out.push_str(&format!("${{{name}}}"));
+                            for _ in 0..name.chars().count() + 3 {
+                                chars.next();
+                            }
+                            continue;
+                        }
+                    }
+                    out.push('\\');
+                }
+                Some('n') => {
+                    chars.next();
+                    out.push('\n');
+                }
+                Some('t') => {
+                    chars.next();
+                    out.push('\t');
+                }
+                Some('\\') => {
+                    chars.next();
+                    out.push('\\');
+                }
+                _ => out.push('\\'),
+            },
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+/// `value | regex_replace(pattern, replacement='', ignorecase=false, multiline=false)`.
+fn regex_replace(
+    value: &str,
+    pattern: &str,
+    replacement: Option<&str>,
+    kwargs: Kwargs,
+) -> Result<String, Error> {
+    let re = build_regex(pattern, &kwargs)?;
+    let count: Option<usize> = kwargs.get("count")?;
+    kwargs.assert_all_used()?;
+    let rep = python_replacement(replacement.unwrap_or(""));
+    Ok(re
+        .replacen(value, count.unwrap_or(0), rep.as_str())
+        .into_owned())
+}
+
+/// `value | regex_search(pattern, '\\1', '\\g<name>'…)`: the match (or the listed groups), none
+/// when nothing matches.
+fn regex_search(
+    value: &str,
+    pattern: &str,
+    groups: Rest<String>,
+    kwargs: Kwargs,
+) -> Result<Value, Error> {
+    let re = build_regex(pattern, &kwargs)?;
+    kwargs.assert_all_used()?;
+    let Some(caps) = re.captures(value) else {
+        return Ok(Value::from(()));
+    };
+    if groups.is_empty() {
+        return Ok(Value::from(caps.get(0).map(|m| m.as_str()).unwrap_or("")));
+    }
+    let mut out = Vec::new();
+    for g in groups.iter() {
+        let m = if let Some(n) = g.strip_prefix('\\').and_then(|n| n.parse::<usize>().ok()) {
+            caps.get(n)
+        } else if let Some(name) = g.strip_prefix("\\g<").and_then(|n| n.strip_suffix('>')) {
+            match name.parse::<usize>() {
+                Ok(n) => caps.get(n),
+                Err(_) => caps.name(name),
+            }
+        } else {
+            return Err(invalid(format!(
+                "regex_search: group {g:?} must look like '\\\\1' or '\\\\g<name>'"
+            )));
+        };
+        out.push(Value::from(m.map(|m| m.as_str()).unwrap_or("")));
+    }
+    Ok(Value::from(out))
+}
+
+/// `value | regex_findall(pattern)`: every match, or the groups of every match.
+fn regex_findall(value: &str, pattern: &str, kwargs: Kwargs) -> Result<Value, Error> {
+    let re = build_regex(pattern, &kwargs)?;
+    kwargs.assert_all_used()?;
+    let groups = re.captures_len() - 1;
+    let mut out = Vec::new();
+    for caps in re.captures_iter(value) {
+        let text = |i: usize| Value::from(caps.get(i).map(|m| m.as_str()).unwrap_or(""));
+        out.push(match groups {
+            0 => text(0),
+            1 => text(1),
+            n => Value::from((1..=n).map(text).collect::<Vec<_>>()),
+        });
+    }
+    Ok(Value::from(out))
+}
+
+/// Python's os.path.basename: "/a/b" -> "b", "/a/b/" -> "".
+fn basename(path: &str) -> String {
+    path.rsplit('/').next().unwrap_or_default().to_string()
+}
+
+/// Python's os.path.dirname: "/a/b" -> "/a", "b" -> "", "/b" -> "/".
+fn dirname(path: &str) -> String {
+    let head = match path.rfind('/') {
+        Some(i) => &path[..=i],
+        None => return String::new(),
+    };
+    if head.chars().all(|c| c == '/') {
+        head.to_string()
+    } else {
+        head.trim_end_matches('/').to_string()
+    }
+}
+
+/// Ansible's int: `value | int`, `value | int(default)`, `value | int(base=16)`; text that is not a
+/// number gives the default (0).
+fn int(
+    state: &State,
+    value: &Value,
+    default: Option<Value>,
+    kwargs: Kwargs,
+) -> Result<Value, Error> {
+    let base: Option<u32> = kwargs.get("base")?;
+    let kw_default: Option<Value> = kwargs.get("default")?;
+    kwargs.assert_all_used()?;
+    if value.is_undefined() && state.undefined_behavior() == UndefinedBehavior::Strict {
+        return Err(Error::from(ErrorKind::UndefinedError));
+    }
+    let default = default.or(kw_default).unwrap_or(Value::from(0));
+    let base = base.unwrap_or(10);
+    if let Some(s) = value.as_str() {
+        let t = s.trim();
+        let digits = match base {
+            16 => t.trim_start_matches("0x").trim_start_matches("0X"),
+            8 => t.trim_start_matches("0o").trim_start_matches("0O"),
+            2 => t.trim_start_matches("0b").trim_start_matches("0B"),
+            _ => t,
+        };
+        return Ok(match i64::from_str_radix(digits, base) {
+            Ok(n) => Value::from(n),
+            Err(_) if base == 10 => match t.parse::<f64>() {
+                Ok(f) if f.is_finite() => Value::from(f.trunc() as i64),
+                _ => default,
+            },
+            Err(_) => default,
+        });
+    }
+    if let Ok(b) = bool::try_from(value.clone()) {
+        return Ok(Value::from(b as i64));
+    }
+    if let Some(n) = value.as_i64() {
+        return Ok(Value::from(n));
+    }
+    match f64::try_from(value.clone()) {
+        Ok(f) => Ok(Value::from(f.trunc() as i64)),
+        Err(_) => Ok(default),
+    }
+}
+
+/// Ansible's bool: true for true, 1 and the strings "yes", "on", "1", "true" (any case).
+fn to_bool(state: &State, value: &Value) -> Result<bool, Error> {
+    if value.is_undefined() && state.undefined_behavior() == UndefinedBehavior::Strict {
+        return Err(Error::from(ErrorKind::UndefinedError));
+    }
+    if let Ok(b) = bool::try_from(value.clone()) {
+        if value.kind() == minijinja::value::ValueKind::Bool {
+            return Ok(b);
+        }
+    }
+    if let Some(s) = value.as_str() {
+        return Ok(matches!(
+            s.trim().to_ascii_lowercase().as_str(),
+            "yes" | "on" | "1" | "true" | "y"
+        ));
+    }
+    if let Ok(f) = f64::try_from(value.clone()) {
+        return Ok(f == 1.0);
+    }
+    Ok(false)
+}
+
+/// Quotes for POSIX sh.
+fn quote(value: &Value) -> Result<String, Error> {
+    if value.is_undefined() {
+        return Err(Error::from(ErrorKind::UndefinedError));
+    }
+    let text = value.to_string();
+    crate::host::quote(&text).map_err(invalid)
+}
+
+/// Ansible's combine: merges mappings left to right; `recursive=true` merges nested mappings.
+fn combine(value: &Value, others: Rest<Value>, kwargs: Kwargs) -> Result<Value, Error> {
+    let recursive: Option<bool> = kwargs.get("recursive")?;
+    let list_merge: Option<String> = kwargs.get("list_merge")?;
+    kwargs.assert_all_used()?;
+    fn merge(a: &mut serde_json::Value, b: serde_json::Value, recursive: bool, append: bool) {
+        match (a, b) {
+            (serde_json::Value::Object(a), serde_json::Value::Object(b)) => {
+                for (k, v) in b {
+                    match a.get_mut(&k) {
+                        Some(existing) if recursive && existing.is_object() && v.is_object() => {
+                            merge(existing, v, recursive, append)
+                        }
+                        Some(serde_json::Value::Array(existing)) if append && v.is_array() => {
+                            if let serde_json::Value::Array(more) = v {
+                                existing.extend(more);
+                            }
+                        }
+                        _ => {
+                            a.insert(k, v);
+                        }
+                    }
+                }
+            }
+            (a, b) => *a = b,
+        }
+    }
+    let append = match list_merge.as_deref() {
+        None | Some("replace") => false,
+        Some("append") => true,
+        Some(other) => {
+            return Err(invalid(format!(
+                "combine: list_merge {other:?} is not supported (replace, append)"
+            )))
+        }
+    };
+    let mut acc = json_of(value)?;
+    if !acc.is_object() {
+        return Err(invalid(format!(
+            "combine expects mappings, got {}",
+            value.kind()
+        )));
+    }
+    for other in others.iter() {
+        let o = json_of(other)?;
+        if !o.is_object() {
+            return Err(invalid(format!(
+                "combine expects mappings, got {}",
+                other.kind()
+            )));
+        }
+        merge(&mut acc, o, recursive.unwrap_or(false), append);
+    }
+    Ok(Value::from_serialize(acc))
+}
+
+/// `{a: 1} | dict2items` -> `[{key: a, value: 1}]`.
+fn dict2items(value: &Value) -> Result<Value, Error> {
+    let json = json_of(value)?;
+    let serde_json::Value::Object(map) = json else {
+        return Err(invalid(format!(
+            "dict2items expects a mapping, got {}",
+            value.kind()
+        )));
+    };
+    let items: Vec<serde_json::Value> = map
+        .into_iter()
+        .map(|(k, v)| serde_json::json!({ "key": k, "value": v }))
+        .collect();
+    Ok(Value::from_serialize(items))
+}
+
+/// `[{key: a, value: 1}] | items2dict` -> `{a: 1}`.
+fn items2dict(value: &Value) -> Result<Value, Error> {
+    let json = json_of(value)?;
+    let serde_json::Value::Array(items) = json else {
+        return Err(invalid(format!(
+            "items2dict expects a list, got {}",
+            value.kind()
+        )));
+    };
+    let mut map = serde_json::Map::new();
+    for item in items {
+        let key = match item.get("key") {
+            Some(serde_json::Value::String(s)) => s.clone(),
+            Some(other) => other.to_string(),
+            None => return Err(invalid("items2dict: an item has no 'key'")),
+        };
+        map.insert(key, item.get("value").cloned().unwrap_or_default());
+    }
+    Ok(Value::from_serialize(map))
+}
+
+/// `cond | ternary(if_true, if_false, if_none)`.
+fn ternary(
+    state: &State,
+    value: &Value,
+    if_true: Value,
+    if_false: Value,
+    if_none: Option<Value>,
+) -> Result<Value, Error> {
+    if value.is_none() {
+        if let Some(n) = if_none {
+            return Ok(n);
+        }
+    }
+    if value.is_undefined() && state.undefined_behavior() == UndefinedBehavior::Strict {
+        return Err(Error::from(ErrorKind::UndefinedError));
+    }
+    Ok(if value.is_true() { if_true } else { if_false })
+}
+
+/// `value | mandatory("message")`: an error when the value is undefined.
+fn mandatory(value: Value, msg: Option<String>) -> Result<Value, Error> {
+    if value.is_undefined() {
+        return Err(match msg {
+            Some(msg) => invalid(msg),
+            // The error then names the variable.
+            None => Error::from(ErrorKind::UndefinedError),
+        });
+    }
+    Ok(value)
+}
+
+fn test_match(value: &str, pattern: &str, kwargs: Kwargs) -> Result<bool, Error> {
+    let re = build_regex(&format!("^(?:{pattern})"), &kwargs)?;
+    kwargs.assert_all_used()?;
+    Ok(re.is_match(value))
+}
+
+fn test_search(value: &str, pattern: &str, kwargs: Kwargs) -> Result<bool, Error> {
+    let re = build_regex(pattern, &kwargs)?;
+    kwargs.assert_all_used()?;
+    Ok(re.is_match(value))
+}
+
+/// `version is version("1.28", ">=")`: compares dotted versions part by part, numerically where
+/// both parts are numbers (a leading "v" is ignored).
+fn test_version(value: &Value, other: &Value, op: Option<&str>) -> Result<bool, Error> {
+    fn parts(v: &str) -> Vec<String> {
+        v.trim()
+            .trim_start_matches('v')
+            .split(['.', '-', '+'])
+            .map(str::to_string)
+            .collect()
+    }
+    let a = parts(&value.to_string());
+    let b = parts(&other.to_string());
+    let mut ord = std::cmp::Ordering::Equal;
+    for i in 0..a.len().max(b.len()) {
+        let x = a.get(i).map(String::as_str).unwrap_or("0");
+        let y = b.get(i).map(String::as_str).unwrap_or("0");
+        ord = match (x.parse::<u64>(), y.parse::<u64>()) {
+            (Ok(x), Ok(y)) => x.cmp(&y),
+            _ => x.cmp(y),
+        };
+        if ord.is_ne() {
+            break;
+        }
+    }
+    use std::cmp::Ordering::*;
+    Ok(match op.unwrap_or("==") {
+        "<" | "lt" => ord == Less,
+        "<=" | "le" => ord != Greater,
+        ">" | "gt" => ord == Greater,
+        ">=" | "ge" => ord != Less,
+        "==" | "=" | "eq" => ord == Equal,
+        "!=" | "<>" | "ne" => ord != Equal,
+        other => return Err(invalid(format!("version: unknown operator {other:?}"))),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn engine() -> (tempfile::TempDir, TemplateEngine) {
+        let dir = tempfile::tempdir().unwrap();
+        let e = TemplateEngine::new(dir.path());
+        (dir, e)
+    }
+
+    fn r(e: &TemplateEngine, src: &str, ctx: serde_json::Value) -> String {
+        e.render_str(src, "test", &ctx)
+            .unwrap_or_else(|err| panic!("{src}: {err}"))
+    }
+
+    fn err(e: &TemplateEngine, src: &str, ctx: serde_json::Value) -> TemplateError {
+        e.render_str(src, "test", &ctx).unwrap_err()
+    }
+
+    #[test]
+    fn renders_files_with_ansible_whitespace() {
+        let (dir, e) = engine();
+        std::fs::create_dir(dir.path().join("templates")).unwrap();
+        std::fs::write(
+            dir.path().join("templates/hosts.j2"),
+            "# hosts\n{% for h in hosts %}\n{{ h.ip }} {{ h.name }}\n{% endfor %}\nend\n",
+        )
+        .unwrap();
+        let ctx =
+            json!({"hosts": [{"ip": "10.0.0.1", "name": "a"}, {"ip": "10.0.0.2", "name": "b"}]});
+        let out = e.render_file("templates/hosts.j2", &ctx).unwrap();
+        assert_eq!(out, "# hosts\n10.0.0.1 a\n10.0.0.2 b\nend\n");
+        // Files named *.yaml.j2 or *.html.j2 are not escaped.
+        std::fs::write(dir.path().join("templates/k.yaml.j2"), "a: {{ v }}\n").unwrap();
+        let out = e
+            .render_file("templates/k.yaml.j2", &json!({"v": "<x> & \"y\""}))
+            .unwrap();
+        assert_eq!(out, "a: <x> & \"y\"\n");
+    }
+
+    #[test]
+    fn undefined_variable_names_file_line_and_variable() {
+        let (dir, e) = engine();
+        std::fs::create_dir(dir.path().join("templates")).unwrap();
+        std::fs::write(
+            dir.path().join("templates/haproxy.cfg.j2"),
+            "global\n  log stdout\n\nfrontend api\n  bind {{ vip }}:6443\n",
+        )
+        .unwrap();
+        let e1 = e
+            .render_file("templates/haproxy.cfg.j2", &json!({}))
+            .unwrap_err();
+        assert_eq!(e1.file, "templates/haproxy.cfg.j2");
+        assert_eq!(e1.line, 5);
+        assert_eq!(e1.column, Some(11));
+        assert_eq!(e1.source_line.as_deref(), Some("  bind {{ vip }}:6443"));
+        assert_eq!(
+            e1.to_string(),
+            "templates/haproxy.cfg.j2:5: undefined variable 'vip'"
+        );
+        let ctx = json!({"tok": {"stdout": "x"}});
+        assert_eq!(
+            err(&e, "a\n{{ tok.stderr }}", ctx.clone()).to_string(),
+            "test:2: 'tok' has no attribute 'stderr'"
+        );
+        assert_eq!(
+            err(&e, "{{ tok.a.b }}", ctx.clone()).message,
+            "'tok' has no attribute 'a'"
+        );
+        assert_eq!(
+            err(&e, "{{ vip | upper }}", ctx.clone()).message,
+            "undefined variable 'vip'"
+        );
+        assert_eq!(
+            err(&e, "{% if vip %}x{% endif %}", ctx.clone()).message,
+            "undefined variable 'vip'"
+        );
+        assert_eq!(
+            err(&e, "{% for x in [{}] %}{{ x.b }}{% endfor %}", ctx.clone()).message,
+            "undefined value 'x.b' in '{{ x.b }}'"
+        );
+        // Defined-ness can still be asked, and default() still works.
+        assert_eq!(
+            r(&e, "{{ vip is defined }} {{ vip | default('d') }}", ctx),
+            "False d"
+        );
+    }
+
+    #[test]
+    fn errors_in_included_templates_name_the_included_file() {
+        let (dir, e) = engine();
+        std::fs::write(dir.path().join("outer.j2"), "x\n{% include 'inner.j2' %}\n").unwrap();
+        std::fs::write(dir.path().join("inner.j2"), "a\nb\n{{ missing }}\n").unwrap();
+        let err = e.render_file("outer.j2", &json!({})).unwrap_err();
+        assert_eq!(err.to_string(), "inner.j2:3: undefined variable 'missing'");
+    }
+
+    #[test]
+    fn paths_outside_the_playbook_directory_are_refused() {
+        let outer = tempfile::tempdir().unwrap();
+        let base = outer.path().join("pb");
+        std::fs::create_dir(&base).unwrap();
+        std::fs::write(outer.path().join("secret.j2"), "s").unwrap();
+        std::os::unix::fs::symlink(outer.path().join("secret.j2"), base.join("link.j2")).unwrap();
+        let e = TemplateEngine::new(&base);
+        for p in ["../secret.j2", "/etc/passwd", "link.j2"] {
+            let err = e.render_file(p, &json!({})).unwrap_err();
+            assert!(
+                err.message.contains("outside the playbook directory"),
+                "{p}: {err}"
+            );
+        }
+        let err = e.render_file("nope.j2", &json!({})).unwrap_err();
+        assert!(
+            err.to_string().starts_with("nope.j2: template not found"),
+            "{err}"
+        );
+        std::fs::write(base.join("inc.j2"), "a\n{% include 'gone.j2' %}\n").unwrap();
+        let err = e.render_file("inc.j2", &json!({})).unwrap_err();
+        assert!(
+            err.to_string()
+                .starts_with("inc.j2:2: tried to include non-existing template \"gone.j2\""),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn syntax_errors_have_a_line() {
+        let (_d, e) = engine();
+        let err = err(&e, "ok\n{{ x", json!({"x": 1}));
+        assert_eq!(err.line, 2);
+        assert!(err.message.starts_with("syntax error"), "{err}");
+        let unknown = self::err(&e, "{{ 1 | nofilter }}", json!({}));
+        assert!(unknown.message.contains("nofilter"), "{unknown}");
+    }
+
+    #[test]
+    fn engine_is_shared_between_threads_and_truthiness_is_jinja_s() {
+        fn shared<T: Send + Sync>() {}
+        shared::<TemplateEngine>();
+        for v in [
+            json!(null),
+            json!(false),
+            json!(0),
+            json!(0.0),
+            json!(""),
+            json!([]),
+            json!({}),
+        ] {
+            assert!(!is_truthy(&v), "{v}");
+        }
+        for v in [
+            json!(true),
+            json!(1),
+            json!("no"),
+            json!([0]),
+            json!({"a": 1}),
+        ] {
+            assert!(is_truthy(&v), "{v}");
+        }
+    }
+
+    #[test]
+    fn eval_when_expressions() {
+        let (_d, e) = engine();
+        let ctx = json!({"x": 1, "groups": ["k8s", "lb"], "s": "yes", "tok": {"rc": 0}});
+        let ev = |x: &str| e.eval(x, "site.rhai:3 when", &ctx);
+        assert_eq!(ev("x == 1 and 'k8s' in groups").unwrap(), json!(true));
+        assert_eq!(ev("x == 2 or 'db' in groups").unwrap(), json!(false));
+        assert_eq!(ev("s | bool").unwrap(), json!(true));
+        assert_eq!(ev("tok.rc != 0").unwrap(), json!(false));
+        assert_eq!(ev("y is defined").unwrap(), json!(false));
+        assert_eq!(ev("y is not defined").unwrap(), json!(true));
+        assert_eq!(ev("groups | length").unwrap(), json!(2));
+        let err = ev("y == 1").unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "site.rhai:3 when:1: undefined variable 'y'"
+        );
+        assert_eq!(ev("y").unwrap_err().message, "undefined variable 'y'");
+        assert!(ev("x ==").unwrap_err().message.starts_with("syntax error"));
+    }
+
+    #[test]
+    fn referenced_names_are_top_level_free_variables() {
+        let (_d, e) = engine();
+        let names = e
+            .referenced_names("{{ tok.stdout }} {{ root }}{% for h in hosts %}{{ h.ip }}{% endfor %}{{ range(3) | join }}")
+            .unwrap();
+        assert_eq!(
+            names.into_iter().collect::<Vec<_>>(),
+            vec!["hosts", "root", "tok"]
+        );
+        let names = e
+            .referenced_names_in_expr("init.stdout is defined and x | default(1) == 1")
+            .unwrap();
+        assert_eq!(names.into_iter().collect::<Vec<_>>(), vec!["init", "x"]);
+        assert!(e.referenced_names("{{ x").is_err());
+        assert!(is_template("a {{ b }}") && is_template("{% if a %}{% endif %}"));
+        assert!(!is_template("plain { text }"));
+    }
+
+    #[test]
+    fn default_filter_like_ansible() {
+        let (_d, e) = engine();
+        let ctx = json!({"empty": "", "f": false, "v": "val", "n": null});
+        assert_eq!(r(&e, "{{ missing | default('d') }}", ctx.clone()), "d");
+        assert_eq!(r(&e, "{{ missing | d('d') }}", ctx.clone()), "d");
+        assert_eq!(r(&e, "{{ empty | default('d') }}", ctx.clone()), "");
+        assert_eq!(r(&e, "{{ empty | default('d', true) }}", ctx.clone()), "d");
+        assert_eq!(r(&e, "{{ f | default('d', true) }}", ctx.clone()), "d");
+        assert_eq!(r(&e, "{{ v | default('d', true) }}", ctx.clone()), "val");
+        assert_eq!(r(&e, "{{ v.attr | default('d') }}", ctx.clone()), "d");
+        assert_eq!(r(&e, "{{ n is none }} {{ v is none }}", ctx), "True False");
+    }
+
+    #[test]
+    fn json_and_yaml_filters() {
+        let (_d, e) = engine();
+        let ctx = json!({"m": {"b": [1, 2], "a": "x"}});
+        assert_eq!(
+            r(&e, "{{ m | to_json }}", ctx.clone()),
+            r#"{"a":"x","b":[1,2]}"#
+        );
+        assert_eq!(
+            r(&e, "{{ m | to_nice_json }}", ctx.clone()),
+            "{\n    \"a\": \"x\",\n    \"b\": [\n        1,\n        2\n    ]\n}"
+        );
+        assert_eq!(
+            r(&e, "{{ m | to_nice_json(indent=2) }}", ctx.clone()),
+            "{\n  \"a\": \"x\",\n  \"b\": [\n    1,\n    2\n  ]\n}"
+        );
+        assert_eq!(
+            r(&e, "{{ m | to_yaml }}", ctx.clone()),
+            "a: x\nb:\n- 1\n- 2\n"
+        );
+        assert_eq!(
+            r(&e, "{{ m | to_nice_yaml(indent=2) }}", ctx.clone()),
+            "a: x\nb:\n- 1\n- 2\n"
+        );
+        assert_eq!(
+            r(&e, "{{ ('{\"k\": 3}' | from_json).k }}", ctx.clone()),
+            "3"
+        );
+        assert_eq!(r(&e, "{{ ('k: [1]' | from_yaml).k[0] }}", ctx.clone()), "1");
+        assert_eq!(r(&e, "{{ 'a\"b' | to_json }}", ctx), r#""a\"b""#);
+    }
+
+    #[test]
+    fn string_filters() {
+        let (_d, e) = engine();
+        let c = json!({"l": ["a", "b", "a"], "p": "/etc/kubernetes/admin.conf"});
+        assert_eq!(r(&e, "{{ 'hello' | b64encode }}", c.clone()), "aGVsbG8=");
+        assert_eq!(r(&e, "{{ 'aGVsbG8=' | b64decode }}", c.clone()), "hello");
+        assert!(err(&e, "{{ '%%%' | b64decode }}", c.clone())
+            .message
+            .contains("b64decode"));
+        assert_eq!(r(&e, "{{ p | basename }}", c.clone()), "admin.conf");
+        assert_eq!(r(&e, "{{ p | dirname }}", c.clone()), "/etc/kubernetes");
+        assert_eq!(
+            r(
+                &e,
+                "{{ '/x' | dirname }}|{{ 'x' | dirname }}|{{ '/a/b/' | basename }}",
+                c.clone()
+            ),
+            "/||"
+        );
+        assert_eq!(
+            r(&e, "{{ 'Ab' | upper }}{{ 'Ab' | lower }}", c.clone()),
+            "ABab"
+        );
+        assert_eq!(r(&e, "[{{ '  x \n' | trim }}]", c.clone()), "[x]");
+        assert_eq!(r(&e, "{{ l | join(',') }}", c.clone()), "a,b,a");
+        assert_eq!(r(&e, "{{ l | unique | join(',') }}", c.clone()), "a,b");
+        assert_eq!(
+            r(
+                &e,
+                "{{ l | first }}{{ l | last }}{{ l | length }}",
+                c.clone()
+            ),
+            "aa3"
+        );
+        assert_eq!(
+            r(&e, "{{ \"it's $x\" | quote }}", c.clone()),
+            crate::host::quote("it's $x").unwrap()
+        );
+        assert_eq!(r(&e, "{{ 'plain' | quote }}", c), "plain");
+    }
+
+    #[test]
+    fn regex_filters_use_python_backreferences() {
+        let (_d, e) = engine();
+        let c = json!({"v": "v1.28.3", "line": "token: abc.def hash: sha256:123"});
+        assert_eq!(
+            r(
+                &e,
+                r"{{ v | regex_replace('^v(\\d+)\\.(\\d+).*$', '\\1-\\2') }}",
+                c.clone()
+            ),
+            "1-28"
+        );
+        assert_eq!(
+            r(
+                &e,
+                r"{{ v | regex_replace('^v(?P<maj>\\d+).*', 'major \\g<maj> $1') }}",
+                c.clone()
+            ),
+            "major 1 $1"
+        );
+        assert_eq!(
+            r(
+                &e,
+                "{{ 'aXbx' | regex_replace('x', '-', ignorecase=true) }}",
+                c.clone()
+            ),
+            "a-b-"
+        );
+        assert_eq!(
+            r(&e, "{{ 'a.b' | regex_replace('\\\\.') }}", c.clone()),
+            "ab"
+        );
+        assert_eq!(
+            r(
+                &e,
+                r"{{ line | regex_search('token: (\\S+)', '\\1') | first }}",
+                c.clone()
+            ),
+            "abc.def"
+        );
+        assert_eq!(
+            r(&e, r"{{ line | regex_search('sha256:\\d+') }}", c.clone()),
+            "sha256:123"
+        );
+        assert_eq!(
+            r(
+                &e,
+                "{{ line | regex_search('nomatch') is none }}",
+                c.clone()
+            ),
+            "True"
+        );
+        assert_eq!(
+            r(
+                &e,
+                r"{{ 'a1b22' | regex_findall('\\d+') | join(',') }}",
+                c.clone()
+            ),
+            "1,22"
+        );
+        assert!(err(&e, "{{ 'x' | regex_replace('(') }}", c)
+            .message
+            .contains("invalid regular expression"));
+    }
+
+    #[test]
+    fn int_and_bool_like_ansible() {
+        let (_d, e) = engine();
+        let c = json!({});
+        assert_eq!(r(&e, "{{ '42' | int + 1 }}", c.clone()), "43");
+        assert_eq!(
+            r(
+                &e,
+                "{{ ' 7 ' | int }}|{{ '3.9' | int }}|{{ 'abc' | int }}|{{ 'abc' | int(5) }}",
+                c.clone()
+            ),
+            "7|3|0|5"
+        );
+        assert_eq!(
+            r(
+                &e,
+                "{{ 'ff' | int(base=16) }}|{{ '0x1F' | int(base=16) }}|{{ true | int }}",
+                c.clone()
+            ),
+            "255|31|1"
+        );
+        for (v, want) in [
+            ("'yes'", true),
+            ("'True'", true),
+            ("'on'", true),
+            ("'1'", true),
+            ("1", true),
+            ("true", true),
+            ("'no'", false),
+            ("'false'", false),
+            ("'off'", false),
+            ("0", false),
+            ("''", false),
+            ("none", false),
+        ] {
+            assert_eq!(
+                r(&e, &format!("{{{{ {v} | bool }}}}"), c.clone()),
+                if want { "True" } else { "False" },
+                "{v}"
+            );
+        }
+        assert_eq!(
+            err(&e, "{{ nope | bool }}", c.clone()).message,
+            "undefined variable 'nope'"
+        );
+        assert_eq!(
+            err(&e, "{{ nope | int }}", c).message,
+            "undefined variable 'nope'"
+        );
+    }
+
+    #[test]
+    fn ansible_extras() {
+        let (_d, e) = engine();
+        let c = json!({"a": {"x": 1, "n": {"p": 1}}, "b": {"y": 2, "n": {"q": 2}}, "t": true});
+        assert_eq!(
+            r(&e, "{{ a | combine(b) | to_json }}", c.clone()),
+            r#"{"n":{"q":2},"x":1,"y":2}"#
+        );
+        assert_eq!(
+            r(
+                &e,
+                "{{ a | combine(b, recursive=true) | to_json }}",
+                c.clone()
+            ),
+            r#"{"n":{"p":1,"q":2},"x":1,"y":2}"#
+        );
+        assert_eq!(
+            r(&e, "{{ {'k': 'v'} | dict2items | to_json }}", c.clone()),
+            r#"[{"key":"k","value":"v"}]"#
+        );
+        assert_eq!(
+            r(
+                &e,
+                "{{ [{'key': 'k', 'value': 1}] | items2dict | to_json }}",
+                c.clone()
+            ),
+            r#"{"k":1}"#
+        );
+        assert_eq!(
+            r(
+                &e,
+                "{{ t | ternary('on', 'off') }}{{ (not t) | ternary('on', 'off') }}",
+                c.clone()
+            ),
+            "onoff"
+        );
+        assert_eq!(
+            r(
+                &e,
+                "{{ '1.28.3' is version('1.24', '>=') }} {{ 'v1.9' is version('1.10', '<') }}",
+                c.clone()
+            ),
+            "True True"
+        );
+        assert_eq!(r(&e, "{{ 'node-1' is match('node') }} {{ 'a-node' is match('node') }} {{ 'a-node' is search('node') }}", c.clone()), "True False True");
+        assert_eq!(
+            r(&e, "{{ 'yes' is truthy }} {{ '' is falsy }}", c.clone()),
+            "True True"
+        );
+        assert_eq!(
+            err(&e, "{{ nope | mandatory }}", c).message,
+            "undefined variable 'nope'"
+        );
+    }
+}
