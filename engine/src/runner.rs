@@ -526,7 +526,7 @@ impl State {
                     .templates
                     .eval(expr, &origin, &ctx)
                     .map_err(|e| self.template_failure(host, e.to_string()))?;
-                if !truthy(&v) {
+                if !crate::template::is_truthy(&v) {
                     return Ok(Prepared::Skip(format!("condition is false: {expr}")));
                 }
             }
@@ -735,18 +735,6 @@ fn closure_error(e: &rhai::EvalAltResult, origin: &str) -> TaskError {
         return TaskError::DependsOnChange(rest.split(" (line ").next().unwrap_or(rest).to_string());
     }
     TaskError::Failed(format!("{origin}: {text}"))
-}
-
-/// Ansible's truthiness for `when:` results.
-fn truthy(v: &Value) -> bool {
-    match v {
-        Value::Null => false,
-        Value::Bool(b) => *b,
-        Value::Number(n) => n.as_f64().is_some_and(|f| f != 0.0),
-        Value::String(s) => !s.is_empty(),
-        Value::Array(a) => !a.is_empty(),
-        Value::Object(o) => !o.is_empty(),
-    }
 }
 
 enum Prepared {

@@ -414,7 +414,7 @@ pub fn plan(input: PlanInput<'_>) -> Result<Plan, PlanError> {
     let defaults = std::mem::take(&mut b.defaults);
     drop(b);
     // Template references to registered results imply dependencies too.
-    imply_register_deps(&mut tasks);
+    imply_register_deps(&mut tasks, &crate::template::TemplateEngine::new(&dir));
     check_notify(&tasks, &phases)?;
     link(&mut tasks, &phases)?;
     Ok(Plan {
@@ -455,18 +455,19 @@ fn check_notify(tasks: &[Task], phases: &[Phase]) -> Result<(), PlanError> {
 }
 
 /// A task whose template strings read a name that an earlier task registers depends on that task.
-fn imply_register_deps(tasks: &mut [Task]) {
+fn imply_register_deps(tasks: &mut [Task], templates: &crate::template::TemplateEngine) {
     for i in 0..tasks.len() {
         let mut strings = Vec::new();
         tasks[i].args.strings(&mut strings);
-        if let Some(Condition::Expr(e)) = &tasks[i].when {
-            strings.push(format!("{{{{ {e} }}}}"));
-        }
-        let names: BTreeSet<String> = strings
+        let mut names: BTreeSet<String> = strings
             .iter()
             .filter(|s| crate::template::is_template(s))
-            .flat_map(|s| crate::template::names_in(s))
+            .filter_map(|s| templates.referenced_names(s).ok())
+            .flatten()
             .collect();
+        if let Some(Condition::Expr(e)) = &tasks[i].when {
+            names.extend(templates.referenced_names_in_expr(e).unwrap_or_default());
+        }
         for name in names {
             let source = tasks[..i]
                 .iter()
