@@ -4,7 +4,9 @@
 pub mod diff;
 pub mod fields;
 pub mod host;
+pub mod inventory;
 pub mod module;
+pub mod pattern;
 pub mod remote;
 pub mod secret;
 pub mod transport;
