@@ -48,7 +48,7 @@ pub fn struct_fields<T: for<'de> Deserialize<'de>>() -> &'static [&'static str] 
     let key = std::any::type_name::<T>();
     let mut cache = CACHE.lock().unwrap_or_else(|e| e.into_inner());
     let map = cache.get_or_insert_with(HashMap::new);
-    *map.entry(key)
+    map.entry(key)
         .or_insert_with(|| match T::deserialize(FieldProbe) {
             Err(Found(fields)) => fields,
             Ok(_) => &[],

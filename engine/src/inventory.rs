@@ -84,6 +84,16 @@ pub struct HostEntry {
     pub become_password: Option<Secret>,
 }
 
+impl HostEntry {
+    /// The sudo settings tasks on this host run with, if `become` is on.
+    pub fn become_config(&self) -> Option<crate::host::Become> {
+        self.become_.then(|| crate::host::Become {
+            user: self.become_user.clone(),
+            password: self.become_password.clone(),
+        })
+    }
+}
+
 /// Where a resolved variable came from (see [`Inventory::host_vars`] for the precedence).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum VarSource {

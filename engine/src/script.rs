@@ -241,7 +241,7 @@ fn default_name(spec: &TaskSpec) -> String {
 fn pos_of(ctx: &NativeCallContext, file: &str) -> SourcePos {
     let p = ctx.call_position();
     SourcePos {
-        file: ctx.source().map(str::to_string).unwrap_or_else(|| file.to_string()),
+        file: ctx.call_source().map(str::to_string).unwrap_or_else(|| file.to_string()),
         line: p.line().unwrap_or(0),
         column: p.position().unwrap_or(0),
     }
@@ -668,7 +668,7 @@ fn register_api(engine: &mut Engine, builder: &Arc<Mutex<Builder>>, registry: &R
                 });
                 b.current_phase = Some(b.phases.len() - 1);
             }
-            body.call_within_context::<Dynamic>(&ctx, ())?;
+            let _: Dynamic = body.call_within_context(&ctx, ())?;
             b.lock().unwrap_or_else(|e| e.into_inner()).current_phase = None;
             Ok(())
         },
