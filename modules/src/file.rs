@@ -221,7 +221,7 @@ impl Module for File {
                 quote(src)?
             );
         }
-        let inspect = Inspect { path: &args.path, follow, read: None };
+        let inspect = Inspect { path: &args.path, follow, into_dir: None, read: None };
         let cur = inspect.run(cx.host, &extra).await?;
         let path = cur.path.clone();
         let state = args.state.unwrap_or(match cur.kind() {

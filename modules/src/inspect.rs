@@ -26,6 +26,8 @@ pub struct Inspect<'a> {
     pub path: &'a str,
     /// Look at what a symbolic link points to, rather than at the link (when it resolves).
     pub follow: bool,
+    /// When `path` is a directory, inspect this name inside it instead (copying into a directory).
+    pub into_dir: Option<&'a str>,
     pub read: Option<Read>,
 }
 
@@ -77,6 +79,9 @@ impl Inspect<'_> {
         let mut s = format!("umask\np={}\n", quote(self.path)?);
         if self.follow {
             s += "if [ -L \"$p\" ] && [ -e \"$p\" ]; then p=$(readlink -f -- \"$p\"); fi\n";
+        }
+        if let Some(name) = self.into_dir {
+            s += &format!("if [ -d \"$p\" ]; then p=\"${{p%/}}\"/{}; fi\n", quote(name)?);
         }
         s += "printf '%s\\n' \"$p\"\n";
         s += STAT_FRAGMENT;
@@ -204,7 +209,7 @@ mod tests {
         let host = local();
         let read = Some(Read::default());
         let path = f.to_str().unwrap();
-        let cur = Inspect { path, follow: false, read: read.clone() }
+        let cur = Inspect { path, follow: false, into_dir: None, read: read.clone() }
             .run(&host, "echo tail\n")
             .await
             .unwrap();
@@ -215,9 +220,9 @@ mod tests {
         assert_eq!(cur.content.as_deref(), Some(&b"hello\ntail\n"[..]));
 
         let lp = l.to_str().unwrap();
-        let link = Inspect { path: lp, follow: false, read: None }.run(&host, "").await.unwrap();
+        let link = Inspect { path: lp, follow: false, into_dir: None, read: None }.run(&host, "").await.unwrap();
         assert_eq!(link.stat.kind, FileKind::Link);
-        let followed = Inspect { path: lp, follow: true, read: None }
+        let followed = Inspect { path: lp, follow: true, into_dir: None, read: None }
             .run(&host, "echo tail\n")
             .await
             .unwrap();
@@ -226,11 +231,11 @@ mod tests {
         assert_eq!(followed.rest, b"tail\n");
 
         let same = Read { limit: None, unless_sha256: Some(sha256(b"hello\n")) };
-        let cur = Inspect { path, follow: false, read: Some(same) }.run(&host, "").await.unwrap();
+        let cur = Inspect { path, follow: false, into_dir: None, read: Some(same) }.run(&host, "").await.unwrap();
         assert!(cur.content.is_none(), "content already known is not sent");
 
         let gone = tmp.path().join("nope");
-        let cur = Inspect { path: gone.to_str().unwrap(), follow: true, read }
+        let cur = Inspect { path: gone.to_str().unwrap(), follow: true, into_dir: None, read }
             .run(&host, "")
             .await
             .unwrap();

@@ -4,6 +4,7 @@
 //! Shared pieces: `exec` (running commands and their guards), `inspect` (one round trip that reads
 //! a path's state) and `perms` (modes, owners and groups).
 
+mod content;
 mod exec;
 mod inspect;
 mod perms;
@@ -12,6 +13,7 @@ mod testutil;
 
 pub mod assert;
 pub mod command;
+pub mod copy;
 pub mod debug;
 pub mod fail;
 pub mod file;
@@ -22,7 +24,7 @@ pub mod shell;
 pub fn register_all(registry: &mut engine::Registry) {
     registry.register(assert::Assert);
     registry.register(command::Command);
-
+    registry.register(copy::Copy);
     registry.register(debug::Debug);
     registry.register(fail::Fail);
     registry.register(file::File);
