@@ -14,9 +14,6 @@ use engine::remote::{self, FileKind, FileStat, WriteOptions};
 pub struct FileTemplate;
 
 /// Registers `file_template`.
-pub fn register(reg: &mut engine::Registry) {
-    reg.register(FileTemplate);
-}
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]

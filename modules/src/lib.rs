@@ -1,3 +1,35 @@
-pub mod file_template;
+//! The modules of playbook, one file per module. Each has an `Args` struct whose doc comments are
+//! the user documentation, a `DOC` text, and its tests at the bottom.
+//!
+//! Shared pieces: `exec` (running commands and their guards), `inspect` (one round trip that reads
+//! a path's state) and `perms` (modes, owners and groups).
 
-pub fn x() {}
+mod content;
+mod exec;
+mod inspect;
+mod perms;
+#[cfg(test)]
+mod testutil;
+
+pub mod assert;
+pub mod command;
+pub mod copy;
+pub mod debug;
+pub mod fail;
+pub mod file;
+pub mod file_template;
+pub mod set_fact;
+pub mod shell;
+
+/// Registers every module of this crate.
+pub fn register_all(registry: &mut engine::Registry) {
+    registry.register(assert::Assert);
+    registry.register(command::Command);
+    registry.register(copy::Copy);
+    registry.register(debug::Debug);
+    registry.register(fail::Fail);
+    registry.register(file::File);
+    registry.register(file_template::FileTemplate);
+    registry.register(set_fact::SetFact);
+    registry.register(shell::Shell);
+}

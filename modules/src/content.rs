@@ -1,0 +1,92 @@
+//! What `copy` and `lineinfile` share: given a path's current state and the content it should
+//! have, decide between nothing, fixing attributes only, and writing the file; then do it.
+
+use engine::host::{quote, Host};
+use engine::remote::{write_file, FileKind, WriteOptions};
+use engine::{ModuleError, Probe};
+use serde_json::{json, Value};
+
+use crate::inspect::{file_diff, sha256, Before, Current};
+use crate::perms::{self, Wanted};
+
+pub struct Plan {
+    pub path: String,
+    pub action: Action,
+}
+
+pub enum Action {
+    /// Write this content (with the wanted attributes).
+    Write(Vec<u8>),
+    /// The content is right: run this script on `$p` to fix attributes.
+    Attrs(String),
+}
+
+/// The result a file task registers.
+pub fn result(path: &str, content: &[u8]) -> Value {
+    json!({ "dest": path, "checksum": sha256(content), "size": content.len() })
+}
+
+/// Compares `cur` (which must not be a directory) with `new` and the wanted attributes.
+pub fn decide(
+    cur: &Current,
+    new: Vec<u8>,
+    wanted: &Wanted,
+    want_diff: bool,
+) -> Result<Probe<Plan>, ModuleError> {
+    let path = cur.path.clone();
+    let fix = if cur.stat.kind == FileKind::File {
+        perms::fix(wanted, &cur.entry(), cur.umask)?
+    } else {
+        perms::Fix::default()
+    };
+    let same = cur.stat.kind == FileKind::File
+        && cur.stat.sha256.as_deref() == Some(sha256(&new).as_str());
+    if same {
+        if fix.is_empty() {
+            return Ok(Probe::Unchanged(result(&path, &new)));
+        }
+        let summary = fix.summary.join(", ");
+        let action = Action::Attrs(fix.script);
+        return Ok(Probe::change(Plan { path, action }, summary, None));
+    }
+    let mut summary = vec![match cur.stat.kind {
+        FileKind::Absent => format!("create {path}"),
+        FileKind::File => format!("update {path}"),
+        FileKind::Link => format!("replace link {path} with a file"),
+        _ => format!("replace {path} with a file"),
+    }];
+    summary.extend(fix.summary);
+    let diff = want_diff.then(|| {
+        let before = match (&cur.stat.kind, &cur.content) {
+            (FileKind::Absent, _) => Before::Absent,
+            (FileKind::File, Some(c)) => Before::Content(c),
+            _ => Before::Unread(cur.size),
+        };
+        file_diff(&path, before, Some(&new))
+    });
+    let action = Action::Write(new);
+    Ok(Probe::change(Plan { path, action }, summary.join(", "), diff))
+}
+
+/// Makes the change `decide` planned. Returns the backup's path when one was made.
+pub async fn apply(
+    host: &Host,
+    plan: &Plan,
+    opts: &WriteOptions<'_>,
+) -> Result<Option<String>, ModuleError> {
+    match &plan.action {
+        Action::Write(content) => write_file(host, &plan.path, content, opts).await,
+        Action::Attrs(script) => {
+            let script = format!("set -e\np={}\n{script}", quote(&plan.path)?);
+            let out = host.run(&script).await?;
+            if !out.success() {
+                return Err(ModuleError::Failed(format!(
+                    "{}: {}",
+                    plan.path,
+                    out.stderr_text().trim()
+                )));
+            }
+            Ok(None)
+        }
+    }
+}

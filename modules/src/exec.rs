@@ -1,0 +1,230 @@
+//! What `command` and `shell` share: the guards that decide whether a command runs (`creates`,
+//! `removes`, `unless`), evaluated in one round trip, and running the command itself.
+
+use std::collections::BTreeMap;
+
+use engine::host::{quote, Host};
+use engine::ModuleError;
+use serde_json::{json, Value};
+
+/// Environment variables for a command: names to scalar values.
+pub type EnvVars = BTreeMap<String, Value>;
+
+/// How many trailing lines of output an error message shows.
+const TAIL_LINES: usize = 20;
+
+/// Checks an environment map without a host.
+pub fn check_env(env: &Option<EnvVars>) -> Result<(), String> {
+    let name = regex::Regex::new("^[A-Za-z_][A-Za-z0-9_]*$").expect("valid regex");
+    for (k, v) in env.iter().flatten() {
+        if !name.is_match(k) {
+            return Err(format!("env: {k:?} is not a valid variable name"));
+        }
+        if v.is_object() || v.is_array() {
+            return Err(format!("env: {k} must be a string, number or bool"));
+        }
+    }
+    Ok(())
+}
+
+fn env_exports(env: &Option<EnvVars>) -> Result<String, String> {
+    let mut s = String::new();
+    for (k, v) in env.iter().flatten() {
+        let text = match v {
+            Value::String(s) => s.clone(),
+            Value::Null => String::new(),
+            other => other.to_string(),
+        };
+        s += &format!("export {k}={}\n", quote(&text)?);
+    }
+    Ok(s)
+}
+
+fn cd(chdir: Option<&str>) -> Result<String, String> {
+    Ok(match chdir {
+        Some(d) => format!(
+            "cd -- {q} || {{ echo \"cannot change directory to \"{q} >&2; exit 126; }}\n",
+            q = quote(d)?
+        ),
+        None => String::new(),
+    })
+}
+
+/// A path for a `for` list: literal parts quoted, `*` and `?` left to the shell as wildcards
+/// (as Ansible's `creates` accepts globs).
+fn glob_word(path: &str) -> Result<String, String> {
+    let mut out = String::new();
+    let mut literal = String::new();
+    for c in path.chars() {
+        if c == '*' || c == '?' {
+            if !literal.is_empty() {
+                out += &quote(&literal)?;
+                literal.clear();
+            }
+            out.push(c);
+        } else {
+            literal.push(c);
+        }
+    }
+    if !literal.is_empty() || out.is_empty() {
+        out += &quote(&literal)?;
+    }
+    Ok(out)
+}
+
+/// The conditions under which a command is skipped.
+#[derive(Debug, Default)]
+pub struct Guards<'a> {
+    /// Skip when this path (or glob) exists.
+    pub creates: Option<&'a str>,
+    /// Skip when this path (or glob) does not exist.
+    pub removes: Option<&'a str>,
+    /// Skip when this shell command exits 0.
+    pub unless: Option<&'a str>,
+}
+
+/// How a command runs.
+#[derive(Debug)]
+pub struct Invocation<'a> {
+    /// The command line, already quoted for sh.
+    pub script: String,
+    /// The command as the user wrote it, for messages.
+    pub display: String,
+    /// The `cmd` field of the result.
+    pub cmd_value: Value,
+    pub chdir: Option<&'a str>,
+    pub env: &'a Option<EnvVars>,
+    pub stdin: Option<&'a str>,
+    pub stdin_add_newline: bool,
+}
+
+impl Invocation<'_> {
+    /// The reason to skip, if a guard says so; reads only. One round trip, none without guards.
+    /// Relative guard paths are relative to `chdir`. When `chdir` does not exist (yet), the guards
+    /// are not evaluated: the run itself reports the missing directory.
+    pub async fn skip_reason(
+        &self,
+        host: &Host,
+        g: &Guards<'_>,
+    ) -> Result<Option<String>, ModuleError> {
+        if g.creates.is_none() && g.removes.is_none() && g.unless.is_none() {
+            return Ok(None);
+        }
+        let mut s = env_exports(self.env)?;
+        if let Some(d) = self.chdir {
+            s += &format!("cd -- {} 2>/dev/null || {{ echo run; exit 0; }}\n", quote(d)?);
+        }
+        if let Some(c) = g.creates {
+            s += &format!(
+                "for f in {}; do if [ -e \"$f\" ] || [ -L \"$f\" ]; then echo creates; exit 0; fi; done\n",
+                glob_word(c)?
+            );
+        }
+        if let Some(r) = g.removes {
+            s += &format!(
+                "found=; for f in {}; do if [ -e \"$f\" ] || [ -L \"$f\" ]; then found=1; fi; done\n\
+                 if [ -z \"$found\" ]; then echo removes; exit 0; fi\n",
+                glob_word(r)?
+            );
+        }
+        if let Some(u) = g.unless {
+            s += &format!(
+                "if /bin/sh -c {} >/dev/null 2>&1 </dev/null; then echo unless; exit 0; fi\n",
+                quote(u)?
+            );
+        }
+        s += "echo run\n";
+        let out = host.run(&s).await?;
+        if !out.success() {
+            return Err(ModuleError::Failed(format!(
+                "cannot evaluate creates/removes/unless: {}",
+                out.stderr_text().trim()
+            )));
+        }
+        Ok(match out.stdout_text().trim() {
+            "creates" => Some(format!("{} exists", g.creates.unwrap_or_default())),
+            "removes" => Some(format!(
+                "{} does not exist",
+                g.removes.unwrap_or_default()
+            )),
+            "unless" => Some(format!(
+                "unless command succeeded: {}",
+                g.unless.unwrap_or_default()
+            )),
+            _ => None,
+        })
+    }
+
+    /// Runs the command. A non-zero exit is an error naming the rc and the output's last lines.
+    pub async fn run(&self, host: &Host) -> Result<Value, ModuleError> {
+        let script = env_exports(self.env)? + &cd(self.chdir)? + "exec " + &self.script + "\n";
+        let mut input = self.stdin.unwrap_or_default().as_bytes().to_vec();
+        if self.stdin.is_some() && self.stdin_add_newline {
+            input.push(b'\n');
+        }
+        let out = host.run_with_input(&script, &input).await?;
+        let stdout = out.stdout_text().trim_end_matches(['\r', '\n']).to_string();
+        let stderr = out.stderr_text().trim_end_matches(['\r', '\n']).to_string();
+        if !out.success() {
+            let mut msg = format!("{} failed with rc {}", self.display, out.status);
+            for (name, text) in [("stderr", &stderr), ("stdout", &stdout)] {
+                if !text.trim().is_empty() {
+                    msg += &format!("\n{name}:\n{}", tail(text));
+                }
+            }
+            return Err(ModuleError::Failed(msg));
+        }
+        Ok(json!({
+            "cmd": self.cmd_value,
+            "rc": out.status,
+            "stdout_lines": stdout.lines().collect::<Vec<_>>(),
+            "stderr_lines": stderr.lines().collect::<Vec<_>>(),
+            "stdout": stdout,
+            "stderr": stderr,
+        }))
+    }
+}
+
+fn tail(text: &str) -> String {
+    let lines: Vec<&str> = text.trim().lines().collect();
+    let skip = lines.len().saturating_sub(TAIL_LINES);
+    let mut out = if skip > 0 {
+        format!("[{skip} earlier lines not shown]\n")
+    } else {
+        String::new()
+    };
+    out += &lines[skip..].join("\n");
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn glob_words_quote_literals_only() {
+        assert_eq!(glob_word("/var/log/*.log").unwrap(), "/var/log/*.log");
+        assert_eq!(glob_word("/a b/*").unwrap(), "'/a b/'*");
+        assert_eq!(glob_word("$(x)?").unwrap(), "'$(x)'?");
+        assert_eq!(glob_word("").unwrap(), "''");
+    }
+
+    #[test]
+    fn env_names_and_values_are_checked() {
+        let mut env = EnvVars::new();
+        env.insert("OK_1".into(), json!(3));
+        assert!(check_env(&Some(env.clone())).is_ok());
+        env.insert("1BAD".into(), json!("x"));
+        assert!(check_env(&Some(env)).unwrap_err().contains("1BAD"));
+        let nested = EnvVars::from([("A".to_string(), json!({"b": 1}))]);
+        assert!(check_env(&Some(nested)).is_err());
+    }
+
+    #[test]
+    fn tail_keeps_last_lines() {
+        let text: String = (0..30).map(|i| format!("l{i}\n")).collect();
+        let t = tail(&text);
+        assert!(t.starts_with("[10 earlier lines not shown]\nl10\n"), "{t}");
+        assert!(t.ends_with("l29"));
+    }
+}

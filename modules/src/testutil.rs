@@ -1,0 +1,125 @@
+//! What module tests share: a local host, a context, and a way to run a module as the engine does.
+
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+
+use engine::host::Host;
+use engine::module::{DynModule, ModuleContext, ModuleError, Outcome, Status, Templates};
+use engine::transport::LocalTransport;
+use serde_json::{Map, Value};
+
+pub fn local() -> Host {
+    Host::new("local", Arc::new(LocalTransport))
+}
+
+struct NoTemplates;
+
+impl Templates for NoTemplates {
+    fn render_file(&self, path: &str) -> Result<String, ModuleError> {
+        Err(ModuleError::Failed(format!("no templates in tests ({path})")))
+    }
+}
+
+/// A scratch directory on the local host, standing for both the playbook directory and the
+/// target's file system.
+pub struct Env {
+    pub dir: tempfile::TempDir,
+    pub host: Host,
+    pub vars: Map<String, Value>,
+    pub facts: Mutex<Map<String, Value>>,
+    pub want_diff: bool,
+}
+
+impl Env {
+    pub fn new() -> Self {
+        Env {
+            dir: tempfile::tempdir().unwrap(),
+            host: local(),
+            vars: Map::new(),
+            facts: Mutex::new(Map::new()),
+            want_diff: true,
+        }
+    }
+
+    /// A path inside the scratch directory.
+    pub fn path(&self, name: &str) -> String {
+        self.dir.path().join(name).to_str().unwrap().to_string()
+    }
+
+    pub fn base(&self) -> PathBuf {
+        self.dir.path().to_path_buf()
+    }
+
+    /// Runs `module` with `args` as the engine does: parse, probe, and apply unless `check`.
+    pub async fn run(
+        &self,
+        module: &dyn DynModule,
+        args: Value,
+        check: bool,
+    ) -> Result<Outcome, ModuleError> {
+        let base = self.base();
+        let cx = ModuleContext {
+            host: &self.host,
+            check,
+            want_diff: self.want_diff,
+            base_dir: &base,
+            templates: &NoTemplates,
+            vars: &self.vars,
+            facts: &self.facts,
+        };
+        module.run(args, &cx).await
+    }
+
+    /// Runs for real and returns the outcome, failing the test on an error.
+    pub async fn apply(&self, module: &dyn DynModule, args: Value) -> Outcome {
+        self.run(module, args, false)
+            .await
+            .unwrap_or_else(|e| panic!("{} failed: {e}", module.name()))
+    }
+
+    /// Runs in check mode and returns the status.
+    pub async fn check(&self, module: &dyn DynModule, args: Value) -> Status {
+        self.run(module, args, true)
+            .await
+            .unwrap_or_else(|e| panic!("{} check failed: {e}", module.name()))
+            .status
+    }
+
+    /// The error message of a run that must fail.
+    pub async fn error(&self, module: &dyn DynModule, args: Value) -> String {
+        match self.run(module, args, false).await {
+            Ok(o) => panic!("{} should fail, got {:?}", module.name(), o.status),
+            Err(e) => e.to_string(),
+        }
+    }
+}
+
+/// The permission bits of a local path.
+pub fn mode_of(path: &str) -> u32 {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::symlink_metadata(path).unwrap().permissions().mode() & 0o7777
+}
+
+/// Every path under a directory with its content or kind, to show a check run touched nothing.
+pub fn snapshot(dir: &std::path::Path) -> Vec<(String, String, u32)> {
+    use std::os::unix::fs::PermissionsExt;
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).unwrap() {
+            let p = e.unwrap().path();
+            let md = std::fs::symlink_metadata(&p).unwrap();
+            let what = if md.is_dir() {
+                stack.push(p.clone());
+                "dir".to_string()
+            } else if md.file_type().is_symlink() {
+                format!("-> {}", std::fs::read_link(&p).unwrap().display())
+            } else {
+                String::from_utf8_lossy(&std::fs::read(&p).unwrap()).into_owned()
+            };
+            out.push((p.display().to_string(), what, md.permissions().mode() & 0o7777));
+        }
+    }
+    out.sort();
+    out
+}
