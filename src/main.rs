@@ -19,7 +19,11 @@ use miette::Report;
 const EXIT_BAD_INPUT: u8 = 1;
 
 #[derive(Parser)]
-#[command(name = "playbook", version, about = "Agentless configuration: Rhai playbooks, run idempotently over SSH")]
+#[command(
+    name = "playbook",
+    version,
+    about = "Agentless configuration: Rhai playbooks, run idempotently over SSH"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -94,6 +98,11 @@ struct RunArgs {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    // Unwrapped lines keep file:line:col and messages greppable in logs.
+    miette::set_hook(Box::new(|_| {
+        Box::new(miette::MietteHandlerOpts::new().wrap_lines(false).build())
+    }))
+    .ok();
     match real_main(cli) {
         Ok(code) => ExitCode::from(code),
         Err(report) => {
@@ -129,7 +138,10 @@ fn build_plan(args: &PlanArgs, sink: Arc<dyn EventSink>) -> Result<(Plan, Arc<In
             let hosts = engine::pattern::select(&inventory, p)
                 .map_err(|e| miette::miette!("--limit {p}: {e}"))?;
             if hosts.is_empty() {
-                return Err(miette::miette!("--limit {p} matches no host in {}", args.inventory.display()));
+                return Err(miette::miette!(
+                    "--limit {p} matches no host in {}",
+                    args.inventory.display()
+                ));
             }
             Some(hosts.into_iter().collect::<BTreeSet<_>>())
         }
@@ -183,7 +195,11 @@ fn real_main(cli: Cli) -> Result<u8, Report> {
             print!("{}", plan.to_dot());
             Ok(0)
         }
-        Command::Inventory { inventory, host, extra_vars: extra } => {
+        Command::Inventory {
+            inventory,
+            host,
+            extra_vars: extra,
+        } => {
             let inv = load_inventory(&inventory)?;
             let extra = extra_vars(&extra)?;
             print!("{}", describe_inventory(&inv, host.as_deref(), &extra)?);
@@ -220,17 +236,29 @@ fn describe_plan(plan: &Plan) -> String {
         out.push_str(&format!("phase {}\n", phase.name));
         for &id in phase.tasks.iter().chain(&phase.handlers) {
             let t = plan.task(id);
-            let hosts = if t.is_handler { "hosts that notify it".to_string() } else { t.hosts.join(", ") };
+            let hosts = if t.is_handler {
+                "hosts that notify it".to_string()
+            } else {
+                t.hosts.join(", ")
+            };
             out.push_str(&format!(
                 "  [{id}] {}{}  ({} at line {})\n      on: {}\n",
                 t.name,
                 if t.is_handler { " (handler)" } else { "" },
                 t.module_name(),
                 t.pos.line,
-                if hosts.is_empty() { "no host (--limit)".into() } else { hosts }
+                if hosts.is_empty() {
+                    "no host (--limit)".into()
+                } else {
+                    hosts
+                }
             ));
             if !t.needs.is_empty() {
-                let names: Vec<String> = t.needs.iter().map(|d| format!("[{d}] {}", plan.task(*d).name)).collect();
+                let names: Vec<String> = t
+                    .needs
+                    .iter()
+                    .map(|d| format!("[{d}] {}", plan.task(*d).name))
+                    .collect();
                 out.push_str(&format!("      after: {}\n", names.join(", ")));
             }
             if !t.tags.is_empty() {

@@ -21,7 +21,11 @@ fn expect_error(p: &Project, args: &[&str], needles: &[&str]) -> String {
     let out = p.run(&full);
     out.assert_code(1);
     for n in needles {
-        assert!(out.stderr.contains(n), "expected {n:?} in stderr:\n{}", out.stderr);
+        assert!(
+            out.stderr.contains(n),
+            "expected {n:?} in stderr:\n{}",
+            out.stderr
+        );
     }
     for h in ["a", "b"] {
         assert!(!p.root(h).join("touched").exists(), "a host was touched");
@@ -38,18 +42,31 @@ fn rhai_syntax_error_names_file_line_and_column() {
 #[test]
 fn unknown_module_suggests_the_closest_name() {
     let p = project("on(\"all\", shel(#{ cmd: \"true\" }));\n");
-    expect_error(&p, &[], &["bad.rhai:2:11", "unknown function or module 'shel'", "did you mean 'shell'?"]);
+    expect_error(
+        &p,
+        &[],
+        &[
+            "bad.rhai:2:11",
+            "unknown function or module 'shel'",
+            "did you mean 'shell'?",
+        ],
+    );
 }
 
 #[test]
 fn unknown_argument_lists_the_accepted_ones() {
     let p = project("on(\"all\", copy(#{ dst: \"/tmp/x\", content: \"x\" }));\n");
-    expect_error(&p, &[], &["bad.rhai:2:11", "copy: unknown field `dst`", "`dest`"]);
+    expect_error(
+        &p,
+        &[],
+        &["bad.rhai:2:11", "copy: unknown field `dst`", "`dest`"],
+    );
 }
 
 #[test]
 fn mistyped_argument_names_the_field() {
-    let p = project("on(\"all\", copy(#{ dest: \"/tmp/x\", content: \"x\", backup: \"maybe\" }));\n");
+    let p =
+        project("on(\"all\", copy(#{ dest: \"/tmp/x\", content: \"x\", backup: \"maybe\" }));\n");
     expect_error(&p, &[], &["bad.rhai:2:11", "backup"]);
 }
 
@@ -59,17 +76,27 @@ fn dependency_cycle_names_every_task_with_its_line() {
         "on(\"a\", shell(#{ cmd: \"true\" }).name(\"first\").after(\"second\"));\n\
          on(\"b\", shell(#{ cmd: \"true\" }).name(\"second\").after(\"first\"));\n",
     );
-    expect_error(&p, &[], &["dependency cycle", "'first' (line 2)", "'second' (line 3)"]);
+    expect_error(
+        &p,
+        &[],
+        &["dependency cycle", "'first' (line 2)", "'second' (line 3)"],
+    );
 }
 
 #[test]
 fn undefined_template_variable_names_the_template_file_and_line() {
-    let p = project("on(\"all\", file_template(#{ src: \"templates/t.j2\", dest: \"{{ root }}/t\" }));\n");
+    let p = project(
+        "on(\"all\", file_template(#{ src: \"templates/t.j2\", dest: \"{{ root }}/t\" }));\n",
+    );
     p.file("templates/t.j2", "line one\nvalue = {{ missing_var }}\n");
     let out = p.play("bad.rhai", &[]);
     // Templates render on the host at run time: the task fails (exit 2) and names the place.
     out.assert_code(2);
-    let failed: Vec<_> = out.task_ends().into_iter().filter(|e| e["status"] == "failed").collect();
+    let failed: Vec<_> = out
+        .task_ends()
+        .into_iter()
+        .filter(|e| e["status"] == "failed")
+        .collect();
     assert_eq!(failed.len(), 2);
     let msg = failed[0]["msg"].as_str().unwrap();
     assert!(msg.contains("templates/t.j2:2"), "{msg}");
@@ -80,20 +107,35 @@ fn undefined_template_variable_names_the_template_file_and_line() {
 #[test]
 fn toml_inventory_error_names_file_line_and_column() {
     let p = project("");
-    p.file("inventory.toml", "[hosts.a]\nconnection = \"local\"\nport = \"twenty\"\n");
+    p.file(
+        "inventory.toml",
+        "[hosts.a]\nconnection = \"local\"\nport = \"twenty\"\n",
+    );
     expect_error(&p, &[], &["inventory.toml:3:8"]);
 }
 
 #[test]
 fn limit_matching_no_host_is_an_error() {
     let p = project("");
-    expect_error(&p, &["--limit", "web:&nothing*"], &["--limit", "matches no host"]);
+    expect_error(
+        &p,
+        &["--limit", "web:&nothing*"],
+        &["--limit", "matches no host"],
+    );
 }
 
 #[test]
 fn notify_of_an_unknown_handler_is_an_error() {
     let p = project("on(\"all\", shell(#{ cmd: \"true\" }).notify(\"restart hapoxy\"));\nhandler(\"restart haproxy\", shell(#{ cmd: \"true\" }));\n");
-    expect_error(&p, &[], &["bad.rhai:2:11", "restart hapoxy", "did you mean 'restart haproxy'?"]);
+    expect_error(
+        &p,
+        &[],
+        &[
+            "bad.rhai:2:11",
+            "restart hapoxy",
+            "did you mean 'restart haproxy'?",
+        ],
+    );
 }
 
 #[test]

@@ -42,14 +42,23 @@ fn converges_then_second_run_changes_nothing() {
     assert_eq!(first.total("changed"), 14, "{}", first.stdout);
     for h in ["a", "b"] {
         let root = p.root(h);
-        assert_eq!(std::fs::read_to_string(root.join("etc/motd")).unwrap(), format!("welcome to {h}\n"));
+        assert_eq!(
+            std::fs::read_to_string(root.join("etc/motd")).unwrap(),
+            format!("welcome to {h}\n")
+        );
         assert_eq!(
             std::fs::read_to_string(root.join("etc/app.conf")).unwrap(),
             format!("# app for {h}\nport = 8080\n")
         );
-        assert_eq!(std::fs::read_to_string(root.join("restarts.log")).unwrap(), "restart\n");
+        assert_eq!(
+            std::fs::read_to_string(root.join("restarts.log")).unwrap(),
+            "restart\n"
+        );
         use std::os::unix::fs::PermissionsExt;
-        let mode = std::fs::metadata(root.join("etc/app.conf")).unwrap().permissions().mode();
+        let mode = std::fs::metadata(root.join("etc/app.conf"))
+            .unwrap()
+            .permissions()
+            .mode();
         assert_eq!(mode & 0o777, 0o600);
     }
     let second = p.play("site.rhai", &[]);
@@ -75,7 +84,13 @@ fn check_mode_on_fresh_hosts_changes_nothing_and_predicts_the_real_run() {
     assert_eq!(p.snapshot(), before, "check mode changed files");
     let real = p.play("site.rhai", &[]);
     real.assert_code(0);
-    assert_eq!(check.changed(), real.changed(), "check predicted:\n{}\nreal:\n{}", check.stdout, real.stdout);
+    assert_eq!(
+        check.changed(),
+        real.changed(),
+        "check predicted:\n{}\nreal:\n{}",
+        check.stdout,
+        real.stdout
+    );
     // The task that reads a result that check mode cannot know says so instead of guessing.
     let verify: Vec<_> = check
         .task_ends()
@@ -85,7 +100,13 @@ fn check_mode_on_fresh_hosts_changes_nothing_and_predicts_the_real_run() {
     assert_eq!(verify.len(), 2);
     for e in verify {
         assert_eq!(e["status"], "skipped", "{e}");
-        assert!(e["msg"].as_str().unwrap().contains("depends on a change above"), "{e}");
+        assert!(
+            e["msg"]
+                .as_str()
+                .unwrap()
+                .contains("depends on a change above"),
+            "{e}"
+        );
     }
 }
 
@@ -105,7 +126,16 @@ fn check_mode_on_converged_hosts_reports_no_change() {
 fn diff_shows_the_file_change() {
     let p = site();
     p.play("site.rhai", &[]).assert_code(0);
-    let out = p.run(&["run", "site.rhai", "-i", "inventory.toml", "--check", "--diff", "-e", "port=9090"]);
+    let out = p.run(&[
+        "run",
+        "site.rhai",
+        "-i",
+        "inventory.toml",
+        "--check",
+        "--diff",
+        "-e",
+        "port=9090",
+    ]);
     out.assert_code(0);
     assert!(out.stdout.contains("-port = 8080"), "{}", out.stdout);
     assert!(out.stdout.contains("+port = 9090"), "{}", out.stdout);
@@ -115,7 +145,10 @@ fn diff_shows_the_file_change() {
 #[test]
 fn a_value_made_on_one_host_is_used_on_two_others() {
     let p = Project::new();
-    p.local_hosts(&["a", "b", "c"], &[("first", &["a"]), ("others", &["b", "c"])]);
+    p.local_hosts(
+        &["a", "b", "c"],
+        &[("first", &["a"][..]), ("others", &["b", "c"][..])],
+    );
     p.file(
         "pass.rhai",
         r#"
@@ -123,7 +156,7 @@ phase("token", || {
     let tok = on("first", shell(#{ cmd: "mkdir -p {{ root }} && test -f {{ root }}/token || head -c 8 /dev/urandom | od -An -tx1 | tr -d ' \n' > {{ root }}/token; cat {{ root }}/token" })
         .name("make token").register("tok"));
     on("others", copy(#{ dest: "{{ root }}/joined-with", content: "{{ tok.stdout }}\n" }).name("write token from template"));
-    on("others", copy(#{ dest: "{{ root }}/rc", content: tok.rc }).name("write rc from handle"));
+    on("others", copy(#{ dest: "{{ root }}/from-handle", content: tok.stdout }).name("write from handle"));
     on("others", copy(#{ dest: "{{ root }}/closure", content: || "token=" + tok.stdout }).name("write from closure"));
 });
 "#,
@@ -136,9 +169,18 @@ phase("token", || {
     assert_eq!(token.len(), 16, "a real random token: {token}");
     for h in ["b", "c"] {
         let root = p.root(h);
-        assert_eq!(std::fs::read_to_string(root.join("joined-with")).unwrap(), format!("{token}\n"));
-        assert_eq!(std::fs::read_to_string(root.join("rc")).unwrap(), "0");
-        assert_eq!(std::fs::read_to_string(root.join("closure")).unwrap(), format!("token={token}"));
+        assert_eq!(
+            std::fs::read_to_string(root.join("joined-with")).unwrap(),
+            format!("{token}\n")
+        );
+        assert_eq!(
+            std::fs::read_to_string(root.join("from-handle")).unwrap(),
+            token
+        );
+        assert_eq!(
+            std::fs::read_to_string(root.join("closure")).unwrap(),
+            format!("token={token}")
+        );
     }
     // The graph knows the consumers wait for the producer.
     let dot = p.run(&["graph", "pass.rhai", "-i", "inventory.toml"]);
@@ -168,9 +210,15 @@ on("all", task("ensure greeting", |h| {
     let check = p.play("custom.rhai", &["--check"]);
     check.assert_code(0);
     assert_eq!(check.total("changed"), 1);
-    assert!(!p.root("a").join("greeting").exists(), "check mode wrote the file");
+    assert!(
+        !p.root("a").join("greeting").exists(),
+        "check mode wrote the file"
+    );
     p.play("custom.rhai", &[]).assert_code(0);
-    assert_eq!(std::fs::read_to_string(p.root("a").join("greeting")).unwrap(), "hello a");
+    assert_eq!(
+        std::fs::read_to_string(p.root("a").join("greeting")).unwrap(),
+        "hello a"
+    );
     let again = p.play("custom.rhai", &[]);
     again.assert_code(0);
     assert_eq!(again.total("changed"), 0);
@@ -200,11 +248,23 @@ phase("two", || {
     std::fs::write(p.root("b").join("y"), "same").unwrap();
     p.play("handlers.rhai", &[]).assert_code(0);
     // a: two notifying changes in phase one -> one run; b: one change in phase one, one in two.
-    assert_eq!(std::fs::read_to_string(p.root("a").join("handler.log")).unwrap(), "one\n");
-    assert_eq!(std::fs::read_to_string(p.root("b").join("handler.log")).unwrap(), "one\ntwo\n");
+    assert_eq!(
+        std::fs::read_to_string(p.root("a").join("handler.log")).unwrap(),
+        "one\n"
+    );
+    assert_eq!(
+        std::fs::read_to_string(p.root("b").join("handler.log")).unwrap(),
+        "one\ntwo\n"
+    );
     p.play("handlers.rhai", &[]).assert_code(0);
-    assert_eq!(std::fs::read_to_string(p.root("a").join("handler.log")).unwrap(), "one\n");
-    assert_eq!(std::fs::read_to_string(p.root("b").join("handler.log")).unwrap(), "one\ntwo\n");
+    assert_eq!(
+        std::fs::read_to_string(p.root("a").join("handler.log")).unwrap(),
+        "one\n"
+    );
+    assert_eq!(
+        std::fs::read_to_string(p.root("b").join("handler.log")).unwrap(),
+        "one\ntwo\n"
+    );
 }
 
 #[test]
@@ -225,7 +285,11 @@ on("all", copy(#{ dest: "{{ root }}/after", content: "x" }));
     out.assert_code(2);
     assert!(!p.root("a").join("after").exists());
     assert!(p.root("b").join("after").exists());
-    let failed: Vec<_> = out.task_ends().into_iter().filter(|e| e["status"] == "failed").collect();
+    let failed: Vec<_> = out
+        .task_ends()
+        .into_iter()
+        .filter(|e| e["status"] == "failed")
+        .collect();
     assert_eq!(failed.len(), 1);
     assert_eq!(failed[0]["host"], "a");
 }
@@ -252,8 +316,12 @@ import "lib/files" as files;
 for n in ["one", "two"] { files::write(n); }
 "#,
     );
-    p.play("tags.rhai", &["--tags", "two", "--limit", "b"]).assert_code(0);
+    p.play("tags.rhai", &["--tags", "two", "--limit", "b"])
+        .assert_code(0);
     assert!(!p.root("a").join("two").exists());
     assert!(!p.root("b").join("one").exists());
-    assert_eq!(std::fs::read_to_string(p.root("b").join("two")).unwrap(), "two");
+    assert_eq!(
+        std::fs::read_to_string(p.root("b").join("two")).unwrap(),
+        "two"
+    );
 }

@@ -49,8 +49,7 @@ impl miette::Diagnostic for PlanError {
         let text = self.source_text.as_ref()?.inner();
         let offset = offset_of(text, self.pos.line, self.pos.column)?;
         Some(Box::new(std::iter::once(LabeledSpan::at_offset(
-            offset,
-            "here",
+            offset, "here",
         ))))
     }
 }
@@ -87,7 +86,10 @@ mod tests {
     fn closest_finds_typos_only() {
         let names = ["shell", "command", "copy", "file_template"];
         assert_eq!(closest("shel", names.iter().copied()), Some("shell"));
-        assert_eq!(closest("file_tempalte", names.iter().copied()), Some("file_template"));
+        assert_eq!(
+            closest("file_tempalte", names.iter().copied()),
+            Some("file_template")
+        );
         assert_eq!(closest("kubernetes", names.iter().copied()), None);
     }
 

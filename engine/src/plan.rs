@@ -278,7 +278,10 @@ pub fn link(tasks: &mut [Task], phases: &[Phase]) -> Result<(), PlanError> {
                     .unwrap_or_default();
                 return Err(PlanError::at(
                     pos.clone(),
-                    format!("task '{}' runs after '{name}', but no task has that name{hint}", t.name),
+                    format!(
+                        "task '{}' runs after '{name}', but no task has that name{hint}",
+                        t.name
+                    ),
                 ));
             };
             needs[t.id].extend(ids.iter().copied().filter(|&d| d != t.id));
@@ -340,4 +343,3 @@ pub fn link(tasks: &mut [Task], phases: &[Phase]) -> Result<(), PlanError> {
     }
     Ok(())
 }
-

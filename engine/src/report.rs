@@ -86,7 +86,10 @@ impl TextReporter {
         let show = match e.status {
             TaskStatus::Ok => self.verbose > 0 || e.msg.is_some(),
             TaskStatus::Skipped => {
-                self.verbose > 0 || e.msg.as_deref().is_some_and(|m| m.starts_with("depends on"))
+                self.verbose > 0
+                    || e.msg
+                        .as_deref()
+                        .is_some_and(|m| m.starts_with("depends on"))
             }
             _ => true,
         };
@@ -102,7 +105,12 @@ impl TextReporter {
             (TaskStatus::Skipped, _) => style("skipped").cyan(),
             (TaskStatus::Unreachable, _) => style("UNREACHABLE").red().bold(),
         };
-        let mut text = format!("{:<13} {}  {}", label.to_string(), style(&e.host).bold(), e.task);
+        let mut text = format!(
+            "{:<13} {}  {}",
+            label.to_string(),
+            style(&e.host).bold(),
+            e.task
+        );
         if e.handler {
             text.push_str(" (handler)");
         }
@@ -137,11 +145,27 @@ impl TextReporter {
 impl EventSink for TextReporter {
     fn emit(&self, event: &Event) {
         match event {
-            Event::RunStart { playbook, hosts, check, .. } => {
-                let mode = if *check { " in check mode (nothing will be changed)" } else { "" };
-                self.line(&format!("{} {playbook} on {hosts} host(s){mode}", style("playbook").bold()));
+            Event::RunStart {
+                playbook,
+                hosts,
+                check,
+                ..
+            } => {
+                let mode = if *check {
+                    " in check mode (nothing will be changed)"
+                } else {
+                    ""
+                };
+                self.line(&format!(
+                    "{} {playbook} on {hosts} host(s){mode}",
+                    style("playbook").bold()
+                ));
             }
-            Event::PhaseStart { phase, hosts, tasks } => {
+            Event::PhaseStart {
+                phase,
+                hosts,
+                tasks,
+            } => {
                 self.bar.set_prefix(phase.clone());
                 self.bar.set_length(0);
                 self.bar.set_position(0);
@@ -161,7 +185,10 @@ impl EventSink for TextReporter {
             Event::TaskEnd(e) => {
                 {
                     let mut running = self.running.lock().unwrap_or_else(|e| e.into_inner());
-                    if let Some(i) = running.iter().position(|(h, t)| *h == e.host && *t == e.task) {
+                    if let Some(i) = running
+                        .iter()
+                        .position(|(h, t)| *h == e.host && *t == e.task)
+                    {
                         running.remove(i);
                     }
                 }
@@ -173,14 +200,28 @@ impl EventSink for TextReporter {
                 Some(h) => self.line(&format!("{} {text}", style(format!("[{h}]")).dim())),
                 None => self.line(text),
             },
-            Event::Recap { hosts, check, duration_ms } => {
+            Event::Recap {
+                hosts,
+                check,
+                duration_ms,
+            } => {
                 self.bar.finish_and_clear();
                 let width = hosts.keys().map(|h| h.len()).max().unwrap_or(4).max(4);
                 let mut t = format!(
                     "\n{}{}\n{:<width$}  {:>6} {:>8} {:>7} {:>8} {:>12} {:>8}\n",
                     style("RECAP").bold(),
-                    if *check { " (check mode: nothing was changed; \"changed\" = would change)" } else { "" },
-                    "host", "ok", "changed", "failed", "skipped", "unreachable", "ignored"
+                    if *check {
+                        " (check mode: nothing was changed; \"changed\" = would change)"
+                    } else {
+                        ""
+                    },
+                    "host",
+                    "ok",
+                    "changed",
+                    "failed",
+                    "skipped",
+                    "unreachable",
+                    "ignored"
                 );
                 for (h, c) in hosts {
                     t.push_str(&format!(

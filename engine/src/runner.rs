@@ -73,7 +73,9 @@ enum Done {
     Predicted,
     Failed,
     /// Not run: the host had failed earlier, or the task was not selected by tags.
-    NotRun { selected: bool },
+    NotRun {
+        selected: bool,
+    },
 }
 
 struct HostRt {
@@ -140,7 +142,9 @@ pub async fn run(
     let started = Instant::now();
     let mut hosts = BTreeMap::new();
     for name in plan.hosts() {
-        let Some(entry) = inventory.host(&name) else { continue };
+        let Some(entry) = inventory.host(&name) else {
+            continue;
+        };
         let vars = inventory.host_vars(&name, &plan.defaults, &opts.extra_vars);
         hosts.insert(
             name.clone(),
@@ -155,8 +159,17 @@ pub async fn run(
             },
         );
     }
-    let counts = hosts.keys().map(|h| (h.clone(), HostCounts::default())).collect();
-    let tasks = plan.tasks.iter().map(|_| TaskRt { finished: watch::channel(0).0 }).collect();
+    let counts = hosts
+        .keys()
+        .map(|h| (h.clone(), HostCounts::default()))
+        .collect();
+    let tasks = plan
+        .tasks
+        .iter()
+        .map(|_| TaskRt {
+            finished: watch::channel(0).0,
+        })
+        .collect();
     let state = Arc::new(State {
         templates: TemplateEngine::new(&plan.script.dir),
         forks: Semaphore::new(opts.forks.max(1)),
@@ -205,7 +218,11 @@ pub async fn run(
             host.transport().close().await;
         }
     }
-    let counts = state.counts.lock().unwrap_or_else(|e| e.into_inner()).clone();
+    let counts = state
+        .counts
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .clone();
     state.sink.emit(&Event::Recap {
         hosts: counts.clone(),
         check: state.opts.check,
@@ -230,7 +247,11 @@ impl State {
             let name = &plan.tasks[hid].name;
             let mut joins = tokio::task::JoinSet::new();
             for (hname, h) in &self.hosts {
-                let notified = h.notified.lock().unwrap_or_else(|e| e.into_inner()).remove(name);
+                let notified = h
+                    .notified
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .remove(name);
                 if notified && !h.dead.load(Ordering::SeqCst) {
                     let st = self.clone();
                     let hname = hname.clone();
@@ -247,7 +268,9 @@ impl State {
             return false;
         }
         self.opts.tags.is_empty()
-            || t.tags.iter().any(|g| g == "always" || self.opts.tags.contains(g))
+            || t.tags
+                .iter()
+                .any(|g| g == "always" || self.opts.tags.contains(g))
     }
 
     fn finish(&self, tid: TaskId, host: &str, done: Done) {
@@ -333,7 +356,10 @@ impl State {
                     Value::Null => Map::new(),
                     other => Map::from_iter([("value".to_string(), other)]),
                 };
-                if let Some(msg) = registered.get("msg").filter(|_| task.module_name() == "debug_msg") {
+                if let Some(msg) = registered
+                    .get("msg")
+                    .filter(|_| task.module_name() == "debug_msg")
+                {
                     end.msg = Some(match msg {
                         Value::String(s) => s.clone(),
                         other => other.to_string(),
@@ -351,7 +377,10 @@ impl State {
                     }
                 }
                 registered.insert("changed".into(), Value::Bool(end.changed));
-                registered.insert("skipped".into(), Value::Bool(end.status == TaskStatus::Skipped));
+                registered.insert(
+                    "skipped".into(),
+                    Value::Bool(end.status == TaskStatus::Skipped),
+                );
                 registered.insert("failed".into(), Value::Bool(false));
                 if end.changed {
                     let mut n = h.notified.lock().unwrap_or_else(|e| e.into_inner());
@@ -420,9 +449,7 @@ impl State {
                 self.connector
                     .connect(&h.entry)
                     .await
-                    .map(|t| {
-                        Host::new(host, t).with_become(h.entry.become_config())
-                    })
+                    .map(|t| Host::new(host, t).with_become(h.entry.become_config()))
                     .map_err(|e| match e {
                         TransportError::Unreachable(m) | TransportError::Exec(m) => m,
                     })
@@ -462,7 +489,11 @@ impl State {
         let Action::Module(module) = &task.action else {
             unreachable!("custom tasks finish in prepare")
         };
-        let _permit = self.forks.acquire().await.expect("semaphore is never closed");
+        let _permit = self
+            .forks
+            .acquire()
+            .await
+            .expect("semaphore is never closed");
         let h = &self.hosts[host];
         let templates = HostTemplates {
             engine: &self.templates,
@@ -482,7 +513,12 @@ impl State {
 
     /// Evaluates the condition and the arguments (may call playbook closures: runs on a
     /// blocking thread then).
-    fn prepare(self: &Arc<Self>, tid: TaskId, host: &str, conn: &Host) -> Result<Prepared, TaskError> {
+    fn prepare(
+        self: &Arc<Self>,
+        tid: TaskId,
+        host: &str,
+        conn: &Host,
+    ) -> Result<Prepared, TaskError> {
         let task = &self.plan.tasks[tid];
         let origin = format!("{} (task '{}')", task.pos, task.name);
         let vars = self.template_vars(host, task_needs_everything(task));
@@ -509,7 +545,8 @@ impl State {
         let call = |c: &Closure| -> Result<rhai::Dynamic, TaskError> {
             let script = &self.plan.script;
             with_exec_scope(scope(), || {
-                let r = c.0.call::<rhai::Dynamic>(&script.engine, &script.ast, (api.clone(),));
+                let r =
+                    c.0.call::<rhai::Dynamic>(&script.engine, &script.ast, (api.clone(),));
                 match r {
                     Err(e) if matches!(*e, rhai::EvalAltResult::ErrorFunctionNotFound(..)) => {
                         c.0.call::<rhai::Dynamic>(&script.engine, &script.ast, ())
@@ -567,7 +604,9 @@ impl State {
             Arg::Closure(c) => {
                 let d = call(c)?;
                 rhai::serde::from_dynamic::<Value>(&d).map_err(|e| {
-                    TaskError::Failed(format!("{origin}: a closure returned an unusable value: {e}"))
+                    TaskError::Failed(format!(
+                        "{origin}: a closure returned an unusable value: {e}"
+                    ))
                 })?
             }
             Arg::Map(m) => Value::Object(
@@ -586,7 +625,13 @@ impl State {
         })
     }
 
-    fn render_value(&self, v: &Value, host: &str, ctx: &Value, origin: &str) -> Result<Value, TaskError> {
+    fn render_value(
+        &self,
+        v: &Value,
+        host: &str,
+        ctx: &Value,
+        origin: &str,
+    ) -> Result<Value, TaskError> {
         Ok(match v {
             Value::String(s) if crate::template::is_template(s) => Value::String(
                 self.templates
@@ -600,7 +645,10 @@ impl State {
             ),
             Value::Object(o) => Value::Object(
                 o.iter()
-                    .map(|(k, x)| self.render_value(x, host, ctx, origin).map(|x| (k.clone(), x)))
+                    .map(|(k, x)| {
+                        self.render_value(x, host, ctx, origin)
+                            .map(|x| (k.clone(), x))
+                    })
                     .collect::<Result<_, _>>()?,
             ),
             other => other.clone(),
@@ -688,9 +736,14 @@ impl State {
                             v.extend(rt.facts.lock().unwrap_or_else(|e| e.into_inner()).clone());
                             v
                         }
-                        None => self.inventory.host_vars(&e.name, &self.plan.defaults, &self.opts.extra_vars),
+                        None => self.inventory.host_vars(
+                            &e.name,
+                            &self.plan.defaults,
+                            &self.opts.extra_vars,
+                        ),
                     };
-                    v.entry("ansible_host").or_insert_with(|| Value::String(e.address.clone()));
+                    v.entry("ansible_host")
+                        .or_insert_with(|| Value::String(e.address.clone()));
                     (e.name.clone(), Value::Object(v))
                 })
                 .collect();
@@ -716,7 +769,9 @@ fn task_needs_everything(task: &crate::plan::Task) -> bool {
         strings.push(e.clone());
     }
     task.module_name() == "file_template"
-        || strings.iter().any(|s| s.contains("hostvars") || s.contains("groups"))
+        || strings
+            .iter()
+            .any(|s| s.contains("hostvars") || s.contains("groups"))
 }
 
 fn has_closure(arg: &Arg) -> bool {
@@ -732,7 +787,9 @@ fn closure_error(e: &rhai::EvalAltResult, origin: &str) -> TaskError {
     let text = e.to_string();
     if let Some(i) = text.find(DEPENDS_MARK) {
         let rest = &text[i + DEPENDS_MARK.len()..];
-        return TaskError::DependsOnChange(rest.split(" (line ").next().unwrap_or(rest).to_string());
+        return TaskError::DependsOnChange(
+            rest.split(" (line ").next().unwrap_or(rest).to_string(),
+        );
     }
     TaskError::Failed(format!("{origin}: {text}"))
 }
@@ -783,11 +840,15 @@ fn custom_outcome(v: rhai::Dynamic) -> Result<Outcome, TaskError> {
         outcome.status = if b { Status::Changed } else { Status::Ok };
     } else if v.is_unit() {
     } else if let Some(m) = v.read_lock::<rhai::Map>() {
-        let changed = m.get("changed").and_then(|c| c.as_bool().ok()).unwrap_or(false);
+        let changed = m
+            .get("changed")
+            .and_then(|c| c.as_bool().ok())
+            .unwrap_or(false);
         outcome.status = if changed { Status::Changed } else { Status::Ok };
         outcome.summary = m.get("msg").map(|d| d.to_string());
         if let Some(r) = m.get("result") {
-            outcome.result = rhai::serde::from_dynamic(r).map_err(|e| TaskError::Failed(e.to_string()))?;
+            outcome.result =
+                rhai::serde::from_dynamic(r).map_err(|e| TaskError::Failed(e.to_string()))?;
         }
     } else {
         return Err(TaskError::Failed(format!(
@@ -809,7 +870,10 @@ pub struct HostApi {
 }
 
 impl HostApi {
-    fn block_on<T>(&self, f: impl std::future::Future<Output = T>) -> Result<T, Box<rhai::EvalAltResult>> {
+    fn block_on<T>(
+        &self,
+        f: impl std::future::Future<Output = T>,
+    ) -> Result<T, Box<rhai::EvalAltResult>> {
         match &self.rt {
             Some(rt) => Ok(rt.block_on(f)),
             None => Err("no runtime to reach the host".into()),
@@ -821,35 +885,65 @@ impl HostApi {
         engine.register_type_with_name::<HostApi>("Host");
         engine.register_get("name", |h: &mut HostApi| h.host.name.clone());
         engine.register_get("check", |h: &mut HostApi| h.check);
-        engine.register_get("vars", |h: &mut HostApi| -> Result<rhai::Dynamic, Box<rhai::EvalAltResult>> {
-            rhai::serde::to_dynamic(&h.vars)
-        });
-        engine.register_fn("run", |h: &mut HostApi, cmd: &str| -> Result<rhai::Map, Box<rhai::EvalAltResult>> {
-            let out = h.block_on(h.host.run(cmd))?.map_err(|e| e.to_string())?;
-            let mut m = rhai::Map::new();
-            m.insert("rc".into(), (out.status as i64).into());
-            m.insert("stdout".into(), out.stdout_text().trim_end_matches('\n').to_string().into());
-            m.insert("stderr".into(), out.stderr_text().trim_end_matches('\n').to_string().into());
-            Ok(m)
-        });
-        engine.register_fn("read_file", |h: &mut HostApi, path: &str| -> Result<rhai::Dynamic, Box<rhai::EvalAltResult>> {
-            let data = h.block_on(crate::remote::read_file(&h.host, path))?.map_err(|e| e.to_string())?;
-            Ok(match data {
-                Some(bytes) => String::from_utf8_lossy(&bytes).into_owned().into(),
-                None => rhai::Dynamic::UNIT,
-            })
-        });
-        // Returns whether the content differed; in check mode it only compares.
-        engine.register_fn("write_file", |h: &mut HostApi, path: &str, content: &str| -> Result<bool, Box<rhai::EvalAltResult>> {
-            let old = h.block_on(crate::remote::read_file(&h.host, path))?.map_err(|e| e.to_string())?;
-            if old.as_deref() == Some(content.as_bytes()) {
-                return Ok(false);
-            }
-            if !h.check {
-                h.block_on(crate::remote::write_file(&h.host, path, content.as_bytes(), &Default::default()))?
+        engine.register_get(
+            "vars",
+            |h: &mut HostApi| -> Result<rhai::Dynamic, Box<rhai::EvalAltResult>> {
+                rhai::serde::to_dynamic(&h.vars)
+            },
+        );
+        engine.register_fn(
+            "run",
+            |h: &mut HostApi, cmd: &str| -> Result<rhai::Map, Box<rhai::EvalAltResult>> {
+                let out = h.block_on(h.host.run(cmd))?.map_err(|e| e.to_string())?;
+                let mut m = rhai::Map::new();
+                m.insert("rc".into(), (out.status as i64).into());
+                m.insert(
+                    "stdout".into(),
+                    out.stdout_text().trim_end_matches('\n').to_string().into(),
+                );
+                m.insert(
+                    "stderr".into(),
+                    out.stderr_text().trim_end_matches('\n').to_string().into(),
+                );
+                Ok(m)
+            },
+        );
+        engine.register_fn(
+            "read_file",
+            |h: &mut HostApi, path: &str| -> Result<rhai::Dynamic, Box<rhai::EvalAltResult>> {
+                let data = h
+                    .block_on(crate::remote::read_file(&h.host, path))?
                     .map_err(|e| e.to_string())?;
-            }
-            Ok(true)
-        });
+                Ok(match data {
+                    Some(bytes) => String::from_utf8_lossy(&bytes).into_owned().into(),
+                    None => rhai::Dynamic::UNIT,
+                })
+            },
+        );
+        // Returns whether the content differed; in check mode it only compares.
+        engine.register_fn(
+            "write_file",
+            |h: &mut HostApi,
+             path: &str,
+             content: &str|
+             -> Result<bool, Box<rhai::EvalAltResult>> {
+                let old = h
+                    .block_on(crate::remote::read_file(&h.host, path))?
+                    .map_err(|e| e.to_string())?;
+                if old.as_deref() == Some(content.as_bytes()) {
+                    return Ok(false);
+                }
+                if !h.check {
+                    h.block_on(crate::remote::write_file(
+                        &h.host,
+                        path,
+                        content.as_bytes(),
+                        &Default::default(),
+                    ))?
+                    .map_err(|e| e.to_string())?;
+                }
+                Ok(true)
+            },
+        );
     }
 }

@@ -20,7 +20,16 @@ use crate::plan::{
 
 /// Functions of the playbook API, for "did you mean" hints next to module names.
 const API_FUNCTIONS: &[&str] = &[
-    "phase", "on", "handler", "task", "vars", "defaults", "hosts", "first", "rest", "host_vars",
+    "phase",
+    "on",
+    "handler",
+    "task",
+    "vars",
+    "defaults",
+    "hosts",
+    "first",
+    "rest",
+    "host_vars",
 ];
 
 /// Bounds that keep a runaway playbook from hanging the controller.
@@ -143,7 +152,10 @@ impl Builder {
                     d.read_lock::<rhai::ImmutableString>()
                         .map(|s| s.to_string())
                         .ok_or_else(|| {
-                            format!("a target list holds host or group names, not {}", d.type_name())
+                            format!(
+                                "a target list holds host or group names, not {}",
+                                d.type_name()
+                            )
                         })
                 })
                 .collect::<Result<_, _>>()?
@@ -169,7 +181,13 @@ impl Builder {
         Ok((hosts, patterns.join(",")))
     }
 
-    fn place(&mut self, spec: TaskSpec, hosts: Vec<String>, target: String, handler: bool) -> TaskId {
+    fn place(
+        &mut self,
+        spec: TaskSpec,
+        hosts: Vec<String>,
+        target: String,
+        handler: bool,
+    ) -> TaskId {
         let phase = self.phase_index();
         let id = self.tasks.len();
         let mut deps: Vec<TaskId> = spec.after.clone();
@@ -241,7 +259,10 @@ fn default_name(spec: &TaskSpec) -> String {
 fn pos_of(ctx: &NativeCallContext, file: &str) -> SourcePos {
     let p = ctx.call_position();
     SourcePos {
-        file: ctx.call_source().map(str::to_string).unwrap_or_else(|| file.to_string()),
+        file: ctx
+            .call_source()
+            .map(str::to_string)
+            .unwrap_or_else(|| file.to_string()),
         line: p.line().unwrap_or(0),
         column: p.position().unwrap_or(0),
     }
@@ -277,7 +298,11 @@ pub fn to_arg(d: &Dynamic) -> Result<Arg, String> {
             .map(Arg::Map);
     }
     if let Some(a) = d.read_lock::<rhai::Array>() {
-        return a.iter().map(to_arg).collect::<Result<_, _>>().map(Arg::List);
+        return a
+            .iter()
+            .map(to_arg)
+            .collect::<Result<_, _>>()
+            .map(Arg::List);
     }
     if d.is::<TaskSpec>() {
         return Err("a task cannot be an argument; place it with on(...) first".into());
@@ -298,7 +323,11 @@ fn check_fields(module: &dyn crate::module::DynModule, args: &Arg) -> Result<(),
             if !fields.is_empty() && !fields.contains(&k.as_str()) {
                 return Err(format!(
                     "unknown field `{k}`, expected one of {}",
-                    fields.iter().map(|f| format!("`{f}`")).collect::<Vec<_>>().join(", ")
+                    fields
+                        .iter()
+                        .map(|f| format!("`{f}`"))
+                        .collect::<Vec<_>>()
+                        .join(", ")
                 ));
             }
         }
@@ -320,7 +349,10 @@ fn strings_of(d: &Dynamic, what: &str) -> Result<Vec<String>, String> {
             })
             .collect();
     }
-    Err(format!("{what} must be a string or a list of strings, not {}", d.type_name()))
+    Err(format!(
+        "{what} must be a string or a list of strings, not {}",
+        d.type_name()
+    ))
 }
 
 /// Imports resolve only to files under the playbook's directory.
@@ -339,7 +371,8 @@ impl rhai::ModuleResolver for SandboxResolver {
     ) -> Result<rhai::Shared<rhai::Module>, Box<EvalAltResult>> {
         let p = Path::new(path);
         let escapes = p.is_absolute()
-            || p.components().any(|c| matches!(c, Component::ParentDir | Component::Prefix(_)));
+            || p.components()
+                .any(|c| matches!(c, Component::ParentDir | Component::Prefix(_)));
         if escapes {
             return Err(EvalAltResult::ErrorRuntime(
                 format!(
@@ -363,7 +396,13 @@ pub fn plan(input: PlanInput<'_>) -> Result<Plan, PlanError> {
     let dir = input
         .playbook
         .parent()
-        .map(|p| if p.as_os_str().is_empty() { Path::new(".") } else { p })
+        .map(|p| {
+            if p.as_os_str().is_empty() {
+                Path::new(".")
+            } else {
+                p
+            }
+        })
         .unwrap_or(Path::new("."))
         .to_path_buf();
 
@@ -435,7 +474,11 @@ pub fn plan(input: PlanInput<'_>) -> Result<Plan, PlanError> {
 fn check_notify(tasks: &[Task], phases: &[Phase]) -> Result<(), PlanError> {
     for t in tasks {
         let phase = &phases[t.phase];
-        let handlers: Vec<&str> = phase.handlers.iter().map(|&h| tasks[h].name.as_str()).collect();
+        let handlers: Vec<&str> = phase
+            .handlers
+            .iter()
+            .map(|&h| tasks[h].name.as_str())
+            .collect();
         for n in &t.notify {
             if !handlers.contains(&n.as_str()) {
                 let hint = closest(n, handlers.iter().copied())
@@ -495,7 +538,9 @@ fn register_api(engine: &mut Engine, builder: &Arc<Mutex<Builder>>, registry: &R
         let b = builder.clone();
         engine.register_fn(
             module.name(),
-            move |ctx: NativeCallContext, args: rhai::Map| -> Result<TaskSpec, Box<EvalAltResult>> {
+            move |ctx: NativeCallContext,
+                  args: rhai::Map|
+                  -> Result<TaskSpec, Box<EvalAltResult>> {
                 let file = b.lock().unwrap_or_else(|e| e.into_inner()).file.clone();
                 let arg = to_arg(&Dynamic::from_map(args)).map_err(|e| runtime_err(e, &ctx))?;
                 check_fields(module.as_ref(), &arg)
@@ -565,22 +610,32 @@ fn register_api(engine: &mut Engine, builder: &Arc<Mutex<Builder>>, registry: &R
     });
     engine.register_fn(
         "tags",
-        |ctx: NativeCallContext, t: &mut TaskSpec, v: Dynamic| -> Result<TaskSpec, Box<EvalAltResult>> {
+        |ctx: NativeCallContext,
+         t: &mut TaskSpec,
+         v: Dynamic|
+         -> Result<TaskSpec, Box<EvalAltResult>> {
             t.tags = strings_of(&v, "tags").map_err(|e| runtime_err(e, &ctx))?;
             Ok(t.clone())
         },
     );
     engine.register_fn(
         "notify",
-        |ctx: NativeCallContext, t: &mut TaskSpec, v: Dynamic| -> Result<TaskSpec, Box<EvalAltResult>> {
-            t.notify.extend(strings_of(&v, "handler names").map_err(|e| runtime_err(e, &ctx))?);
+        |ctx: NativeCallContext,
+         t: &mut TaskSpec,
+         v: Dynamic|
+         -> Result<TaskSpec, Box<EvalAltResult>> {
+            t.notify
+                .extend(strings_of(&v, "handler names").map_err(|e| runtime_err(e, &ctx))?);
             Ok(t.clone())
         },
     );
     let b = builder.clone();
     engine.register_fn(
         "after",
-        move |ctx: NativeCallContext, t: &mut TaskSpec, v: Dynamic| -> Result<TaskSpec, Box<EvalAltResult>> {
+        move |ctx: NativeCallContext,
+              t: &mut TaskSpec,
+              v: Dynamic|
+              -> Result<TaskSpec, Box<EvalAltResult>> {
             let file = b.lock().unwrap_or_else(|e| e.into_inner()).file.clone();
             let items: Vec<Dynamic> = match v.read_lock::<rhai::Array>() {
                 Some(a) => a.clone(),
@@ -593,7 +648,10 @@ fn register_api(engine: &mut Engine, builder: &Arc<Mutex<Builder>>, registry: &R
                     t.after_names.push((s.to_string(), pos_of(&ctx, &file)));
                 } else {
                     return Err(runtime_err(
-                        format!("after() takes a task handle or a task name, not {}", item.type_name()),
+                        format!(
+                            "after() takes a task handle or a task name, not {}",
+                            item.type_name()
+                        ),
                         &ctx,
                     ));
                 }
@@ -606,7 +664,10 @@ fn register_api(engine: &mut Engine, builder: &Arc<Mutex<Builder>>, registry: &R
     let b = builder.clone();
     engine.register_fn(
         "on",
-        move |ctx: NativeCallContext, target: Dynamic, spec: TaskSpec| -> Result<TaskRef, Box<EvalAltResult>> {
+        move |ctx: NativeCallContext,
+              target: Dynamic,
+              spec: TaskSpec|
+              -> Result<TaskRef, Box<EvalAltResult>> {
             let mut b = b.lock().unwrap_or_else(|e| e.into_inner());
             let (hosts, label) = b.targets(&target).map_err(|e| runtime_err(e, &ctx))?;
             Ok(TaskRef {
@@ -618,14 +679,17 @@ fn register_api(engine: &mut Engine, builder: &Arc<Mutex<Builder>>, registry: &R
     let b = builder.clone();
     engine.register_fn(
         "on",
-        move |ctx: NativeCallContext, target: Dynamic, specs: rhai::Array| -> Result<rhai::Array, Box<EvalAltResult>> {
+        move |ctx: NativeCallContext,
+              target: Dynamic,
+              specs: rhai::Array|
+              -> Result<rhai::Array, Box<EvalAltResult>> {
             let mut b = b.lock().unwrap_or_else(|e| e.into_inner());
             let (hosts, label) = b.targets(&target).map_err(|e| runtime_err(e, &ctx))?;
             let mut refs = rhai::Array::new();
             for s in specs {
-                let spec = s.try_cast::<TaskSpec>().ok_or_else(|| {
-                    runtime_err("on(target, [...]) takes a list of tasks", &ctx)
-                })?;
+                let spec = s
+                    .try_cast::<TaskSpec>()
+                    .ok_or_else(|| runtime_err("on(target, [...]) takes a list of tasks", &ctx))?;
                 refs.push(Dynamic::from(TaskRef {
                     id: b.place(spec, hosts.clone(), label.clone(), false),
                     host: None,
@@ -659,7 +723,10 @@ fn register_api(engine: &mut Engine, builder: &Arc<Mutex<Builder>>, registry: &R
             {
                 let mut b = b.lock().unwrap_or_else(|e| e.into_inner());
                 if b.phases.iter().any(|p| p.name == name) {
-                    return Err(runtime_err(format!("phase '{name}' is declared twice"), &ctx));
+                    return Err(runtime_err(
+                        format!("phase '{name}' is declared twice"),
+                        &ctx,
+                    ));
                 }
                 b.phases.push(Phase {
                     name: name.to_string(),
@@ -687,7 +754,10 @@ fn register_api(engine: &mut Engine, builder: &Arc<Mutex<Builder>>, registry: &R
             let Value::Object(m) = v else {
                 return Err(runtime_err("defaults() takes a map", &ctx));
             };
-            b.lock().unwrap_or_else(|e| e.into_inner()).defaults.extend(m);
+            b.lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .defaults
+                .extend(m);
             Ok(())
         },
     );
@@ -727,7 +797,10 @@ fn register_api(engine: &mut Engine, builder: &Arc<Mutex<Builder>>, registry: &R
         move |ctx: NativeCallContext, host: &str| -> Result<Dynamic, Box<EvalAltResult>> {
             let b = b.lock().unwrap_or_else(|e| e.into_inner());
             if b.inventory.host(host).is_none() {
-                return Err(runtime_err(format!("host_vars(\"{host}\"): no such host"), &ctx));
+                return Err(runtime_err(
+                    format!("host_vars(\"{host}\"): no such host"),
+                    &ctx,
+                ));
             }
             rhai::serde::to_dynamic(b.inventory.host_vars(host, &b.defaults, &b.extra_vars))
         },
@@ -765,7 +838,10 @@ fn position(file: &str, pos: Position) -> SourcePos {
 }
 
 fn parse_error(e: &rhai::ParseError, file: &str) -> PlanError {
-    PlanError::at(position(file, e.position()), format!("syntax error: {}", e.err_type()))
+    PlanError::at(
+        position(file, e.position()),
+        format!("syntax error: {}", e.err_type()),
+    )
 }
 
 /// Finds the innermost error and the file it happened in (errors inside imported modules and

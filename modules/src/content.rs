@@ -65,7 +65,11 @@ pub fn decide(
         file_diff(&path, before, Some(&new))
     });
     let action = Action::Write(new);
-    Ok(Probe::change(Plan { path, action }, summary.join(", "), diff))
+    Ok(Probe::change(
+        Plan { path, action },
+        summary.join(", "),
+        diff,
+    ))
 }
 
 /// Makes the change `decide` planned. Returns the backup's path when one was made.

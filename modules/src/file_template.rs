@@ -20,7 +20,7 @@ pub struct FileTemplate;
 pub struct Args {
     /// The template, relative to the playbook's directory (e.g. "templates/haproxy.cfg.j2").
     pub src: String,
-    /// The absolute path of the file on the target.
+    /// The path of the file on the target (a relative path is relative to the login directory).
     pub dest: String,
     /// Permissions, octal ("0644") or symbolic ("u=rw,g=r,o="). Without it an existing file keeps
     /// its mode and a new file gets the default (0666 minus the umask).
@@ -80,7 +80,7 @@ target when the result differs from what is there.
 | argument   | required | default | meaning |
 |------------|----------|---------|---------|
 | `src`      | yes      |         | template path, relative to the playbook directory |
-| `dest`     | yes      |         | absolute path on the target |
+| `dest`     | yes      |         | path on the target |
 | `mode`     | no       | keep / umask | `"0644"` or `"u=rw,g=r,o="` |
 | `owner`    | no       | keep    | user name or id |
 | `group`    | no       | keep    | group name or id |
@@ -108,9 +108,6 @@ impl Module for FileTemplate {
     fn check_args(args: &Args) -> Result<(), String> {
         if args.src.trim().is_empty() {
             return Err("src must not be empty".into());
-        }
-        if !args.dest.starts_with('/') {
-            return Err(format!("dest {:?} must be an absolute path", args.dest));
         }
         if args.dest.ends_with('/') {
             return Err(format!(
@@ -673,10 +670,6 @@ mod tests {
             e.contains("unknown field `mod`") && e.contains("mode"),
             "{e}"
         );
-        let e = m
-            .validate(&json!({"src": "t.j2", "dest": "etc/x"}))
-            .unwrap_err();
-        assert!(e.contains("absolute"), "{e}");
         let e = m
             .validate(&json!({"src": "t.j2", "dest": "/x", "validate": "check"}))
             .unwrap_err();

@@ -296,14 +296,33 @@ mod tests {
         sh(&format!("chmod {spec} \"$1\""));
         let real = u32::from_str_radix(sh("stat -c %a \"$1\"").trim(), 8).unwrap();
         let ours = resolve_mode(spec, start, dir, umask).unwrap();
-        assert_eq!(ours, real, "{spec} on {start:o} (dir {dir}): {ours:o} vs {real:o}");
+        assert_eq!(
+            ours, real,
+            "{spec} on {start:o} (dir {dir}): {ours:o} vs {real:o}"
+        );
     }
 
     #[test]
     fn symbolic_modes_match_chmod() {
         for spec in [
-            "u+x", "g-w", "o=", "a=r", "u=rw,g=r,o=r", "u+rwX,g+rX,o-rwx", "+x", "+w", "=r",
-            "go=u", "g=u", "u+s", "g+s", "+t", "a-x", "o+X", "ug=rwx,o=rx", "u-s",
+            "u+x",
+            "g-w",
+            "o=",
+            "a=r",
+            "u=rw,g=r,o=r",
+            "u+rwX,g+rX,o-rwx",
+            "+x",
+            "+w",
+            "=r",
+            "go=u",
+            "g=u",
+            "u+s",
+            "g+s",
+            "+t",
+            "a-x",
+            "o+X",
+            "ug=rwx,o=rx",
+            "u-s",
         ] {
             for start in [0o644, 0o755, 0o600, 0o2755, 0o4711, 0o1777, 0o000] {
                 chmod_agrees(spec, start, false);

@@ -36,7 +36,12 @@ impl Output {
             .task_ends()
             .iter()
             .filter(|e| e["status"] == "changed")
-            .map(|e| (e["host"].as_str().unwrap().to_string(), e["task"].as_str().unwrap().to_string()))
+            .map(|e| {
+                (
+                    e["host"].as_str().unwrap().to_string(),
+                    e["task"].as_str().unwrap().to_string(),
+                )
+            })
             .collect();
         v.sort();
         v
@@ -111,7 +116,10 @@ impl Project {
         let mut inv = String::from("[defaults]\nconnection = \"local\"\n\n");
         for h in hosts {
             let root = self.root(h);
-            inv.push_str(&format!("[hosts.{h}]\nvars = {{ root = \"{}\" }}\n\n", root.display()));
+            inv.push_str(&format!(
+                "[hosts.{h}]\nvars = {{ root = \"{}\" }}\n\n",
+                root.display()
+            ));
         }
         for (g, members) in groups {
             let list: Vec<String> = members.iter().map(|m| format!("\"{m}\"")).collect();
@@ -145,7 +153,9 @@ pub fn snapshot(root: &Path) -> BTreeMap<String, String> {
     use std::os::unix::fs::MetadataExt;
     let mut out = BTreeMap::new();
     fn walk(p: &Path, base: &Path, out: &mut BTreeMap<String, String>) {
-        let Ok(meta) = std::fs::symlink_metadata(p) else { return };
+        let Ok(meta) = std::fs::symlink_metadata(p) else {
+            return;
+        };
         let rel = p.strip_prefix(base).unwrap().display().to_string();
         let kind = if meta.file_type().is_symlink() {
             format!("link {}", std::fs::read_link(p).unwrap().display())
@@ -156,7 +166,10 @@ pub fn snapshot(root: &Path) -> BTreeMap<String, String> {
         };
         out.insert(rel, format!("{:o} {}", meta.mode() & 0o7777, kind));
         if meta.is_dir() {
-            let mut entries: Vec<_> = std::fs::read_dir(p).unwrap().map(|e| e.unwrap().path()).collect();
+            let mut entries: Vec<_> = std::fs::read_dir(p)
+                .unwrap()
+                .map(|e| e.unwrap().path())
+                .collect();
             entries.sort();
             for e in entries {
                 walk(&e, base, out);
