@@ -176,12 +176,16 @@ fn real_main(cli: Cli) -> Result<u8, Report> {
                 extra_vars: extra_vars(&args.plan.extra_vars)?,
             };
             let rt = tokio::runtime::Runtime::new().map_err(|e| miette::miette!("{e}"))?;
-            let recap = rt.block_on(engine::runner::run(
+            let interrupt = async {
+                let _ = tokio::signal::ctrl_c().await;
+            };
+            let recap = rt.block_on(engine::runner::run_until(
                 Arc::new(plan),
                 inventory,
                 Arc::new(DefaultConnector),
                 opts,
                 sink,
+                interrupt,
             ));
             Ok(recap.exit_code() as u8)
         }

@@ -11,14 +11,14 @@ use crate::plan::SourcePos;
 pub struct PlanError {
     pub pos: SourcePos,
     pub message: String,
-    source_text: Option<NamedSource<String>>,
+    source_text: Option<Box<NamedSource<String>>>,
 }
 
 impl PlanError {
     pub fn at(pos: SourcePos, message: impl Into<String>) -> Self {
         let source_text = std::fs::read_to_string(&pos.file)
             .ok()
-            .map(|text| NamedSource::new(pos.file.clone(), text));
+            .map(|text| Box::new(NamedSource::new(pos.file.clone(), text)));
         PlanError {
             pos,
             message: message.into(),
@@ -42,7 +42,7 @@ impl PlanError {
 
 impl miette::Diagnostic for PlanError {
     fn source_code(&self) -> Option<&dyn SourceCode> {
-        self.source_text.as_ref().map(|s| s as &dyn SourceCode)
+        self.source_text.as_deref().map(|s| s as &dyn SourceCode)
     }
 
     fn labels(&self) -> Option<Box<dyn Iterator<Item = LabeledSpan> + '_>> {

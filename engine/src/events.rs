@@ -108,6 +108,7 @@ pub enum Event {
     Recap {
         hosts: BTreeMap<String, HostCounts>,
         check: bool,
+        interrupted: bool,
         duration_ms: u64,
     },
 }

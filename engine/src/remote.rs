@@ -156,7 +156,8 @@ pub async fn write_file(
 ) -> Result<Option<String>, ModuleError> {
     let mut s = format!(
         "set -e\np={}\nd=$(dirname -- \"$p\")\nt=$(mktemp \"$d/.playbook.XXXXXX\")\n\
-         trap 'rm -f -- \"$t\"' EXIT\ncat > \"$t\"\n",
+         trap 'rm -f -- \"$t\"' EXIT\ntrap 'rm -f -- \"$t\"; exit 129' HUP INT TERM PIPE\n\
+         cat > \"$t\"\n",
         quote(path)?
     );
     match opts.mode {

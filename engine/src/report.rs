@@ -203,8 +203,16 @@ impl EventSink for TextReporter {
             Event::Recap {
                 hosts,
                 check,
+                interrupted,
                 duration_ms,
             } => {
+                if *interrupted {
+                    self.line(
+                        &style("interrupted: tasks in flight were abandoned, connections closed")
+                            .red()
+                            .to_string(),
+                    );
+                }
                 self.bar.finish_and_clear();
                 let width = hosts.keys().map(|h| h.len()).max().unwrap_or(4).max(4);
                 let mut t = format!(

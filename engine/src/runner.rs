@@ -46,12 +46,17 @@ impl Default for RunOptions {
 #[derive(Debug, Clone, Default)]
 pub struct Recap {
     pub hosts: BTreeMap<String, HostCounts>,
+    /// The run was stopped (Ctrl-C) before it finished.
+    pub interrupted: bool,
 }
 
 impl Recap {
-    /// 0 when everything worked, 3 when a host was unreachable, else 2 when a task failed.
+    /// 0 when everything worked, 3 when a host was unreachable, else 2 when a task failed;
+    /// 130 when interrupted.
     pub fn exit_code(&self) -> i32 {
-        if self.hosts.values().any(|c| c.unreachable > 0) {
+        if self.interrupted {
+            130
+        } else if self.hosts.values().any(|c| c.unreachable > 0) {
             3
         } else if self.hosts.values().any(|c| c.failed > 0) {
             2
@@ -139,6 +144,27 @@ pub async fn run(
     opts: RunOptions,
     sink: Arc<dyn EventSink>,
 ) -> Recap {
+    run_until(
+        plan,
+        inventory,
+        connector,
+        opts,
+        sink,
+        std::future::pending(),
+    )
+    .await
+}
+
+/// Like [`run`], but stops when `interrupt` completes (Ctrl-C): tasks in flight are abandoned,
+/// no new task starts, and every connection is closed before it returns.
+pub async fn run_until(
+    plan: Arc<Plan>,
+    inventory: Arc<Inventory>,
+    connector: Arc<dyn Connector>,
+    opts: RunOptions,
+    sink: Arc<dyn EventSink>,
+    interrupt: impl std::future::Future<Output = ()>,
+) -> Recap {
     let started = Instant::now();
     let mut hosts = BTreeMap::new();
     for name in plan.hosts() {
@@ -189,7 +215,42 @@ pub async fn run(
         tasks: plan.tasks.iter().filter(|t| !t.is_handler).count(),
         check: state.opts.check,
     });
-    for (pi, phase) in plan.phases.iter().enumerate() {
+    let phases = async {
+        for pi in 0..plan.phases.len() {
+            state.run_phase(pi).await;
+        }
+    };
+    let interrupted = tokio::select! {
+        _ = phases => false,
+        _ = interrupt => true,
+    };
+    for h in state.hosts.values() {
+        if let Some(Ok(host)) = h.conn.get() {
+            host.transport().close().await;
+        }
+    }
+    let counts = state
+        .counts
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .clone();
+    state.sink.emit(&Event::Recap {
+        hosts: counts.clone(),
+        check: state.opts.check,
+        interrupted,
+        duration_ms: started.elapsed().as_millis() as u64,
+    });
+    Recap {
+        hosts: counts,
+        interrupted,
+    }
+}
+
+impl State {
+    async fn run_phase(self: &Arc<Self>, pi: usize) {
+        let plan = self.plan.clone();
+        let phase = &plan.phases[pi];
+        let state = self;
         let phase_hosts: Vec<String> = {
             let mut seen = BTreeSet::new();
             phase
@@ -213,25 +274,7 @@ pub async fn run(
         while joins.join_next().await.is_some() {}
         state.run_handlers(pi).await;
     }
-    for h in state.hosts.values() {
-        if let Some(Ok(host)) = h.conn.get() {
-            host.transport().close().await;
-        }
-    }
-    let counts = state
-        .counts
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .clone();
-    state.sink.emit(&Event::Recap {
-        hosts: counts.clone(),
-        check: state.opts.check,
-        duration_ms: started.elapsed().as_millis() as u64,
-    });
-    Recap { hosts: counts }
-}
 
-impl State {
     async fn run_host_phase(self: &Arc<Self>, phase: usize, host: &str) {
         let plan = self.plan.clone();
         for &tid in &plan.phases[phase].tasks {
@@ -836,7 +879,7 @@ fn custom_outcome(v: rhai::Dynamic) -> Result<Outcome, TaskError> {
                 )))
             }
         };
-    } else if let Some(b) = v.as_bool().ok() {
+    } else if let Ok(b) = v.as_bool() {
         outcome.status = if b { Status::Changed } else { Status::Ok };
     } else if v.is_unit() {
     } else if let Some(m) = v.read_lock::<rhai::Map>() {

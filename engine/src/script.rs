@@ -79,10 +79,13 @@ pub struct TaskSpec {
     pos: SourcePos,
 }
 
+/// Reads an earlier task's result for the host a closure runs on.
+pub type Resolver = dyn Fn(&Deferred) -> Result<Value, String>;
+
 /// Set while the runner calls a playbook closure: task handles then read real results.
 pub struct ExecScope {
     pub host: String,
-    pub resolve: Box<dyn Fn(&Deferred) -> Result<Value, String>>,
+    pub resolve: Box<Resolver>,
 }
 
 thread_local! {
