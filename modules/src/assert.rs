@@ -64,12 +64,19 @@ impl Module for Assert {
             return Err(ModuleError::Failed(match &args.fail_msg {
                 Some(m) => m.clone(),
                 None if all.len() > 1 => {
-                    format!("Assertion failed (condition {} of {} is false)", i + 1, all.len())
+                    format!(
+                        "Assertion failed (condition {} of {} is false)",
+                        i + 1,
+                        all.len()
+                    )
                 }
                 None => "Assertion failed".into(),
             }));
         }
-        let msg = args.success_msg.as_deref().unwrap_or("All assertions passed");
+        let msg = args
+            .success_msg
+            .as_deref()
+            .unwrap_or("All assertions passed");
         Ok(Probe::Unchanged(json!({ "msg": msg })))
     }
 
@@ -87,13 +94,23 @@ mod tests {
     #[tokio::test]
     async fn passes_and_fails() {
         let env = Env::new();
-        let out = env.apply(&Assert, json!({ "that": [true, true], "success_msg": "fine" })).await;
+        let out = env
+            .apply(
+                &Assert,
+                json!({ "that": [true, true], "success_msg": "fine" }),
+            )
+            .await;
         assert_eq!(out.status, Status::Ok);
         assert_eq!(out.result["msg"], "fine");
-        assert_eq!(env.check(&Assert, json!({ "that": true })).await, Status::Ok);
+        assert_eq!(
+            env.check(&Assert, json!({ "that": true })).await,
+            Status::Ok
+        );
         let err = env.error(&Assert, json!({ "that": [true, false] })).await;
         assert_eq!(err, "Assertion failed (condition 2 of 2 is false)");
-        let err = env.error(&Assert, json!({ "that": false, "msg": "odd masters" })).await;
+        let err = env
+            .error(&Assert, json!({ "that": false, "msg": "odd masters" }))
+            .await;
         assert_eq!(err, "odd masters");
         let err = env.error(&Assert, json!({ "that": "x == 1" })).await;
         assert!(err.contains("that"), "{err}");

@@ -87,7 +87,12 @@ impl Args {
             (None, None) => return Err("missing field `cmd` (or `argv`)".into()),
         };
         if words.is_empty() {
-            return Err(if self.cmd.is_some() { "cmd: is empty" } else { "argv: is empty" }.into());
+            return Err(if self.cmd.is_some() {
+                "cmd: is empty"
+            } else {
+                "argv: is empty"
+            }
+            .into());
         }
         Ok(words)
     }
@@ -101,10 +106,9 @@ impl Args {
             .join(" ");
         Ok(Invocation {
             script,
-            display: self
-                .cmd
-                .clone()
-                .unwrap_or_else(|| shlex::try_join(words.iter().map(|s| s.as_str())).unwrap_or_default()),
+            display: self.cmd.clone().unwrap_or_else(|| {
+                shlex::try_join(words.iter().map(|s| s.as_str())).unwrap_or_default()
+            }),
             cmd_value: Value::from(words),
             chdir: self.chdir.as_deref(),
             env: &self.env,
@@ -171,10 +175,16 @@ mod tests {
             .apply(&Command, json!({ "cmd": "echo 'a  b' | wc -l $HOME" }))
             .await;
         assert_eq!(out.status, Status::Changed);
-        assert_eq!(out.summary.as_deref(), Some("run: echo 'a  b' | wc -l $HOME"));
+        assert_eq!(
+            out.summary.as_deref(),
+            Some("run: echo 'a  b' | wc -l $HOME")
+        );
         assert_eq!(out.result["stdout"], "a  b | wc -l $HOME");
         assert_eq!(out.result["rc"], 0);
-        assert_eq!(out.result["cmd"], json!(["echo", "a  b", "|", "wc", "-l", "$HOME"]));
+        assert_eq!(
+            out.result["cmd"],
+            json!(["echo", "a  b", "|", "wc", "-l", "$HOME"])
+        );
     }
 
     #[tokio::test]
@@ -182,7 +192,10 @@ mod tests {
         let env = Env::new();
         let target = env.path("it's $(here)");
         let out = env
-            .apply(&Command, json!({ "argv": ["touch", target], "changed_when": false }))
+            .apply(
+                &Command,
+                json!({ "argv": ["touch", target], "changed_when": false }),
+            )
             .await;
         assert_eq!(out.status, Status::Ok, "changed_when false");
         assert!(std::path::Path::new(&target).exists());
@@ -199,10 +212,17 @@ mod tests {
         env.apply(&Command, args.clone()).await;
         assert!(std::path::Path::new(&marker).exists());
         let again = env.apply(&Command, args).await;
-        assert_eq!(again.status, Status::Skipped(format!("{} exists", env.path("*.flag"))));
+        assert_eq!(
+            again.status,
+            Status::Skipped(format!("{} exists", env.path("*.flag")))
+        );
 
-        let rm = json!({ "argv": ["rm", "done.flag"], "chdir": env.path(""), "removes": "done.flag" });
-        assert_eq!(env.apply(&Command, rm.clone()).await.status, Status::Changed);
+        let rm =
+            json!({ "argv": ["rm", "done.flag"], "chdir": env.path(""), "removes": "done.flag" });
+        assert_eq!(
+            env.apply(&Command, rm.clone()).await.status,
+            Status::Changed
+        );
         assert!(!std::path::Path::new(&marker).exists());
         assert_eq!(
             env.apply(&Command, rm).await.status,
@@ -221,7 +241,10 @@ mod tests {
             )
             .await;
         let dir = std::fs::canonicalize(env.dir.path()).unwrap();
-        assert_eq!(out.result["stdout"], format!("in\nhi there\n{}", dir.display()));
+        assert_eq!(
+            out.result["stdout"],
+            format!("in\nhi there\n{}", dir.display())
+        );
         assert_eq!(out.result["stdout_lines"][1], "hi there");
     }
 
@@ -229,13 +252,19 @@ mod tests {
     async fn failure_reports_rc_and_stderr() {
         let env = Env::new();
         let err = env
-            .error(&Command, json!({ "argv": ["sh", "-c", "echo out; echo bad >&2; exit 3"] }))
+            .error(
+                &Command,
+                json!({ "argv": ["sh", "-c", "echo out; echo bad >&2; exit 3"] }),
+            )
             .await;
         assert!(err.contains("rc 3"), "{err}");
         assert!(err.contains("stderr:\nbad"), "{err}");
         assert!(err.contains("stdout:\nout"), "{err}");
         let err = env
-            .error(&Command, json!({ "cmd": "true", "chdir": env.path("missing") }))
+            .error(
+                &Command,
+                json!({ "cmd": "true", "chdir": env.path("missing") }),
+            )
             .await;
         assert!(err.contains("cannot change directory"), "{err}");
     }
@@ -244,7 +273,9 @@ mod tests {
     async fn check_mode_runs_nothing() {
         let env = Env::new();
         let before = snapshot(env.dir.path());
-        let status = env.check(&Command, json!({ "argv": ["touch", env.path("x")] })).await;
+        let status = env
+            .check(&Command, json!({ "argv": ["touch", env.path("x")] }))
+            .await;
         assert_eq!(status, Status::Changed);
         assert_eq!(snapshot(env.dir.path()), before);
     }
@@ -252,15 +283,24 @@ mod tests {
     #[tokio::test]
     async fn argument_errors_name_the_field() {
         let env = Env::new();
-        let err = env.error(&Command, json!({ "cmd": "true", "chdri": "/" })).await;
-        assert!(err.contains("unknown field `chdri`") && err.contains("chdir"), "{err}");
+        let err = env
+            .error(&Command, json!({ "cmd": "true", "chdri": "/" }))
+            .await;
+        assert!(
+            err.contains("unknown field `chdri`") && err.contains("chdir"),
+            "{err}"
+        );
         let err = env.error(&Command, json!({ "cmd": "echo 'x" })).await;
         assert!(err.contains("unbalanced"), "{err}");
-        let err = env.error(&Command, json!({ "cmd": "x", "argv": ["y"] })).await;
+        let err = env
+            .error(&Command, json!({ "cmd": "x", "argv": ["y"] }))
+            .await;
         assert!(err.contains("not both"), "{err}");
         let err = env.error(&Command, json!({ "creates": "/x" })).await;
         assert!(err.contains("cmd"), "{err}");
-        let err = env.error(&Command, json!({ "cmd": "x", "changed_when": "yes" })).await;
+        let err = env
+            .error(&Command, json!({ "cmd": "x", "changed_when": "yes" }))
+            .await;
         assert!(err.contains("changed_when"), "{err}");
     }
 }

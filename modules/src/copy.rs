@@ -119,7 +119,9 @@ impl Args {
         if let Some(c) = &self.content {
             return Ok(c.clone().into_bytes());
         }
-        let path = self.src_path(base).expect("check_args ensures content or src");
+        let path = self
+            .src_path(base)
+            .expect("check_args ensures content or src");
         if path.is_dir() {
             return Err(ModuleError::Args(format!(
                 "src: {} is a directory; copy takes one file",
@@ -156,7 +158,9 @@ impl Module for Copy {
         }
         if let Some(v) = &args.validate {
             if !v.contains("%s") {
-                return Err(format!("validate: {v:?} must contain %s (the file to check)"));
+                return Err(format!(
+                    "validate: {v:?} must contain %s (the file to check)"
+                ));
             }
         }
         Ok(())
@@ -188,7 +192,7 @@ impl Module for Copy {
         if cur.exists() && !args.force.unwrap_or(true) {
             return Ok(Probe::Unchanged(serde_json::json!({ "dest": cur.path })));
         }
-        content::decide(&cur, new, &args.wanted(), cx.want_diff)
+        content::decide(&cur, new, &args.wanted(), cx.want_diff, None)
     }
 
     async fn apply(
@@ -198,7 +202,10 @@ impl Module for Copy {
         cx: &ModuleContext<'_>,
     ) -> Result<Applied, ModuleError> {
         if args.dest.ends_with('/') {
-            let out = cx.host.run(&format!("mkdir -p -- {}", quote(&args.dest)?)).await?;
+            let out = cx
+                .host
+                .run(&format!("mkdir -p -- {}", quote(&args.dest)?))
+                .await?;
             if !out.success() {
                 return Err(ModuleError::Failed(format!(
                     "cannot create {}: {}",
@@ -236,7 +243,10 @@ mod tests {
         assert_eq!(snapshot(env.dir.path()), before, "check mode wrote nothing");
 
         let out = env.apply(&Copy, args.clone()).await;
-        assert_eq!(out.summary.as_deref(), Some(format!("create {dest}").as_str()));
+        assert_eq!(
+            out.summary.as_deref(),
+            Some(format!("create {dest}").as_str())
+        );
         assert_eq!(std::fs::read_to_string(&dest).unwrap(), "hello\n");
         assert_eq!(mode_of(&dest), 0o640);
         assert_eq!(out.result["checksum"], sha256(b"hello\n"));
@@ -252,7 +262,10 @@ mod tests {
         std::fs::write(&dest, "a\nb\n").unwrap();
         let args = json!({ "content": "a\nc\n", "dest": dest, "backup": true });
         let out = env.apply(&Copy, args.clone()).await;
-        assert_eq!(out.summary.as_deref(), Some(format!("update {dest}").as_str()));
+        assert_eq!(
+            out.summary.as_deref(),
+            Some(format!("update {dest}").as_str())
+        );
         let diff = out.diff.unwrap();
         assert_eq!(diff.before.as_deref(), Some("a\nb\n"));
         assert!(diff.unified().contains("-b\n+c\n"), "{}", diff.unified());
@@ -266,12 +279,26 @@ mod tests {
         let env = Env::new();
         let dest = env.path("same");
         std::fs::write(&dest, "x").unwrap();
-        let ino = std::fs::metadata(&dest).map(|m| std::os::unix::fs::MetadataExt::ino(&m)).unwrap();
-        let out = env.apply(&Copy, json!({ "content": "x", "dest": dest, "mode": "0600", "owner": "nobody" })).await;
-        assert_eq!(out.summary.as_deref(), Some("mode 644 -> 600, owner root -> nobody"));
+        let ino = std::fs::metadata(&dest)
+            .map(|m| std::os::unix::fs::MetadataExt::ino(&m))
+            .unwrap();
+        let out = env
+            .apply(
+                &Copy,
+                json!({ "content": "x", "dest": dest, "mode": "0600", "owner": "nobody" }),
+            )
+            .await;
+        assert_eq!(
+            out.summary.as_deref(),
+            Some("mode 644 -> 600, owner root -> nobody")
+        );
         assert!(out.diff.is_none());
         let md = std::fs::metadata(&dest).unwrap();
-        assert_eq!(std::os::unix::fs::MetadataExt::ino(&md), ino, "not rewritten");
+        assert_eq!(
+            std::os::unix::fs::MetadataExt::ino(&md),
+            ino,
+            "not rewritten"
+        );
         assert_eq!(std::os::unix::fs::MetadataExt::uid(&md), 65534);
         assert_eq!(mode_of(&dest), 0o600);
     }
@@ -282,16 +309,28 @@ mod tests {
         std::fs::create_dir(env.path("files")).unwrap();
         std::fs::write(env.path("files/app.conf"), "conf\n").unwrap();
         std::fs::create_dir(env.path("etc")).unwrap();
-        let out = env.apply(&Copy, json!({ "src": "app.conf", "dest": env.path("etc") })).await;
+        let out = env
+            .apply(&Copy, json!({ "src": "app.conf", "dest": env.path("etc") }))
+            .await;
         assert_eq!(out.result["dest"], env.path("etc/app.conf"));
-        assert_eq!(std::fs::read_to_string(env.path("etc/app.conf")).unwrap(), "conf\n");
+        assert_eq!(
+            std::fs::read_to_string(env.path("etc/app.conf")).unwrap(),
+            "conf\n"
+        );
         let args = json!({ "src": "files/app.conf", "dest": env.path("new/dir/") });
         env.apply(&Copy, args.clone()).await;
-        assert_eq!(std::fs::read_to_string(env.path("new/dir/app.conf")).unwrap(), "conf\n");
+        assert_eq!(
+            std::fs::read_to_string(env.path("new/dir/app.conf")).unwrap(),
+            "conf\n"
+        );
         assert_eq!(env.apply(&Copy, args).await.status, Status::Ok);
-        let err = env.error(&Copy, json!({ "content": "x", "dest": env.path("etc") })).await;
+        let err = env
+            .error(&Copy, json!({ "content": "x", "dest": env.path("etc") }))
+            .await;
         assert!(err.contains("is a directory"), "{err}");
-        let err = env.error(&Copy, json!({ "src": "nope", "dest": env.path("x") })).await;
+        let err = env
+            .error(&Copy, json!({ "src": "nope", "dest": env.path("x") }))
+            .await;
         assert!(err.contains("cannot read src"), "{err}");
     }
 
@@ -300,10 +339,20 @@ mod tests {
         let env = Env::new();
         let dest = env.path("keep");
         std::fs::write(&dest, "mine").unwrap();
-        let out = env.apply(&Copy, json!({ "content": "theirs", "dest": dest, "force": false })).await;
+        let out = env
+            .apply(
+                &Copy,
+                json!({ "content": "theirs", "dest": dest, "force": false }),
+            )
+            .await;
         assert_eq!(out.status, Status::Ok);
         assert_eq!(std::fs::read_to_string(&dest).unwrap(), "mine");
-        let err = env.error(&Copy, json!({ "content": "bad", "dest": dest, "validate": "grep -q good %s" })).await;
+        let err = env
+            .error(
+                &Copy,
+                json!({ "content": "bad", "dest": dest, "validate": "grep -q good %s" }),
+            )
+            .await;
         assert!(err.contains("validation failed"), "{err}");
         assert_eq!(std::fs::read_to_string(&dest).unwrap(), "mine");
     }
@@ -313,27 +362,53 @@ mod tests {
         let env = Env::new();
         let dest = env.path("big");
         std::fs::write(&dest, vec![b'a'; 300 * 1024]).unwrap();
-        let out = env.run(&Copy, json!({ "content": "small\n", "dest": dest }), true).await.unwrap();
+        let out = env
+            .run(&Copy, json!({ "content": "small\n", "dest": dest }), true)
+            .await
+            .unwrap();
         let diff = out.diff.unwrap();
-        assert_eq!(diff.before.as_deref(), Some("[content not shown: 307200 bytes]\n"));
+        assert_eq!(
+            diff.before.as_deref(),
+            Some("[content not shown: 307200 bytes]\n")
+        );
         let bin = env.path("bin");
         std::fs::write(&bin, [0xff, 0xfe, 0]).unwrap();
-        let out = env.run(&Copy, json!({ "content": "t", "dest": bin }), true).await.unwrap();
-        assert_eq!(out.diff.unwrap().before.as_deref(), Some("[binary content, 3 bytes]\n"));
+        let out = env
+            .run(&Copy, json!({ "content": "t", "dest": bin }), true)
+            .await
+            .unwrap();
+        assert_eq!(
+            out.diff.unwrap().before.as_deref(),
+            Some("[binary content, 3 bytes]\n")
+        );
     }
 
     #[tokio::test]
     async fn argument_errors() {
         let env = Env::new();
-        let err = env.error(&Copy, json!({ "content": "x", "dst": "/x" })).await;
-        assert!(err.contains("unknown field `dst`") && err.contains("`dest`"), "{err}");
+        let err = env
+            .error(&Copy, json!({ "content": "x", "dst": "/x" }))
+            .await;
+        assert!(
+            err.contains("unknown field `dst`") && err.contains("`dest`"),
+            "{err}"
+        );
         let err = env.error(&Copy, json!({ "dest": "/x" })).await;
         assert!(err.contains("content"), "{err}");
-        let err = env.error(&Copy, json!({ "dest": "/x", "content": "a", "src": "b" })).await;
+        let err = env
+            .error(&Copy, json!({ "dest": "/x", "content": "a", "src": "b" }))
+            .await;
         assert!(err.contains("not both"), "{err}");
-        let err = env.error(&Copy, json!({ "dest": "/x", "content": "a", "validate": "check" })).await;
+        let err = env
+            .error(
+                &Copy,
+                json!({ "dest": "/x", "content": "a", "validate": "check" }),
+            )
+            .await;
         assert!(err.contains("%s"), "{err}");
-        let err = env.error(&Copy, json!({ "dest": "/x", "content": 5 })).await;
+        let err = env
+            .error(&Copy, json!({ "dest": "/x", "content": 5 }))
+            .await;
         assert!(err.contains("content"), "{err}");
     }
 }

@@ -95,8 +95,12 @@ mod tests {
     #[tokio::test]
     async fn shows_messages_and_variables() {
         let mut env = Env::new();
-        env.vars.insert("cluster".into(), json!({ "nodes": ["a", "b"] }));
-        env.facts.lock().unwrap().insert("cluster".into(), json!({ "nodes": ["c"] }));
+        env.vars
+            .insert("cluster".into(), json!({ "nodes": ["a", "b"] }));
+        env.facts
+            .lock()
+            .unwrap()
+            .insert("cluster".into(), json!({ "nodes": ["c"] }));
         let out = env.apply(&Debug, json!({ "msg": { "k": [1, 2] } })).await;
         assert_eq!(out.status, Status::Ok);
         assert_eq!(out.result, json!({ "msg": { "k": [1, 2] } }));

@@ -112,7 +112,10 @@ impl Invocation<'_> {
         }
         let mut s = env_exports(self.env)?;
         if let Some(d) = self.chdir {
-            s += &format!("cd -- {} 2>/dev/null || {{ echo run; exit 0; }}\n", quote(d)?);
+            s += &format!(
+                "cd -- {} 2>/dev/null || {{ echo run; exit 0; }}\n",
+                quote(d)?
+            );
         }
         if let Some(c) = g.creates {
             s += &format!(
@@ -143,10 +146,7 @@ impl Invocation<'_> {
         }
         Ok(match out.stdout_text().trim() {
             "creates" => Some(format!("{} exists", g.creates.unwrap_or_default())),
-            "removes" => Some(format!(
-                "{} does not exist",
-                g.removes.unwrap_or_default()
-            )),
+            "removes" => Some(format!("{} does not exist", g.removes.unwrap_or_default())),
             "unless" => Some(format!(
                 "unless command succeeded: {}",
                 g.unless.unwrap_or_default()

@@ -61,7 +61,13 @@ mod tests {
     async fn always_fails() {
         let env = Env::new();
         assert_eq!(env.error(&Fail, json!({ "msg": "stop" })).await, "stop");
-        assert_eq!(env.error(&Fail, json!({})).await, "Failed as requested from task");
-        assert!(env.run(&Fail, json!({}), true).await.is_err(), "check mode too");
+        assert_eq!(
+            env.error(&Fail, json!({})).await,
+            "Failed as requested from task"
+        );
+        assert!(
+            env.run(&Fail, json!({}), true).await.is_err(),
+            "check mode too"
+        );
     }
 }

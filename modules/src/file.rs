@@ -136,7 +136,10 @@ fn link_probe(args: &Args, src: &str, cur: &Current) -> Result<Probe<Plan>, Modu
     let lines: Vec<String> = cur.rest_text().lines().map(String::from).collect();
     let src_exists = lines.iter().any(|l| l == "src-exists");
     let mut fix = perms::Fix::default();
-    let wanted = Wanted { mode: None, ..args.wanted() };
+    let wanted = Wanted {
+        mode: None,
+        ..args.wanted()
+    };
     let was = match cur.kind() {
         FileKind::Link if cur.stat.link_target.as_deref() == Some(src) => {
             fix = perms::fix(&wanted, &cur.entry(), cur.umask)?;
@@ -144,12 +147,24 @@ fn link_probe(args: &Args, src: &str, cur: &Current) -> Result<Probe<Plan>, Modu
                 return Ok(Probe::Unchanged(result(path, "link")));
             }
             let summary = fix.summary.join(", ");
-            return Ok(Probe::change(Plan { path: path.clone(), script: fix.script }, summary, None));
+            return Ok(Probe::change(
+                Plan {
+                    path: path.clone(),
+                    script: fix.script,
+                },
+                summary,
+                None,
+            ));
         }
         FileKind::Absent => String::new(),
-        FileKind::Link => format!(" (was -> {})", cur.stat.link_target.as_deref().unwrap_or("")),
+        FileKind::Link => format!(
+            " (was -> {})",
+            cur.stat.link_target.as_deref().unwrap_or("")
+        ),
         FileKind::Directory => {
-            return Err(failed(format!("{path} is a directory; will not replace it with a link")))
+            return Err(failed(format!(
+                "{path} is a directory; will not replace it with a link"
+            )))
         }
         FileKind::File | FileKind::Other if args.force() => " (replacing a file)".to_string(),
         FileKind::File | FileKind::Other => {
@@ -176,7 +191,10 @@ fn link_probe(args: &Args, src: &str, cur: &Current) -> Result<Probe<Plan>, Modu
     }
     fix.summary.insert(0, format!("link {path} -> {src}{was}"));
     Ok(Probe::change(
-        Plan { path: path.clone(), script },
+        Plan {
+            path: path.clone(),
+            script,
+        },
         fix.summary.join(", "),
         None,
     ))
@@ -221,7 +239,12 @@ impl Module for File {
                 quote(src)?
             );
         }
-        let inspect = Inspect { path: &args.path, follow, into_dir: None, read: None };
+        let inspect = Inspect {
+            path: &args.path,
+            follow,
+            into_dir: None,
+            read: None,
+        };
         let cur = inspect.run(cx.host, &extra).await?;
         let path = cur.path.clone();
         let state = args.state.unwrap_or(match cur.kind() {
@@ -230,7 +253,10 @@ impl Module for File {
             _ => State::File,
         });
         let wanted = args.wanted();
-        let plan = |script: String| Plan { path: path.clone(), script };
+        let plan = |script: String| Plan {
+            path: path.clone(),
+            script,
+        };
         let change = |mut summary: Vec<String>, first: Option<String>, script: String| {
             if let Some(f) = first {
                 summary.insert(0, f);
@@ -246,7 +272,10 @@ impl Module for File {
                     )))
                 }
                 other => {
-                    return Err(failed(format!("{path} is a {}, not a file", state_name(other))))
+                    return Err(failed(format!(
+                        "{path} is a {}, not a file",
+                        state_name(other)
+                    )))
                 }
             },
             State::Directory => match cur.kind() {
@@ -279,7 +308,11 @@ impl Module for File {
                     FileKind::Link => "link ",
                     _ => "",
                 };
-                return change(vec![], Some(format!("remove {what}{path}")), "rm -rf -- \"$p\"\n".into());
+                return change(
+                    vec![],
+                    Some(format!("remove {what}{path}")),
+                    "rm -rf -- \"$p\"\n".into(),
+                );
             }
             State::Touch => {
                 let script = "touch -- \"$p\"\n".to_string();
@@ -288,7 +321,11 @@ impl Module for File {
                     return change(vec![], Some(format!("create {path}")), script);
                 }
                 let fix = perms::fix(&wanted, &cur.entry(), cur.umask)?;
-                return change(fix.summary, Some(format!("touch {path}")), script + &fix.script);
+                return change(
+                    fix.summary,
+                    Some(format!("touch {path}")),
+                    script + &fix.script,
+                );
             }
             State::Link => {
                 let Some(src) = &args.src else {
@@ -319,7 +356,11 @@ impl Module for File {
         let script = format!("set -e\np={}\n{}", quote(&plan.path)?, plan.script);
         let out = cx.host.run(&script).await?;
         if !out.success() {
-            return Err(failed(format!("{}: {}", args.path, out.stderr_text().trim())));
+            return Err(failed(format!(
+                "{}: {}",
+                args.path,
+                out.stderr_text().trim()
+            )));
         }
         let state = match args.state {
             Some(State::Absent) => "absent",
@@ -345,19 +386,37 @@ mod tests {
         let args = json!({ "path": d, "state": "directory", "mode": "0700" });
         let before = snapshot(env.dir.path());
         assert_eq!(env.check(&File, args.clone()).await, Status::Changed);
-        assert_eq!(snapshot(env.dir.path()), before, "check mode changed nothing");
+        assert_eq!(
+            snapshot(env.dir.path()),
+            before,
+            "check mode changed nothing"
+        );
         let out = env.apply(&File, args.clone()).await;
-        assert_eq!(out.summary.as_deref(), Some(format!("create directory {d}").as_str()));
+        assert_eq!(
+            out.summary.as_deref(),
+            Some(format!("create directory {d}").as_str())
+        );
         assert!(Path::new(&d).is_dir());
         assert_eq!(mode_of(&d), 0o700);
         assert_eq!(env.apply(&File, args).await.status, Status::Ok);
 
         let out = env.apply(&File, json!({ "path": d, "mode": "0755" })).await;
-        assert_eq!(out.summary.as_deref(), Some("mode 700 -> 755"), "state defaults to what it is");
+        assert_eq!(
+            out.summary.as_deref(),
+            Some("mode 700 -> 755"),
+            "state defaults to what it is"
+        );
         assert_eq!(mode_of(&d), 0o755);
-        let out = env.apply(&File, json!({ "path": d, "owner": "nobody", "group": "0" })).await;
+        let out = env
+            .apply(&File, json!({ "path": d, "owner": "nobody", "group": "0" }))
+            .await;
         assert_eq!(out.summary.as_deref(), Some("owner root -> nobody"));
-        let again = env.check(&File, json!({ "path": d, "owner": "65534", "group": "root" })).await;
+        let again = env
+            .check(
+                &File,
+                json!({ "path": d, "owner": "65534", "group": "root" }),
+            )
+            .await;
         assert_eq!(again, Status::Ok, "numeric ids compare with names");
     }
 
@@ -368,8 +427,12 @@ mod tests {
         std::fs::create_dir_all(format!("{d}/x/y")).unwrap();
         std::fs::write(format!("{d}/x/y/f"), "f").unwrap();
         std::fs::write(format!("{d}/x/exe"), "e").unwrap();
-        std::process::Command::new("chmod").args(["755", &format!("{d}/x/exe")]).status().unwrap();
-        let args = json!({ "path": d, "state": "directory", "mode": "u=rwX,g=rX,o=", "recurse": true });
+        std::process::Command::new("chmod")
+            .args(["755", &format!("{d}/x/exe")])
+            .status()
+            .unwrap();
+        let args =
+            json!({ "path": d, "state": "directory", "mode": "u=rwX,g=rX,o=", "recurse": true });
         let out = env.apply(&File, args.clone()).await;
         assert_eq!(out.status, Status::Changed);
         assert_eq!(mode_of(&format!("{d}/x/y")), 0o750);
@@ -378,15 +441,24 @@ mod tests {
         assert_eq!(env.apply(&File, args.clone()).await.status, Status::Ok);
 
         // One file deep down drifts: the probe notices.
-        std::process::Command::new("chmod").args(["666", &format!("{d}/x/y/f")]).status().unwrap();
+        std::process::Command::new("chmod")
+            .args(["666", &format!("{d}/x/y/f")])
+            .status()
+            .unwrap();
         assert_eq!(env.check(&File, args.clone()).await, Status::Changed);
         env.apply(&File, args.clone()).await;
         assert_eq!(mode_of(&format!("{d}/x/y/f")), 0o640);
 
         let owner = json!({ "path": d, "state": "directory", "owner": "nobody", "recurse": true });
         let out = env.apply(&File, owner.clone()).await;
-        assert_eq!(out.summary.as_deref(), Some("owner root -> nobody (recursively)"));
-        let uid = std::process::Command::new("stat").args(["-c", "%U", &format!("{d}/x/y/f")]).output().unwrap();
+        assert_eq!(
+            out.summary.as_deref(),
+            Some("owner root -> nobody (recursively)")
+        );
+        let uid = std::process::Command::new("stat")
+            .args(["-c", "%U", &format!("{d}/x/y/f")])
+            .output()
+            .unwrap();
         assert_eq!(String::from_utf8_lossy(&uid.stdout).trim(), "nobody");
         assert_eq!(env.apply(&File, owner).await.status, Status::Ok);
     }
@@ -395,14 +467,20 @@ mod tests {
     async fn file_state_needs_an_existing_file() {
         let env = Env::new();
         let f = env.path("f");
-        let err = env.error(&File, json!({ "path": f, "state": "file", "mode": "0600" })).await;
+        let err = env
+            .error(&File, json!({ "path": f, "state": "file", "mode": "0600" }))
+            .await;
         assert!(err.contains("is absent"), "{err}");
         std::fs::write(&f, "x").unwrap();
-        let out = env.apply(&File, json!({ "path": f, "state": "file", "mode": "0600" })).await;
+        let out = env
+            .apply(&File, json!({ "path": f, "state": "file", "mode": "0600" }))
+            .await;
         assert_eq!(out.summary.as_deref(), Some("mode 644 -> 600"));
         assert_eq!(mode_of(&f), 0o600);
         assert_eq!(std::fs::read_to_string(&f).unwrap(), "x");
-        let err = env.error(&File, json!({ "path": env.path(""), "state": "file" })).await;
+        let err = env
+            .error(&File, json!({ "path": env.path(""), "state": "file" }))
+            .await;
         assert!(err.contains("not a file"), "{err}");
     }
 
@@ -416,7 +494,10 @@ mod tests {
         assert_eq!(env.check(&File, args.clone()).await, Status::Changed);
         assert!(Path::new(&d).exists());
         let out = env.apply(&File, args.clone()).await;
-        assert_eq!(out.summary.as_deref(), Some(format!("remove directory {d}").as_str()));
+        assert_eq!(
+            out.summary.as_deref(),
+            Some(format!("remove directory {d}").as_str())
+        );
         assert!(!Path::new(&d).exists());
         assert_eq!(env.apply(&File, args).await.status, Status::Ok);
     }
@@ -431,23 +512,41 @@ mod tests {
         env.apply(&File, to_a.clone()).await;
         assert_eq!(std::fs::read_link(&l).unwrap(), Path::new("a"));
         assert_eq!(env.apply(&File, to_a).await.status, Status::Ok);
-        let out = env.apply(&File, json!({ "path": l, "state": "link", "src": "b" })).await;
-        assert_eq!(out.summary.as_deref(), Some(format!("link {l} -> b (was -> a)").as_str()));
+        let out = env
+            .apply(&File, json!({ "path": l, "state": "link", "src": "b" }))
+            .await;
+        assert_eq!(
+            out.summary.as_deref(),
+            Some(format!("link {l} -> b (was -> a)").as_str())
+        );
         assert_eq!(std::fs::read_to_string(&l).unwrap(), "b");
 
-        let err = env.error(&File, json!({ "path": l, "state": "link", "src": "missing" })).await;
+        let err = env
+            .error(
+                &File,
+                json!({ "path": l, "state": "link", "src": "missing" }),
+            )
+            .await;
         assert!(err.contains("force"), "{err}");
         let f = env.path("a");
-        let err = env.error(&File, json!({ "path": f, "state": "link", "src": "b" })).await;
+        let err = env
+            .error(&File, json!({ "path": f, "state": "link", "src": "b" }))
+            .await;
         assert!(err.contains("not a link"), "{err}");
-        env.apply(&File, json!({ "path": f, "state": "link", "src": "b", "force": true })).await;
+        env.apply(
+            &File,
+            json!({ "path": f, "state": "link", "src": "b", "force": true }),
+        )
+        .await;
         assert_eq!(std::fs::read_link(&f).unwrap(), Path::new("b"));
 
         // Other states follow links: the mode lands on the target.
-        env.apply(&File, json!({ "path": l, "mode": "0600", "state": "file" })).await;
+        env.apply(&File, json!({ "path": l, "mode": "0600", "state": "file" }))
+            .await;
         assert_eq!(mode_of(&env.path("b")), 0o600);
         // Absent removes the link, not its target.
-        env.apply(&File, json!({ "path": l, "state": "absent" })).await;
+        env.apply(&File, json!({ "path": l, "state": "absent" }))
+            .await;
         assert!(!Path::new(&l).exists() && Path::new(&env.path("b")).exists());
     }
 
@@ -461,21 +560,35 @@ mod tests {
         assert_eq!(mode_of(&f), 0o640);
         let again = env.apply(&File, args).await;
         assert_eq!(again.status, Status::Changed);
-        assert_eq!(again.summary.as_deref(), Some(format!("touch {f}").as_str()));
+        assert_eq!(
+            again.summary.as_deref(),
+            Some(format!("touch {f}").as_str())
+        );
     }
 
     #[tokio::test]
     async fn argument_errors() {
         let env = Env::new();
-        let err = env.error(&File, json!({ "path": "/x", "state": "dir" })).await;
+        let err = env
+            .error(&File, json!({ "path": "/x", "state": "dir" }))
+            .await;
         assert!(err.contains("state") && err.contains("directory"), "{err}");
-        let err = env.error(&File, json!({ "path": "/x", "state": "link" })).await;
+        let err = env
+            .error(&File, json!({ "path": "/x", "state": "link" }))
+            .await;
         assert!(err.contains("src"), "{err}");
-        let err = env.error(&File, json!({ "path": "/x", "mode": "0999" })).await;
+        let err = env
+            .error(&File, json!({ "path": "/x", "mode": "0999" }))
+            .await;
         assert!(err.contains("0999"), "{err}");
-        let err = env.error(&File, json!({ "path": "/x", "recurse": true })).await;
+        let err = env
+            .error(&File, json!({ "path": "/x", "recurse": true }))
+            .await;
         assert!(err.contains("recurse"), "{err}");
         let err = env.error(&File, json!({ "dest": "/x" })).await;
-        assert!(err.contains("unknown field `dest`") && err.contains("`path`"), "{err}");
+        assert!(
+            err.contains("unknown field `dest`") && err.contains("`path`"),
+            "{err}"
+        );
     }
 }

@@ -81,7 +81,10 @@ impl Inspect<'_> {
             s += "if [ -L \"$p\" ] && [ -e \"$p\" ]; then p=$(readlink -f -- \"$p\"); fi\n";
         }
         if let Some(name) = self.into_dir {
-            s += &format!("if [ -d \"$p\" ]; then p=\"${{p%/}}\"/{}; fi\n", quote(name)?);
+            s += &format!(
+                "if [ -d \"$p\" ]; then p=\"${{p%/}}\"/{}; fi\n",
+                quote(name)?
+            );
         }
         s += "printf '%s\\n' \"$p\"\n";
         s += STAT_FRAGMENT;
@@ -209,36 +212,73 @@ mod tests {
         let host = local();
         let read = Some(Read::default());
         let path = f.to_str().unwrap();
-        let cur = Inspect { path, follow: false, into_dir: None, read: read.clone() }
-            .run(&host, "echo tail\n")
-            .await
-            .unwrap();
+        let cur = Inspect {
+            path,
+            follow: false,
+            into_dir: None,
+            read: read.clone(),
+        }
+        .run(&host, "echo tail\n")
+        .await
+        .unwrap();
         assert_eq!(cur.stat.kind, FileKind::File);
         assert_eq!(cur.size, 6);
-        assert_eq!(cur.stat.sha256.as_deref(), Some(sha256(b"hello\n").as_str()));
+        assert_eq!(
+            cur.stat.sha256.as_deref(),
+            Some(sha256(b"hello\n").as_str())
+        );
         // Content runs to the end, so nothing after it is parsed as `rest`.
         assert_eq!(cur.content.as_deref(), Some(&b"hello\ntail\n"[..]));
 
         let lp = l.to_str().unwrap();
-        let link = Inspect { path: lp, follow: false, into_dir: None, read: None }.run(&host, "").await.unwrap();
+        let link = Inspect {
+            path: lp,
+            follow: false,
+            into_dir: None,
+            read: None,
+        }
+        .run(&host, "")
+        .await
+        .unwrap();
         assert_eq!(link.stat.kind, FileKind::Link);
-        let followed = Inspect { path: lp, follow: true, into_dir: None, read: None }
-            .run(&host, "echo tail\n")
-            .await
-            .unwrap();
+        let followed = Inspect {
+            path: lp,
+            follow: true,
+            into_dir: None,
+            read: None,
+        }
+        .run(&host, "echo tail\n")
+        .await
+        .unwrap();
         assert_eq!(followed.stat.kind, FileKind::File);
         assert_eq!(followed.path, path);
         assert_eq!(followed.rest, b"tail\n");
 
-        let same = Read { limit: None, unless_sha256: Some(sha256(b"hello\n")) };
-        let cur = Inspect { path, follow: false, into_dir: None, read: Some(same) }.run(&host, "").await.unwrap();
+        let same = Read {
+            limit: None,
+            unless_sha256: Some(sha256(b"hello\n")),
+        };
+        let cur = Inspect {
+            path,
+            follow: false,
+            into_dir: None,
+            read: Some(same),
+        }
+        .run(&host, "")
+        .await
+        .unwrap();
         assert!(cur.content.is_none(), "content already known is not sent");
 
         let gone = tmp.path().join("nope");
-        let cur = Inspect { path: gone.to_str().unwrap(), follow: true, into_dir: None, read }
-            .run(&host, "")
-            .await
-            .unwrap();
+        let cur = Inspect {
+            path: gone.to_str().unwrap(),
+            follow: true,
+            into_dir: None,
+            read,
+        }
+        .run(&host, "")
+        .await
+        .unwrap();
         assert!(!cur.exists());
     }
 }

@@ -17,6 +17,7 @@ pub mod copy;
 pub mod debug;
 pub mod fail;
 pub mod file;
+pub mod lineinfile;
 pub mod set_fact;
 pub mod shell;
 
@@ -28,7 +29,7 @@ pub fn register_all(registry: &mut engine::Registry) {
     registry.register(debug::Debug);
     registry.register(fail::Fail);
     registry.register(file::File);
-
+    registry.register(lineinfile::LineInFile);
     registry.register(set_fact::SetFact);
     registry.register(shell::Shell);
 }

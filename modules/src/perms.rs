@@ -122,9 +122,6 @@ impl Wanted<'_> {
         }
         Ok(())
     }
-    pub fn is_empty(&self) -> bool {
-        self.mode.is_none() && self.owner.is_none() && self.group.is_none()
-    }
 }
 
 /// The attributes one path has.
@@ -150,10 +147,6 @@ pub struct Fix {
 impl Fix {
     pub fn is_empty(&self) -> bool {
         self.summary.is_empty()
-    }
-    pub fn extend(&mut self, other: Fix) {
-        self.summary.extend(other.summary);
-        self.script += &other.script;
     }
 }
 
@@ -296,14 +289,33 @@ mod tests {
         sh(&format!("chmod {spec} \"$1\""));
         let real = u32::from_str_radix(sh("stat -c %a \"$1\"").trim(), 8).unwrap();
         let ours = resolve_mode(spec, start, dir, umask).unwrap();
-        assert_eq!(ours, real, "{spec} on {start:o} (dir {dir}): {ours:o} vs {real:o}");
+        assert_eq!(
+            ours, real,
+            "{spec} on {start:o} (dir {dir}): {ours:o} vs {real:o}"
+        );
     }
 
     #[test]
     fn symbolic_modes_match_chmod() {
         for spec in [
-            "u+x", "g-w", "o=", "a=r", "u=rw,g=r,o=r", "u+rwX,g+rX,o-rwx", "+x", "+w", "=r",
-            "go=u", "g=u", "u+s", "g+s", "+t", "a-x", "o+X", "ug=rwx,o=rx", "u-s",
+            "u+x",
+            "g-w",
+            "o=",
+            "a=r",
+            "u=rw,g=r,o=r",
+            "u+rwX,g+rX,o-rwx",
+            "+x",
+            "+w",
+            "=r",
+            "go=u",
+            "g=u",
+            "u+s",
+            "g+s",
+            "+t",
+            "a-x",
+            "o+X",
+            "ug=rwx,o=rx",
+            "u-s",
         ] {
             for start in [0o644, 0o755, 0o600, 0o2755, 0o4711, 0o1777, 0o000] {
                 chmod_agrees(spec, start, false);

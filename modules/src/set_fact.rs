@@ -67,14 +67,25 @@ mod tests {
     #[tokio::test]
     async fn sets_facts_in_check_mode_too() {
         let env = Env::new();
-        let out = env.apply(&SetFact, json!({ "a": 1, "b": { "c": [true] } })).await;
+        let out = env
+            .apply(&SetFact, json!({ "a": 1, "b": { "c": [true] } }))
+            .await;
         assert_eq!(out.status, Status::Ok);
         assert_eq!(out.result, json!({ "a": 1, "b": { "c": [true] } }));
         assert_eq!(env.check(&SetFact, json!({ "a": 2 })).await, Status::Ok);
         let facts = env.facts.lock().unwrap().clone();
-        assert_eq!(Value::Object(facts), json!({ "a": 2, "b": { "c": [true] } }));
-        assert!(env.error(&SetFact, json!({})).await.contains("at least one"));
-        assert!(env.error(&SetFact, json!({ "a-b": 1 })).await.contains("\"a-b\""));
+        assert_eq!(
+            Value::Object(facts),
+            json!({ "a": 2, "b": { "c": [true] } })
+        );
+        assert!(env
+            .error(&SetFact, json!({}))
+            .await
+            .contains("at least one"));
+        assert!(env
+            .error(&SetFact, json!({ "a-b": 1 }))
+            .await
+            .contains("\"a-b\""));
         assert!(env.error(&SetFact, json!([1])).await.contains("map"));
     }
 }

@@ -144,26 +144,38 @@ mod tests {
     async fn runs_with_a_shell() {
         let env = Env::new();
         let out = env
-            .apply(&Shell, json!({ "cmd": "printf 'a\\nb\\n' | wc -l; echo \"$X\" >&2", "env": {"X": "e"} }))
+            .apply(
+                &Shell,
+                json!({ "cmd": "printf 'a\\nb\\n' | wc -l; echo \"$X\" >&2", "env": {"X": "e"} }),
+            )
             .await;
         assert_eq!(out.status, Status::Changed);
         assert_eq!(out.result["stdout"], "2");
         assert_eq!(out.result["stderr"], "e");
-        assert_eq!(out.result["cmd"], "printf 'a\\nb\\n' | wc -l; echo \"$X\" >&2");
+        assert_eq!(
+            out.result["cmd"],
+            "printf 'a\\nb\\n' | wc -l; echo \"$X\" >&2"
+        );
     }
 
     #[tokio::test]
     async fn unless_skips_and_is_evaluated_in_check_mode() {
         let env = Env::new();
         let f = env.path("state");
-        let args = json!({ "cmd": format!("echo on > '{f}'"), "unless": format!("grep -q on '{f}'") });
+        let args =
+            json!({ "cmd": format!("echo on > '{f}'"), "unless": format!("grep -q on '{f}'") });
         let before = snapshot(env.dir.path());
         assert_eq!(env.check(&Shell, args.clone()).await, Status::Changed);
         assert_eq!(snapshot(env.dir.path()), before, "check mode wrote nothing");
-        assert_eq!(env.apply(&Shell, args.clone()).await.status, Status::Changed);
+        assert_eq!(
+            env.apply(&Shell, args.clone()).await.status,
+            Status::Changed
+        );
         assert_eq!(std::fs::read_to_string(&f).unwrap(), "on\n");
         let again = env.apply(&Shell, args.clone()).await;
-        assert!(matches!(again.status, Status::Skipped(ref r) if r.starts_with("unless command succeeded")));
+        assert!(
+            matches!(again.status, Status::Skipped(ref r) if r.starts_with("unless command succeeded"))
+        );
         assert_eq!(env.check(&Shell, args).await, again.status);
     }
 
@@ -171,17 +183,28 @@ mod tests {
     async fn creates_is_relative_to_chdir() {
         let env = Env::new();
         let args = json!({ "cmd": "echo x > made", "chdir": env.path(""), "creates": "made" });
-        assert_eq!(env.apply(&Shell, args.clone()).await.status, Status::Changed);
+        assert_eq!(
+            env.apply(&Shell, args.clone()).await.status,
+            Status::Changed
+        );
         assert_eq!(std::fs::read_to_string(env.path("made")).unwrap(), "x\n");
-        assert_eq!(env.apply(&Shell, args).await.status, Status::Skipped("made exists".into()));
+        assert_eq!(
+            env.apply(&Shell, args).await.status,
+            Status::Skipped("made exists".into())
+        );
     }
 
     #[tokio::test]
     async fn failure_names_rc() {
         let env = Env::new();
-        let err = env.error(&Shell, json!({ "cmd": "echo nope >&2; exit 4" })).await;
+        let err = env
+            .error(&Shell, json!({ "cmd": "echo nope >&2; exit 4" }))
+            .await;
         assert!(err.contains("rc 4") && err.contains("nope"), "{err}");
         let err = env.error(&Shell, json!({ "command": "true" })).await;
-        assert!(err.contains("unknown field `command`") && err.contains("`cmd`"), "{err}");
+        assert!(
+            err.contains("unknown field `command`") && err.contains("`cmd`"),
+            "{err}"
+        );
     }
 }

@@ -16,7 +16,9 @@ struct NoTemplates;
 
 impl Templates for NoTemplates {
     fn render_file(&self, path: &str) -> Result<String, ModuleError> {
-        Err(ModuleError::Failed(format!("no templates in tests ({path})")))
+        Err(ModuleError::Failed(format!(
+            "no templates in tests ({path})"
+        )))
     }
 }
 
@@ -97,7 +99,11 @@ impl Env {
 /// The permission bits of a local path.
 pub fn mode_of(path: &str) -> u32 {
     use std::os::unix::fs::PermissionsExt;
-    std::fs::symlink_metadata(path).unwrap().permissions().mode() & 0o7777
+    std::fs::symlink_metadata(path)
+        .unwrap()
+        .permissions()
+        .mode()
+        & 0o7777
 }
 
 /// Every path under a directory with its content or kind, to show a check run touched nothing.
@@ -117,7 +123,11 @@ pub fn snapshot(dir: &std::path::Path) -> Vec<(String, String, u32)> {
             } else {
                 String::from_utf8_lossy(&std::fs::read(&p).unwrap()).into_owned()
             };
-            out.push((p.display().to_string(), what, md.permissions().mode() & 0o7777));
+            out.push((
+                p.display().to_string(),
+                what,
+                md.permissions().mode() & 0o7777,
+            ));
         }
     }
     out.sort();
