@@ -33,3 +33,37 @@ pub fn register_all(registry: &mut engine::Registry) {
     registry.register(set_fact::SetFact);
     registry.register(shell::Shell);
 }
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn every_module_is_registered_and_documents_its_fields() {
+        let mut r = engine::Registry::new();
+        super::register_all(&mut r);
+        let names: Vec<_> = r.names().collect();
+        assert_eq!(
+            names,
+            [
+                "assert",
+                "command",
+                "copy",
+                "debug",
+                "fail",
+                "file",
+                "lineinfile",
+                "set_fact",
+                "shell"
+            ]
+        );
+        for m in r.iter() {
+            assert!(m.doc().contains("```rhai"), "{} has an example", m.name());
+            for f in m.fields() {
+                assert!(
+                    m.doc().contains(&format!("`{f}`")),
+                    "{} documents `{f}`",
+                    m.name()
+                );
+            }
+        }
+    }
+}
