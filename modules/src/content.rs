@@ -26,12 +26,14 @@ pub fn result(path: &str, content: &[u8]) -> Value {
     json!({ "dest": path, "checksum": sha256(content), "size": content.len() })
 }
 
-/// Compares `cur` (which must not be a directory) with `new` and the wanted attributes.
+/// Compares `cur` (which must not be a directory) with `new` and the wanted attributes. `label`
+/// replaces the default "create PATH" / "update PATH" in the summary.
 pub fn decide(
     cur: &Current,
     new: Vec<u8>,
     wanted: &Wanted,
     want_diff: bool,
+    label: Option<String>,
 ) -> Result<Probe<Plan>, ModuleError> {
     let path = cur.path.clone();
     let fix = if cur.stat.kind == FileKind::File {
@@ -50,6 +52,7 @@ pub fn decide(
         return Ok(Probe::change(Plan { path, action }, summary, None));
     }
     let mut summary = vec![match cur.stat.kind {
+        _ if label.is_some() => label.unwrap_or_default(),
         FileKind::Absent => format!("create {path}"),
         FileKind::File => format!("update {path}"),
         FileKind::Link => format!("replace link {path} with a file"),

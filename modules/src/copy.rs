@@ -192,7 +192,7 @@ impl Module for Copy {
         if cur.exists() && !args.force.unwrap_or(true) {
             return Ok(Probe::Unchanged(serde_json::json!({ "dest": cur.path })));
         }
-        content::decide(&cur, new, &args.wanted(), cx.want_diff)
+        content::decide(&cur, new, &args.wanted(), cx.want_diff, None)
     }
 
     async fn apply(

@@ -18,6 +18,7 @@ pub mod debug;
 pub mod fail;
 pub mod file;
 pub mod file_template;
+pub mod lineinfile;
 pub mod set_fact;
 pub mod shell;
 
@@ -30,6 +31,41 @@ pub fn register_all(registry: &mut engine::Registry) {
     registry.register(fail::Fail);
     registry.register(file::File);
     registry.register(file_template::FileTemplate);
+    registry.register(lineinfile::LineInFile);
     registry.register(set_fact::SetFact);
     registry.register(shell::Shell);
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn every_module_is_registered_and_documents_its_fields() {
+        let mut r = engine::Registry::new();
+        super::register_all(&mut r);
+        let names: Vec<_> = r.names().collect();
+        assert_eq!(
+            names,
+            [
+                "assert",
+                "command",
+                "copy",
+                "debug",
+                "fail",
+                "file",
+                "lineinfile",
+                "set_fact",
+                "shell"
+            ]
+        );
+        for m in r.iter() {
+            assert!(m.doc().contains("```rhai"), "{} has an example", m.name());
+            for f in m.fields() {
+                assert!(
+                    m.doc().contains(&format!("`{f}`")),
+                    "{} documents `{f}`",
+                    m.name()
+                );
+            }
+        }
+    }
 }

@@ -122,9 +122,6 @@ impl Wanted<'_> {
         }
         Ok(())
     }
-    pub fn is_empty(&self) -> bool {
-        self.mode.is_none() && self.owner.is_none() && self.group.is_none()
-    }
 }
 
 /// The attributes one path has.
@@ -150,10 +147,6 @@ pub struct Fix {
 impl Fix {
     pub fn is_empty(&self) -> bool {
         self.summary.is_empty()
-    }
-    pub fn extend(&mut self, other: Fix) {
-        self.summary.extend(other.summary);
-        self.script += &other.script;
     }
 }
 
