@@ -13,13 +13,13 @@ phase("files", || {
             .notify("restart app"),
         lineinfile(#{ path: "{{ root }}/etc/hosts", line: "10.0.0.1 api.local", create: true }),
         shell(#{ cmd: "echo built > {{ root }}/built.txt", creates: "{{ root }}/built.txt" }),
-        file(#{ path: "{{ root }}/etc/motd.link", state: "link", src: "{{ root }}/etc/motd" }),
     ]);
     handler("restart app", shell(#{ cmd: "echo restart >> {{ root }}/restarts.log" }));
 });
 phase("verify", || {
-    on("all", command(#{ argv: ["cat", "{{ root }}/etc/motd"], changed_when: false }).register("motd"));
-    on("all", assert(#{ that: "{{ motd.stdout == 'welcome to ' ~ inventory_hostname }}" }));
+    on("all", command(#{ argv: ["cat", "{{ root }}/etc/motd"], changed_when: false })
+        .check_mode(false).register("motd"));
+    on("all", assert(#{ that: ["motd.stdout == 'welcome to ' ~ inventory_hostname", "{{ motd.rc == 0 }}"] }));
 });
 "#;
 
@@ -38,8 +38,8 @@ fn converges_then_second_run_changes_nothing() {
     let p = site();
     let first = p.play("site.rhai", &[]);
     first.assert_code(0);
-    // 6 tasks + the handler, on two hosts.
-    assert_eq!(first.total("changed"), 14, "{}", first.stdout);
+    // 5 tasks + the handler, on two hosts.
+    assert_eq!(first.total("changed"), 12, "{}", first.stdout);
     for h in ["a", "b"] {
         let root = p.root(h);
         assert_eq!(
@@ -324,4 +324,34 @@ for n in ["one", "two"] { files::write(n); }
         std::fs::read_to_string(p.root("b").join("two")).unwrap(),
         "two"
     );
+}
+
+#[test]
+fn check_mode_says_when_a_prediction_depends_on_a_change_above() {
+    let p = Project::new();
+    p.local_hosts(&["a"], &[]);
+    std::fs::create_dir_all(p.root("a")).unwrap();
+    p.file(
+        "link.rhai",
+        r#"
+on("all", copy(#{ dest: "{{ root }}/motd", content: "hi" }));
+on("all", file(#{ path: "{{ root }}/motd.link", state: "link", src: "{{ root }}/motd" }));
+"#,
+    );
+    let check = p.play("link.rhai", &["--check"]);
+    check.assert_code(0);
+    let ends = check.task_ends();
+    assert_eq!(ends[0]["status"], "changed");
+    assert_eq!(ends[1]["status"], "skipped", "{}", check.stdout);
+    let msg = ends[1]["msg"].as_str().unwrap();
+    assert!(msg.starts_with("depends on a change above"), "{msg}");
+    assert!(
+        msg.contains("does not exist"),
+        "the module's own reason is kept: {msg}"
+    );
+    assert!(!p.root("a").join("motd").exists());
+    let real = p.play("link.rhai", &[]);
+    real.assert_code(0);
+    assert_eq!(real.total("changed"), 2);
+    assert!(p.root("a").join("motd.link").is_symlink());
 }

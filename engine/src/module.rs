@@ -36,6 +36,8 @@ impl From<String> for ModuleError {
 pub trait Templates: Send + Sync {
     /// Renders the template at `path` (relative to the playbook's directory).
     fn render_file(&self, path: &str) -> Result<String, ModuleError>;
+    /// Evaluates a bare expression (`x == 1 and y`) as Ansible's `when:` and `that:` do.
+    fn eval(&self, expr: &str) -> Result<Value, ModuleError>;
 }
 
 /// What a module sees while it runs on one host.

@@ -172,6 +172,16 @@ pub struct Task {
     /// Handlers are tasks too, run at the end of their phase on hosts that notified them.
     pub is_handler: bool,
     pub ignore_errors: bool,
+    /// `Some(false)`: runs for real even in check mode (a task that only reads);
+    /// `Some(true)`: always only checks. None follows --check.
+    pub check_mode: Option<bool>,
+}
+
+impl Task {
+    /// Whether this task only checks in a run with the given --check setting.
+    pub fn checks(&self, check_run: bool) -> bool {
+        self.check_mode.unwrap_or(check_run)
+    }
 }
 
 impl Task {

@@ -340,6 +340,10 @@ impl State {
             return self.finish(tid, host, Done::NotRun { selected: true });
         }
         let phase = self.plan.phases[task.phase].name.clone();
+        // The run's mode decides whether predictions upstream matter; the task's own mode decides
+        // whether this task only checks (`.check_mode(false)` tasks run for real).
+        let check_run = self.opts.check;
+        let check = task.checks(check_run);
         // Wait for the tasks whose results this one reads or that it must run after.
         let mut upstream_predicted = false;
         let mut upstream_failure = None;
@@ -373,7 +377,7 @@ impl State {
             None => self.execute(tid, host).await,
         };
         let upstream_predicted =
-            upstream_predicted || (self.opts.check && h.predicted_change.load(Ordering::SeqCst));
+            upstream_predicted || (check_run && h.predicted_change.load(Ordering::SeqCst));
         let mut end = TaskEnd {
             phase,
             task: task.name.clone(),
@@ -382,7 +386,7 @@ impl State {
             module: task.module_name().to_string(),
             status: TaskStatus::Ok,
             changed: false,
-            check: self.opts.check,
+            check,
             handler: task.is_handler,
             ignored: false,
             summary: None,
@@ -429,7 +433,7 @@ impl State {
                     let mut n = h.notified.lock().unwrap_or_else(|e| e.into_inner());
                     n.extend(task.notify.iter().cloned());
                 }
-                if self.opts.check && end.changed {
+                if check && end.changed {
                     h.predicted_change.store(true, Ordering::SeqCst);
                     Done::Predicted
                 } else {
@@ -448,7 +452,7 @@ impl State {
                 end.msg = Some(format!("depends on a change above: {why}"));
                 Done::Predicted
             }
-            Err(TaskError::Failed(why)) if self.opts.check && upstream_predicted => {
+            Err(TaskError::Failed(why)) if check_run && upstream_predicted => {
                 end.status = TaskStatus::Skipped;
                 end.msg = Some(format!(
                     "depends on a change above; in a real run it might not fail: {why}"
@@ -541,10 +545,11 @@ impl State {
         let templates = HostTemplates {
             engine: &self.templates,
             ctx: Value::Object(vars.clone()),
+            origin: format!("{} (task '{}')", task.pos, task.name),
         };
         let cx = ModuleContext {
             host: &conn,
-            check: self.opts.check,
+            check: task.checks(self.opts.check),
             want_diff: self.opts.diff,
             base_dir: &self.plan.script.dir,
             templates: &templates,
@@ -581,7 +586,7 @@ impl State {
         };
         let api = HostApi {
             host: conn.clone(),
-            check: self.opts.check,
+            check: task.checks(self.opts.check),
             vars: vars.clone(),
             rt: tokio::runtime::Handle::try_current().ok(),
         };
@@ -849,12 +854,18 @@ enum Prepared {
 struct HostTemplates<'a> {
     engine: &'a TemplateEngine,
     ctx: Value,
+    origin: String,
 }
 
 impl Templates for HostTemplates<'_> {
     fn render_file(&self, path: &str) -> Result<String, ModuleError> {
         self.engine
             .render_file(path, &self.ctx)
+            .map_err(|e| ModuleError::Failed(e.to_string()))
+    }
+    fn eval(&self, expr: &str) -> Result<Value, ModuleError> {
+        self.engine
+            .eval(expr, &self.origin, &self.ctx)
             .map_err(|e| ModuleError::Failed(e.to_string()))
     }
 }

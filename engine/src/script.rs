@@ -76,7 +76,27 @@ pub struct TaskSpec {
     after: Vec<TaskId>,
     after_names: Vec<(String, SourcePos)>,
     ignore_errors: bool,
+    check_mode: Option<bool>,
     pos: SourcePos,
+}
+
+impl TaskSpec {
+    fn new(action: Action, args: Arg, pos: SourcePos) -> Self {
+        TaskSpec {
+            name: None,
+            action,
+            args,
+            when: None,
+            tags: vec![],
+            notify: vec![],
+            register: None,
+            after: vec![],
+            after_names: vec![],
+            ignore_errors: false,
+            check_mode: None,
+            pos,
+        }
+    }
 }
 
 /// Reads an earlier task's result for the host a closure runs on.
@@ -218,6 +238,7 @@ impl Builder {
             pos: spec.pos,
             is_handler: handler,
             ignore_errors: spec.ignore_errors,
+            check_mode: spec.check_mode,
         });
         if handler {
             self.phases[phase].handlers.push(id);
@@ -548,19 +569,11 @@ fn register_api(engine: &mut Engine, builder: &Arc<Mutex<Builder>>, registry: &R
                 let arg = to_arg(&Dynamic::from_map(args)).map_err(|e| runtime_err(e, &ctx))?;
                 check_fields(module.as_ref(), &arg)
                     .map_err(|e| runtime_err(format!("{}: {e}", module.name()), &ctx))?;
-                Ok(TaskSpec {
-                    name: None,
-                    action: Action::Module(module.clone()),
-                    args: arg,
-                    when: None,
-                    tags: vec![],
-                    notify: vec![],
-                    register: None,
-                    after: vec![],
-                    after_names: vec![],
-                    ignore_errors: false,
-                    pos: pos_of(&ctx, &file),
-                })
+                Ok(TaskSpec::new(
+                    Action::Module(module.clone()),
+                    arg,
+                    pos_of(&ctx, &file),
+                ))
             },
         );
     }
@@ -570,19 +583,13 @@ fn register_api(engine: &mut Engine, builder: &Arc<Mutex<Builder>>, registry: &R
         "task",
         move |ctx: NativeCallContext, name: &str, body: FnPtr| -> TaskSpec {
             let file = b.lock().unwrap_or_else(|e| e.into_inner()).file.clone();
-            TaskSpec {
-                name: Some(name.to_string()),
-                action: Action::Custom(Closure(body)),
-                args: Arg::Map(Default::default()),
-                when: None,
-                tags: vec![],
-                notify: vec![],
-                register: None,
-                after: vec![],
-                after_names: vec![],
-                ignore_errors: false,
-                pos: pos_of(&ctx, &file),
-            }
+            let mut spec = TaskSpec::new(
+                Action::Custom(Closure(body)),
+                Arg::Map(Default::default()),
+                pos_of(&ctx, &file),
+            );
+            spec.name = Some(name.to_string());
+            spec
         },
     );
 
@@ -605,6 +612,10 @@ fn register_api(engine: &mut Engine, builder: &Arc<Mutex<Builder>>, registry: &R
     });
     engine.register_fn("when", |t: &mut TaskSpec, v: bool| -> TaskSpec {
         t.when = Some(Condition::Expr(v.to_string()));
+        t.clone()
+    });
+    engine.register_fn("check_mode", |t: &mut TaskSpec, v: bool| -> TaskSpec {
+        t.check_mode = Some(v);
         t.clone()
     });
     engine.register_fn("ignore_errors", |t: &mut TaskSpec, v: bool| -> TaskSpec {

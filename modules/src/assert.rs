@@ -7,19 +7,27 @@ use serde_json::json;
 
 pub struct Assert;
 
+/// A condition: a boolean, or an expression evaluated on the host as Ansible's `that:` is.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+pub enum Condition {
+    Bool(bool),
+    Expr(String),
+}
+
 /// One condition or several.
 #[derive(Debug, Deserialize)]
 #[serde(untagged)]
 pub enum That {
-    One(bool),
-    All(Vec<bool>),
+    One(Condition),
+    All(Vec<Condition>),
 }
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Args {
-    /// The condition, or a list of conditions that must all be true. Write them as expressions in
-    /// the playbook; they are evaluated before the module runs.
+    /// The condition, or a list of conditions that must all be true: booleans computed in Rhai,
+    /// or expressions in template syntax evaluated on the host (`"motd.stdout == 'hi'"`).
     pub that: That,
     /// The error when a condition is false (default "Assertion failed"). `msg` is accepted too.
     #[serde(alias = "msg")]
@@ -37,14 +45,14 @@ mode too.
 
 | name | type | |
 |---|---|---|
-| `that` | bool or list of bools | the conditions |
+| `that` | bool, expression, or a list of them | the conditions; expressions use template syntax without braces |
 | `fail_msg` (or `msg`) | string | the error when one is false |
 | `success_msg` | string | the message when all hold |
 
 ## Example
 
 ```rhai
-assert(#{ that: [masters.len() % 2 == 1, cfg.pod_cidr != ""], fail_msg: "need an odd number of masters" })
+assert(#{ that: [masters.len() % 2 == 1, "pod_cidr != ''"], fail_msg: "need an odd number of masters" })
 ```
 "#;
 
@@ -55,22 +63,29 @@ impl Module for Assert {
     type Args = Args;
     type Plan = ();
 
-    async fn probe(&self, args: &Args, _: &ModuleContext<'_>) -> Result<Probe<()>, ModuleError> {
+    async fn probe(&self, args: &Args, cx: &ModuleContext<'_>) -> Result<Probe<()>, ModuleError> {
         let all = match &args.that {
-            That::One(b) => vec![*b],
+            That::One(c) => vec![c.clone()],
             That::All(v) => v.clone(),
         };
-        if let Some(i) = all.iter().position(|ok| !ok) {
+        for (i, c) in all.iter().enumerate() {
+            let holds = match c {
+                Condition::Bool(b) => *b,
+                Condition::Expr(e) => engine::template::is_truthy(&cx.templates.eval(e)?),
+            };
+            if holds {
+                continue;
+            }
+            let what = match c {
+                Condition::Expr(e) => format!(": {e}"),
+                Condition::Bool(_) if all.len() > 1 => {
+                    format!(" (condition {} of {} is false)", i + 1, all.len())
+                }
+                Condition::Bool(_) => String::new(),
+            };
             return Err(ModuleError::Failed(match &args.fail_msg {
                 Some(m) => m.clone(),
-                None if all.len() > 1 => {
-                    format!(
-                        "Assertion failed (condition {} of {} is false)",
-                        i + 1,
-                        all.len()
-                    )
-                }
-                None => "Assertion failed".into(),
+                None => format!("Assertion failed{what}"),
             }));
         }
         let msg = args
@@ -112,7 +127,21 @@ mod tests {
             .error(&Assert, json!({ "that": false, "msg": "odd masters" }))
             .await;
         assert_eq!(err, "odd masters");
-        let err = env.error(&Assert, json!({ "that": "x == 1" })).await;
-        assert!(err.contains("that"), "{err}");
+    }
+
+    #[tokio::test]
+    async fn evaluates_expressions_with_the_host_variables() {
+        let mut env = Env::new();
+        env.vars.insert("x".into(), json!(1));
+        let out = env
+            .apply(&Assert, json!({ "that": ["x == 1", true] }))
+            .await;
+        assert_eq!(out.status, Status::Ok);
+        let err = env
+            .error(&Assert, json!({ "that": ["x == 1", "x == 2"] }))
+            .await;
+        assert_eq!(err, "Assertion failed: x == 2");
+        let err = env.error(&Assert, json!({ "that": "y > 0" })).await;
+        assert!(err.contains("undefined") && err.contains("'y'"), "{err}");
     }
 }

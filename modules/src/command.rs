@@ -141,8 +141,8 @@ impl Module for Command {
     async fn probe(&self, args: &Args, cx: &ModuleContext<'_>) -> Result<Probe<()>, ModuleError> {
         let inv = args.invocation().map_err(ModuleError::Args)?;
         Ok(match inv.skip_reason(cx.host, &args.guards()).await? {
-            Some(reason) => Probe::Skipped(reason),
-            None => Probe::change((), format!("run: {}", inv.display), None),
+            Some(reason) => crate::exec::guarded(reason),
+            None => crate::exec::would_run(&inv.display, args.changed_when, cx.check),
         })
     }
 
@@ -212,9 +212,10 @@ mod tests {
         env.apply(&Command, args.clone()).await;
         assert!(std::path::Path::new(&marker).exists());
         let again = env.apply(&Command, args).await;
+        assert_eq!(again.status, Status::Ok);
         assert_eq!(
-            again.status,
-            Status::Skipped(format!("{} exists", env.path("*.flag")))
+            again.result["msg"],
+            format!("{} exists", env.path("*.flag"))
         );
 
         let rm =
@@ -224,10 +225,9 @@ mod tests {
             Status::Changed
         );
         assert!(!std::path::Path::new(&marker).exists());
-        assert_eq!(
-            env.apply(&Command, rm).await.status,
-            Status::Skipped("done.flag does not exist".into())
-        );
+        let again = env.apply(&Command, rm).await;
+        assert_eq!(again.status, Status::Ok);
+        assert_eq!(again.result["msg"], "done.flag does not exist");
     }
 
     #[tokio::test]

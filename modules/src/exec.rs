@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 
 use engine::host::{quote, Host};
-use engine::ModuleError;
+use engine::{ModuleError, Probe};
 use serde_json::{json, Value};
 
 /// Environment variables for a command: names to scalar values.
@@ -200,6 +200,27 @@ fn tail(text: &str) -> String {
     };
     out += &lines[skip..].join("\n");
     out
+}
+
+/// What probe says of a command whose guards let it run: a change. In check mode a command the
+/// playbook marked `changed_when: false` is not run and not predicted as a change; it is skipped
+/// with the reason (a task marked `.check_mode(false)` runs for real instead).
+pub fn would_run(display: &str, changed_when: Option<bool>, check: bool) -> Probe<()> {
+    if check && changed_when == Some(false) {
+        Probe::Skipped(format!(
+            "not run in check mode: {display} (mark a command that only reads with .check_mode(false))"
+        ))
+    } else {
+        Probe::change((), format!("run: {display}"), None)
+    }
+}
+
+/// What probe says of a command whose guard (`creates`, `removes`, `unless`) holds: the host is
+/// already as the command would make it, so the task is ok, as in Ansible.
+pub fn guarded(reason: String) -> Probe<()> {
+    Probe::Unchanged(
+        json!({ "msg": reason, "rc": 0, "stdout": "", "stderr": "", "stdout_lines": [] }),
+    )
 }
 
 #[cfg(test)]

@@ -433,6 +433,9 @@ mod tests {
         fn render_file(&self, path: &str) -> Result<String, ModuleError> {
             Ok(self.engine.render_file(path, &self.vars)?)
         }
+        fn eval(&self, expr: &str) -> Result<Value, ModuleError> {
+            Ok(self.engine.eval(expr, "test", &self.vars)?)
+        }
     }
 
     struct Fixture {

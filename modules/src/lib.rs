@@ -49,9 +49,10 @@ mod tests {
                 "assert",
                 "command",
                 "copy",
-                "debug",
+                "debug_msg",
                 "fail",
                 "file",
+                "file_template",
                 "lineinfile",
                 "set_fact",
                 "shell"

@@ -113,8 +113,8 @@ impl Module for Shell {
             unless: args.unless.as_deref(),
         };
         Ok(match inv.skip_reason(cx.host, &guards).await? {
-            Some(reason) => Probe::Skipped(reason),
-            None => Probe::change((), format!("run: {}", inv.display), None),
+            Some(reason) => crate::exec::guarded(reason),
+            None => crate::exec::would_run(&inv.display, args.changed_when, cx.check),
         })
     }
 
@@ -173,9 +173,11 @@ mod tests {
         );
         assert_eq!(std::fs::read_to_string(&f).unwrap(), "on\n");
         let again = env.apply(&Shell, args.clone()).await;
-        assert!(
-            matches!(again.status, Status::Skipped(ref r) if r.starts_with("unless command succeeded"))
-        );
+        assert_eq!(again.status, Status::Ok);
+        assert!(again.result["msg"]
+            .as_str()
+            .unwrap()
+            .starts_with("unless command succeeded"));
         assert_eq!(env.check(&Shell, args).await, again.status);
     }
 
@@ -188,10 +190,9 @@ mod tests {
             Status::Changed
         );
         assert_eq!(std::fs::read_to_string(env.path("made")).unwrap(), "x\n");
-        assert_eq!(
-            env.apply(&Shell, args).await.status,
-            Status::Skipped("made exists".into())
-        );
+        let again = env.apply(&Shell, args).await;
+        assert_eq!(again.status, Status::Ok);
+        assert_eq!(again.result["msg"], "made exists");
     }
 
     #[tokio::test]

@@ -5,6 +5,7 @@ use std::sync::{Arc, Mutex};
 
 use engine::host::Host;
 use engine::module::{DynModule, ModuleContext, ModuleError, Outcome, Status, Templates};
+use engine::template::TemplateEngine;
 use engine::transport::LocalTransport;
 use serde_json::{Map, Value};
 
@@ -12,13 +13,18 @@ pub fn local() -> Host {
     Host::new("local", Arc::new(LocalTransport))
 }
 
-struct NoTemplates;
+/// The engine's own template environment over the test's variables.
+struct EnvTemplates {
+    engine: TemplateEngine,
+    vars: Value,
+}
 
-impl Templates for NoTemplates {
+impl Templates for EnvTemplates {
     fn render_file(&self, path: &str) -> Result<String, ModuleError> {
-        Err(ModuleError::Failed(format!(
-            "no templates in tests ({path})"
-        )))
+        Ok(self.engine.render_file(path, &self.vars)?)
+    }
+    fn eval(&self, expr: &str) -> Result<Value, ModuleError> {
+        Ok(self.engine.eval(expr, "test", &self.vars)?)
     }
 }
 
@@ -60,12 +66,16 @@ impl Env {
         check: bool,
     ) -> Result<Outcome, ModuleError> {
         let base = self.base();
+        let templates = EnvTemplates {
+            engine: TemplateEngine::new(&base),
+            vars: Value::Object(self.vars.clone()),
+        };
         let cx = ModuleContext {
             host: &self.host,
             check,
             want_diff: self.want_diff,
             base_dir: &base,
-            templates: &NoTemplates,
+            templates: &templates,
             vars: &self.vars,
             facts: &self.facts,
         };
