@@ -360,6 +360,33 @@ async fn unknown_host_key_is_unreachable() {
 }
 
 #[tokio::test]
+async fn authentication_failure_is_unreachable_and_not_retried() {
+    let _lab = lab_or_skip!();
+    let dir = tempfile::tempdir().unwrap();
+    let key = dir.path().join("id_other");
+    let status = std::process::Command::new("ssh-keygen")
+        .args(["-q", "-t", "ed25519", "-N", "", "-f"])
+        .arg(&key)
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let started = Instant::now();
+    let err = SshTransport::connect(&SshOptions {
+        identity_file: Some(key),
+        ..opts(1)
+    })
+    .await
+    .unwrap_err();
+    eprintln!("wrong key: {err} after {:?}", started.elapsed());
+    assert!(
+        matches!(&err, TransportError::Unreachable(m) if m.contains("Permission denied")),
+        "{err:?}"
+    );
+    assert!(started.elapsed() < Duration::from_secs(2), "not retried");
+    assert_no_masters_left().await;
+}
+
+#[tokio::test]
 async fn accept_new_records_the_host_key() {
     let _lab = lab_or_skip!();
     let dir = tempfile::tempdir().unwrap();

@@ -71,7 +71,9 @@ pub struct SshOptions {
     pub accept_new_host_keys: bool,
     /// `ConnectTimeout` (whole seconds, rounded up); also bounds the key exchange.
     pub connect_timeout: Duration,
-    /// Limit for one command; `None` = no limit.
+    /// Limit for one command; `None` = no limit. The error is returned at the limit, but the
+    /// remote command is not killed (the mux protocol cannot signal it): it runs on until it ends
+    /// or writes to its closed output.
     pub command_timeout: Option<Duration>,
 }
 
