@@ -2,8 +2,10 @@
 //! interchangeable.
 
 mod local;
+pub mod ssh;
 
 pub use local::LocalTransport;
+pub use ssh::{SshOptions, SshTransport};
 
 use async_trait::async_trait;
 
