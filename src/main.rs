@@ -94,6 +94,15 @@ struct RunArgs {
     /// Also show unchanged and skipped tasks, with timings.
     #[arg(short, long, action = clap::ArgAction::Count)]
     verbose: u8,
+    /// Accept and record host keys that are not in known_hosts yet (changed keys are still refused).
+    #[arg(long)]
+    accept_new_host_keys: bool,
+    /// Ask once for the sudo password used by hosts with `become = true`.
+    #[arg(short = 'K', long)]
+    ask_become_pass: bool,
+    /// Seconds one remote command may run.
+    #[arg(long, value_name = "SECONDS")]
+    timeout: Option<u64>,
 }
 
 fn main() -> ExitCode {
@@ -174,6 +183,15 @@ fn real_main(cli: Cli) -> Result<u8, Report> {
                 tags: args.tags,
                 skip_tags: args.skip_tags,
                 extra_vars: extra_vars(&args.plan.extra_vars)?,
+                become_password: if args.ask_become_pass {
+                    Some(ask_become_pass()?)
+                } else {
+                    None
+                },
+            };
+            let connector = DefaultConnector {
+                accept_new_host_keys: args.accept_new_host_keys,
+                command_timeout: args.timeout.map(std::time::Duration::from_secs),
             };
             let rt = tokio::runtime::Runtime::new().map_err(|e| miette::miette!("{e}"))?;
             let interrupt = async {
@@ -182,7 +200,7 @@ fn real_main(cli: Cli) -> Result<u8, Report> {
             let recap = rt.block_on(engine::runner::run_until(
                 Arc::new(plan),
                 inventory,
-                Arc::new(DefaultConnector),
+                Arc::new(connector),
                 opts,
                 sink,
                 interrupt,
@@ -232,6 +250,21 @@ fn real_main(cli: Cli) -> Result<u8, Report> {
             Ok(0)
         }
     }
+}
+
+/// Reads the sudo password from the terminal without echo, or the first line of stdin when there
+/// is no terminal (for scripts).
+fn ask_become_pass() -> Result<engine::secret::Secret, Report> {
+    let pw = if std::io::IsTerminal::is_terminal(&std::io::stdin()) {
+        rpassword::prompt_password("BECOME password: ").map_err(|e| miette::miette!("{e}"))?
+    } else {
+        let mut line = String::new();
+        std::io::stdin()
+            .read_line(&mut line)
+            .map_err(|e| miette::miette!("reading the become password from stdin: {e}"))?;
+        line.trim_end_matches(['\n', '\r']).to_string()
+    };
+    Ok(engine::secret::Secret::new(pw))
 }
 
 fn describe_plan(plan: &Plan) -> String {

@@ -27,6 +27,8 @@ pub struct RunOptions {
     pub tags: Vec<String>,
     pub skip_tags: Vec<String>,
     pub extra_vars: Map<String, Value>,
+    /// The sudo password given at the prompt (--ask-become-pass); wins over the inventory's.
+    pub become_password: Option<crate::secret::Secret>,
 }
 
 impl Default for RunOptions {
@@ -38,6 +40,7 @@ impl Default for RunOptions {
             tags: vec![],
             skip_tags: vec![],
             extra_vars: Map::new(),
+            become_password: None,
         }
     }
 }
@@ -496,7 +499,15 @@ impl State {
                 self.connector
                     .connect(&h.entry)
                     .await
-                    .map(|t| Host::new(host, t).with_become(h.entry.become_config()))
+                    .map(|t| {
+                        let become_ = h.entry.become_config().map(|mut b| {
+                            if let Some(pw) = &self.opts.become_password {
+                                b.password = Some(pw.clone());
+                            }
+                            b
+                        });
+                        Host::new(host, t).with_become(become_)
+                    })
                     .map_err(|e| match e {
                         TransportError::Unreachable(m) | TransportError::Exec(m) => m,
                     })

@@ -61,8 +61,13 @@ pub trait Connector: Send + Sync {
 }
 
 /// Connects each host the way its inventory entry says.
-#[derive(Debug, Default)]
-pub struct DefaultConnector;
+#[derive(Debug, Default, Clone)]
+pub struct DefaultConnector {
+    /// Record unknown host keys instead of refusing them (changed keys are still refused).
+    pub accept_new_host_keys: bool,
+    /// Limit for one remote command.
+    pub command_timeout: Option<std::time::Duration>,
+}
 
 #[async_trait]
 impl Connector for DefaultConnector {
@@ -73,9 +78,17 @@ impl Connector for DefaultConnector {
         use crate::inventory::Connection;
         match host.connection {
             Connection::Local => Ok(std::sync::Arc::new(LocalTransport)),
-            Connection::Ssh => Err(TransportError::Unreachable(
-                "the ssh connection is not available in this build yet".into(),
-            )),
+            Connection::Ssh => {
+                let mut opts = SshOptions::new(host.address.clone());
+                // 22 is the inventory's default; leaving it out lets ~/.ssh/config choose.
+                opts.port = (host.port != 22).then_some(host.port);
+                opts.user = host.user.clone();
+                opts.identity_file = host.identity_file.clone();
+                opts.known_hosts = host.known_hosts.clone();
+                opts.accept_new_host_keys = self.accept_new_host_keys;
+                opts.command_timeout = self.command_timeout;
+                Ok(std::sync::Arc::new(SshTransport::connect(&opts).await?))
+            }
         }
     }
 }
