@@ -107,16 +107,41 @@ struct RunArgs {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    adopt_orphans();
     // Unwrapped lines keep file:line:col and messages greppable in logs.
     miette::set_hook(Box::new(|_| {
         Box::new(miette::MietteHandlerOpts::new().wrap_lines(false).build())
     }))
     .ok();
     match real_main(cli) {
-        Ok(code) => ExitCode::from(code),
+        Ok(code) => {
+            reap_orphans();
+            ExitCode::from(code)
+        }
         Err(report) => {
             eprintln!("{report:?}");
             ExitCode::from(EXIT_BAD_INPUT)
+        }
+    }
+}
+
+/// ssh ControlMasters run detached from us; as a subreaper we are their parent when they end and
+/// reap them ourselves, so none is left as a zombie waiting for a slow init.
+fn adopt_orphans() {
+    #[cfg(target_os = "linux")]
+    // SAFETY: prctl with PR_SET_CHILD_SUBREAPER only sets a flag on this process.
+    unsafe {
+        libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0);
+    }
+}
+
+fn reap_orphans() {
+    #[cfg(target_os = "linux")]
+    loop {
+        // SAFETY: waitpid with a null status pointer and WNOHANG only collects exited children.
+        let pid = unsafe { libc::waitpid(-1, std::ptr::null_mut(), libc::WNOHANG) };
+        if pid <= 0 {
+            break;
         }
     }
 }

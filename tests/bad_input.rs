@@ -1,15 +1,15 @@
 //! Bad input: each case is a clear error with the place it points at, exit code 1, and no host
 //! touched (every playbook here would create `touched` first if it ran).
 
-use crate::support::Project;
+use crate::support::{Conn, Project};
 
 const TOUCH: &str = "on(\"all\", file(#{ path: \"{{ root }}/touched\", state: \"touch\" }));\n";
 
 fn project(playbook: &str) -> Project {
-    let p = Project::new();
-    p.local_hosts(&["a", "b"], &[("web", &["a", "b"])]);
-    std::fs::create_dir_all(p.root("a")).unwrap();
-    std::fs::create_dir_all(p.root("b")).unwrap();
+    let p = Project::new(Conn::Local);
+    p.hosts(&["a", "b"], &[("web", &["a", "b"])]);
+    p.mkroot("a");
+    p.mkroot("b");
     p.file("bad.rhai", &format!("{TOUCH}{playbook}"));
     p
 }

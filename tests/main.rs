@@ -4,4 +4,4 @@
 mod support;
 
 mod bad_input;
-mod local;
+mod runs;

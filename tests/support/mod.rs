@@ -88,15 +88,116 @@ pub fn playbook(dir: &Path, args: &[&str]) -> Output {
     }
 }
 
-/// A project directory for one test: playbooks, templates, an inventory, and target roots.
+/// How a test's hosts are reached.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Conn {
+    /// The local connection: every host is this machine, each with its own root directory.
+    Local,
+    /// Real SSH to the lab's light hosts (tests/lab/lab.sh up N): host `a` is h1, `b` is h2…
+    Lab,
+}
+
+pub const LAB_DIR: &str = "/srv/lab";
+
+/// Lab tests run one at a time, so "no ssh process is left" is about this test's run only.
+static LAB_LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+/// The lab's hosts when it is up with light hosts, else None (and the test says it skipped).
+pub fn lab_hosts() -> Option<usize> {
+    let state = std::fs::read_to_string(format!("{LAB_DIR}/state")).ok()?;
+    let field = |k: &str| {
+        state
+            .lines()
+            .find_map(|l| l.strip_prefix(&format!("{k}=")).map(str::to_string))
+    };
+    if field("mode")?.as_str() != "light" {
+        return None;
+    }
+    field("count")?.parse().ok()
+}
+
+/// Runs a command inside a lab host's namespaces (no ssh).
+pub fn lab_exec(host: &str, script: &str) -> std::process::Output {
+    let out = Command::new("bash")
+        .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/lab/lab.sh"))
+        .args(["exec", host, "sh", "-c", script])
+        .output()
+        .expect("lab.sh runs");
+    assert!(
+        out.status.success(),
+        "lab exec on {host} failed: {script}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+/// ssh client processes that are alive (zombies waiting to be reaped do not count).
+pub fn live_ssh_processes() -> Vec<String> {
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        let stat = std::fs::read_to_string(entry.path().join("stat")).unwrap_or_default();
+        // pid (comm) state ...
+        if let (Some(open), Some(close)) = (stat.find('('), stat.rfind(')')) {
+            let comm = &stat[open + 1..close];
+            let state = stat[close + 1..].trim_start().chars().next().unwrap_or('?');
+            if comm == "ssh" && state != 'Z' {
+                let cmdline = std::fs::read(entry.path().join("cmdline")).unwrap_or_default();
+                found.push(String::from_utf8_lossy(&cmdline).replace('\0', " "));
+            }
+        }
+    }
+    found
+}
+
+/// Fails unless every ssh process has ended within a moment (one may still be exiting when the
+/// binary returns).
+pub fn assert_no_ssh_left() {
+    let mut left = live_ssh_processes();
+    for _ in 0..30 {
+        if left.is_empty() {
+            return;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+        left = live_ssh_processes();
+    }
+    panic!("ssh processes left after the run: {left:?}");
+}
+
+/// A project directory for one test: playbooks, templates, an inventory, and the hosts' roots.
 pub struct Project {
     pub dir: tempfile::TempDir,
+    pub conn: Conn,
+    id: String,
+    _lab: Option<std::sync::MutexGuard<'static, ()>>,
 }
 
 impl Project {
-    pub fn new() -> Self {
+    pub fn new(conn: Conn) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let id = dir
+            .path()
+            .file_name()
+            .unwrap()
+            .to_string_lossy()
+            .trim_start_matches('.')
+            .to_string();
+        let lab = (conn == Conn::Lab).then(|| LAB_LOCK.lock().unwrap_or_else(|e| e.into_inner()));
         Project {
-            dir: tempfile::tempdir().unwrap(),
+            dir,
+            conn,
+            id,
+            _lab: lab,
+        }
+    }
+
+    /// A project on the lab, or None when the lab is not up (the caller returns: skipped).
+    pub fn lab(test: &str) -> Option<Self> {
+        match lab_hosts() {
+            Some(n) if n >= 3 => Some(Project::new(Conn::Lab)),
+            _ => {
+                eprintln!("{test}: lab not up (tests/lab/lab.sh up 3): skipped");
+                None
+            }
         }
     }
 
@@ -111,14 +212,51 @@ impl Project {
         self
     }
 
-    /// An inventory of local hosts, each with its own `root` directory under the project.
-    pub fn local_hosts(&self, hosts: &[&str], groups: &[(&str, &[&str])]) -> &Self {
-        let mut inv = String::from("[defaults]\nconnection = \"local\"\n\n");
+    /// The lab host behind a test host name: a = h1, b = h2, ...
+    pub fn lab_host(host: &str) -> String {
+        let i = host.as_bytes()[0] - b'a' + 1;
+        format!("h{i}")
+    }
+
+    /// The host's root directory as the playbook sees it (the `root` variable).
+    pub fn remote_root(&self, host: &str) -> String {
+        match self.conn {
+            Conn::Local => self.root(host).display().to_string(),
+            Conn::Lab => format!("/opt/pbtest-{}", self.id),
+        }
+    }
+
+    /// The host's root directory as this test process can read it. On the lab that is the
+    /// host's overlay upper directory, which holds everything written under /opt.
+    pub fn root(&self, host: &str) -> PathBuf {
+        match self.conn {
+            Conn::Local => self.dir.path().join("targets").join(host),
+            Conn::Lab => PathBuf::from(format!(
+                "{LAB_DIR}/hosts/{}/ov/opt/upper/pbtest-{}",
+                Self::lab_host(host),
+                self.id
+            )),
+        }
+    }
+
+    /// An inventory of the hosts, each with its own `root` variable, reached as `conn` says.
+    pub fn hosts(&self, hosts: &[&str], groups: &[(&str, &[&str])]) -> &Self {
+        let mut inv = match self.conn {
+            Conn::Local => String::from("[defaults]\nconnection = \"local\"\n\n"),
+            Conn::Lab => format!(
+                "[defaults]\nconnection = \"ssh\"\nuser = \"root\"\n\
+                 identity_file = \"{LAB_DIR}/keys/id_lab\"\nknown_hosts = \"{LAB_DIR}/known_hosts\"\n\n"
+            ),
+        };
         for h in hosts {
-            let root = self.root(h);
+            inv.push_str(&format!("[hosts.{h}]\n"));
+            if self.conn == Conn::Lab {
+                let n: u8 = Self::lab_host(h)[1..].parse().unwrap();
+                inv.push_str(&format!("address = \"10.77.0.{}\"\n", 10 + n));
+            }
             inv.push_str(&format!(
-                "[hosts.{h}]\nvars = {{ root = \"{}\" }}\n\n",
-                root.display()
+                "vars = {{ root = \"{}\" }}\n\n",
+                self.remote_root(h)
             ));
         }
         for (g, members) in groups {
@@ -128,12 +266,40 @@ impl Project {
         self.file("inventory.toml", &inv)
     }
 
-    pub fn root(&self, host: &str) -> PathBuf {
-        self.dir.path().join("targets").join(host)
+    /// Creates the host's root directory on the host.
+    pub fn mkroot(&self, host: &str) {
+        match self.conn {
+            Conn::Local => std::fs::create_dir_all(self.root(host)).unwrap(),
+            Conn::Lab => {
+                lab_exec(
+                    &Self::lab_host(host),
+                    &format!("mkdir -p {}", self.remote_root(host)),
+                );
+            }
+        }
+    }
+
+    /// Writes a file under the host's root, on the host.
+    pub fn write(&self, host: &str, rel: &str, content: &str) {
+        match self.conn {
+            Conn::Local => std::fs::write(self.root(host).join(rel), content).unwrap(),
+            Conn::Lab => {
+                let q = |s: &str| format!("'{}'", s.replace('\'', "'\\''"));
+                let path = format!("{}/{rel}", self.remote_root(host));
+                lab_exec(
+                    &Self::lab_host(host),
+                    &format!("printf %s {} > {}", q(content), q(&path)),
+                );
+            }
+        }
     }
 
     pub fn run(&self, args: &[&str]) -> Output {
-        playbook(self.path(), args)
+        let out = playbook(self.path(), args);
+        if self.conn == Conn::Lab {
+            assert_no_ssh_left();
+        }
+        out
     }
 
     /// Runs `playbook run` with JSON output.
@@ -143,9 +309,15 @@ impl Project {
         self.run(&args)
     }
 
-    /// Path → (mode, sha256 or link target) for everything under the target roots.
+    /// Path → (mode, sha256 or link target) for everything under the hosts' roots.
     pub fn snapshot(&self) -> BTreeMap<String, String> {
-        snapshot(&self.dir.path().join("targets"))
+        let mut all = BTreeMap::new();
+        for h in ["a", "b", "c"] {
+            for (k, v) in snapshot(&self.root(h)) {
+                all.insert(format!("{h}:{k}"), v);
+            }
+        }
+        all
     }
 }
 

@@ -1,7 +1,36 @@
-//! Runs over the local connection: convergence, idempotency, truthful check mode, values passed
-//! between hosts, custom Rhai tasks and handlers.
+//! Whole runs, each test once over the local connection and once over real SSH against the lab:
+//! convergence, idempotency, truthful check mode, values passed between hosts, custom Rhai tasks,
+//! handlers, failures, tags, limits and imports.
 
 use crate::support::Project;
+
+/// Each test runs twice: `local::NAME` on the local connection and `ssh::NAME` on lab hosts
+/// (skipped, and saying so, when the lab is not up).
+macro_rules! on_both_connections {
+    ($($name:ident),* $(,)?) => {
+        mod local {
+            $( #[test] fn $name() { super::$name(crate::support::Project::new(crate::support::Conn::Local)); } )*
+        }
+        mod ssh {
+            $( #[test] fn $name() {
+                if let Some(p) = crate::support::Project::lab(stringify!($name)) { super::$name(p); }
+            } )*
+        }
+    };
+}
+
+on_both_connections!(
+    converges_then_second_run_changes_nothing,
+    check_mode_on_fresh_hosts_changes_nothing_and_predicts_the_real_run,
+    check_mode_on_converged_hosts_reports_no_change,
+    diff_shows_the_file_change,
+    a_value_made_on_one_host_is_used_on_two_others,
+    custom_rhai_task_supports_check_mode,
+    handlers_run_once_per_host_per_phase_and_only_when_notified,
+    a_failed_task_stops_its_host_only_and_exits_2,
+    tags_limit_and_imports,
+    check_mode_says_when_a_prediction_depends_on_a_change_above,
+);
 
 /// A playbook that uses most core modules; every path is under the host's own `root`.
 const SITE: &str = r#"
@@ -25,17 +54,15 @@ phase("verify", || {
 
 const APP_CONF: &str = "# app for {{ inventory_hostname }}\nport = {{ port | default(8080) }}\n";
 
-fn site() -> Project {
-    let p = Project::new();
+fn site(p: Project) -> Project {
     p.file("site.rhai", SITE)
         .file("templates/app.conf.j2", APP_CONF)
-        .local_hosts(&["a", "b"], &[("web", &["a", "b"])]);
+        .hosts(&["a", "b"], &[("web", &["a", "b"])]);
     p
 }
 
-#[test]
-fn converges_then_second_run_changes_nothing() {
-    let p = site();
+fn converges_then_second_run_changes_nothing(p: Project) {
+    let p = site(p);
     let first = p.play("site.rhai", &[]);
     first.assert_code(0);
     // 5 tasks + the handler, on two hosts.
@@ -73,11 +100,10 @@ fn converges_then_second_run_changes_nothing() {
     }
 }
 
-#[test]
-fn check_mode_on_fresh_hosts_changes_nothing_and_predicts_the_real_run() {
-    let p = site();
-    std::fs::create_dir_all(p.root("a")).unwrap();
-    std::fs::create_dir_all(p.root("b")).unwrap();
+fn check_mode_on_fresh_hosts_changes_nothing_and_predicts_the_real_run(p: Project) {
+    let p = site(p);
+    p.mkroot("a");
+    p.mkroot("b");
     let before = p.snapshot();
     let check = p.play("site.rhai", &["--check"]);
     check.assert_code(0);
@@ -110,9 +136,8 @@ fn check_mode_on_fresh_hosts_changes_nothing_and_predicts_the_real_run() {
     }
 }
 
-#[test]
-fn check_mode_on_converged_hosts_reports_no_change() {
-    let p = site();
+fn check_mode_on_converged_hosts_reports_no_change(p: Project) {
+    let p = site(p);
     p.play("site.rhai", &[]).assert_code(0);
     let before = p.snapshot();
     let check = p.play("site.rhai", &["--check", "--diff"]);
@@ -122,9 +147,8 @@ fn check_mode_on_converged_hosts_reports_no_change() {
     assert_eq!(p.snapshot(), before);
 }
 
-#[test]
-fn diff_shows_the_file_change() {
-    let p = site();
+fn diff_shows_the_file_change(p: Project) {
+    let p = site(p);
     p.play("site.rhai", &[]).assert_code(0);
     let out = p.run(&[
         "run",
@@ -142,10 +166,8 @@ fn diff_shows_the_file_change() {
     assert!(out.stdout.contains("would change"), "{}", out.stdout);
 }
 
-#[test]
-fn a_value_made_on_one_host_is_used_on_two_others() {
-    let p = Project::new();
-    p.local_hosts(
+fn a_value_made_on_one_host_is_used_on_two_others(p: Project) {
+    p.hosts(
         &["a", "b", "c"],
         &[("first", &["a"][..]), ("others", &["b", "c"][..])],
     );
@@ -161,8 +183,8 @@ phase("token", || {
 });
 "#,
     );
-    std::fs::create_dir_all(p.root("b")).unwrap();
-    std::fs::create_dir_all(p.root("c")).unwrap();
+    p.mkroot("b");
+    p.mkroot("c");
     let out = p.play("pass.rhai", &[]);
     out.assert_code(0);
     let token = std::fs::read_to_string(p.root("a").join("token")).unwrap();
@@ -189,11 +211,9 @@ phase("token", || {
     assert!(dot.stdout.contains("t0 -> t3"), "{}", dot.stdout);
 }
 
-#[test]
-fn custom_rhai_task_supports_check_mode() {
-    let p = Project::new();
-    p.local_hosts(&["a"], &[]);
-    std::fs::create_dir_all(p.root("a")).unwrap();
+fn custom_rhai_task_supports_check_mode(p: Project) {
+    p.hosts(&["a"], &[]);
+    p.mkroot("a");
     p.file(
         "custom.rhai",
         r#"
@@ -224,12 +244,10 @@ on("all", task("ensure greeting", |h| {
     assert_eq!(again.total("changed"), 0);
 }
 
-#[test]
-fn handlers_run_once_per_host_per_phase_and_only_when_notified() {
-    let p = Project::new();
-    p.local_hosts(&["a", "b"], &[]);
+fn handlers_run_once_per_host_per_phase_and_only_when_notified(p: Project) {
+    p.hosts(&["a", "b"], &[]);
     for h in ["a", "b"] {
-        std::fs::create_dir_all(p.root(h)).unwrap();
+        p.mkroot(h);
     }
     p.file(
         "handlers.rhai",
@@ -245,7 +263,7 @@ phase("two", || {
 });
 "#,
     );
-    std::fs::write(p.root("b").join("y"), "same").unwrap();
+    p.write("b", "y", "same");
     p.play("handlers.rhai", &[]).assert_code(0);
     // a: two notifying changes in phase one -> one run; b: one change in phase one, one in two.
     assert_eq!(
@@ -267,12 +285,10 @@ phase("two", || {
     );
 }
 
-#[test]
-fn a_failed_task_stops_its_host_only_and_exits_2() {
-    let p = Project::new();
-    p.local_hosts(&["a", "b"], &[]);
+fn a_failed_task_stops_its_host_only_and_exits_2(p: Project) {
+    p.hosts(&["a", "b"], &[]);
     for h in ["a", "b"] {
-        std::fs::create_dir_all(p.root(h)).unwrap();
+        p.mkroot(h);
     }
     p.file(
         "fail.rhai",
@@ -294,12 +310,10 @@ on("all", copy(#{ dest: "{{ root }}/after", content: "x" }));
     assert_eq!(failed[0]["host"], "a");
 }
 
-#[test]
-fn tags_limit_and_imports() {
-    let p = Project::new();
-    p.local_hosts(&["a", "b"], &[]);
+fn tags_limit_and_imports(p: Project) {
+    p.hosts(&["a", "b"], &[]);
     for h in ["a", "b"] {
-        std::fs::create_dir_all(p.root(h)).unwrap();
+        p.mkroot(h);
     }
     p.file(
         "lib/files.rhai",
@@ -326,11 +340,9 @@ for n in ["one", "two"] { files::write(n); }
     );
 }
 
-#[test]
-fn check_mode_says_when_a_prediction_depends_on_a_change_above() {
-    let p = Project::new();
-    p.local_hosts(&["a"], &[]);
-    std::fs::create_dir_all(p.root("a")).unwrap();
+fn check_mode_says_when_a_prediction_depends_on_a_change_above(p: Project) {
+    p.hosts(&["a"], &[]);
+    p.mkroot("a");
     p.file(
         "link.rhai",
         r#"
