@@ -257,8 +257,13 @@ fn real_main(cli: Cli) -> Result<u8, Report> {
             match module {
                 None => {
                     for m in reg.iter() {
-                        let first = m.doc().lines().find(|l| !l.trim().is_empty()).unwrap_or("");
-                        println!("{:<16} {}", m.name(), first.trim_start_matches('#').trim());
+                        let summary = m
+                            .doc()
+                            .lines()
+                            .map(str::trim)
+                            .find(|l| !l.is_empty() && !l.starts_with('#'))
+                            .unwrap_or("");
+                        println!("{:<16} {summary}", m.name());
                     }
                 }
                 Some(name) => {
@@ -354,7 +359,7 @@ fn describe_inventory(
         }
         found = true;
         out.push_str(&format!(
-            "host {} ({}:{}, {:?})\n",
+            "host {} ({}:{}, {})\n",
             h.name, h.address, h.port, h.connection
         ));
         for (name, value, source) in inv.host_vars_with_sources(&h.name, &empty, extra) {

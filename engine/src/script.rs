@@ -262,7 +262,7 @@ fn default_name(spec: &TaskSpec) -> String {
         Action::Custom(_) => "custom",
     };
     let detail = match &spec.args {
-        Arg::Map(m) => ["cmd", "dest", "path", "name", "msg", "src", "argv"]
+        Arg::Map(m) => ["cmd", "dest", "path", "name", "src", "argv"]
             .iter()
             .find_map(|k| match m.get(*k) {
                 Some(Arg::Value(Value::String(s))) => Some(s.clone()),

@@ -1,4 +1,4 @@
-//! `debug`: shows a message or a variable.
+//! `debug_msg` (Ansible's `debug`): shows a message or a variable.
 
 use async_trait::async_trait;
 use engine::{Applied, Module, ModuleContext, ModuleError, Probe};
@@ -16,9 +16,11 @@ pub struct Args {
     pub var: Option<String>,
 }
 
-pub const DOC: &str = r#"# debug
+pub const DOC: &str = r#"# debug_msg
 
 Shows a message or the value of a variable. Never changes anything; runs in check mode too.
+This is Ansible's `debug`; in Rhai `debug` is a keyword (it prints while the playbook is planned),
+so the module is called `debug_msg`.
 An undefined `var` shows `VARIABLE IS NOT DEFINED!` rather than failing, as in Ansible.
 
 ## Arguments
@@ -35,8 +37,8 @@ An undefined `var` shows `VARIABLE IS NOT DEFINED!` rather than failing, as in A
 ## Example
 
 ```rhai
-debug(#{ msg: "installing on " + host })
-debug(#{ var: "ansible_facts.kernel" })
+debug_msg(#{ msg: "installing on {{ inventory_hostname }}" })
+debug_msg(#{ var: "tok.stdout" })
 ```
 "#;
 
