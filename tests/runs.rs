@@ -20,6 +20,7 @@ macro_rules! on_both_connections {
 }
 
 on_both_connections!(
+    facts_are_gathered_once_and_usable_in_conditions_args_and_templates,
     converges_then_second_run_changes_nothing,
     check_mode_on_fresh_hosts_changes_nothing_and_predicts_the_real_run,
     check_mode_on_converged_hosts_reports_no_change,
@@ -366,4 +367,36 @@ on("all", file(#{ path: "{{ root }}/motd.link", state: "link", src: "{{ root }}/
     real.assert_code(0);
     assert_eq!(real.total("changed"), 2);
     assert!(p.root("a").join("motd.link").is_symlink());
+}
+
+fn facts_are_gathered_once_and_usable_in_conditions_args_and_templates(p: Project) {
+    p.hosts(&["a", "b"], &[]);
+    p.mkroot("a");
+    p.mkroot("b");
+    p.file("templates/info.j2", "{{ facts.os_family }} {{ facts.default_ipv4.address }} {{ facts.processor_count }}\n");
+    p.file(
+        "facts.rhai",
+        r#"
+on("all", file_template(#{ src: "templates/info.j2", dest: "{{ root }}/facts" }));
+on("all", copy(#{ dest: "{{ root }}/family-{{ facts.os_family }}", content: "{{ facts.hostname }}" })
+    .when("facts.pkg_mgr in ['apt', 'dnf', 'yum']"));
+on("all", copy(#{ dest: "{{ root }}/never", content: "x" }).when("facts.os_family == 'Plan9'"));
+on("all", task("facts in rhai", |h| if h.facts.processor_count > 0 { "ok" } else { throw "no cpus" }));
+"#,
+    );
+    let out = p.play("facts.rhai", &[]);
+    out.assert_code(0);
+    for h in ["a", "b"] {
+        let text = std::fs::read_to_string(p.root(h).join("facts")).unwrap();
+        let fields: Vec<&str> = text.split_whitespace().collect();
+        assert_eq!(fields[0], "Debian", "{text}");
+        if p.conn == crate::support::Conn::Lab {
+            let n = crate::support::Project::lab_host(h)[1..].parse::<u8>().unwrap();
+            assert_eq!(fields[1], format!("10.77.0.{}", 10 + n), "{text}");
+        }
+        assert!(fields[2].parse::<u32>().unwrap() >= 1, "{text}");
+        assert!(p.root(h).join("family-Debian").exists());
+        assert!(!p.root(h).join("never").exists());
+    }
+    assert_eq!(out.total("skipped"), 2);
 }

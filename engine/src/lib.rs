@@ -4,6 +4,7 @@
 pub mod diff;
 pub mod error;
 pub mod events;
+pub mod facts;
 pub mod fields;
 pub mod host;
 pub mod inventory;

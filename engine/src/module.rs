@@ -54,6 +54,8 @@ pub struct ModuleContext<'a> {
     pub vars: &'a Map<String, Value>,
     /// Facts a module sets for later tasks on this host (set_fact).
     pub facts: &'a Mutex<Map<String, Value>>,
+    /// The host's system facts (OS family, package manager, addresses...), gathered on first use.
+    pub system: &'a dyn crate::facts::SystemFacts,
 }
 
 /// The result of a probe: either nothing to do, or a change and what apply needs to make it.

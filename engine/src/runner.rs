@@ -11,6 +11,7 @@ use serde_json::{Map, Value};
 use tokio::sync::{watch, OnceCell, Semaphore};
 
 use crate::events::{Event, EventSink, HostCounts, TaskEnd, TaskStatus};
+use crate::facts::SystemFacts;
 use crate::host::Host;
 use crate::inventory::{HostEntry, Inventory};
 use crate::module::{ModuleContext, ModuleError, Outcome, Status, Templates};
@@ -96,6 +97,8 @@ struct HostRt {
     /// Check mode: an earlier task on this host would have changed something.
     predicted_change: AtomicBool,
     notified: Mutex<BTreeSet<String>>,
+    /// System facts, gathered when a task first needs them.
+    gathered: Arc<OnceCell<Value>>,
 }
 
 struct TaskRt {
@@ -185,6 +188,7 @@ pub async fn run_until(
                 dead: AtomicBool::new(false),
                 predicted_change: AtomicBool::new(false),
                 notified: Mutex::new(BTreeSet::new()),
+                gathered: Arc::new(OnceCell::new()),
             },
         );
     }
@@ -522,6 +526,12 @@ impl State {
             || matches!(task.when, Some(Condition::Closure(_)))
             || has_closure(&task.args);
         let conn = self.connection(host).await?;
+        if needs_closures || task_reads_facts(task) {
+            let h = &self.hosts[host];
+            crate::facts::Cached { host: &conn, cell: &h.gathered }
+                .get()
+                .await?;
+        }
         let prepared = if needs_closures {
             let st = self.clone();
             let hname = host.to_string();
@@ -558,7 +568,12 @@ impl State {
             ctx: Value::Object(vars.clone()),
             origin: format!("{} (task '{}')", task.pos, task.name),
         };
+        let system = crate::facts::Cached {
+            host: &conn,
+            cell: &h.gathered,
+        };
         let cx = ModuleContext {
+            system: &system,
             host: &conn,
             check: task.checks(self.opts.check),
             want_diff: self.opts.diff,
@@ -772,6 +787,9 @@ impl State {
     fn template_vars(&self, host: &str, all: bool) -> Map<String, Value> {
         let h = &self.hosts[host];
         let mut vars = h.vars.clone();
+        if let Some(f) = h.gathered.get() {
+            vars.insert("facts".into(), f.clone());
+        }
         vars.extend(h.facts.lock().unwrap_or_else(|e| e.into_inner()).clone());
         let done = self.done.lock().unwrap_or_else(|e| e.into_inner());
         for t in &self.plan.tasks {
@@ -831,6 +849,17 @@ fn task_needs_everything(task: &crate::plan::Task) -> bool {
         || strings
             .iter()
             .any(|s| s.contains("hostvars") || s.contains("groups"))
+}
+
+/// Whether a task's templates or condition read the system facts.
+fn task_reads_facts(task: &crate::plan::Task) -> bool {
+    let mut strings = Vec::new();
+    task.args.strings(&mut strings);
+    if let Some(Condition::Expr(e)) = &task.when {
+        strings.push(e.clone());
+    }
+    // Template files are read only when rendered, so a task that renders one gets the facts.
+    task_needs_everything(task) || strings.iter().any(|s| s.contains("facts"))
 }
 
 fn has_closure(arg: &Arg) -> bool {
@@ -950,6 +979,12 @@ impl HostApi {
         engine.register_type_with_name::<HostApi>("Host");
         engine.register_get("name", |h: &mut HostApi| h.host.name.clone());
         engine.register_get("check", |h: &mut HostApi| h.check);
+        engine.register_get(
+            "facts",
+            |h: &mut HostApi| -> Result<rhai::Dynamic, Box<rhai::EvalAltResult>> {
+                rhai::serde::to_dynamic(h.vars.get("facts").cloned().unwrap_or_default())
+            },
+        );
         engine.register_get(
             "vars",
             |h: &mut HostApi| -> Result<rhai::Dynamic, Box<rhai::EvalAltResult>> {

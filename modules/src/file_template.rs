@@ -483,6 +483,7 @@ mod tests {
                 templates: &self.templates,
                 vars: &self.vars,
                 facts: &self.facts,
+                system: &crate::testutil::NoSystemFacts,
             }
         }
 

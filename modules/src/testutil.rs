@@ -13,6 +13,16 @@ pub fn local() -> Host {
     Host::new("local", Arc::new(LocalTransport))
 }
 
+/// System facts for fixtures that have no host to gather them from.
+pub struct NoSystemFacts;
+
+#[async_trait::async_trait]
+impl engine::facts::SystemFacts for NoSystemFacts {
+    async fn get(&self) -> Result<Value, ModuleError> {
+        Err(ModuleError::Failed("no system facts in this test".into()))
+    }
+}
+
 /// The engine's own template environment over the test's variables.
 struct EnvTemplates {
     engine: TemplateEngine,
@@ -70,7 +80,13 @@ impl Env {
             engine: TemplateEngine::new(&base),
             vars: Value::Object(self.vars.clone()),
         };
+        let gathered = tokio::sync::OnceCell::new();
+        let system = engine::facts::Cached {
+            host: &self.host,
+            cell: &gathered,
+        };
         let cx = ModuleContext {
+            system: &system,
             host: &self.host,
             check,
             want_diff: self.want_diff,
