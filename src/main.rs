@@ -6,11 +6,12 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
-use engine::events::{Collector, EventSink};
+use engine::events::{Collector, EventSink, Redacting};
 use engine::inventory::Inventory;
 use engine::plan::Plan;
 use engine::report::{JsonReporter, TextReporter};
 use engine::runner::RunOptions;
+use engine::secret::Redactor;
 use engine::transport::DefaultConnector;
 use engine::Registry;
 use miette::Report;
@@ -164,8 +165,17 @@ fn extra_vars(args: &[String]) -> Result<serde_json::Map<String, serde_json::Val
     Ok(vars)
 }
 
-fn build_plan(args: &PlanArgs, sink: Arc<dyn EventSink>) -> Result<(Plan, Arc<Inventory>), Report> {
+fn build_plan(
+    args: &PlanArgs,
+    sink: Arc<dyn EventSink>,
+    secrets: &Redactor,
+) -> Result<(Plan, Arc<Inventory>), Report> {
     let inventory = load_inventory(&args.inventory)?;
+    for h in inventory.hosts() {
+        if let Some(pw) = &h.become_password {
+            secrets.add(pw.expose());
+        }
+    }
     let limit = match &args.limit {
         None => None,
         Some(p) => {
@@ -196,11 +206,23 @@ fn build_plan(args: &PlanArgs, sink: Arc<dyn EventSink>) -> Result<(Plan, Arc<In
 fn real_main(cli: Cli) -> Result<u8, Report> {
     match cli.command {
         Command::Run(args) => {
-            let sink: Arc<dyn EventSink> = match args.output {
+            let reporter: Arc<dyn EventSink> = match args.output {
                 Output::Text => Arc::new(TextReporter::new(args.verbose)),
                 Output::Json => Arc::new(JsonReporter::default()),
             };
-            let (plan, inventory) = build_plan(&args.plan, sink.clone())?;
+            let secrets = Arc::new(Redactor::default());
+            let sink: Arc<dyn EventSink> = Arc::new(Redacting {
+                inner: reporter,
+                secrets: secrets.clone(),
+            });
+            let become_password = if args.ask_become_pass {
+                let pw = ask_become_pass()?;
+                secrets.add(pw.expose());
+                Some(pw)
+            } else {
+                None
+            };
+            let (plan, inventory) = build_plan(&args.plan, sink.clone(), &secrets)?;
             let opts = RunOptions {
                 check: args.check,
                 diff: args.diff,
@@ -208,11 +230,8 @@ fn real_main(cli: Cli) -> Result<u8, Report> {
                 tags: args.tags,
                 skip_tags: args.skip_tags,
                 extra_vars: extra_vars(&args.plan.extra_vars)?,
-                become_password: if args.ask_become_pass {
-                    Some(ask_become_pass()?)
-                } else {
-                    None
-                },
+                become_password,
+                secrets,
             };
             let connector = DefaultConnector {
                 accept_new_host_keys: args.accept_new_host_keys,
@@ -233,12 +252,14 @@ fn real_main(cli: Cli) -> Result<u8, Report> {
             Ok(recap.exit_code() as u8)
         }
         Command::Plan(args) => {
-            let (plan, _) = build_plan(&args, Arc::new(Collector::default()))?;
+            let (plan, _) =
+                build_plan(&args, Arc::new(Collector::default()), &Redactor::default())?;
             print!("{}", describe_plan(&plan));
             Ok(0)
         }
         Command::Graph(args) => {
-            let (plan, _) = build_plan(&args, Arc::new(Collector::default()))?;
+            let (plan, _) =
+                build_plan(&args, Arc::new(Collector::default()), &Redactor::default())?;
             print!("{}", plan.to_dot());
             Ok(0)
         }

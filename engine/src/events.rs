@@ -156,3 +156,34 @@ impl EventSink for Tee {
         }
     }
 }
+
+/// Replaces every registered secret in what an event shows before passing it on.
+pub struct Redacting {
+    pub inner: std::sync::Arc<dyn EventSink>,
+    pub secrets: std::sync::Arc<crate::secret::Redactor>,
+}
+
+impl EventSink for Redacting {
+    fn emit(&self, event: &Event) {
+        if self.secrets.is_empty() {
+            return self.inner.emit(event);
+        }
+        let r = |s: &String| self.secrets.redact(s);
+        let mut e = event.clone();
+        match &mut e {
+            Event::TaskStart { task, .. } => *task = r(task),
+            Event::TaskEnd(t) => {
+                t.task = r(&t.task);
+                t.msg = t.msg.as_ref().map(r);
+                t.summary = t.summary.as_ref().map(r);
+                if let Some(d) = &mut t.diff {
+                    d.before = d.before.as_ref().map(r);
+                    d.after = d.after.as_ref().map(r);
+                }
+            }
+            Event::Print { text, .. } => *text = r(text),
+            Event::RunStart { .. } | Event::PhaseStart { .. } | Event::Recap { .. } => {}
+        }
+        self.inner.emit(&e);
+    }
+}

@@ -38,12 +38,16 @@ pub fn parse(text: &str) -> Value {
     let mut all_ipv4 = Vec::new();
     let mut route: Option<(String, String)> = None;
     for line in text.lines() {
-        let Some((k, v)) = line.split_once('=') else { continue };
+        let Some((k, v)) = line.split_once('=') else {
+            continue;
+        };
         match k {
             "has" => managers.push(v.to_string()),
             "addr" => {
                 let mut parts = v.split_whitespace();
-                if let (Some(iface), Some(family), Some(cidr)) = (parts.next(), parts.next(), parts.next()) {
+                if let (Some(iface), Some(family), Some(cidr)) =
+                    (parts.next(), parts.next(), parts.next())
+                {
                     let (address, prefix) = cidr.split_once('/').unwrap_or((cidr, ""));
                     let key = if family == "inet" { "ipv4" } else { "ipv6" };
                     let entry = interfaces
@@ -121,7 +125,15 @@ fn os_family(id: &str, like: &str) -> String {
     let has = |names: &[&str]| words.iter().any(|w| names.contains(w));
     if has(&["debian", "ubuntu"]) {
         "Debian".into()
-    } else if has(&["rhel", "fedora", "centos", "rocky", "almalinux", "amzn", "ol"]) {
+    } else if has(&[
+        "rhel",
+        "fedora",
+        "centos",
+        "rocky",
+        "almalinux",
+        "amzn",
+        "ol",
+    ]) {
         "RedHat".into()
     } else if has(&["suse", "opensuse", "sles"]) {
         "Suse".into()
@@ -228,7 +240,10 @@ mod tests {
     async fn gathers_this_machine_once() {
         let host = Host::new("local", Arc::new(LocalTransport));
         let cell = OnceCell::new();
-        let cached = Cached { host: &host, cell: &cell };
+        let cached = Cached {
+            host: &host,
+            cell: &cell,
+        };
         let f = cached.get().await.unwrap();
         assert!(f["processor_count"].as_u64().unwrap() >= 1);
         assert!(!f["hostname"].as_str().unwrap().is_empty());

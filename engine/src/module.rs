@@ -56,6 +56,8 @@ pub struct ModuleContext<'a> {
     pub facts: &'a Mutex<Map<String, Value>>,
     /// The host's system facts (OS family, package manager, addresses...), gathered on first use.
     pub system: &'a dyn crate::facts::SystemFacts,
+    /// Texts that must never be shown: a module adds the secrets it handles (tokens, keys).
+    pub secrets: &'a crate::secret::Redactor,
 }
 
 /// The result of a probe: either nothing to do, or a change and what apply needs to make it.

@@ -30,6 +30,8 @@ pub struct RunOptions {
     pub extra_vars: Map<String, Value>,
     /// The sudo password given at the prompt (--ask-become-pass); wins over the inventory's.
     pub become_password: Option<crate::secret::Secret>,
+    /// Secrets of this run: never shown in any event.
+    pub secrets: Arc<crate::secret::Redactor>,
 }
 
 impl Default for RunOptions {
@@ -42,6 +44,7 @@ impl Default for RunOptions {
             skip_tags: vec![],
             extra_vars: Map::new(),
             become_password: None,
+            secrets: Arc::default(),
         }
     }
 }
@@ -172,6 +175,18 @@ pub async fn run_until(
     interrupt: impl std::future::Future<Output = ()>,
 ) -> Recap {
     let started = Instant::now();
+    for e in inventory.hosts() {
+        if let Some(pw) = &e.become_password {
+            opts.secrets.add(pw.expose());
+        }
+    }
+    if let Some(pw) = &opts.become_password {
+        opts.secrets.add(pw.expose());
+    }
+    let sink: Arc<dyn EventSink> = Arc::new(crate::events::Redacting {
+        inner: sink,
+        secrets: opts.secrets.clone(),
+    });
     let mut hosts = BTreeMap::new();
     for name in plan.hosts() {
         let Some(entry) = inventory.host(&name) else {
@@ -528,9 +543,12 @@ impl State {
         let conn = self.connection(host).await?;
         if needs_closures || task_reads_facts(task) {
             let h = &self.hosts[host];
-            crate::facts::Cached { host: &conn, cell: &h.gathered }
-                .get()
-                .await?;
+            crate::facts::Cached {
+                host: &conn,
+                cell: &h.gathered,
+            }
+            .get()
+            .await?;
         }
         let prepared = if needs_closures {
             let st = self.clone();
@@ -573,6 +591,7 @@ impl State {
             cell: &h.gathered,
         };
         let cx = ModuleContext {
+            secrets: &self.opts.secrets,
             system: &system,
             host: &conn,
             check: task.checks(self.opts.check),

@@ -85,7 +85,9 @@ impl Env {
             host: &self.host,
             cell: &gathered,
         };
+        let secrets = engine::secret::Redactor::default();
         let cx = ModuleContext {
+            secrets: &secrets,
             system: &system,
             host: &self.host,
             check,
