@@ -543,8 +543,16 @@ fn build_regex(pattern: &str, kwargs: &Kwargs) -> Result<regex::Regex, Error> {
         .map_err(|e| invalid(format!("invalid regular expression {pattern:?}: {e}")))
 }
 
-/// Converts a Python replacement (`\1`, `\g<1>`, `\g<name>`) to Rust's (`${1}`, `${name}`).
-fn python_replacement(rep: &str) -> String {
+/// Converts a Python-style regex replacement to the `regex` crate's syntax, for
+/// `Regex::replace*` or `Captures::expand`.
+///
+/// Group references `\1` (one or two digits), `\g<1>` and `\g<name>` become `${1}` / `${name}`;
+/// a group that did not take part in the match expands to nothing. The escapes `\n`, `\t` and
+/// `\\` become a newline, a tab and a backslash; any other backslash is kept as it is. A literal
+/// `$` is escaped as `$$`, so it is never read as a Rust group reference.
+///
+/// Used by the `regex_replace` filter and by `lineinfile`'s `backrefs`.
+pub fn python_replacement_to_rust(rep: &str) -> String {
     let mut out = String::with_capacity(rep.len());
     let mut chars = rep.chars().peekable();
     while let Some(c) = chars.next() {
@@ -607,7 +615,7 @@ fn regex_replace(
     let re = build_regex(pattern, &kwargs)?;
     let count: Option<usize> = kwargs.get("count")?;
     kwargs.assert_all_used()?;
-    let rep = python_replacement(replacement.unwrap_or(""));
+    let rep = python_replacement_to_rust(replacement.unwrap_or(""));
     Ok(re
         .replacen(value, count.unwrap_or(0), rep.as_str())
         .into_owned())

@@ -7,7 +7,7 @@ use engine::{ModuleError, Probe};
 use serde_json::{json, Value};
 
 use crate::inspect::{file_diff, sha256, Before, Current};
-use crate::perms::{self, Wanted};
+use crate::perms::{self, Fix, Wanted};
 
 pub struct Plan {
     pub path: String,
@@ -26,6 +26,65 @@ pub fn result(path: &str, content: &[u8]) -> Value {
     json!({ "dest": path, "checksum": sha256(content), "size": content.len() })
 }
 
+/// Checks a `validate` command: it must name the file to check with `%s`.
+pub fn check_validate(validate: Option<&str>) -> Result<(), String> {
+    match validate {
+        Some(v) if !v.contains("%s") => Err(format!(
+            "validate: {v:?} must contain %s (the file to check)"
+        )),
+        _ => Ok(()),
+    }
+}
+
+/// How the file is written: the wanted attributes, the `validate` command and `backup`.
+pub fn write_options<'a>(
+    wanted: Wanted<'a>,
+    validate: Option<&'a str>,
+    backup: bool,
+) -> WriteOptions<'a> {
+    WriteOptions {
+        mode: wanted.mode,
+        owner: wanted.owner,
+        group: wanted.group,
+        validate,
+        backup,
+    }
+}
+
+/// What the attributes of `cur` need, when it is a regular file (nothing otherwise).
+fn file_fix(cur: &Current, wanted: &Wanted) -> Result<Fix, String> {
+    if cur.stat.kind == FileKind::File {
+        perms::fix(wanted, &cur.entry(), cur.umask)
+    } else {
+        Ok(Fix::default())
+    }
+}
+
+/// Nothing to do when `fix` is empty (the task's result is then `unchanged`), else fix attributes.
+fn attributes(path: String, fix: Fix, unchanged: Value) -> Probe<Plan> {
+    if fix.is_empty() {
+        return Probe::Unchanged(unchanged);
+    }
+    let summary = fix.summary.join(", ");
+    let action = Action::Attrs(fix.script);
+    Probe::change(Plan { path, action }, summary, None)
+}
+
+/// Leaves the content of `cur` as it is (`force: false`), fixing only the attributes of a regular
+/// file.
+pub fn keep(cur: &Current, wanted: &Wanted) -> Result<Probe<Plan>, ModuleError> {
+    Ok(attributes(
+        cur.path.clone(),
+        file_fix(cur, wanted)?,
+        current(cur),
+    ))
+}
+
+/// The result a file task registers when it leaves the content of `cur` as it is.
+pub fn current(cur: &Current) -> Value {
+    json!({ "dest": cur.path, "checksum": cur.stat.sha256, "size": cur.size })
+}
+
 /// Compares `cur` (which must not be a directory) with `new` and the wanted attributes. `label`
 /// replaces the default "create PATH" / "update PATH" in the summary.
 pub fn decide(
@@ -36,20 +95,11 @@ pub fn decide(
     label: Option<String>,
 ) -> Result<Probe<Plan>, ModuleError> {
     let path = cur.path.clone();
-    let fix = if cur.stat.kind == FileKind::File {
-        perms::fix(wanted, &cur.entry(), cur.umask)?
-    } else {
-        perms::Fix::default()
-    };
+    let fix = file_fix(cur, wanted)?;
     let same = cur.stat.kind == FileKind::File
         && cur.stat.sha256.as_deref() == Some(sha256(&new).as_str());
     if same {
-        if fix.is_empty() {
-            return Ok(Probe::Unchanged(result(&path, &new)));
-        }
-        let summary = fix.summary.join(", ");
-        let action = Action::Attrs(fix.script);
-        return Ok(Probe::change(Plan { path, action }, summary, None));
+        return Ok(attributes(path, fix, result(&cur.path, &new)));
     }
     let mut summary = vec![match cur.stat.kind {
         _ if label.is_some() => label.unwrap_or_default(),

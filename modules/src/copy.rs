@@ -84,21 +84,12 @@ copy(#{ src: "files/sudoers-deploy", dest: "/etc/sudoers.d/deploy", mode: "0440"
 
 impl Args {
     fn wanted(&self) -> Wanted<'_> {
-        Wanted {
-            mode: self.mode.as_deref(),
-            owner: self.owner.as_deref(),
-            group: self.group.as_deref(),
-        }
+        Wanted::new(&self.mode, &self.owner, &self.group)
     }
 
     fn write_options(&self) -> WriteOptions<'_> {
-        WriteOptions {
-            mode: self.mode.as_deref(),
-            owner: self.owner.as_deref(),
-            group: self.group.as_deref(),
-            validate: self.validate.as_deref(),
-            backup: self.backup.unwrap_or(false),
-        }
+        let backup = self.backup.unwrap_or(false);
+        content::write_options(self.wanted(), self.validate.as_deref(), backup)
     }
 
     /// The base name `src` is copied under when `dest` is a directory.
@@ -156,14 +147,7 @@ impl Module for Copy {
         if args.dest.ends_with('/') && args.content.is_some() {
             return Err("dest: a directory needs src (the file name comes from it)".into());
         }
-        if let Some(v) = &args.validate {
-            if !v.contains("%s") {
-                return Err(format!(
-                    "validate: {v:?} must contain %s (the file to check)"
-                ));
-            }
-        }
-        Ok(())
+        content::check_validate(args.validate.as_deref())
     }
 
     async fn probe(&self, args: &Args, cx: &ModuleContext<'_>) -> Result<Probe<Plan>, ModuleError> {

@@ -99,11 +99,7 @@ pub struct Plan {
 
 impl Args {
     fn wanted(&self) -> Wanted<'_> {
-        Wanted {
-            mode: self.mode.as_deref(),
-            owner: self.owner.as_deref(),
-            group: self.group.as_deref(),
-        }
+        Wanted::new(&self.mode, &self.owner, &self.group)
     }
     fn recurse(&self) -> bool {
         self.recurse.unwrap_or(false)

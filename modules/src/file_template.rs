@@ -4,16 +4,15 @@
 use async_trait::async_trait;
 use serde::Deserialize;
 use serde_json::{json, Value};
-use sha2::{Digest, Sha256};
 
-use engine::diff::FileDiff;
-use engine::host::quote;
 use engine::module::{Applied, Module, ModuleContext, ModuleError, Probe};
-use engine::remote::{self, FileKind, FileStat, WriteOptions};
+use engine::remote::FileKind;
+
+use crate::content;
+use crate::inspect::{sha256, Current, Inspect, Read, DIFF_LIMIT};
+use crate::perms::{resolve_mode, Wanted};
 
 pub struct FileTemplate;
-
-/// Registers `file_template`.
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -49,17 +48,37 @@ fn yes() -> bool {
     true
 }
 
-/// What apply does.
-#[derive(Debug)]
-pub enum Plan {
-    /// Write the rendered content (with mode, owner, validate and backup).
-    Write { content: Vec<u8>, sha256: String },
-    /// The content is right; only set these attributes on `dest`.
-    Attributes {
-        mode: Option<String>,
-        owner: Option<String>,
-        group: Option<String>,
-    },
+/// What apply does: the file change, and the result the task registers.
+pub struct Plan {
+    file: content::Plan,
+    result: Value,
+}
+
+impl Args {
+    fn wanted(&self) -> Wanted<'_> {
+        Wanted::new(&self.mode, &self.owner, &self.group)
+    }
+
+    /// The result for `register`: the file's checksum and size (also as `sha256`, this module's
+    /// name for it), and the mode, owner and group it has afterwards as far as they are known.
+    fn result(&self, file: Value, cur: &Current) -> Result<Value, ModuleError> {
+        let is_file = cur.stat.kind == FileKind::File;
+        let now = |v: &str| is_file.then(|| v.to_string());
+        let mode = match &self.mode {
+            Some(m) if is_file => Some(format!(
+                "{:o}",
+                resolve_mode(m, cur.mode(), false, cur.umask)?
+            )),
+            Some(m) => Some(m.clone()),
+            None => now(&cur.stat.mode),
+        };
+        let mut result = file;
+        result["sha256"] = result["checksum"].clone();
+        result["mode"] = json!(mode);
+        result["owner"] = json!(self.owner.clone().or_else(|| now(&cur.stat.owner)));
+        result["group"] = json!(self.group.clone().or_else(|| now(&cur.stat.group)));
+        Ok(result)
+    }
 }
 
 pub const DOC: &str = r#"# file_template
@@ -70,7 +89,7 @@ target when the result differs from what is there.
 - The template is read from the playbook's directory (`src` is relative to it; paths outside it
   are refused). Undefined variables are errors that name the template file, line and variable.
 - The rendered text is compared with the file on the target by sha256, computed on the target: the
-  old file is only downloaded when `--diff` is asked for.
+  old file is only downloaded when `--diff` is asked for (and shown only up to 256 KiB).
 - When the content is equal but `mode`, `owner` or `group` differ, only those are fixed.
 - The new file is written atomically: a temporary file next to `dest` gets the content, mode and
   owner, is checked with `validate` (when given), and is then renamed over `dest`. When validation
@@ -109,112 +128,70 @@ impl Module for FileTemplate {
         if args.src.trim().is_empty() {
             return Err("src must not be empty".into());
         }
-        if args.dest.ends_with('/') {
+        if args.dest.is_empty() || args.dest.ends_with('/') {
             return Err(format!(
                 "dest {:?} must name a file, not a directory",
                 args.dest
             ));
         }
-        if let Some(m) = &args.mode {
-            remote::normalize_mode(m)?;
-            // Symbolic modes are computed here to compare; make sure they can be.
-            apply_mode(m, 0o644)?;
-        }
-        if let Some(v) = &args.validate {
-            if !v.contains("%s") {
-                return Err(format!(
-                    "validate {v:?} must contain %s (the rendered file to check)"
-                ));
-            }
-        }
+        args.wanted().check()?;
         for (name, value) in [("owner", &args.owner), ("group", &args.group)] {
-            if let Some(v) = value {
-                if v.trim().is_empty() {
-                    return Err(format!("{name} must not be empty"));
-                }
+            if value.as_deref().is_some_and(|v| v.trim().is_empty()) {
+                return Err(format!("{name} must not be empty"));
             }
         }
-        Ok(())
+        content::check_validate(args.validate.as_deref())
     }
 
     async fn probe(&self, args: &Args, cx: &ModuleContext<'_>) -> Result<Probe<Plan>, ModuleError> {
         let rendered = cx.templates.render_file(&args.src)?.into_bytes();
-        let sha = hex::encode(Sha256::digest(&rendered));
-        let (st, ids) = stat_with_ids(cx, &args.dest).await?;
-        match st.kind {
+        let read = cx.want_diff.then(|| Read {
+            limit: Some(DIFF_LIMIT),
+            unless_sha256: Some(sha256(&rendered)),
+        });
+        let inspect = Inspect {
+            path: &args.dest,
+            follow: false,
+            into_dir: None,
+            read,
+        };
+        let cur = inspect.run(cx.host, "").await?;
+        match cur.kind() {
             FileKind::Directory => {
                 return Err(ModuleError::Failed(format!(
                     "{} is a directory; dest must name the file to write",
-                    args.dest
+                    cur.path
                 )))
             }
             FileKind::Other => {
                 return Err(ModuleError::Failed(format!(
                     "{} exists and is not a regular file",
-                    args.dest
+                    cur.path
                 )))
             }
             _ => {}
         }
-
-        let attrs = attribute_changes(args, &st, ids.as_ref())?;
-        let content_differs = match st.kind {
-            FileKind::File => st.sha256.as_deref() != Some(sha.as_str()),
-            _ => true,
+        let wanted = args.wanted();
+        let (file, probe) = if cur.exists() && !args.force {
+            (content::current(&cur), content::keep(&cur, &wanted)?)
+        } else {
+            let file = content::result(&cur.path, &rendered);
+            let probe = content::decide(&cur, rendered, &wanted, cx.want_diff, None)?;
+            (file, probe)
         };
-
-        let write = content_differs && (args.force || st.kind == FileKind::Absent);
-        if write {
-            let mut summary = match st.kind {
-                FileKind::Absent => format!("create {}", args.dest),
-                FileKind::Link => format!(
-                    "replace symbolic link {} -> {} with a file",
-                    args.dest,
-                    st.link_target.as_deref().unwrap_or("?")
-                ),
-                _ => format!("update {}", args.dest),
-            };
-            if st.kind == FileKind::File && !attrs.is_empty() {
-                summary += &format!(" ({})", describe(&attrs));
-            }
-            let diff = if cx.want_diff {
-                let before = match st.kind {
-                    FileKind::File => remote::read_file(cx.host, &args.dest).await?,
-                    _ => None,
-                };
-                Some(FileDiff::new(
-                    &args.dest,
-                    before.as_deref(),
-                    Some(&rendered),
-                ))
-            } else {
-                None
-            };
-            return Ok(Probe::change(
-                Plan::Write {
-                    content: rendered,
-                    sha256: sha,
+        let result = args.result(file, &cur)?;
+        Ok(match probe {
+            Probe::Change(c) => Probe::change(
+                Plan {
+                    file: c.plan,
+                    result,
                 },
-                summary,
-                diff,
-            ));
-        }
-        if !attrs.is_empty() {
-            let plan = Plan::Attributes {
-                mode: attrs.iter().find(|a| a.0 == "mode").map(|a| a.2.clone()),
-                owner: attrs.iter().find(|a| a.0 == "owner").map(|a| a.2.clone()),
-                group: attrs.iter().find(|a| a.0 == "group").map(|a| a.2.clone()),
-            };
-            let summary = format!("{}: {}", args.dest, describe(&attrs));
-            return Ok(Probe::change(plan, summary, None));
-        }
-        Ok(Probe::Unchanged(json!({
-            "dest": args.dest,
-            "sha256": st.sha256,
-            "mode": st.mode,
-            "owner": st.owner,
-            "group": st.group,
-        })))
+                c.summary,
+                c.diff,
+            ),
+            Probe::Unchanged(_) => Probe::Unchanged(result),
+            Probe::Skipped(s) => Probe::Skipped(s),
+        })
     }
 
     async fn apply(
@@ -223,292 +200,48 @@ impl Module for FileTemplate {
         plan: Plan,
         cx: &ModuleContext<'_>,
     ) -> Result<Applied, ModuleError> {
-        match plan {
-            Plan::Write { content, sha256 } => {
-                let opts = WriteOptions {
-                    mode: args.mode.as_deref(),
-                    owner: args.owner.as_deref(),
-                    group: args.group.as_deref(),
-                    validate: args.validate.as_deref(),
-                    backup: args.backup,
-                };
-                let backup = remote::write_file(cx.host, &args.dest, &content, &opts).await?;
-                let mut result = json!({
-                    "dest": args.dest,
-                    "sha256": sha256,
-                    "size": content.len(),
-                    "mode": args.mode,
-                    "owner": args.owner,
-                    "group": args.group,
-                });
-                if let Some(b) = backup {
-                    result["backup_file"] = Value::String(b);
-                }
-                Ok(Applied::changed(result))
-            }
-            Plan::Attributes { mode, owner, group } => {
-                let p = quote(&args.dest)?;
-                let mut script = String::from("set -e\n");
-                if let Some(o) = &owner {
-                    script += &format!("chown -h {} {p}\n", quote(o)?);
-                }
-                if let Some(g) = &group {
-                    script += &format!("chgrp -h {} {p}\n", quote(g)?);
-                }
-                // chmod last: chown may clear setuid/setgid bits.
-                if let Some(m) = &mode {
-                    script += &format!("chmod {} {p}\n", quote(m)?);
-                }
-                let out = cx.host.run(&script).await?;
-                if !out.success() {
-                    return Err(ModuleError::Failed(format!(
-                        "cannot set attributes of {}: {}",
-                        args.dest,
-                        out.stderr_text().trim()
-                    )));
-                }
-                Ok(Applied::changed(json!({
-                    "dest": args.dest,
-                    "mode": mode.or(args.mode.clone()),
-                    "owner": owner.or(args.owner.clone()),
-                    "group": group.or(args.group.clone()),
-                })))
-            }
+        let opts = content::write_options(args.wanted(), args.validate.as_deref(), args.backup);
+        let mut result = plan.result;
+        if let Some(b) = content::apply(cx.host, &plan.file, &opts).await? {
+            result["backup_file"] = b.into();
         }
+        Ok(Applied::changed(result))
     }
-}
-
-/// Numeric owner and group ids of an existing path.
-struct Ids {
-    uid: String,
-    gid: String,
-}
-
-/// `remote::stat` plus numeric ids (so owner "0" compares equal to "root"), in one round trip.
-async fn stat_with_ids(
-    cx: &ModuleContext<'_>,
-    path: &str,
-) -> Result<(FileStat, Option<Ids>), ModuleError> {
-    let script = format!(
-        "p={}\n{}\nif [ -e \"$p\" ] || [ -L \"$p\" ]; then stat -c '%u %g' -- \"$p\"; fi",
-        quote(path)?,
-        remote::STAT_FRAGMENT
-    );
-    let out = cx.host.run(&script).await?;
-    if !out.success() {
-        return Err(ModuleError::Failed(format!(
-            "cannot inspect {path}: {}",
-            out.stderr_text().trim()
-        )));
-    }
-    let text = out.stdout_text();
-    let st = remote::parse_stat(&text).map_err(ModuleError::Failed)?;
-    let ids = if st.exists() {
-        text.lines().nth(3).and_then(|l| {
-            let mut it = l.split_whitespace();
-            Some(Ids {
-                uid: it.next()?.to_string(),
-                gid: it.next()?.to_string(),
-            })
-        })
-    } else {
-        None
-    };
-    Ok((st, ids))
-}
-
-/// (attribute, current, desired) for each attribute of an existing regular file that differs.
-fn attribute_changes(
-    args: &Args,
-    st: &FileStat,
-    ids: Option<&Ids>,
-) -> Result<Vec<(&'static str, String, String)>, ModuleError> {
-    let mut changes = Vec::new();
-    if st.kind != FileKind::File {
-        return Ok(changes);
-    }
-    if let Some(m) = &args.mode {
-        let current = u32::from_str_radix(&st.mode, 8).map_err(|_| {
-            ModuleError::Failed(format!("unexpected mode {:?} of {}", st.mode, args.dest))
-        })?;
-        let want = apply_mode(m, current).map_err(ModuleError::Args)?;
-        if want != current {
-            changes.push(("mode", format!("{current:o}"), format!("{want:o}")));
-        }
-    }
-    let same = |want: &str, name: &str, id: Option<&str>| want == name || Some(want) == id;
-    if let Some(o) = &args.owner {
-        if !same(o, &st.owner, ids.map(|i| i.uid.as_str())) {
-            changes.push(("owner", st.owner.clone(), o.clone()));
-        }
-    }
-    if let Some(g) = &args.group {
-        if !same(g, &st.group, ids.map(|i| i.gid.as_str())) {
-            changes.push(("group", st.group.clone(), g.clone()));
-        }
-    }
-    Ok(changes)
-}
-
-fn describe(changes: &[(&'static str, String, String)]) -> String {
-    changes
-        .iter()
-        .map(|(what, from, to)| format!("{what} {from} -> {to}"))
-        .collect::<Vec<_>>()
-        .join(", ")
-}
-
-/// The permission bits `chmod MODE` gives a regular file whose bits are `current`. Octal modes
-/// are taken as they are; symbolic clauses (`u=rw,g+r,o-wx,a+X`) are applied in order (a clause
-/// without who applies to all).
-fn apply_mode(mode: &str, current: u32) -> Result<u32, String> {
-    let m = remote::normalize_mode(mode)?;
-    if m.chars().all(|c| c.is_ascii_digit()) {
-        return u32::from_str_radix(&m, 8).map_err(|e| e.to_string());
-    }
-    let mut bits = current & 0o7777;
-    for clause in m.split(',') {
-        let op_at = clause
-            .find(['+', '-', '='])
-            .ok_or_else(|| format!("mode clause {clause:?} has no operator"))?;
-        let (who, rest) = clause.split_at(op_at);
-        let who = if who.is_empty() { "a" } else { who };
-        let mut who_mask = 0u32;
-        for w in who.chars() {
-            who_mask |= match w {
-                'u' => 0o4700,
-                'g' => 0o2070,
-                'o' => 0o1007,
-                'a' => 0o7777,
-                _ => return Err(format!("mode clause {clause:?}: unknown who {w:?}")),
-            };
-        }
-        let op = rest.chars().next().unwrap_or('=');
-        let mut perm = 0u32;
-        for p in rest[1..].chars() {
-            perm |= match p {
-                'r' => 0o444,
-                'w' => 0o222,
-                'x' => 0o111,
-                'X' if bits & 0o111 != 0 => 0o111,
-                'X' => 0,
-                's' => 0o6000,
-                't' => 0o1000,
-                _ => {
-                    return Err(format!(
-                        "mode clause {clause:?}: permission {p:?} is not supported"
-                    ))
-                }
-            };
-        }
-        let perm = perm & who_mask;
-        bits = match op {
-            '+' => bits | perm,
-            '-' => bits & !perm,
-            _ => (bits & !who_mask) | perm,
-        };
-    }
-    Ok(bits)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use engine::host::Host;
-    use engine::module::{DynModule, Outcome, Status, Templates};
-    use engine::template::TemplateEngine;
-    use engine::transport::LocalTransport;
-    use serde_json::Map;
+    use crate::testutil::{mode_of, Env};
+    use engine::module::{DynModule, Status};
     use std::os::unix::fs::PermissionsExt;
     use std::path::Path;
-    use std::sync::{Arc, Mutex};
 
-    /// Templates backed by the engine's TemplateEngine, with fixed variables.
-    struct TestTemplates {
-        engine: TemplateEngine,
-        vars: Value,
+    const DEST: &str = "etc/app.conf";
+
+    /// A scratch directory with `templates/app.conf.j2` and an empty `etc/` (for `DEST`).
+    fn setup(template: &str, vars: Value) -> Env {
+        let mut env = Env::new();
+        std::fs::create_dir(env.path("templates")).unwrap();
+        std::fs::create_dir(env.path("etc")).unwrap();
+        std::fs::write(env.path("templates/app.conf.j2"), template).unwrap();
+        env.vars = vars.as_object().cloned().unwrap_or_default();
+        env
     }
 
-    impl Templates for TestTemplates {
-        fn render_file(&self, path: &str) -> Result<String, ModuleError> {
-            Ok(self.engine.render_file(path, &self.vars)?)
-        }
-        fn eval(&self, expr: &str) -> Result<Value, ModuleError> {
-            Ok(self.engine.eval(expr, "test", &self.vars)?)
-        }
-    }
-
-    struct Fixture {
-        dir: tempfile::TempDir,
-        host: Host,
-        templates: TestTemplates,
-        vars: Map<String, Value>,
-        facts: Mutex<Map<String, Value>>,
-    }
-
-    impl Fixture {
-        fn new(template: &str, vars: Value) -> Self {
-            let dir = tempfile::tempdir().unwrap();
-            std::fs::create_dir(dir.path().join("templates")).unwrap();
-            std::fs::create_dir(dir.path().join("etc")).unwrap();
-            std::fs::write(dir.path().join("templates/app.conf.j2"), template).unwrap();
-            let templates = TestTemplates {
-                engine: TemplateEngine::new(dir.path()),
-                vars: vars.clone(),
-            };
-            Fixture {
-                host: Host::new("local", Arc::new(LocalTransport)),
-                templates,
-                vars: vars.as_object().cloned().unwrap_or_default(),
-                facts: Mutex::new(Map::new()),
-                dir,
-            }
-        }
-
-        fn dest(&self) -> String {
-            self.dir
-                .path()
-                .join("etc/app.conf")
-                .to_str()
-                .unwrap()
-                .to_string()
-        }
-
-        fn cx(&self, check: bool, want_diff: bool) -> ModuleContext<'_> {
-            ModuleContext {
-                host: &self.host,
-                check,
-                want_diff,
-                base_dir: self.dir.path(),
-                templates: &self.templates,
-                vars: &self.vars,
-                facts: &self.facts,
-                system: &crate::testutil::NoSystemFacts,
-            }
-        }
-
-        async fn run(&self, args: Value, check: bool) -> Result<Outcome, ModuleError> {
-            FileTemplate.run(args, &self.cx(check, true)).await
-        }
-    }
-
-    fn mode_of(p: &str) -> u32 {
-        std::fs::metadata(p).unwrap().permissions().mode() & 0o7777
-    }
-
-    fn files_in(dir: &Path) -> usize {
+    fn files_in(dir: &str) -> usize {
         std::fs::read_dir(dir).unwrap().count()
     }
 
     #[tokio::test]
     async fn renders_writes_with_mode_then_is_unchanged() {
-        let f = Fixture::new(
+        let f = setup(
             "listen {{ vip }}:{{ port }}\n{% for b in backends %}\nserver {{ b }}\n{% endfor %}\n",
             json!({"vip": "10.0.0.10", "port": 6443, "backends": ["m1", "m2"]}),
         );
-        let dest = f.dest();
+        let dest = f.path(DEST);
         let args = json!({"src": "templates/app.conf.j2", "dest": dest, "mode": "0640"});
-        let out = f.run(args.clone(), false).await.unwrap();
+        let out = f.apply(&FileTemplate, args.clone()).await;
         assert_eq!(out.status, Status::Changed);
         assert_eq!(
             out.summary.as_deref(),
@@ -519,33 +252,26 @@ mod tests {
         assert_eq!(mode_of(&dest), 0o640);
         let diff = out.diff.unwrap();
         assert_eq!((diff.before, diff.after.as_deref()), (None, Some(want)));
-        assert_eq!(
-            files_in(&f.dir.path().join("etc")),
-            1,
-            "no temporary file left"
-        );
+        assert_eq!(files_in(&f.path("etc")), 1, "no temporary file left");
 
-        let again = f.run(args.clone(), false).await.unwrap();
+        let again = f.apply(&FileTemplate, args.clone()).await;
         assert_eq!(again.status, Status::Ok);
-        assert_eq!(
-            again.result["sha256"],
-            json!(hex::encode(Sha256::digest(want)))
-        );
+        assert_eq!(again.result["sha256"], json!(sha256(want.as_bytes())));
         // The same check in check mode agrees.
-        assert_eq!(f.run(args, true).await.unwrap().status, Status::Ok);
+        assert_eq!(f.check(&FileTemplate, args).await, Status::Ok);
     }
 
     #[tokio::test]
     async fn check_mode_writes_nothing_but_reports_the_diff() {
-        let f = Fixture::new("new {{ v }}\n", json!({"v": 2}));
-        let dest = f.dest();
+        let f = setup("new {{ v }}\n", json!({"v": 2}));
+        let dest = f.path(DEST);
         let args = json!({"src": "templates/app.conf.j2", "dest": dest});
-        let out = f.run(args.clone(), true).await.unwrap();
+        let out = f.run(&FileTemplate, args.clone(), true).await.unwrap();
         assert_eq!(out.status, Status::Changed);
         assert!(!Path::new(&dest).exists());
 
         std::fs::write(&dest, "old\n").unwrap();
-        let out = f.run(args, true).await.unwrap();
+        let out = f.run(&FileTemplate, args, true).await.unwrap();
         assert_eq!(out.status, Status::Changed);
         assert_eq!(
             out.summary.as_deref(),
@@ -561,56 +287,53 @@ mod tests {
 
     #[tokio::test]
     async fn only_attributes_are_fixed_when_content_is_equal() {
-        let f = Fixture::new("same\n", json!({}));
-        let dest = f.dest();
+        let f = setup("same\n", json!({}));
+        let dest = f.path(DEST);
         std::fs::write(&dest, "same\n").unwrap();
         std::fs::set_permissions(&dest, std::fs::Permissions::from_mode(0o644)).unwrap();
         let ino = std::os::unix::fs::MetadataExt::ino(&std::fs::metadata(&dest).unwrap());
         let args = json!({"src": "templates/app.conf.j2", "dest": dest, "mode": "u=rw,go="});
-        let out = f.run(args.clone(), false).await.unwrap();
+        let out = f.apply(&FileTemplate, args.clone()).await;
         assert_eq!(out.status, Status::Changed);
-        assert_eq!(
-            out.summary.as_deref(),
-            Some(format!("{dest}: mode 644 -> 600").as_str())
-        );
+        assert_eq!(out.summary.as_deref(), Some("mode 644 -> 600"));
         assert!(out.diff.is_none());
         assert_eq!(mode_of(&dest), 0o600);
         let ino2 = std::os::unix::fs::MetadataExt::ino(&std::fs::metadata(&dest).unwrap());
         assert_eq!(ino, ino2, "the file was not rewritten");
-        assert_eq!(f.run(args, false).await.unwrap().status, Status::Ok);
+        assert_eq!(f.apply(&FileTemplate, args).await.status, Status::Ok);
 
         // The current owner, by name or by id, is no change.
         let meta = std::fs::metadata(&dest).unwrap();
         let uid = std::os::unix::fs::MetadataExt::uid(&meta).to_string();
         let args = json!({"src": "templates/app.conf.j2", "dest": dest, "owner": uid});
-        assert_eq!(f.run(args, false).await.unwrap().status, Status::Ok);
+        assert_eq!(f.apply(&FileTemplate, args).await.status, Status::Ok);
     }
 
     #[tokio::test]
     async fn failed_validation_leaves_dest_untouched() {
-        let f = Fixture::new("bad config\n", json!({}));
-        let dest = f.dest();
+        let f = setup("bad config\n", json!({}));
+        let dest = f.path(DEST);
         std::fs::write(&dest, "good config\n").unwrap();
         let args = json!({
             "src": "templates/app.conf.j2", "dest": dest,
             "validate": "grep -q '^good' %s", "backup": true,
         });
-        let err = f.run(args, false).await.unwrap_err();
-        assert!(err.to_string().contains("validation failed"), "{err}");
+        let err = f.error(&FileTemplate, args).await;
+        assert!(err.contains("validation failed"), "{err}");
         assert_eq!(std::fs::read_to_string(&dest).unwrap(), "good config\n");
-        assert_eq!(files_in(&f.dir.path().join("etc")), 1);
+        assert_eq!(files_in(&f.path("etc")), 1);
     }
 
     #[tokio::test]
     async fn passing_validation_and_backup() {
-        let f = Fixture::new("good {{ n }}\n", json!({"n": 2}));
-        let dest = f.dest();
+        let f = setup("good {{ n }}\n", json!({"n": 2}));
+        let dest = f.path(DEST);
         std::fs::write(&dest, "good 1\n").unwrap();
         let args = json!({
             "src": "templates/app.conf.j2", "dest": dest,
             "validate": "grep -q '^good' %s", "backup": true,
         });
-        let out = f.run(args, false).await.unwrap();
+        let out = f.apply(&FileTemplate, args).await;
         assert_eq!(out.status, Status::Changed);
         assert_eq!(std::fs::read_to_string(&dest).unwrap(), "good 2\n");
         let backup = out.result["backup_file"].as_str().unwrap().to_string();
@@ -619,46 +342,54 @@ mod tests {
 
     #[tokio::test]
     async fn force_false_keeps_existing_content() {
-        let f = Fixture::new("new\n", json!({}));
-        let dest = f.dest();
+        let f = setup("new\n", json!({}));
+        let dest = f.path(DEST);
         std::fs::write(&dest, "mine\n").unwrap();
         let args = json!({"src": "templates/app.conf.j2", "dest": dest, "force": false});
-        assert_eq!(f.run(args, false).await.unwrap().status, Status::Ok);
+        assert_eq!(f.apply(&FileTemplate, args).await.status, Status::Ok);
+        assert_eq!(std::fs::read_to_string(&dest).unwrap(), "mine\n");
+        // The attributes are still set, and the result describes the file as it is.
+        let args = json!({"src": "templates/app.conf.j2", "dest": dest, "force": false,
+                          "mode": "0600"});
+        let out = f.apply(&FileTemplate, args).await;
+        assert_eq!(out.summary.as_deref(), Some("mode 644 -> 600"));
+        assert_eq!(out.result["sha256"], json!(sha256(b"mine\n")));
+        assert_eq!(
+            (&out.result["size"], &out.result["mode"]),
+            (&json!(5), &json!("600"))
+        );
         assert_eq!(std::fs::read_to_string(&dest).unwrap(), "mine\n");
     }
 
     #[tokio::test]
     async fn undefined_variable_names_template_file_and_line() {
-        let f = Fixture::new("global\n  maxconn 100\n  bind {{ vip }}:6443\n", json!({}));
-        let args = json!({"src": "templates/app.conf.j2", "dest": f.dest()});
-        let err = f.run(args, false).await.unwrap_err();
-        assert_eq!(
-            err.to_string(),
-            "templates/app.conf.j2:3: undefined variable 'vip'"
-        );
-        assert!(!Path::new(&f.dest()).exists());
+        let f = setup("global\n  maxconn 100\n  bind {{ vip }}:6443\n", json!({}));
+        let args = json!({"src": "templates/app.conf.j2", "dest": f.path(DEST)});
+        let err = f.error(&FileTemplate, args).await;
+        assert_eq!(err, "templates/app.conf.j2:3: undefined variable 'vip'");
+        assert!(!Path::new(&f.path(DEST)).exists());
     }
 
     #[tokio::test]
     async fn symbolic_link_is_replaced_and_directory_refused() {
-        let f = Fixture::new("x\n", json!({}));
-        let dest = f.dest();
-        let other = f.dir.path().join("other");
+        let f = setup("x\n", json!({}));
+        let dest = f.path(DEST);
+        let other = f.path("other");
         std::fs::write(&other, "x\n").unwrap();
         std::os::unix::fs::symlink(&other, &dest).unwrap();
         let args = json!({"src": "templates/app.conf.j2", "dest": dest});
-        let out = f.run(args.clone(), false).await.unwrap();
-        assert!(out.summary.unwrap().starts_with("replace symbolic link"));
+        let out = f.apply(&FileTemplate, args.clone()).await;
+        assert!(out.summary.unwrap().starts_with("replace link"));
         assert!(!std::fs::symlink_metadata(&dest)
             .unwrap()
             .file_type()
             .is_symlink());
-        assert_eq!(f.run(args, false).await.unwrap().status, Status::Ok);
+        assert_eq!(f.apply(&FileTemplate, args).await.status, Status::Ok);
 
-        let dir = f.dir.path().join("etc").to_str().unwrap().to_string();
+        let dir = f.path("etc");
         let args = json!({"src": "templates/app.conf.j2", "dest": dir});
-        let err = f.run(args, false).await.unwrap_err();
-        assert!(err.to_string().contains("is a directory"), "{err}");
+        let err = f.error(&FileTemplate, args).await;
+        assert!(err.contains("is a directory"), "{err}");
     }
 
     #[test]
@@ -683,17 +414,5 @@ mod tests {
             .unwrap_err();
         assert!(e.contains("0999"), "{e}");
         assert!(DynModule::fields(&m).contains(&"validate"));
-    }
-
-    #[test]
-    fn symbolic_modes_are_computed() {
-        assert_eq!(apply_mode("0644", 0o600).unwrap(), 0o644);
-        assert_eq!(apply_mode("u=rw,go=", 0o644).unwrap(), 0o600);
-        assert_eq!(apply_mode("u=rw,g=r,o=r", 0o600).unwrap(), 0o644);
-        assert_eq!(apply_mode("g+w,o-r", 0o644).unwrap(), 0o660);
-        assert_eq!(apply_mode("a+X", 0o644).unwrap(), 0o644);
-        assert_eq!(apply_mode("a+X", 0o744).unwrap(), 0o755);
-        assert_eq!(apply_mode("+x", 0o644).unwrap(), 0o755);
-        assert_eq!(apply_mode("u+s", 0o755).unwrap(), 0o4755);
     }
 }

@@ -2,7 +2,8 @@
 
 use async_trait::async_trait;
 use engine::host::quote;
-use engine::remote::{FileKind, WriteOptions};
+use engine::remote::FileKind;
+use engine::template::python_replacement_to_rust;
 use engine::{Applied, Module, ModuleContext, ModuleError, Probe};
 use regex::{Captures, Regex};
 use serde::Deserialize;
@@ -154,62 +155,11 @@ fn strip(l: &str) -> &str {
     l.trim_end_matches(['\r', '\n'])
 }
 
-/// Expands Python-style group references in `template`: `\1`, `\g<1>`, `\g<name>`, and the
-/// escapes `\n`, `\t`, `\\`. A group that did not take part in the match expands to nothing.
+/// Expands Python-style group references (`\1`, `\g<name>`) in `template`, as the engine's
+/// `regex_replace` filter does.
 fn expand(template: &str, caps: &Captures) -> String {
-    let group = |key: &str| -> String {
-        let m = match key.parse::<usize>() {
-            Ok(i) => caps.get(i),
-            Err(_) => caps.name(key),
-        };
-        m.map(|m| m.as_str().to_string()).unwrap_or_default()
-    };
     let mut out = String::new();
-    let mut chars = template.chars().peekable();
-    while let Some(c) = chars.next() {
-        if c != '\\' {
-            out.push(c);
-            continue;
-        }
-        match chars.peek().copied() {
-            Some(d) if d.is_ascii_digit() => {
-                let mut num = String::new();
-                while let Some(d) = chars.peek().copied().filter(|d| d.is_ascii_digit()) {
-                    if num.len() == 2 {
-                        break;
-                    }
-                    num.push(d);
-                    chars.next();
-                }
-                out += &group(&num);
-            }
-            Some('g') => {
-                let rest: String = chars.clone().skip(1).collect();
-                match rest.strip_prefix('<').and_then(|r| r.split_once('>')) {
-                    Some((name, _)) => {
-                        out += &group(name);
-                        for _ in 0..name.chars().count() + 3 {
-                            chars.next();
-                        }
-                    }
-                    None => out.push('\\'),
-                }
-            }
-            Some('n') => {
-                chars.next();
-                out.push('\n');
-            }
-            Some('t') => {
-                chars.next();
-                out.push('\t');
-            }
-            Some('\\') => {
-                chars.next();
-                out.push('\\');
-            }
-            _ => out.push('\\'),
-        }
-    }
+    caps.expand(&python_replacement_to_rust(template), &mut out);
     out
 }
 
@@ -371,11 +321,7 @@ impl Args {
     }
 
     fn wanted(&self) -> Wanted<'_> {
-        Wanted {
-            mode: self.mode.as_deref(),
-            owner: self.owner.as_deref(),
-            group: self.group.as_deref(),
-        }
+        Wanted::new(&self.mode, &self.owner, &self.group)
     }
 }
 
@@ -421,14 +367,7 @@ impl Module for LineInFile {
             }
             _ => {}
         }
-        if let Some(v) = &a.validate {
-            if !v.contains("%s") {
-                return Err(format!(
-                    "validate: {v:?} must contain %s (the file to check)"
-                ));
-            }
-        }
-        Ok(())
+        content::check_validate(a.validate.as_deref())
     }
 
     async fn probe(&self, args: &Args, cx: &ModuleContext<'_>) -> Result<Probe<Plan>, ModuleError> {
@@ -527,13 +466,8 @@ impl Module for LineInFile {
                 )));
             }
         }
-        let opts = WriteOptions {
-            mode: args.mode.as_deref(),
-            owner: args.owner.as_deref(),
-            group: args.group.as_deref(),
-            validate: args.validate.as_deref(),
-            backup: args.backup.unwrap_or(false),
-        };
+        let backup = args.backup.unwrap_or(false);
+        let opts = content::write_options(args.wanted(), args.validate.as_deref(), backup);
         let backup = content::apply(cx.host, &plan.file, &opts).await?;
         let mut result = json!({ "dest": plan.file.path, "msg": plan.msg });
         if let Some(n) = plan.found {
@@ -628,6 +562,10 @@ mod tests {
                            "line": "listen 8080 \\g<rest> # was \\1", "backrefs": true });
         assert_eq!(edit(t, args.clone()).0, "listen 8080 default # was 80\n");
         assert_eq!(edit("other\n", args), ("other\n".into(), Edit::Unchanged));
+        // `$` is literal (Python syntax), and a group that did not match expands to nothing.
+        let args = json!({ "path": "/f", "regexp": "^listen (\\d+)(x)?", "backrefs": true,
+                           "line": "port=$1 \\1[\\2]" });
+        assert_eq!(edit(t, args).0, "port=$1 80[]\n");
     }
 
     #[test]

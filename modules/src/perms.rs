@@ -114,7 +114,20 @@ pub struct Wanted<'a> {
     pub group: Option<&'a str>,
 }
 
-impl Wanted<'_> {
+impl<'a> Wanted<'a> {
+    /// The `mode`, `owner` and `group` arguments of a module.
+    pub fn new(
+        mode: &'a Option<String>,
+        owner: &'a Option<String>,
+        group: &'a Option<String>,
+    ) -> Self {
+        Wanted {
+            mode: mode.as_deref(),
+            owner: owner.as_deref(),
+            group: group.as_deref(),
+        }
+    }
+
     /// Checks the mode's syntax without a host.
     pub fn check(&self) -> Result<(), String> {
         if let Some(m) = self.mode {

@@ -13,16 +13,6 @@ pub fn local() -> Host {
     Host::new("local", Arc::new(LocalTransport))
 }
 
-/// System facts for fixtures that have no host to gather them from.
-pub struct NoSystemFacts;
-
-#[async_trait::async_trait]
-impl engine::facts::SystemFacts for NoSystemFacts {
-    async fn get(&self) -> Result<Value, ModuleError> {
-        Err(ModuleError::Failed("no system facts in this test".into()))
-    }
-}
-
 /// The engine's own template environment over the test's variables.
 struct EnvTemplates {
     engine: TemplateEngine,
