@@ -131,8 +131,21 @@ pub fn lab_exec(host: &str, script: &str) -> std::process::Output {
     out
 }
 
+/// Marks every process this test process starts (and their children, such as ssh masters).
+const TEST_TAG: &str = "PLAYBOOK_TEST_PROCESS";
+
+fn tag_this_process() {
+    static TAGGED: std::sync::Once = std::sync::Once::new();
+    TAGGED.call_once(|| std::env::set_var(TEST_TAG, std::process::id().to_string()));
+}
+
 /// ssh client processes that are alive (zombies waiting to be reaped do not count).
+///
+/// Only processes started from this test process count (they inherit `TEST_TAG` in their
+/// environment), so other test runs on the same machine do not interfere.
 pub fn live_ssh_processes() -> Vec<String> {
+    tag_this_process();
+    let tag = format!("{TEST_TAG}={}", std::process::id());
     let mut found = Vec::new();
     for entry in std::fs::read_dir("/proc").unwrap().flatten() {
         let stat = std::fs::read_to_string(entry.path().join("stat")).unwrap_or_default();
@@ -140,7 +153,9 @@ pub fn live_ssh_processes() -> Vec<String> {
         if let (Some(open), Some(close)) = (stat.find('('), stat.rfind(')')) {
             let comm = &stat[open + 1..close];
             let state = stat[close + 1..].trim_start().chars().next().unwrap_or('?');
-            if comm == "ssh" && state != 'Z' {
+            let environ = std::fs::read(entry.path().join("environ")).unwrap_or_default();
+            let ours = environ.split(|b| *b == 0).any(|v| v == tag.as_bytes());
+            if comm == "ssh" && state != 'Z' && ours {
                 let cmdline = std::fs::read(entry.path().join("cmdline")).unwrap_or_default();
                 found.push(String::from_utf8_lossy(&cmdline).replace('\0', " "));
             }
@@ -192,6 +207,7 @@ impl Project {
 
     /// A project on the lab, or None when the lab is not up (the caller returns: skipped).
     pub fn lab(test: &str) -> Option<Self> {
+        tag_this_process();
         match lab_hosts() {
             Some(n) if n >= 3 => Some(Project::new(Conn::Lab)),
             _ => {
@@ -338,6 +354,55 @@ pub fn snapshot(root: &Path) -> BTreeMap<String, String> {
         };
         out.insert(rel, format!("{:o} {}", meta.mode() & 0o7777, kind));
         if meta.is_dir() {
+            let mut entries: Vec<_> = std::fs::read_dir(p)
+                .unwrap()
+                .map(|e| e.unwrap().path())
+                .collect();
+            entries.sort();
+            for e in entries {
+                walk(&e, base, out);
+            }
+        }
+    }
+    walk(root, root, &mut out);
+    out
+}
+
+/// Like [`snapshot`] (path → mode and sha256 or link target), plus owner and group, for trees
+/// that may hold device nodes, FIFOs or sockets: an overlay's upper directory marks deleted
+/// files with 0:0 character devices, which cannot be read. Those are recorded by kind and device
+/// number instead.
+pub fn snapshot_tree(root: &Path) -> BTreeMap<String, String> {
+    use std::os::unix::fs::{FileTypeExt, MetadataExt};
+    let mut out = BTreeMap::new();
+    fn walk(p: &Path, base: &Path, out: &mut BTreeMap<String, String>) {
+        let Ok(meta) = std::fs::symlink_metadata(p) else {
+            return;
+        };
+        let rel = p.strip_prefix(base).unwrap().display().to_string();
+        let ft = meta.file_type();
+        let kind = if ft.is_symlink() {
+            format!("link {}", std::fs::read_link(p).unwrap().display())
+        } else if ft.is_dir() {
+            "dir".to_string()
+        } else if ft.is_file() {
+            format!("{:x}", Sha256::digest(std::fs::read(p).unwrap()))
+        } else if ft.is_char_device() || ft.is_block_device() {
+            format!("dev {:x}", meta.rdev())
+        } else {
+            "special".to_string()
+        };
+        out.insert(
+            rel,
+            format!(
+                "{:o} {}:{} {}",
+                meta.mode() & 0o7777,
+                meta.uid(),
+                meta.gid(),
+                kind
+            ),
+        );
+        if ft.is_dir() {
             let mut entries: Vec<_> = std::fs::read_dir(p)
                 .unwrap()
                 .map(|e| e.unwrap().path())
