@@ -110,6 +110,11 @@ pub trait Module: Send + Sync + 'static {
     const DOC: &'static str;
     type Args: DeserializeOwned + Send + Sync;
     type Plan: Send;
+    /// The result's `msg` is what the user wants to see (debug): the report shows it.
+    const SHOWS_MSG: bool = false;
+    /// The module renders template files, which may read any variable, every host's
+    /// (`hostvars`), the groups and the facts: the runner provides all of them.
+    const RENDERS_TEMPLATES: bool = false;
 
     /// Checks that need no host (conflicting fields, say). Runs at plan time.
     fn check_args(_args: &Self::Args) -> Result<(), String> {
@@ -157,6 +162,8 @@ pub trait DynModule: Send + Sync {
     fn fields(&self) -> &'static [&'static str];
     /// Parses and checks arguments without a host.
     fn validate(&self, args: &Value) -> Result<(), String>;
+    fn shows_msg(&self) -> bool;
+    fn renders_templates(&self) -> bool;
     async fn run(&self, args: Value, cx: &ModuleContext<'_>) -> Result<Outcome, ModuleError>;
 }
 
@@ -174,6 +181,12 @@ impl<M: Module> DynModule for M {
     fn validate(&self, args: &Value) -> Result<(), String> {
         let parsed = parse_args::<M::Args>(args)?;
         M::check_args(&parsed)
+    }
+    fn shows_msg(&self) -> bool {
+        M::SHOWS_MSG
+    }
+    fn renders_templates(&self) -> bool {
+        M::RENDERS_TEMPLATES
     }
     async fn run(&self, args: Value, cx: &ModuleContext<'_>) -> Result<Outcome, ModuleError> {
         let args = parse_args::<M::Args>(&args).map_err(ModuleError::Args)?;

@@ -427,7 +427,7 @@ impl State {
                 };
                 if let Some(msg) = registered
                     .get("msg")
-                    .filter(|_| task.module_name() == "debug_msg")
+                    .filter(|_| matches!(&task.action, Action::Module(m) if m.shows_msg()))
                 {
                     end.msg = Some(match msg {
                         Value::String(s) => s.clone(),
@@ -864,7 +864,7 @@ fn task_needs_everything(task: &crate::plan::Task) -> bool {
     if let Some(Condition::Expr(e)) = &task.when {
         strings.push(e.clone());
     }
-    task.module_name() == "file_template"
+    matches!(&task.action, Action::Module(m) if m.renders_templates())
         || strings
             .iter()
             .any(|s| s.contains("hostvars") || s.contains("groups"))

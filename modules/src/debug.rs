@@ -62,6 +62,7 @@ fn lookup(name: &str, cx: &ModuleContext<'_>) -> Option<Value> {
 #[async_trait]
 impl Module for Debug {
     const NAME: &'static str = "debug_msg";
+    const SHOWS_MSG: bool = true;
     const DOC: &'static str = DOC;
     type Args = Args;
     type Plan = ();

@@ -120,6 +120,7 @@ file_template(#{ src: "templates/haproxy.cfg.j2", dest: "/etc/haproxy/haproxy.cf
 #[async_trait]
 impl Module for FileTemplate {
     const NAME: &'static str = "file_template";
+    const RENDERS_TEMPLATES: bool = true;
     const DOC: &'static str = DOC;
     type Args = Args;
     type Plan = Plan;
