@@ -1,6 +1,8 @@
 //! File operations on a target that modules share: read state in one round trip, write atomically.
 //! Only POSIX sh and coreutils are used on the target.
 
+use sha2::Digest;
+
 use crate::host::{quote, Host};
 use crate::module::ModuleError;
 
@@ -157,8 +159,13 @@ pub async fn write_file(
     let mut s = format!(
         "set -e\np={}\nd=$(dirname -- \"$p\")\nt=$(mktemp \"$d/.playbook.XXXXXX\")\n\
          trap 'rm -f -- \"$t\"' EXIT\ntrap 'rm -f -- \"$t\"; exit 129' HUP INT TERM PIPE\n\
-         cat > \"$t\"\n",
-        quote(path)?
+         cat > \"$t\"\n\
+         if [ \"$(sha256sum < \"$t\" | cut -d' ' -f1)\" != {sum} ]; then \
+         echo 'the upload was cut short; nothing was replaced' >&2; exit 66; fi\n",
+        quote(path)?,
+        // A connection that drops mid-upload ends stdin early, which `cat` takes for the end of
+        // the content: only a complete upload may replace the destination.
+        sum = hex::encode(sha2::Sha256::digest(content)),
     );
     match opts.mode {
         Some(m) => s += &format!("chmod {} \"$t\"\n", quote(&normalize_mode(m)?)?),

@@ -17,7 +17,7 @@
 use std::error::Error as StdError;
 use std::hash::{BuildHasher, Hasher};
 use std::num::NonZeroUsize;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
@@ -332,9 +332,10 @@ impl Transport for SshTransport {
 struct Master {
     /// `None` only after an explicit shutdown.
     session: Option<Session>,
-    ctl: PathBuf,
     log: PathBuf,
     pid: Option<u32>,
+    /// The master's start time (see `start_time`), to know it is still the same process.
+    started: Option<u64>,
     /// Limits concurrent commands to [`MAX_SESSIONS_PER_MASTER`].
     channels: Semaphore,
     /// Keeps the private control directory while this master lives (dropped last).
@@ -413,12 +414,13 @@ impl Master {
             Ok(mut conn) => conn.send_alive_check().await.ok().map(|p| p.get()),
             Err(_) => None,
         };
+        let started = pid.and_then(start_time);
         Ok((
             Master {
                 session: Some(session),
-                ctl,
                 log,
                 pid,
+                started,
                 channels: Semaphore::new(MAX_SESSIONS_PER_MASTER),
                 _root: root,
             },
@@ -449,9 +451,8 @@ impl Master {
         if let Some(session) = self.session.take() {
             let _ = tokio::time::timeout(Duration::from_secs(2), session.close()).await;
         }
-        let Some(pid) = self.pid else { return };
         let deadline = Instant::now() + Duration::from_secs(2);
-        while is_our_master(pid, &self.ctl) {
+        while self.running() {
             if Instant::now() >= deadline {
                 self.terminate();
                 break;
@@ -460,10 +461,18 @@ impl Master {
         }
     }
 
+    /// Whether our master process still runs (the same process, not a reused PID).
+    fn running(&self) -> bool {
+        match (self.pid, self.started) {
+            (Some(pid), Some(started)) => start_time(pid) == Some(started),
+            _ => false,
+        }
+    }
+
     /// SIGTERM to the master, if that PID is still our ssh.
     fn terminate(&self) {
         if let Some(pid) = self.pid {
-            if is_our_master(pid, &self.ctl) {
+            if self.running() {
                 // SAFETY: plain kill(2) on a PID just checked to be our own ssh master.
                 unsafe {
                     libc::kill(pid as libc::pid_t, libc::SIGTERM);
@@ -503,23 +512,18 @@ fn control_root() -> Result<Arc<TempDir>, TransportError> {
     Ok(dir)
 }
 
-/// Whether `pid` is a running (not zombie) process whose command line names `ctl`, i.e. still
-/// our master and not a reused PID.
-fn is_our_master(pid: u32, ctl: &Path) -> bool {
-    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
-        return false;
-    };
-    let state = stat
-        .rsplit_once(')')
-        .and_then(|(_, rest)| rest.trim_start().chars().next());
-    if matches!(state, None | Some('Z') | Some('X')) {
-        return false;
+/// The kernel's start time of a live (not zombie) process. With the PID it names one process for
+/// good: a master renames itself once told to stop (`ssh: [stopped mux]`), so its command line
+/// cannot identify it, and a PID alone could be reused.
+fn start_time(pid: u32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let (_, rest) = stat.rsplit_once(')')?;
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    // `rest` starts at field 3 (state); field 22 is the start time.
+    if matches!(fields.first(), None | Some(&"Z") | Some(&"X")) {
+        return None;
     }
-    let Ok(cmdline) = std::fs::read(format!("/proc/{pid}/cmdline")) else {
-        return false;
-    };
-    let needle = ctl.as_os_str().as_encoded_bytes();
-    cmdline.windows(needle.len()).any(|w| w == needle)
+    fields.get(19)?.parse().ok()
 }
 
 async fn read_all<R: AsyncRead + Unpin>(stream: Option<R>) -> std::io::Result<Vec<u8>> {
