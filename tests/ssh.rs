@@ -730,8 +730,6 @@ impl Drop for Throttled {
 /// slowed to 8 Mbit/s (tc on the machine's end of h2's veth) so that the copy takes ~5 s, and sshd
 /// is killed as soon as the engine's temporary file appears on h2.
 #[test]
-            for the end of the content and renames the truncated temporary file over the \
-            destination (h2 is left with ~1 MiB of a 5 MiB file)"]
 fn sshd_dying_during_a_large_copy_leaves_no_truncated_destination() {
     let Some(p) = Project::lab("sshd_dying_during_a_large_copy_leaves_no_truncated_destination")
     else {
@@ -1252,12 +1250,8 @@ fn ctrl_c_stops_the_run_within_seconds() {
 }
 
 /// The same, but no ssh process may be left while the interrupted remote commands still run.
-/// Three interrupted runs, because the leak depends on a race (see the reason).
+/// Three interrupted runs: masters once leaked in a race (a stopping master renames itself).
 #[test]
-            mux]` (parent: init) until the abandoned remote commands end. Master::shutdown asks \
-            the master to stop listening; OpenSSH then retitles itself, so /proc/PID/cmdline no \
-            longer names the control path and is_our_master() (transport/ssh.rs) says the PID \
-            is not ours: the wait ends at once and terminate() never sends SIGTERM"]
 fn ctrl_c_stops_the_run_and_leaves_no_ssh_process() {
     let Some((p, _clean)) = interrupt_project("ctrl_c_stops_the_run_and_leaves_no_ssh_process")
     else {
