@@ -373,7 +373,10 @@ fn facts_are_gathered_once_and_usable_in_conditions_args_and_templates(p: Projec
     p.hosts(&["a", "b"], &[]);
     p.mkroot("a");
     p.mkroot("b");
-    p.file("templates/info.j2", "{{ facts.os_family }} {{ facts.default_ipv4.address }} {{ facts.processor_count }}\n");
+    p.file(
+        "templates/info.j2",
+        "{{ facts.os_family }} {{ facts.default_ipv4.address }} {{ facts.processor_count }}\n",
+    );
     p.file(
         "facts.rhai",
         r#"
@@ -391,7 +394,9 @@ on("all", task("facts in rhai", |h| if h.facts.processor_count > 0 { "ok" } else
         let fields: Vec<&str> = text.split_whitespace().collect();
         assert_eq!(fields[0], "Debian", "{text}");
         if p.conn == crate::support::Conn::Lab {
-            let n = crate::support::Project::lab_host(h)[1..].parse::<u8>().unwrap();
+            let n = crate::support::Project::lab_host(h)[1..]
+                .parse::<u8>()
+                .unwrap();
             assert_eq!(fields[1], format!("10.77.0.{}", 10 + n), "{text}");
         }
         assert!(fields[2].parse::<u32>().unwrap() >= 1, "{text}");
