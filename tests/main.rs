@@ -4,5 +4,6 @@
 mod support;
 
 mod bad_input;
+mod cli;
 mod runs;
 mod ssh;

@@ -20,6 +20,7 @@ macro_rules! on_both_connections {
 }
 
 on_both_connections!(
+    every_core_module_behaves_the_same,
     facts_are_gathered_once_and_usable_in_conditions_args_and_templates,
     converges_then_second_run_changes_nothing,
     check_mode_on_fresh_hosts_changes_nothing_and_predicts_the_real_run,
@@ -404,4 +405,83 @@ on("all", task("facts in rhai", |h| if h.facts.processor_count > 0 { "ok" } else
         assert!(!p.root(h).join("never").exists());
     }
     assert_eq!(out.total("skipped"), 2);
+}
+
+/// The modules the other tests use less: file states, set_fact, debug_msg, fail, assert, print.
+fn every_core_module_behaves_the_same(p: Project) {
+    p.hosts(&["a"], &[]);
+    p.mkroot("a");
+    p.write("a", "old", "remove me");
+    p.file(
+        "core.rhai",
+        r#"
+print("planning on " + hosts("all").len() + " host(s)");
+on("all", [
+    file(#{ path: "{{ root }}/d/e", state: "directory", mode: "0750" }),
+    file(#{ path: "{{ root }}/old", state: "absent" }),
+    file(#{ path: "{{ root }}/d/link", state: "link", src: "e" }),
+    copy(#{ dest: "{{ root }}/d/e/f", content: "x", mode: "u=rw,go=r" }),
+    copy(#{ dest: "{{ root }}/d/e/h", content: "h" }),
+    file(#{ path: "{{ root }}/d/e/h", mode: "0600" }).name("tighten h"),
+    set_fact(#{ greeting: "hello", n: 3 }),
+    debug_msg(#{ msg: "{{ greeting }} x{{ n }}" }),
+    assert(#{ that: ["greeting == 'hello'", "n * 2 == 6"] }),
+    lineinfile(#{ path: "{{ root }}/d/e/g", line: "first", create: true }),
+    lineinfile(#{ path: "{{ root }}/d/e/g", line: "second", insertafter: "EOF" }),
+    lineinfile(#{ path: "{{ root }}/d/e/g", regexp: "^fir", line: "first" }),
+    task("print from a task", |h| { print("custom on " + h.name); "ok" }),
+    fail(#{ msg: "stop {{ inventory_hostname }}" }).when("n > 5"),
+]);
+"#,
+    );
+    let out = p.play("core.rhai", &[]);
+    out.assert_code(0);
+    let root = p.root("a");
+    assert!(!root.join("old").exists());
+    use std::os::unix::fs::PermissionsExt;
+    let mode = |rel: &str| {
+        std::fs::symlink_metadata(root.join(rel))
+            .unwrap()
+            .permissions()
+            .mode()
+            & 0o777
+    };
+    assert_eq!(mode("d/e"), 0o750);
+    assert_eq!(mode("d/e/f"), 0o644);
+    assert_eq!(mode("d/e/h"), 0o600);
+    assert_eq!(
+        std::fs::read_link(root.join("d/link")).unwrap().to_str(),
+        Some("e")
+    );
+    assert_eq!(
+        std::fs::read_to_string(root.join("d/e/g")).unwrap(),
+        "first\nsecond\n"
+    );
+    let events = out.events();
+    let debug = events
+        .iter()
+        .find(|e| e["event"] == "task_end" && e["module"] == "debug_msg")
+        .unwrap();
+    assert_eq!(debug["msg"], "hello x3");
+    let prints: Vec<&str> = events
+        .iter()
+        .filter(|e| e["event"] == "print")
+        .map(|e| e["text"].as_str().unwrap())
+        .collect();
+    assert_eq!(prints, ["planning on 1 host(s)", "custom on a"]);
+    let again = p.play("core.rhai", &[]);
+    again.assert_code(0);
+    assert_eq!(again.total("changed"), 0, "{}", again.stdout);
+
+    let failing = p.play("core.rhai", &["-e", "n=9"]);
+    failing.assert_code(2);
+    let failed: Vec<_> = failing
+        .task_ends()
+        .into_iter()
+        .filter(|e| e["status"] == "failed")
+        .collect();
+    assert_eq!(failed.len(), 1);
+    // Extra vars win even over set_fact (as in Ansible): n stays 9 and the assertion fails.
+    assert_eq!(failed[0]["module"], "assert", "{}", failing.stdout);
+    assert_eq!(failed[0]["msg"], "Assertion failed: n * 2 == 6");
 }

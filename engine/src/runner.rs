@@ -810,6 +810,8 @@ impl State {
             vars.insert("facts".into(), f.clone());
         }
         vars.extend(h.facts.lock().unwrap_or_else(|e| e.into_inner()).clone());
+        // Extra vars win over everything, facts set while running included (as in Ansible).
+        vars.extend(self.opts.extra_vars.clone());
         let done = self.done.lock().unwrap_or_else(|e| e.into_inner());
         for t in &self.plan.tasks {
             if let (Some(name), [only]) = (&t.register, t.hosts.as_slice()) {

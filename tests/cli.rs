@@ -1,0 +1,155 @@
+//! The commands besides `run`: plan, graph, inventory, doc. None of them touches a host.
+
+use crate::support::{Conn, Project};
+
+fn project() -> Project {
+    let p = Project::new(Conn::Local);
+    p.hosts(
+        &["a", "b", "c"],
+        &[("web", &["a", "b"][..]), ("db", &["c"][..])],
+    );
+    p.file(
+        "site.rhai",
+        r#"
+phase("prepare", || {
+    on("web", copy(#{ dest: "{{ root }}/x", content: "x" }).name("write x").tags(["files"]));
+    on(first("web"), shell(#{ cmd: "echo hi" }).name("say hi").register("hi").notify("react"));
+    handler("react", shell(#{ cmd: "true" }));
+});
+phase("use", || {
+    on("db", copy(#{ dest: "{{ root }}/hi", content: "{{ hi.stdout }}" }).name("write hi"));
+});
+"#,
+    );
+    p
+}
+
+#[test]
+fn plan_lists_phases_tasks_hosts_and_dependencies_without_touching_hosts() {
+    let p = project();
+    let out = p.run(&["plan", "site.rhai", "-i", "inventory.toml"]);
+    out.assert_code(0);
+    let text = &out.stdout;
+    for needle in [
+        "phase prepare",
+        "[0] write x  (copy at line 3)",
+        "on: a, b",
+        "tags: files",
+        "[1] say hi  (shell at line 4)",
+        "on: a\n",
+        "notifies: react",
+        "[2] react (handler)",
+        "phase use",
+        "[3] write hi  (copy at line 8)",
+        "on: c",
+        "after: [1] say hi",
+    ] {
+        assert!(text.contains(needle), "{needle:?} missing in:\n{text}");
+    }
+    assert!(!p.root("a").exists(), "plan touched a host");
+    let limited = p.run(&["plan", "site.rhai", "-i", "inventory.toml", "--limit", "a"]);
+    limited.assert_code(0);
+    assert!(
+        limited.stdout.contains("no host (--limit)"),
+        "{}",
+        limited.stdout
+    );
+}
+
+#[test]
+fn graph_is_graphviz_with_every_edge() {
+    let p = project();
+    let out = p.run(&["graph", "site.rhai", "-i", "inventory.toml"]);
+    out.assert_code(0);
+    assert!(
+        out.stdout.starts_with("digraph playbook {"),
+        "{}",
+        out.stdout
+    );
+    // Per-host order on a (0 -> 1) and the result reference (1 -> 3).
+    assert!(out.stdout.contains("t0 -> t1;"), "{}", out.stdout);
+    assert!(out.stdout.contains("t1 -> t3;"), "{}", out.stdout);
+    assert!(!out.stdout.contains("t0 -> t3;"), "{}", out.stdout);
+}
+
+#[test]
+fn inventory_shows_each_variable_with_its_source() {
+    let p = Project::new(Conn::Local);
+    p.file(
+        "inventory.toml",
+        r#"
+[vars]
+region = "global"
+level = "global"
+
+[hosts.a]
+connection = "local"
+vars = { level = "host" }
+
+[groups.web]
+hosts = ["a"]
+vars = { region = "web", tier = "front" }
+"#,
+    );
+    let out = p.run(&[
+        "inventory",
+        "-i",
+        "inventory.toml",
+        "--host",
+        "a",
+        "-e",
+        "tier=cli",
+    ]);
+    out.assert_code(0);
+    for needle in [
+        "level = \"host\"    # from host a",
+        "region = \"web\"    # from group web",
+        "tier = \"cli\"    # from extra vars",
+        "inventory_hostname = \"a\"",
+    ] {
+        assert!(
+            out.stdout.contains(needle),
+            "{needle:?} missing in:\n{}",
+            out.stdout
+        );
+    }
+    let missing = p.run(&["inventory", "-i", "inventory.toml", "--host", "zz"]);
+    missing.assert_code(1);
+    assert!(
+        missing.stderr.contains("no host named 'zz'"),
+        "{}",
+        missing.stderr
+    );
+}
+
+#[test]
+fn doc_lists_modules_and_shows_one() {
+    let p = Project::new(Conn::Local);
+    let list = p.run(&["doc"]);
+    list.assert_code(0);
+    for m in [
+        "command",
+        "copy",
+        "file_template",
+        "lineinfile",
+        "debug_msg",
+        "set_fact",
+    ] {
+        assert!(
+            list.stdout.lines().any(|l| l.starts_with(m)),
+            "{m} missing:\n{}",
+            list.stdout
+        );
+    }
+    let copy = p.run(&["doc", "copy"]);
+    copy.assert_code(0);
+    assert!(copy.stdout.contains("# copy"), "{}", copy.stdout);
+    assert!(copy.stdout.contains("Arguments: "), "{}", copy.stdout);
+    let typo = p.run(&["doc", "cpy"]);
+    typo.assert_code(1);
+    assert!(
+        typo.stderr.contains("did you mean 'copy'?"),
+        "{}",
+        typo.stderr
+    );
+}
