@@ -172,7 +172,7 @@ impl Module for Sysctl {
     type Plan = Plan;
 
     fn check_args(a: &Args) -> Result<(), String> {
-        let valid = |c: char| c.is_ascii_alphanumeric() || "._-/*".contains(c);
+        let valid = |c: char| c.is_ascii_alphanumeric() || "._-/".contains(c);
         if a.name.is_empty() || !a.name.chars().all(valid) || a.name.starts_with(['/', '.']) {
             return Err(format!("name {:?} is not a sysctl key", a.name));
         }

@@ -468,8 +468,13 @@ async fn systemctl(host: &Host, unit: &str, acts: &[Action]) -> Result<(), Modul
     let out = host.run(&s).await?;
     if !out.success() {
         let last = out.stdout_text().lines().last().unwrap_or("").to_string();
+        let what = if last == "daemon-reload" {
+            last
+        } else {
+            format!("{last} {unit}")
+        };
         return Err(ModuleError::Failed(format!(
-            "systemctl {last} {unit} failed: {}",
+            "systemctl {what} failed: {}",
             out.stderr_text().trim()
         )));
     }
