@@ -19,8 +19,12 @@ pub mod fail;
 pub mod file;
 pub mod file_template;
 pub mod lineinfile;
+pub mod modprobe;
 pub mod set_fact;
 pub mod shell;
+pub mod swap;
+pub mod sysctl;
+pub mod systemd_unit;
 
 /// Registers every module of this crate.
 pub fn register_all(registry: &mut engine::Registry) {
@@ -32,8 +36,12 @@ pub fn register_all(registry: &mut engine::Registry) {
     registry.register(file::File);
     registry.register(file_template::FileTemplate);
     registry.register(lineinfile::LineInFile);
+    registry.register(modprobe::Modprobe);
     registry.register(set_fact::SetFact);
     registry.register(shell::Shell);
+    registry.register(swap::Swap);
+    registry.register(sysctl::Sysctl);
+    registry.register(systemd_unit::SystemdUnit);
 }
 
 #[cfg(test)]
@@ -54,8 +62,12 @@ mod tests {
                 "file",
                 "file_template",
                 "lineinfile",
+                "modprobe",
                 "set_fact",
-                "shell"
+                "shell",
+                "swap",
+                "sysctl",
+                "systemd_unit"
             ]
         );
         for m in r.iter() {

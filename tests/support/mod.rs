@@ -416,3 +416,20 @@ pub fn snapshot_tree(root: &Path) -> BTreeMap<String, String> {
     walk(root, root, &mut out);
     out
 }
+
+/// The lab's systemd hosts (real systemd as PID 1, from the lab's systemd extension): name and
+/// address, `s1`..`sM` at 10.77.0.(200+i) when the state file says `systemd_count=M`. Empty
+/// when there are none (the caller prints "systemd lab hosts not up: skipped" and returns).
+pub fn lab_systemd_hosts() -> Vec<(String, String)> {
+    let Ok(state) = std::fs::read_to_string(format!("{LAB_DIR}/state")) else {
+        return Vec::new();
+    };
+    let count: usize = state
+        .lines()
+        .find_map(|l| l.strip_prefix("systemd_count="))
+        .and_then(|n| n.trim().parse().ok())
+        .unwrap_or(0);
+    (1..=count.min(50))
+        .map(|i| (format!("s{i}"), format!("10.77.0.{}", 200 + i)))
+        .collect()
+}
