@@ -1194,7 +1194,8 @@ fn interrupt_a_run(p: &Project, strict: bool) {
         .unwrap();
     assert!(kill.success());
     let (out, took) = run.finish(Duration::from_secs(20));
-    assert!(took < Duration::from_secs(5), "took {took:?} to stop");
+    // Well before the 30 s the remote commands would take, even on a loaded machine.
+    assert!(took < Duration::from_secs(15), "took {took:?} to stop");
     out.assert_code(130);
     let recap = out.recap();
     assert_eq!(recap["interrupted"], true, "{recap}");
