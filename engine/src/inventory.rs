@@ -97,7 +97,7 @@ impl HostEntry {
 /// Where a resolved variable came from (see [`Inventory::host_vars`] for the precedence).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum VarSource {
-    /// Set by the engine: `inventory_hostname`, `group_names`.
+    /// Set by the engine: `inventory_hostname`, `ansible_host`, `group_names`.
     Magic,
     /// `-e` on the command line.
     Extra,
@@ -817,6 +817,10 @@ impl Inventory {
         layer(extra, VarSource::Extra);
         let mut magic = Map::new();
         magic.insert("inventory_hostname".into(), Value::String(host.to_string()));
+        if let Some(entry) = self.host(host) {
+            // The address the engine connects to, as Ansible users know it.
+            magic.insert("ansible_host".into(), Value::String(entry.address.clone()));
+        }
         magic.insert(
             "group_names".into(),
             Value::Array(
@@ -836,7 +840,8 @@ impl Inventory {
     /// it (tables are replaced, never merged). From highest to lowest:
     ///
     /// 1. magic variables, set by the engine and not overridable: `inventory_hostname` (the
-    ///    host's name) and `group_names` (see [`Inventory::group_names_of`]);
+    ///    host's name), `ansible_host` (its address) and `group_names` (see
+    ///    [`Inventory::group_names_of`]);
     /// 2. extra vars (`-e`);
     /// 3. the host's own `vars`;
     /// 4. the `vars` of the groups the host belongs to, directly or through a child group. The

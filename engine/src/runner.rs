@@ -840,8 +840,6 @@ impl State {
                             &self.opts.extra_vars,
                         ),
                     };
-                    v.entry("ansible_host")
-                        .or_insert_with(|| Value::String(e.address.clone()));
                     (e.name.clone(), Value::Object(v))
                 })
                 .collect();
