@@ -828,9 +828,12 @@ impl State {
                 .inventory
                 .hosts()
                 .map(|e| {
-                    let mut v = match self.hosts.get(&e.name) {
+                    let v = match self.hosts.get(&e.name) {
                         Some(rt) => {
                             let mut v = rt.vars.clone();
+                            if let Some(f) = rt.gathered.get() {
+                                v.insert("facts".into(), f.clone());
+                            }
                             v.extend(rt.facts.lock().unwrap_or_else(|e| e.into_inner()).clone());
                             v
                         }
