@@ -149,3 +149,13 @@ fn endless_loop_is_stopped() {
     let p = project("loop { }\n");
     expect_error(&p, &[], &["bad.rhai:2", "operations"]);
 }
+
+#[test]
+fn a_module_named_by_a_rhai_keyword_reports_its_own_position() {
+    let p = project("on(\"all\", debug(#{ mesage: \"hi\" }));\n");
+    expect_error(
+        &p,
+        &[],
+        &["bad.rhai:2:11", "debug: unknown field `mesage`", "`msg`"],
+    );
+}

@@ -132,7 +132,7 @@ fn doc_lists_modules_and_shows_one() {
         "copy",
         "file_template",
         "lineinfile",
-        "debug_msg",
+        "debug",
         "set_fact",
     ] {
         assert!(

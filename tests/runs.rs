@@ -407,7 +407,7 @@ on("all", task("facts in rhai", |h| if h.facts.processor_count > 0 { "ok" } else
     assert_eq!(out.total("skipped"), 2);
 }
 
-/// The modules the other tests use less: file states, set_fact, debug_msg, fail, assert, print.
+/// The modules the other tests use less: file states, set_fact, debug, fail, assert, print.
 fn every_core_module_behaves_the_same(p: Project) {
     p.hosts(&["a"], &[]);
     p.mkroot("a");
@@ -424,7 +424,7 @@ on("all", [
     copy(#{ dest: "{{ root }}/d/e/h", content: "h" }),
     file(#{ path: "{{ root }}/d/e/h", mode: "0600" }).name("tighten h"),
     set_fact(#{ greeting: "hello", n: 3 }),
-    debug_msg(#{ msg: "{{ greeting }} x{{ n }}" }),
+    debug(#{ msg: "{{ greeting }} x{{ n }}" }),
     assert(#{ that: ["greeting == 'hello'", "n * 2 == 6"] }),
     lineinfile(#{ path: "{{ root }}/d/e/g", line: "first", create: true }),
     lineinfile(#{ path: "{{ root }}/d/e/g", line: "second", insertafter: "EOF" }),
@@ -460,7 +460,7 @@ on("all", [
     let events = out.events();
     let debug = events
         .iter()
-        .find(|e| e["event"] == "task_end" && e["module"] == "debug_msg")
+        .find(|e| e["event"] == "task_end" && e["module"] == "debug")
         .unwrap();
     assert_eq!(debug["msg"], "hello x3");
     let prints: Vec<&str> = events

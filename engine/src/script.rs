@@ -18,6 +18,50 @@ use crate::plan::{
     link, Action, Arg, Closure, Condition, Deferred, Phase, Plan, SourcePos, Task, TaskId,
 };
 
+/// Words Rhai reserves; a module with such a name is called through a custom syntax.
+const RHAI_KEYWORDS: &[&str] = &[
+    "package",
+    "debug",
+    "print",
+    "eval",
+    "type_of",
+    "module",
+    "use",
+    "with",
+    "super",
+    "var",
+    "static",
+    "shared",
+    "goto",
+    "exit",
+    "match",
+    "case",
+    "public",
+    "protected",
+    "new",
+    "spawn",
+    "thread",
+    "go",
+    "sync",
+    "async",
+    "await",
+    "yield",
+    "default",
+    "void",
+    "null",
+    "nil",
+    "call",
+    "curry",
+    "this",
+    "import",
+    "export",
+    "as",
+    "is",
+    "fn",
+    "private",
+    "global",
+];
+
 /// Functions of the playbook API, for "did you mean" hints next to module names.
 const API_FUNCTIONS: &[&str] = &[
     "phase",
@@ -558,24 +602,67 @@ fn register_api(engine: &mut Engine, builder: &Arc<Mutex<Builder>>, registry: &R
 
     // Modules: each is a function taking a map of arguments.
     for module in registry.iter() {
-        let module = module.clone();
-        let b = builder.clone();
-        engine.register_fn(
-            module.name(),
-            move |ctx: NativeCallContext,
-                  args: rhai::Map|
-                  -> Result<TaskSpec, Box<EvalAltResult>> {
-                let file = b.lock().unwrap_or_else(|e| e.into_inner()).file.clone();
-                let arg = to_arg(&Dynamic::from_map(args)).map_err(|e| runtime_err(e, &ctx))?;
+        let make = {
+            let module = module.clone();
+            move |args: rhai::Map, pos: SourcePos| -> Result<TaskSpec, String> {
+                let arg = to_arg(&Dynamic::from_map(args))?;
                 check_fields(module.as_ref(), &arg)
-                    .map_err(|e| runtime_err(format!("{}: {e}", module.name()), &ctx))?;
-                Ok(TaskSpec::new(
-                    Action::Module(module.clone()),
-                    arg,
-                    pos_of(&ctx, &file),
-                ))
-            },
-        );
+                    .map_err(|e| format!("{}: {e}", module.name()))?;
+                Ok(TaskSpec::new(Action::Module(module.clone()), arg, pos))
+            }
+        };
+        let file = builder
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .file
+            .clone();
+        if RHAI_KEYWORDS.contains(&module.name()) {
+            // A Rhai keyword cannot name a function, but it can start a custom syntax, so
+            // `package(#{ .. })` and `debug(#{ .. })` read as they do in Ansible.
+            engine
+                .register_custom_syntax([module.name(), "(", "$expr$", ")"], false, {
+                    let name = module.name();
+                    move |ctx, inputs| {
+                        let map_pos = inputs[0].position();
+                        let map = ctx.eval_expression_tree(&inputs[0])?;
+                        // The map starts after `NAME(`; the task is where NAME starts.
+                        let line = map_pos.line().unwrap_or(0);
+                        let column = map_pos
+                            .position()
+                            .unwrap_or(0)
+                            .saturating_sub(name.len() + 1);
+                        let p = Position::new(line as u16, column as u16);
+                        let pos = SourcePos {
+                            file: ctx
+                                .source()
+                                .map(str::to_string)
+                                .unwrap_or_else(|| file.clone()),
+                            line,
+                            column,
+                        };
+                        let args = map.try_cast::<rhai::Map>().ok_or_else(|| {
+                            Box::new(EvalAltResult::ErrorRuntime(
+                                format!("{name}() takes a map of arguments: {name}(#{{ ... }})")
+                                    .into(),
+                                p,
+                            ))
+                        })?;
+                        make(args, pos)
+                            .map(Dynamic::from)
+                            .map_err(|e| EvalAltResult::ErrorRuntime(e.into(), p).into())
+                    }
+                })
+                .expect("a keyword that is not otherwise used starts a custom syntax");
+        } else {
+            engine.register_fn(
+                module.name(),
+                move |ctx: NativeCallContext,
+                      args: rhai::Map|
+                      -> Result<TaskSpec, Box<EvalAltResult>> {
+                    make(args, pos_of(&ctx, &file)).map_err(|e| runtime_err(e, &ctx))
+                },
+            );
+        }
     }
 
     let b = builder.clone();

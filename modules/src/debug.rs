@@ -1,4 +1,4 @@
-//! `debug_msg` (Ansible's `debug`): shows a message or a variable.
+//! `debug`: shows a message or a variable.
 
 use async_trait::async_trait;
 use engine::{Applied, Module, ModuleContext, ModuleError, Probe};
@@ -16,11 +16,11 @@ pub struct Args {
     pub var: Option<String>,
 }
 
-pub const DOC: &str = r#"# debug_msg
+pub const DOC: &str = r#"# debug
 
 Shows a message or the value of a variable. Never changes anything; runs in check mode too.
-This is Ansible's `debug`; in Rhai `debug` is a keyword (it prints while the playbook is planned),
-so the module is called `debug_msg`.
+With a map of arguments, `debug(#{ .. })` is this module, run on each host; `debug(value)`
+without a map is Rhai's own, which prints while the playbook is planned.
 An undefined `var` shows `VARIABLE IS NOT DEFINED!` rather than failing, as in Ansible.
 
 ## Arguments
@@ -37,8 +37,8 @@ An undefined `var` shows `VARIABLE IS NOT DEFINED!` rather than failing, as in A
 ## Example
 
 ```rhai
-debug_msg(#{ msg: "installing on {{ inventory_hostname }}" })
-debug_msg(#{ var: "tok.stdout" })
+debug(#{ msg: "installing on {{ inventory_hostname }}" })
+debug(#{ var: "tok.stdout" })
 ```
 "#;
 
@@ -61,7 +61,7 @@ fn lookup(name: &str, cx: &ModuleContext<'_>) -> Option<Value> {
 
 #[async_trait]
 impl Module for Debug {
-    const NAME: &'static str = "debug_msg";
+    const NAME: &'static str = "debug";
     const SHOWS_MSG: bool = true;
     const DOC: &'static str = DOC;
     type Args = Args;

@@ -57,7 +57,7 @@ mod tests {
                 "assert",
                 "command",
                 "copy",
-                "debug_msg",
+                "debug",
                 "fail",
                 "file",
                 "file_template",
