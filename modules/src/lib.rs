@@ -8,9 +8,11 @@ mod content;
 mod exec;
 mod inspect;
 mod perms;
+mod pkg;
 #[cfg(test)]
 mod testutil;
 
+pub mod apt;
 pub mod assert;
 pub mod command;
 pub mod copy;
@@ -19,11 +21,15 @@ pub mod fail;
 pub mod file;
 pub mod file_template;
 pub mod lineinfile;
+pub mod package;
 pub mod set_fact;
 pub mod shell;
+pub mod yum;
+pub mod yum_repository;
 
 /// Registers every module of this crate.
 pub fn register_all(registry: &mut engine::Registry) {
+    registry.register(apt::Apt);
     registry.register(assert::Assert);
     registry.register(command::Command);
     registry.register(copy::Copy);
@@ -32,8 +38,11 @@ pub fn register_all(registry: &mut engine::Registry) {
     registry.register(file::File);
     registry.register(file_template::FileTemplate);
     registry.register(lineinfile::LineInFile);
+    registry.register(package::Package);
     registry.register(set_fact::SetFact);
     registry.register(shell::Shell);
+    registry.register(yum::Yum);
+    registry.register(yum_repository::YumRepository);
 }
 
 #[cfg(test)]
@@ -46,6 +55,7 @@ mod tests {
         assert_eq!(
             names,
             [
+                "apt",
                 "assert",
                 "command",
                 "copy",
@@ -54,8 +64,11 @@ mod tests {
                 "file",
                 "file_template",
                 "lineinfile",
+                "package",
                 "set_fact",
-                "shell"
+                "shell",
+                "yum",
+                "yum_repository"
             ]
         );
         for m in r.iter() {
