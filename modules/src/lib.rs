@@ -64,7 +64,7 @@ mod tests {
                 "file",
                 "file_template",
                 "lineinfile",
-                "package",
+                "packages",
                 "set_fact",
                 "shell",
                 "yum",

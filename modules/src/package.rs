@@ -1,5 +1,6 @@
-//! `package`: installs or removes packages with the host's own package manager, by handing the
-//! task to `apt` or `yum` as the host's facts say.
+//! `packages` (Ansible's `package`; `package` is a reserved word in Rhai): installs or removes
+//! packages with the host's own package manager, by handing the task to `apt` or `yum` as the
+//! host's facts say.
 
 use async_trait::async_trait;
 use engine::{Applied, Module, ModuleContext, ModuleError, Probe};
@@ -22,8 +23,9 @@ pub struct Args {
     pub state: State,
 }
 
-pub const DOC: &str = r#"# package
+pub const DOC: &str = r#"# packages
 
+Ansible's `package` (Rhai reserves the word `package`, so the task is called `packages`).
 Installs, upgrades or removes packages with whichever package manager the host uses: the
 `pkg_mgr` system fact picks `apt` (Debian, Ubuntu) or `yum` (`dnf` or `yum`: RHEL, Fedora, Rocky,
 Alma...). The task then behaves exactly as that module does with the same `name` and `state`: the
@@ -40,8 +42,8 @@ Use `apt` or `yum` directly for their own options (`update_cache`, `enablerepo`.
 ## Example
 
 ```rhai
-package(#{ name: ["keepalived", "haproxy"] })
-package(#{ name: "telnet", state: "absent" })
+packages(#{ name: ["keepalived", "haproxy"] })
+packages(#{ name: "telnet", state: "absent" })
 ```
 "#;
 
@@ -76,11 +78,9 @@ impl Args {
         match pkg_mgr {
             "apt" => Ok(Via::Apt(self.apt())),
             "dnf" | "yum" => Ok(Via::Yum(self.yum())),
-            "" => Err(
-                "package: no supported package manager found on the host (apt, dnf or yum)".into(),
-            ),
+            "" => Err("no supported package manager found on the host (apt, dnf or yum)".into()),
             other => Err(format!(
-                "package: the host's package manager {other:?} is not supported (apt, dnf, yum); \
+                "the host's package manager {other:?} is not supported (apt, dnf, yum); \
                  use a command task"
             )),
         }
@@ -103,7 +103,7 @@ fn map<P>(probe: Probe<P>, wrap: impl FnOnce(P) -> Plan) -> Probe<Plan> {
 
 #[async_trait]
 impl Module for Package {
-    const NAME: &'static str = "package";
+    const NAME: &'static str = "packages";
     const DOC: &'static str = DOC;
     type Args = Args;
     type Plan = Plan;

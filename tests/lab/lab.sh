@@ -21,7 +21,7 @@ NET=10.77.0
 GATEWAY=10.77.0.1
 OVDIRS=(etc var opt usr home)
 MAX_HOSTS=100
-DEPS=(openssh-server openssh-client tini iproute2 procps sudo systemd-container attr openssl util-linux)
+DEPS=(openssh-server openssh-client tini iproute2 procps sudo systemd-container attr openssl util-linux dnf rpm createrepo-c dpkg-dev)
 export LAB_DIR
 
 log() { printf 'lab: %s\n' "$*" >&2; }
