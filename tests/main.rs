@@ -5,6 +5,7 @@ mod support;
 
 mod bad_input;
 mod cli;
+mod packages;
 mod runs;
 mod ssh;
 mod system;

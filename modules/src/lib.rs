@@ -8,9 +8,11 @@ mod content;
 mod exec;
 mod inspect;
 mod perms;
+mod pkg;
 #[cfg(test)]
 mod testutil;
 
+pub mod apt;
 pub mod assert;
 pub mod command;
 pub mod copy;
@@ -20,14 +22,18 @@ pub mod file;
 pub mod file_template;
 pub mod lineinfile;
 pub mod modprobe;
+pub mod package;
 pub mod set_fact;
 pub mod shell;
 pub mod swap;
 pub mod sysctl;
 pub mod systemd_unit;
+pub mod yum;
+pub mod yum_repository;
 
 /// Registers every module of this crate.
 pub fn register_all(registry: &mut engine::Registry) {
+    registry.register(apt::Apt);
     registry.register(assert::Assert);
     registry.register(command::Command);
     registry.register(copy::Copy);
@@ -37,11 +43,14 @@ pub fn register_all(registry: &mut engine::Registry) {
     registry.register(file_template::FileTemplate);
     registry.register(lineinfile::LineInFile);
     registry.register(modprobe::Modprobe);
+    registry.register(package::Package);
     registry.register(set_fact::SetFact);
     registry.register(shell::Shell);
     registry.register(swap::Swap);
     registry.register(sysctl::Sysctl);
     registry.register(systemd_unit::SystemdUnit);
+    registry.register(yum::Yum);
+    registry.register(yum_repository::YumRepository);
 }
 
 #[cfg(test)]
@@ -54,6 +63,7 @@ mod tests {
         assert_eq!(
             names,
             [
+                "apt",
                 "assert",
                 "command",
                 "copy",
@@ -63,11 +73,14 @@ mod tests {
                 "file_template",
                 "lineinfile",
                 "modprobe",
+                "package",
                 "set_fact",
                 "shell",
                 "swap",
                 "sysctl",
-                "systemd_unit"
+                "systemd_unit",
+                "yum",
+                "yum_repository"
             ]
         );
         for m in r.iter() {
