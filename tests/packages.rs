@@ -1,7 +1,7 @@
 //! The package modules over real SSH on two of the lab's light hosts (h7 as `g`, h8 as `h`),
 //! against repositories the tests build themselves under /srv/lab/shared (the same path on every
 //! host): an rpm repository (rpmbuild + createrepo_c) used with dnf + rpm, and a deb repository
-//! (dpkg-deb + dpkg-scanpackages) used with apt. The hosts are Debian, so `packages` picks apt.
+//! (dpkg-deb + dpkg-scanpackages) used with apt. The hosts are Debian, so `package` picks apt.
 //!
 //! Needs on the machine: dnf rpm createrepo-c dpkg-dev (`tests/lab/lab.sh deps`). Skipped, saying
 //! so, when the lab is not up with at least 8 light hosts or the tools are missing.
@@ -371,14 +371,14 @@ fn apt_installs_upgrades_and_package_removes_on_debian() {
         );
     }
 
-    // `packages` (Ansible's `package`) on this Debian host is apt: it removes the package.
+    // `package` on this Debian host is apt: it removes the package.
     let absent = r#"on("h", package(#{ name: "pbhello-deb", state: "absent" }));"#;
     let check = play(&p, "absent.rhai", absent, &["--check"]);
-    assert_eq!(lines(&check), ["h packages changed remove: pbhello-deb"]);
+    assert_eq!(lines(&check), ["h package changed remove: pbhello-deb"]);
     assert!(hello.exists());
     let real = play(&p, "absent.rhai", absent, &[]);
     real.assert_code(0);
-    assert_eq!(lines(&real), ["h packages changed remove: pbhello-deb"]);
+    assert_eq!(lines(&real), ["h package changed remove: pbhello-deb"]);
     assert!(!hello.exists());
     let (_, status) = on_host(APT_HOST, "dpkg -s pbhello-deb");
     assert!(!status.contains("install ok installed"), "{status}");

@@ -1,4 +1,4 @@
-//! `packages` (Ansible's `package`; `package` is a reserved word in Rhai): installs or removes
+//! `package`: installs or removes
 //! packages with the host's own package manager, by handing the task to `apt` or `yum` as the
 //! host's facts say.
 
