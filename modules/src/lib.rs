@@ -16,11 +16,14 @@ pub mod command;
 pub mod copy;
 pub mod debug;
 pub mod fail;
+pub mod fetch;
 pub mod file;
 pub mod file_template;
 pub mod lineinfile;
 pub mod set_fact;
 pub mod shell;
+pub mod wait_for;
+pub mod x509;
 
 /// Registers every module of this crate.
 pub fn register_all(registry: &mut engine::Registry) {
@@ -29,11 +32,14 @@ pub fn register_all(registry: &mut engine::Registry) {
     registry.register(copy::Copy);
     registry.register(debug::Debug);
     registry.register(fail::Fail);
+    registry.register(fetch::Fetch);
     registry.register(file::File);
     registry.register(file_template::FileTemplate);
     registry.register(lineinfile::LineInFile);
     registry.register(set_fact::SetFact);
     registry.register(shell::Shell);
+    registry.register(wait_for::WaitFor);
+    registry.register(x509::X509);
 }
 
 #[cfg(test)]
@@ -51,11 +57,14 @@ mod tests {
                 "copy",
                 "debug_msg",
                 "fail",
+                "fetch",
                 "file",
                 "file_template",
                 "lineinfile",
                 "set_fact",
-                "shell"
+                "shell",
+                "wait_for",
+                "x509"
             ]
         );
         for m in r.iter() {
