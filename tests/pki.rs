@@ -95,6 +95,38 @@ fn x509_issues_verifiable_certificates_idempotently_and_never_shows_keys() {
     );
     outputs.push(first);
 
+    // The certificate serves TLS: wait_for checks it from the target with curl and the CA.
+    let port = 19000 + std::process::id() % 1000;
+    let _tls = Listener::start(
+        "h5",
+        &format!(
+            "openssl s_server -accept {port} -cert {dir}/server.crt -key {dir}/server.key -www"
+        ),
+    );
+    p.file(
+        "tls.rhai",
+        &format!(
+            "on(\"e\", wait_for(#{{ url: \"https://10.77.0.15:{port}/\", ca_cert: \"{dir}/ca.crt\", timeout: 20 }}));\n"
+        ),
+    );
+    p.play("tls.rhai", &[]).assert_code(0);
+    p.file(
+        "untrusted.rhai",
+        &format!("on(\"e\", wait_for(#{{ url: \"https://10.77.0.15:{port}/\", timeout: 1 }}));\n"),
+    );
+    let untrusted = p.play("untrusted.rhai", &[]);
+    untrusted.assert_code(2);
+    let msg = untrusted.task_ends()[0]["msg"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(
+        msg.starts_with(&format!(
+            "https://10.77.0.15:{port}/ did not answer 200 after 1s (last: curl: (60)"
+        )),
+        "{msg}"
+    );
+
     let second = p.play("pki.rhai", &[]);
     second.assert_code(0);
     assert_eq!(second.total("changed"), 0, "{}", second.stdout);

@@ -460,8 +460,14 @@ impl Ca {
         (dir.join("ca.crt"), dir.join("ca.key"))
     }
 
-    /// The CA in `dir`, or None when it does not exist yet.
+    /// The CA in `dir`, or None when it does not exist yet. Waits while another host of this run
+    /// is creating it, so it never sees half a CA.
     pub fn load(dir: &Path, secrets: &Redactor) -> Result<Option<Ca>, ModuleError> {
+        let _guard = CA_LOCK.lock().unwrap_or_else(|e| e.into_inner());
+        Self::load_unlocked(dir, secrets)
+    }
+
+    fn load_unlocked(dir: &Path, secrets: &Redactor) -> Result<Option<Ca>, ModuleError> {
         let (crt, key) = Self::paths(dir);
         let (has_crt, has_key) = (crt.exists(), key.exists());
         if !has_crt && !has_key {
@@ -503,7 +509,7 @@ impl Ca {
         secrets: &Redactor,
     ) -> Result<(Ca, bool), ModuleError> {
         let _guard = CA_LOCK.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(ca) = Self::load(dir, secrets)? {
+        if let Some(ca) = Self::load_unlocked(dir, secrets)? {
             return Ok((ca, false));
         }
         let key = rcgen::KeyPair::generate().map_err(failed)?;
