@@ -6,6 +6,7 @@ mod support;
 mod bad_input;
 mod cli;
 mod packages;
+mod pki;
 mod runs;
 mod ssh;
 mod system;

@@ -18,6 +18,7 @@ pub mod command;
 pub mod copy;
 pub mod debug;
 pub mod fail;
+pub mod fetch;
 pub mod file;
 pub mod file_template;
 pub mod lineinfile;
@@ -28,6 +29,8 @@ pub mod shell;
 pub mod swap;
 pub mod sysctl;
 pub mod systemd_unit;
+pub mod wait_for;
+pub mod x509;
 pub mod yum;
 pub mod yum_repository;
 
@@ -39,6 +42,7 @@ pub fn register_all(registry: &mut engine::Registry) {
     registry.register(copy::Copy);
     registry.register(debug::Debug);
     registry.register(fail::Fail);
+    registry.register(fetch::Fetch);
     registry.register(file::File);
     registry.register(file_template::FileTemplate);
     registry.register(lineinfile::LineInFile);
@@ -49,6 +53,8 @@ pub fn register_all(registry: &mut engine::Registry) {
     registry.register(swap::Swap);
     registry.register(sysctl::Sysctl);
     registry.register(systemd_unit::SystemdUnit);
+    registry.register(wait_for::WaitFor);
+    registry.register(x509::X509);
     registry.register(yum::Yum);
     registry.register(yum_repository::YumRepository);
 }
@@ -69,6 +75,7 @@ mod tests {
                 "copy",
                 "debug",
                 "fail",
+                "fetch",
                 "file",
                 "file_template",
                 "lineinfile",
@@ -79,6 +86,8 @@ mod tests {
                 "swap",
                 "sysctl",
                 "systemd_unit",
+                "wait_for",
+                "x509",
                 "yum",
                 "yum_repository"
             ]
