@@ -18,6 +18,7 @@ pub mod debug;
 pub mod fail;
 pub mod file;
 pub mod file_template;
+pub mod kubeadm;
 pub mod lineinfile;
 pub mod set_fact;
 pub mod shell;
@@ -31,6 +32,7 @@ pub fn register_all(registry: &mut engine::Registry) {
     registry.register(fail::Fail);
     registry.register(file::File);
     registry.register(file_template::FileTemplate);
+    registry.register(kubeadm::Kubeadm::default());
     registry.register(lineinfile::LineInFile);
     registry.register(set_fact::SetFact);
     registry.register(shell::Shell);
@@ -53,6 +55,7 @@ mod tests {
                 "fail",
                 "file",
                 "file_template",
+                "kubeadm",
                 "lineinfile",
                 "set_fact",
                 "shell"
