@@ -5,5 +5,6 @@ mod support;
 
 mod bad_input;
 mod cli;
+mod kubeadm;
 mod runs;
 mod ssh;

@@ -1326,7 +1326,7 @@ pub fn build_init(args: &Args) -> Result<String, String> {
     };
     let config = Config {
         version: v,
-        docs: vec![Doc::Init(init), Doc::Cluster(cluster)],
+        docs: vec![Doc::Init(init), Doc::Cluster(Box::new(cluster))],
     };
     config.check(Purpose::Init)?;
     config.render()

@@ -435,7 +435,7 @@ pub struct JoinControlPlane {
 #[derive(Debug, Clone, PartialEq)]
 pub enum Doc {
     Init(InitConfiguration),
-    Cluster(ClusterConfiguration),
+    Cluster(Box<ClusterConfiguration>),
     Join(JoinConfiguration),
     /// A document of another API kubeadm reads alongside its own (KubeletConfiguration,
     /// KubeProxyConfiguration) or one we do not type (v1beta4 ResetConfiguration,
@@ -508,7 +508,7 @@ impl Config {
             let doc = match kind.as_str() {
                 "InitConfiguration" => Doc::Init(serde_yaml::from_value(value).map_err(typed)?),
                 "ClusterConfiguration" => {
-                    Doc::Cluster(serde_yaml::from_value(value).map_err(typed)?)
+                    Doc::Cluster(Box::new(serde_yaml::from_value(value).map_err(typed)?))
                 }
                 "JoinConfiguration" => Doc::Join(serde_yaml::from_value(value).map_err(typed)?),
                 "ResetConfiguration" | "UpgradeConfiguration" if v == ApiVersion::V1Beta4 => {
@@ -724,7 +724,7 @@ impl Config {
 
     pub fn cluster(&self) -> Option<&ClusterConfiguration> {
         self.docs.iter().find_map(|d| match d {
-            Doc::Cluster(c) => Some(c),
+            Doc::Cluster(c) => Some(&**c),
             _ => None,
         })
     }
