@@ -21,6 +21,7 @@ pub mod fail;
 pub mod fetch;
 pub mod file;
 pub mod file_template;
+pub mod kubeadm;
 pub mod lineinfile;
 pub mod modprobe;
 pub mod package;
@@ -45,6 +46,7 @@ pub fn register_all(registry: &mut engine::Registry) {
     registry.register(fetch::Fetch);
     registry.register(file::File);
     registry.register(file_template::FileTemplate);
+    registry.register(kubeadm::Kubeadm::default());
     registry.register(lineinfile::LineInFile);
     registry.register(modprobe::Modprobe);
     registry.register(package::Package);
@@ -78,6 +80,7 @@ mod tests {
                 "fetch",
                 "file",
                 "file_template",
+                "kubeadm",
                 "lineinfile",
                 "modprobe",
                 "package",

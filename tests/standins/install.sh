@@ -1,0 +1,24 @@
+#!/bin/sh
+# Installs the Kubernetes STAND-INS (tests only: kubeadm, kubelet, kube-apiserver, kubectl) into
+# /usr/local/bin of a lab host, through `lab.sh exec` (no ssh needed):
+#
+#   tests/standins/install.sh h3
+#
+# The lab hosts share the machine's /usr, so python3 (with PyYAML) and openssl are already there;
+# /usr/local/bin lies in the host's own overlay, so the stand-ins appear on that host only.
+set -eu
+[ $# -eq 1 ] || { echo "usage: $0 LAB-HOST (e.g. h3)" >&2; exit 2; }
+here=$(cd "$(dirname "$0")" && pwd)
+lab="$here/../lab/lab.sh"
+host=$1
+bash "$lab" exec "$host" sh -c '
+    set -e
+    command -v python3 >/dev/null || { echo "python3 missing on the host" >&2; exit 1; }
+    python3 -c "import yaml" || { echo "python3 PyYAML missing (apt-get install python3-yaml)" >&2; exit 1; }
+    command -v openssl >/dev/null || { echo "openssl missing on the host" >&2; exit 1; }
+    mkdir -p /usr/local/bin
+    for f in kubeadm kubelet kube-apiserver kubectl; do
+        install -m 0755 "$1/$f" "/usr/local/bin/$f"
+    done
+' sh "$here"
+echo "stand-ins installed on $host: kubeadm kubelet kube-apiserver kubectl (/usr/local/bin)"
