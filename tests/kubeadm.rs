@@ -88,7 +88,7 @@ phase("control-plane", || {{
         control_plane_endpoint: "{endpoint}", advertise_address: "10.77.0.13", node_name: "m1",
         cert_sans: ["10.77.0.13", "10.77.0.14", "m1", "m2"], pod_subnet: "10.244.0.0/16",
         api_server_extra_args: #{{ "audit-log-maxage": 30 }} }}).name("init").register("init"));
-    on("m1", debug_msg(#{{ msg: "join token {{{{ init.token | default('unknown') }}}} key {{{{ init.certificate_key | default('unknown') }}}}" }})
+    on("m1", debug(#{{ msg: "join token {{{{ init.token | default('unknown') }}}} key {{{{ init.certificate_key | default('unknown') }}}}" }})
         .name("show"));
     // Fresh values right before the control-plane join.
     let tok = on("m1", kubeadm(#{{ action: "token", ttl: "1h" }}).name("token").after(init));
