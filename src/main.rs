@@ -329,12 +329,16 @@ fn describe_plan(plan: &Plan) -> String {
             } else {
                 t.hosts.join(", ")
             };
+            let place = if t.pos.file == plan.file {
+                format!("line {}", t.pos.line)
+            } else {
+                format!("{}:{}", t.pos.file, t.pos.line)
+            };
             out.push_str(&format!(
-                "  [{id}] {}{}  ({} at line {})\n      on: {}\n",
+                "  [{id}] {}{}  ({} at {place})\n      on: {}\n",
                 t.name,
                 if t.is_handler { " (handler)" } else { "" },
                 t.module_name(),
-                t.pos.line,
                 if hosts.is_empty() {
                     "no host (--limit)".into()
                 } else {

@@ -311,6 +311,15 @@ fn default_name(spec: &TaskSpec) -> String {
             .find_map(|k| match m.get(*k) {
                 Some(Arg::Value(Value::String(s))) => Some(s.clone()),
                 Some(Arg::Value(v @ Value::Array(_))) => Some(v.to_string()),
+                Some(list @ Arg::List(_)) => list.as_plain().map(|v| {
+                    let words: Vec<String> = v
+                        .as_array()
+                        .into_iter()
+                        .flatten()
+                        .map(|w| w.as_str().map(str::to_string).unwrap_or_else(|| w.to_string()))
+                        .collect();
+                    words.join(", ")
+                }),
                 _ => None,
             }),
         _ => None,
