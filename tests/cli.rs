@@ -153,3 +153,40 @@ fn doc_lists_modules_and_shows_one() {
         typo.stderr
     );
 }
+
+/// The shipped HA playbooks plan against the example inventory: every module call, argument and
+/// template reference in them is valid, and the control-plane joins are ordered one at a time.
+#[test]
+fn the_shipped_ha_playbooks_plan() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    for playbook in [
+        "playbooks/ha-stacked.rhai",
+        "playbooks/ha-external-etcd.rhai",
+    ] {
+        let out = crate::support::playbook(
+            root,
+            &["plan", playbook, "-i", "inventories/ha-example.toml"],
+        );
+        out.assert_code(0);
+        let text = &out.stdout;
+        for needle in [
+            "phase prepare",
+            "phase load-balancer",
+            "phase control-plane",
+            "kubeadm init  (kubeadm at",
+            "join control plane m3",
+            "after: [",
+        ] {
+            assert!(
+                text.contains(needle),
+                "{playbook}: {needle:?} missing in:\n{text}"
+            );
+        }
+        // m3's fresh token is made only after m2 has joined.
+        let m3_token = text
+            .split("\n  [")
+            .find(|block| block.contains("] token for m3"))
+            .unwrap_or_else(|| panic!("{playbook}: no token task for m3:\n{text}"));
+        assert!(m3_token.contains("join control plane m2"), "{m3_token}");
+    }
+}

@@ -316,7 +316,11 @@ fn default_name(spec: &TaskSpec) -> String {
                         .as_array()
                         .into_iter()
                         .flatten()
-                        .map(|w| w.as_str().map(str::to_string).unwrap_or_else(|| w.to_string()))
+                        .map(|w| {
+                            w.as_str()
+                                .map(str::to_string)
+                                .unwrap_or_else(|| w.to_string())
+                        })
                         .collect();
                     words.join(", ")
                 }),
