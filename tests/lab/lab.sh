@@ -29,7 +29,7 @@ MAX_SD_HOSTS=49 # s49 = 10.77.0.249; .250 (and .100) stay free for VIPs
 # never started or enabled in the root namespace, installed but disabled inside the hosts
 HA_PKGS=(keepalived haproxy etcd-server etcd-client)
 DEPS=(openssh-server openssh-client tini iproute2 procps sudo systemd-container attr openssl util-linux
-    dnf rpm createrepo-c dpkg-dev
+    dnf rpm createrepo-c dpkg-dev python3 python3-yaml curl
     "${HA_PKGS[@]}")
 export LAB_DIR
 

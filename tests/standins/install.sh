@@ -11,14 +11,15 @@ set -eu
 here=$(cd "$(dirname "$0")" && pwd)
 lab="$here/../lab/lab.sh"
 host=$1
-bash "$lab" exec "$host" sh -c '
+# The files travel on stdin: the host's /tmp is its own, so a checkout under /tmp is not visible
+# inside it.
+tar -C "$here" -cf - kubeadm kubelet kube-apiserver kubectl | bash "$lab" exec "$host" sh -c '
     set -e
     command -v python3 >/dev/null || { echo "python3 missing on the host" >&2; exit 1; }
     python3 -c "import yaml" || { echo "python3 PyYAML missing (apt-get install python3-yaml)" >&2; exit 1; }
     command -v openssl >/dev/null || { echo "openssl missing on the host" >&2; exit 1; }
     mkdir -p /usr/local/bin
-    for f in kubeadm kubelet kube-apiserver kubectl; do
-        install -m 0755 "$1/$f" "/usr/local/bin/$f"
-    done
-' sh "$here"
+    tar -C /usr/local/bin --no-same-owner -xf -
+    chmod 0755 /usr/local/bin/kubeadm /usr/local/bin/kubelet /usr/local/bin/kube-apiserver /usr/local/bin/kubectl
+'
 echo "stand-ins installed on $host: kubeadm kubelet kube-apiserver kubectl (/usr/local/bin)"
