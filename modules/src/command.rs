@@ -140,10 +140,7 @@ impl Module for Command {
 
     async fn probe(&self, args: &Args, cx: &ModuleContext<'_>) -> Result<Probe<()>, ModuleError> {
         let inv = args.invocation().map_err(ModuleError::Args)?;
-        Ok(match inv.skip_reason(cx.host, &args.guards()).await? {
-            Some(reason) => crate::exec::guarded(reason),
-            None => crate::exec::would_run(&inv.display, args.changed_when, cx.check),
-        })
+        crate::exec::probe(&inv, &args.guards(), args.changed_when, cx).await
     }
 
     async fn apply(
@@ -153,11 +150,7 @@ impl Module for Command {
         cx: &ModuleContext<'_>,
     ) -> Result<Applied, ModuleError> {
         let inv = args.invocation().map_err(ModuleError::Args)?;
-        let result = inv.run(cx.host).await?;
-        Ok(Applied {
-            changed: args.changed_when.unwrap_or(true),
-            result,
-        })
+        crate::exec::apply(&inv, args.changed_when, cx).await
     }
 }
 

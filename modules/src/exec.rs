@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 
 use engine::host::{quote, Host};
-use engine::{ModuleError, Probe};
+use engine::{Applied, ModuleContext, ModuleError, Probe};
 use serde_json::{json, Value};
 
 /// Environment variables for a command: names to scalar values.
@@ -202,25 +202,38 @@ fn tail(text: &str) -> String {
     out
 }
 
-/// What probe says of a command whose guards let it run: a change. In check mode a command the
-/// playbook marked `changed_when: false` is not run and not predicted as a change; it is skipped
-/// with the reason (a task marked `.check_mode(false)` runs for real instead).
-pub fn would_run(display: &str, changed_when: Option<bool>, check: bool) -> Probe<()> {
-    if check && changed_when == Some(false) {
-        Probe::Skipped(format!(
-            "not run in check mode: {display} (mark a command that only reads with .check_mode(false))"
-        ))
-    } else {
-        Probe::change((), format!("run: {display}"), None)
-    }
+/// The probe of `command` and `shell`: a guard that holds means the host is already as the
+/// command would make it (ok, as in Ansible); otherwise the command would run (a change), except
+/// that in check mode a command marked `changed_when: false` is not run and not predicted as a
+/// change — it is skipped with the reason (a task marked `.check_mode(false)` runs for real).
+pub async fn probe(
+    inv: &Invocation<'_>,
+    guards: &Guards<'_>,
+    changed_when: Option<bool>,
+    cx: &ModuleContext<'_>,
+) -> Result<Probe<()>, ModuleError> {
+    Ok(match inv.skip_reason(cx.host, guards).await? {
+        Some(reason) => Probe::Unchanged(
+            json!({ "msg": reason, "rc": 0, "stdout": "", "stderr": "", "stdout_lines": [] }),
+        ),
+        None if cx.check && changed_when == Some(false) => Probe::Skipped(format!(
+            "not run in check mode: {} (mark a command that only reads with .check_mode(false))",
+            inv.display
+        )),
+        None => Probe::change((), format!("run: {}", inv.display), None),
+    })
 }
 
-/// What probe says of a command whose guard (`creates`, `removes`, `unless`) holds: the host is
-/// already as the command would make it, so the task is ok, as in Ansible.
-pub fn guarded(reason: String) -> Probe<()> {
-    Probe::Unchanged(
-        json!({ "msg": reason, "rc": 0, "stdout": "", "stderr": "", "stdout_lines": [] }),
-    )
+/// The apply of `command` and `shell`: runs the command; `changed_when` decides the report.
+pub async fn apply(
+    inv: &Invocation<'_>,
+    changed_when: Option<bool>,
+    cx: &ModuleContext<'_>,
+) -> Result<Applied, ModuleError> {
+    Ok(Applied {
+        changed: changed_when.unwrap_or(true),
+        result: inv.run(cx.host).await?,
+    })
 }
 
 #[cfg(test)]

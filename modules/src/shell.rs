@@ -112,10 +112,7 @@ impl Module for Shell {
             removes: args.removes.as_deref(),
             unless: args.unless.as_deref(),
         };
-        Ok(match inv.skip_reason(cx.host, &guards).await? {
-            Some(reason) => crate::exec::guarded(reason),
-            None => crate::exec::would_run(&inv.display, args.changed_when, cx.check),
-        })
+        crate::exec::probe(&inv, &guards, args.changed_when, cx).await
     }
 
     async fn apply(
@@ -125,11 +122,7 @@ impl Module for Shell {
         cx: &ModuleContext<'_>,
     ) -> Result<Applied, ModuleError> {
         let inv = args.invocation().map_err(ModuleError::Args)?;
-        let result = inv.run(cx.host).await?;
-        Ok(Applied {
-            changed: args.changed_when.unwrap_or(true),
-            result,
-        })
+        crate::exec::apply(&inv, args.changed_when, cx).await
     }
 }
 
