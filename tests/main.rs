@@ -5,6 +5,7 @@ mod support;
 
 mod bad_input;
 mod cli;
+mod ha;
 mod kubeadm;
 mod packages;
 mod pki;

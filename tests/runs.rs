@@ -31,6 +31,7 @@ on_both_connections!(
     handlers_run_once_per_host_per_phase_and_only_when_notified,
     a_failed_task_stops_its_host_only_and_exits_2,
     tags_limit_and_imports,
+    closures_made_in_a_library_run_when_the_task_runs,
     check_mode_says_when_a_prediction_depends_on_a_change_above,
 );
 
@@ -340,6 +341,40 @@ for n in ["one", "two"] { files::write(n); }
         std::fs::read_to_string(p.root("b").join("two")).unwrap(),
         "two"
     );
+}
+
+/// A closure made inside an imported library's function is linked to that library's functions;
+/// it must still run when the task runs (long after the library function returned).
+fn closures_made_in_a_library_run_when_the_task_runs(p: Project) {
+    p.hosts(&["a", "b"], &[]);
+    for h in ["a", "b"] {
+        p.mkroot(h);
+    }
+    p.file(
+        "lib/marks.rhai",
+        r#"
+fn suffix() { "!" }
+fn mark(probe) {
+    on("all", copy(#{ dest: "{{ root }}/mark", content: |h| "seen " + probe.on_host(h.name).stdout + suffix() })
+        .when(|h| probe.on_host(h.name).stdout != "skip"))
+}
+"#,
+    );
+    p.file(
+        "marks.rhai",
+        r#"
+import "lib/marks" as marks;
+let probe = on("all", shell(#{ cmd: "if [ {{ inventory_hostname }} = b ]; then echo skip; else echo {{ inventory_hostname }}; fi", changed_when: false }));
+marks::mark(probe);
+"#,
+    );
+    let out = p.play("marks.rhai", &[]);
+    out.assert_code(0);
+    assert_eq!(
+        std::fs::read_to_string(p.root("a").join("mark")).unwrap(),
+        "seen a!"
+    );
+    assert!(!p.root("b").join("mark").exists(), "{}", out.stdout);
 }
 
 fn check_mode_says_when_a_prediction_depends_on_a_change_above(p: Project) {

@@ -440,6 +440,10 @@ fn strings_of(d: &Dynamic, what: &str) -> Result<Vec<String>, String> {
 struct SandboxResolver {
     root: PathBuf,
     inner: rhai::module_resolvers::FileModuleResolver,
+    /// The functions of every imported file. A closure made inside a library function is linked
+    /// to that library's functions, which a call from outside the script cannot see: closures
+    /// are called with these merged into the playbook's (see `plan`).
+    libraries: Arc<Mutex<Vec<AST>>>,
 }
 
 impl rhai::ModuleResolver for SandboxResolver {
@@ -465,7 +469,15 @@ impl rhai::ModuleResolver for SandboxResolver {
             )
             .into());
         }
-        self.inner.resolve(engine, source, path, pos)
+        let module = self.inner.resolve(engine, source, path, pos)?;
+        let file = self.inner.get_file_path(path, source.map(Path::new));
+        if let Ok(ast) = engine.compile_file(file) {
+            self.libraries
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .push(ast.clone_functions_only());
+        }
+        Ok(module)
     }
 }
 
@@ -506,9 +518,11 @@ pub fn plan(input: PlanInput<'_>) -> Result<Plan, PlanError> {
     engine.set_max_map_size(1 << 20);
     let mut resolver = rhai::module_resolvers::FileModuleResolver::new_with_path(&dir);
     resolver.enable_cache(true);
+    let libraries = Arc::new(Mutex::new(Vec::new()));
     engine.set_module_resolver(SandboxResolver {
         root: dir.clone(),
         inner: resolver,
+        libraries: libraries.clone(),
     });
     let sink = input.sink.clone();
     engine.on_print(move |text| {
@@ -537,6 +551,13 @@ pub fn plan(input: PlanInput<'_>) -> Result<Plan, PlanError> {
     imply_register_deps(&mut tasks, &crate::template::TemplateEngine::new(&dir));
     check_notify(&tasks, &phases)?;
     link(&mut tasks, &phases)?;
+    // The playbook's own functions win over a library's of the same name.
+    let closure_ast = libraries
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .iter()
+        .fold(AST::empty(), |all, lib| all.merge(lib))
+        .merge(&ast);
     Ok(Plan {
         phases,
         tasks,
@@ -544,7 +565,8 @@ pub fn plan(input: PlanInput<'_>) -> Result<Plan, PlanError> {
         defaults,
         script: Arc::new(Script {
             engine,
-            ast,
+            // The playbook's own functions win over a library's of the same name.
+            ast: closure_ast,
             file,
             dir,
         }),

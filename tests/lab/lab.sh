@@ -27,7 +27,7 @@ MAX_HOSTS=100
 MAX_SD_HOSTS=49 # s49 = 10.77.0.249; .250 (and .100) stay free for VIPs
 # daemons the HA tests run on the systemd hosts: installed on the machine (the hosts' lower layer),
 # never started or enabled in the root namespace, installed but disabled inside the hosts
-HA_PKGS=(keepalived haproxy etcd-server etcd-client)
+HA_PKGS=(keepalived haproxy etcd-server etcd-client containerd)
 DEPS=(openssh-server openssh-client tini iproute2 procps sudo systemd-container attr openssl util-linux
     dnf rpm createrepo-c dpkg-dev python3 python3-yaml curl
     "${HA_PKGS[@]}")
@@ -179,6 +179,7 @@ cmd_deps() {
         case "$p" in
             keepalived | haproxy) units+=("$p.service") ;;
             etcd-server) units+=(etcd.service) ;;
+            containerd) units+=(containerd.service) ;;
         esac
     done
     if ((${#units[@]} > 0)) && command -v systemctl >/dev/null 2>&1; then

@@ -1,0 +1,385 @@
+//! The shipped HA playbooks (playbooks/ha-*.rhai), proven on the lab's systemd hosts with real
+//! systemd, keepalived, haproxy, containerd and etcd, and the Kubernetes STAND-INS
+//! (tests/standins/: kubeadm, kubelet, kube-apiserver, kube-controller-manager, kube-scheduler,
+//! kubectl — not Kubernetes) installed from a stand-in apt repository the test builds.
+//!
+//! For each layout: check mode on fresh hosts changes nothing, and what it predicts is what the
+//! real run then does; the run converges; a second run and check mode report 0 changed; the VIP
+//! answers https /healthz through haproxy and moves to another master within 5 s when haproxy or
+//! the kube-apiserver stops on its holder; no token or certificate key appears in any output.
+//! Skipped (and saying so) unless the lab is up with 7+ systemd hosts (`lab.sh up 10 --systemd 7`).
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use crate::support::{
+    lab_exec, lab_systemd_hosts, playbook, snapshot_tree, Conn, Output, Project, LAB_DIR,
+};
+
+const VIP: &str = "10.77.0.100";
+const LB_PORT: u16 = 9443;
+const MASTERS: [(&str, &str); 3] = [("m1", "s1"), ("m2", "s2"), ("m3", "s3")];
+const WORKER: (&str, &str) = ("w1", "s4");
+const ETCD: [(&str, &str); 3] = [("e1", "s5"), ("e2", "s6"), ("e3", "s7")];
+const SYSTEMD_HOSTS: usize = 7;
+const REPO: &str = "/srv/lab/shared/k8s-repo";
+const CLUSTERS: &str = "/srv/lab/shared/standin-cluster";
+
+fn lab_sh(args: &[&str]) {
+    let out = Command::new("bash")
+        .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/lab/lab.sh"))
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "lab.sh {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+fn sh(script: &str) -> (bool, String) {
+    let out = Command::new("sh").args(["-c", script]).output().unwrap();
+    (
+        out.status.success(),
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ),
+    )
+}
+
+fn address(lab_host: &str) -> String {
+    let n: u32 = lab_host[1..].parse().unwrap();
+    format!("10.77.0.{}", 200 + n)
+}
+
+/// A test project on fresh systemd hosts: the shipped playbooks copied into it (so the CAs the
+/// x509 module makes stay in the test's directory), the stand-in repository, and an inventory.
+struct Lab {
+    project: Project,
+}
+
+impl Lab {
+    fn new(test: &str) -> Option<Lab> {
+        if lab_systemd_hosts().len() < SYSTEMD_HOSTS {
+            eprintln!("{test}: lab not up with {SYSTEMD_HOSTS} systemd hosts (tests/lab/lab.sh up 10 --systemd {SYSTEMD_HOSTS}): skipped");
+            return None;
+        }
+        let project = Project::new(Conn::Lab);
+        // Fresh hosts: every systemd host is made again from the machine's root.
+        lab_sh(&["remove-systemd"]);
+        lab_sh(&["add-systemd", &SYSTEMD_HOSTS.to_string()]);
+        let _ = std::fs::remove_dir_all(Path::new(CLUSTERS).join(format!("{VIP}_{LB_PORT}")));
+        let (ok, out) = sh(&format!(
+            "bash {}/tests/standins/build-debs.sh {REPO}",
+            env!("CARGO_MANIFEST_DIR")
+        ));
+        assert!(ok, "building the stand-in repository: {out}");
+        let (ok, out) = sh(&format!(
+            "cp -r {}/playbooks/. {} && rm -rf {}/pki",
+            env!("CARGO_MANIFEST_DIR"),
+            project.path().display(),
+            project.path().display()
+        ));
+        assert!(ok, "{out}");
+        let mut inv = format!(
+            "[defaults]\nconnection = \"ssh\"\nuser = \"root\"\n\
+             identity_file = \"{LAB_DIR}/keys/id_lab\"\nknown_hosts = \"{LAB_DIR}/known_hosts\"\n\n\
+             [vars]\ncluster_name = \"lab\"\nkubernetes_version = \"1.31.2\"\nvip = \"{VIP}\"\n\
+             lb_port = {LB_PORT}\n\
+             # the stand-in packages (tests/standins/build-debs.sh); lab hosts cannot download\n\
+             k8s_apt_source = \"deb [trusted=yes] file:{REPO} ./\"\n\
+             # lab hosts share the machine's kernel: no modules to load, no bridge sysctls\n\
+             manage_kernel = false\n\
+             # where ha-binary.rhai takes the Kubernetes programs from (stand-ins here)\n\
+             k8s_bin_dir = \"{}/tests/standins\"\n\n",
+            env!("CARGO_MANIFEST_DIR")
+        );
+        for (name, host) in MASTERS.iter().chain([&WORKER]).chain(ETCD.iter()) {
+            inv += &format!("[hosts.{name}]\naddress = \"{}\"\n", address(host));
+        }
+        inv += "\n[groups.masters]\nhosts = [\"m1\", \"m2\", \"m3\"]\n\
+                [groups.workers]\nhosts = [\"w1\"]\n\
+                [groups.k8s]\nchildren = [\"masters\", \"workers\"]\n\
+                [groups.etcd]\nhosts = [\"e1\", \"e2\", \"e3\"]\n";
+        std::fs::write(project.path().join("inventory.toml"), inv).unwrap();
+        Some(Lab { project })
+    }
+
+    fn play(&self, playbook_file: &str, extra: &[&str]) -> Output {
+        let mut args = vec![
+            "run",
+            playbook_file,
+            "-i",
+            "inventory.toml",
+            "--output",
+            "json",
+        ];
+        args.extend_from_slice(extra);
+        playbook(self.project.path(), &args)
+    }
+}
+
+/// Every file under /etc, /usr, /opt and /var/lib of every systemd host (from their overlay
+/// upper directories): what check mode must leave alone.
+fn hosts_state() -> Vec<(String, std::collections::BTreeMap<String, String>)> {
+    let mut v = Vec::new();
+    for (h, _) in lab_systemd_hosts() {
+        for dir in ["etc", "usr", "opt"] {
+            let p = PathBuf::from(format!("{LAB_DIR}/hosts/{h}/ov/{dir}/upper"));
+            v.push((format!("{h}:/{dir}"), snapshot_tree(&p)));
+        }
+        let lib = PathBuf::from(format!("{LAB_DIR}/hosts/{h}/ov/var/upper/lib"));
+        let mut t = snapshot_tree(&lib);
+        // systemd and apt bookkeeping that moves by itself
+        t.retain(|k, _| !k.starts_with("systemd") && !k.starts_with("apt/lists/partial"));
+        v.push((format!("{h}:/var/lib"), t));
+    }
+    v
+}
+
+type Pairs = BTreeSet<(String, String)>;
+
+fn with_status(o: &Output, pred: impl Fn(&serde_json::Value) -> bool) -> Pairs {
+    o.task_ends()
+        .iter()
+        .filter(|e| pred(e))
+        .map(|e| {
+            (
+                e["host"].as_str().unwrap().to_string(),
+                e["task"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect()
+}
+
+fn depends_on_change(e: &serde_json::Value) -> bool {
+    e["status"] == "skipped"
+        && e["msg"]
+            .as_str()
+            .unwrap_or("")
+            .contains("depends on a change above")
+}
+
+/// The VIP holder among the masters (by lab host), if any.
+fn vip_holder() -> Vec<&'static str> {
+    MASTERS
+        .iter()
+        .filter(|(_, h)| {
+            let out = lab_exec(h, "ip -4 -o addr show");
+            String::from_utf8_lossy(&out.stdout).contains(&format!(" {VIP}/"))
+        })
+        .map(|(_, h)| *h)
+        .collect()
+}
+
+fn vip_healthz() -> (bool, String) {
+    sh(&format!(
+        "curl -sk --max-time 3 https://{VIP}:{LB_PORT}/healthz"
+    ))
+}
+
+/// Runs `stop` on the VIP holder and waits until another master holds the VIP; returns the time it
+/// took and the new holder. `start` undoes it afterwards.
+fn vip_moves(stop: &str, start: &str) -> (Duration, &'static str) {
+    let holders = vip_holder();
+    assert_eq!(
+        holders.len(),
+        1,
+        "exactly one master holds the VIP: {holders:?}"
+    );
+    let old = holders[0];
+    lab_exec(old, stop);
+    let t0 = Instant::now();
+    let new = loop {
+        let now = vip_holder();
+        if now.len() == 1 && now[0] != old {
+            break now[0];
+        }
+        assert!(
+            t0.elapsed() < Duration::from_secs(20),
+            "the VIP did not move away from {old} (holders now: {now:?})"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let took = t0.elapsed();
+    // Requests through the VIP succeed again (haproxy on the new holder, healthy apiservers).
+    let mut ok = vip_healthz();
+    let t1 = Instant::now();
+    while ok.1.trim() != "ok" && t1.elapsed() < Duration::from_secs(10) {
+        std::thread::sleep(Duration::from_millis(200));
+        ok = vip_healthz();
+    }
+    assert_eq!(
+        ok.1.trim(),
+        "ok",
+        "/healthz through the VIP after it moved to {new}"
+    );
+    lab_exec(old, start);
+    (took, new)
+}
+
+/// Every token and certificate key the stand-in cluster ever held.
+fn cluster_secrets() -> Vec<String> {
+    let dir = Path::new(CLUSTERS).join(format!("{VIP}_{LB_PORT}"));
+    let read = |f: &str| -> serde_json::Value {
+        std::fs::read(dir.join(f))
+            .ok()
+            .and_then(|b| serde_json::from_slice(&b).ok())
+            .unwrap_or(serde_json::Value::Null)
+    };
+    let mut v: Vec<String> = read("tokens.json")
+        .as_object()
+        .map(|m| m.keys().cloned().collect())
+        .unwrap_or_default();
+    if let Some(k) = read("certs.json")["key"].as_str() {
+        v.push(k.to_string());
+    }
+    v
+}
+
+/// The steps every layout shares; returns the outputs of all runs (for the secrets check).
+fn converge_and_prove(lab: &Lab, file: &str) -> Vec<Output> {
+    // Check mode on fresh hosts: changes nothing.
+    let before = hosts_state();
+    let check = lab.play(file, &["--check"]);
+    check.assert_code(0);
+    let after = hosts_state();
+    for ((name, a), (_, b)) in before.iter().zip(after.iter()) {
+        assert_eq!(a, b, "check mode changed files on {name}");
+    }
+    let predicted = with_status(&check, |e| e["status"] == "changed");
+    let unknown = with_status(&check, depends_on_change);
+
+    // The real run converges and does what check mode said.
+    let apply = lab.play(file, &[]);
+    apply.assert_code(0);
+    assert_eq!(apply.total("failed"), 0, "{}", apply.stdout);
+    let changed = with_status(&apply, |e| e["status"] == "changed");
+    let missed: Vec<_> = predicted.difference(&changed).collect();
+    assert!(
+        missed.is_empty(),
+        "check mode predicted changes the run did not make: {missed:?}"
+    );
+    let surprise: Vec<_> = changed
+        .difference(&predicted)
+        .filter(|t| !unknown.contains(*t))
+        .collect();
+    assert!(
+        surprise.is_empty(),
+        "the run changed what check mode neither predicted nor marked as depending on a change above: {surprise:?}"
+    );
+    // Check mode's unknowns are only tasks that read what an earlier change makes.
+    for (_, task) in &unknown {
+        assert!(
+            !task.starts_with("file_template") && !task.starts_with("copy"),
+            "a file task was left undecided in check mode: {task}"
+        );
+    }
+
+    // Idempotent, and check mode on converged hosts agrees.
+    let again = lab.play(file, &[]);
+    again.assert_code(0);
+    assert_eq!(again.total("changed"), 0, "second run:\n{}", again.stdout);
+    let check2 = lab.play(file, &["--check"]);
+    check2.assert_code(0);
+    assert_eq!(
+        check2.total("changed"),
+        0,
+        "check on converged hosts:\n{}",
+        check2.stdout
+    );
+    assert!(
+        with_status(&check2, depends_on_change).is_empty(),
+        "{}",
+        check2.stdout
+    );
+
+    // The services run on every master.
+    for (_, h) in MASTERS {
+        let out = lab_exec(
+            h,
+            "systemctl is-active keepalived haproxy containerd kubelet || true",
+        );
+        let s = String::from_utf8_lossy(&out.stdout).to_string();
+        assert_eq!(s.lines().filter(|l| *l == "active").count(), 4, "{h}: {s}");
+    }
+    vec![check, apply, again, check2]
+}
+
+/// The VIP answers through haproxy, and moves when haproxy or the apiserver fails on its holder.
+fn prove_vip_failover(apiserver_stop: &str, apiserver_start: &str) {
+    let (ok, body) = vip_healthz();
+    assert!(
+        ok && body.trim() == "ok",
+        "https /healthz through the VIP: {body}"
+    );
+    let (took, new) = vip_moves("systemctl stop haproxy", "systemctl start haproxy");
+    eprintln!("haproxy stopped: the VIP moved to {new} in {took:?}");
+    assert!(
+        took <= Duration::from_secs(5),
+        "VIP moved after {took:?} (haproxy stopped)"
+    );
+    // Let the old holder become healthy again before the next failure.
+    std::thread::sleep(Duration::from_secs(4));
+    let (took, new) = vip_moves(apiserver_stop, apiserver_start);
+    eprintln!("kube-apiserver stopped: the VIP moved to {new} in {took:?}");
+    assert!(
+        took <= Duration::from_secs(5),
+        "VIP moved after {took:?} (apiserver stopped)"
+    );
+}
+
+fn assert_no_secrets(outputs: &[Output]) {
+    let secrets = cluster_secrets();
+    assert!(
+        !secrets.is_empty(),
+        "the stand-in cluster holds a token and a key"
+    );
+    for o in outputs {
+        for s in &secrets {
+            assert!(
+                !o.stdout.contains(s.as_str()) && !o.stderr.contains(s.as_str()),
+                "a secret appeared in the output"
+            );
+        }
+    }
+}
+
+fn joined_nodes() -> BTreeSet<String> {
+    let p = Path::new(CLUSTERS).join(format!("{VIP}_{LB_PORT}/nodes.json"));
+    let v: serde_json::Value = serde_json::from_slice(&std::fs::read(p).unwrap()).unwrap();
+    match v {
+        serde_json::Value::Object(m) => m.keys().cloned().collect(),
+        serde_json::Value::Array(a) => a
+            .iter()
+            .filter_map(|n| n["name"].as_str().or(n.as_str()).map(str::to_string))
+            .collect(),
+        _ => BTreeSet::new(),
+    }
+}
+
+// The static pod's process dies; the kubelet starts it again after its back-off (10 s), so
+// "start" only waits for that.
+const STOP_STATIC_APISERVER: &str =
+    "pkill -f '^python3 /usr/lib/kubelet-standin/images/kube-apiserver'";
+const START_STATIC_APISERVER: &str =
+    "for i in $(seq 60); do curl -sk --max-time 1 https://127.0.0.1:6443/healthz >/dev/null && exit 0; sleep 0.5; done; exit 1";
+
+#[test]
+fn ha_stacked_converges_fails_over_and_keeps_secrets() {
+    let Some(lab) = Lab::new("ha_stacked_converges_fails_over_and_keeps_secrets") else {
+        return;
+    };
+    let outputs = converge_and_prove(&lab, "ha-stacked.rhai");
+    let nodes = joined_nodes();
+    for n in ["m1", "m2", "m3", "w1"] {
+        assert!(nodes.contains(n), "{n} joined the cluster: {nodes:?}");
+    }
+    prove_vip_failover(STOP_STATIC_APISERVER, START_STATIC_APISERVER);
+    assert_no_secrets(&outputs);
+}

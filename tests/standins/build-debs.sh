@@ -1,0 +1,82 @@
+#!/bin/sh
+# Builds an apt repository of Kubernetes STAND-IN packages (tests only) in OUTDIR:
+#
+#   tests/standins/build-debs.sh /srv/lab/shared/k8s-repo
+#   # on a host:  deb [trusted=yes] file:/srv/lab/shared/k8s-repo ./
+#
+# The packages have the names, versions and file layout of pkgs.k8s.io's (kubelet with its systemd
+# unit, kubeadm with the kubelet drop-in 10-kubeadm.conf, kubectl), but the programs in them are
+# the stand-ins of this directory, NOT Kubernetes. The kubelet package also carries the
+# kube-apiserver, kube-controller-manager and kube-scheduler stand-ins under
+# /usr/lib/kubelet-standin/images: what the real kubelet would pull as images for static pods.
+set -eu
+[ $# -eq 1 ] || { echo "usage: $0 OUTDIR" >&2; exit 2; }
+here=$(cd "$(dirname "$0")" && pwd)
+out=$1
+version=${KUBE_STANDIN_DEB_VERSION:-1.31.2-1.1}
+work=$(mktemp -d)
+trap 'rm -rf "$work"' EXIT
+mkdir -p "$out"
+
+control() { # name depends description
+    mkdir -p "$work/$1/DEBIAN"
+    {
+        printf 'Package: %s\nVersion: %s\nArchitecture: all\n' "$1" "$version"
+        printf 'Maintainer: playbook tests <tests@example.invalid>\n'
+        [ -z "$2" ] || printf 'Depends: %s\n' "$2"
+        printf 'Description: STAND-IN for %s (tests only; not Kubernetes)\n' "$3"
+    } >"$work/$1/DEBIAN/control"
+}
+put() { # package source destination mode
+    mkdir -p "$work/$1$(dirname "$3")"
+    cp "$2" "$work/$1$3"
+    chmod "$4" "$work/$1$3"
+}
+
+control kubelet "" "the Kubernetes node agent"
+put kubelet "$here/kubelet" /usr/bin/kubelet 0755
+for image in kube-apiserver kube-controller-manager kube-scheduler; do
+    put kubelet "$here/$image" "/usr/lib/kubelet-standin/images/$image" 0755
+done
+mkdir -p "$work/kubelet/lib/systemd/system"
+# pkgs.k8s.io's kubelet.service
+cat >"$work/kubelet/lib/systemd/system/kubelet.service" <<'EOF'
+[Unit]
+Description=kubelet: The Kubernetes Node Agent (STAND-IN for tests)
+Documentation=https://kubernetes.io/docs/
+Wants=network-online.target
+After=network-online.target
+
+[Service]
+ExecStart=/usr/bin/kubelet
+Restart=always
+StartLimitInterval=0
+RestartSec=10
+
+[Install]
+WantedBy=multi-user.target
+EOF
+
+control kubeadm "kubelet (>= 1.30.0), kubectl (>= 1.30.0)" "kubeadm"
+put kubeadm "$here/kubeadm" /usr/bin/kubeadm 0755
+mkdir -p "$work/kubeadm/lib/systemd/system/kubelet.service.d"
+# pkgs.k8s.io's drop-in: the kubelet reads what kubeadm init/join wrote
+cat >"$work/kubeadm/lib/systemd/system/kubelet.service.d/10-kubeadm.conf" <<'EOF'
+[Service]
+Environment="KUBELET_KUBECONFIG_ARGS=--bootstrap-kubeconfig=/etc/kubernetes/bootstrap-kubelet.conf --kubeconfig=/etc/kubernetes/kubelet.conf"
+Environment="KUBELET_CONFIG_ARGS=--config=/var/lib/kubelet/config.yaml"
+EnvironmentFile=-/var/lib/kubelet/kubeadm-flags.env
+EnvironmentFile=-/etc/default/kubelet
+ExecStart=
+ExecStart=/usr/bin/kubelet $KUBELET_KUBECONFIG_ARGS $KUBELET_CONFIG_ARGS $KUBELET_KUBEADM_ARGS $KUBELET_EXTRA_ARGS
+EOF
+
+control kubectl "" "kubectl"
+put kubectl "$here/kubectl" /usr/bin/kubectl 0755
+
+rm -f "$out"/*.deb
+for p in kubelet kubeadm kubectl; do
+    dpkg-deb --root-owner-group --build "$work/$p" "$out/${p}_${version}_all.deb" >/dev/null
+done
+(cd "$out" && dpkg-scanpackages --multiversion . /dev/null 2>/dev/null >Packages)
+echo "stand-in packages in $out: kubelet kubeadm kubectl $version"
