@@ -383,3 +383,64 @@ fn ha_stacked_converges_fails_over_and_keeps_secrets() {
     prove_vip_failover(STOP_STATIC_APISERVER, START_STATIC_APISERVER);
     assert_no_secrets(&outputs);
 }
+
+/// `etcdctl endpoint health` from a master with the apiservers' etcd client certificate, and the
+/// same without a certificate.
+fn prove_etcd_over_tls(ca: &str, cert: &str, key: &str) {
+    let endpoints: Vec<String> = ETCD
+        .iter()
+        .map(|(_, h)| format!("https://{}:2379", address(h)))
+        .collect();
+    let endpoints = endpoints.join(",");
+    let out = lab_exec(
+        "s1",
+        &format!(
+            "ETCDCTL_API=3 etcdctl --endpoints={endpoints} --cacert={ca} --cert={cert} --key={key} \
+             endpoint health 2>&1"
+        ),
+    );
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    assert_eq!(text.matches("is healthy").count(), 3, "{text}");
+    let refused = Command::new("bash")
+        .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/lab/lab.sh"))
+        .args(["exec", "s1", "sh", "-c"])
+        .arg(format!(
+            "ETCDCTL_API=3 etcdctl --endpoints={endpoints} --cacert={ca} --command-timeout=3s \
+             endpoint health 2>&1"
+        ))
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&refused.stdout).to_string();
+    assert!(
+        !refused.status.success(),
+        "a client without a certificate was let in: {text}"
+    );
+    assert_eq!(text.matches("is healthy").count(), 0, "{text}");
+}
+
+#[test]
+fn ha_external_etcd_converges_fails_over_and_keeps_secrets() {
+    let Some(lab) = Lab::new("ha_external_etcd_converges_fails_over_and_keeps_secrets") else {
+        return;
+    };
+    let outputs = converge_and_prove(&lab, "ha-external-etcd.rhai");
+    for (_, h) in ETCD {
+        let out = lab_exec(h, "systemctl is-active etcd || true");
+        assert_eq!(
+            String::from_utf8_lossy(&out.stdout).trim(),
+            "active",
+            "etcd on {h}"
+        );
+    }
+    prove_etcd_over_tls(
+        "/etc/kubernetes/pki/etcd/ca.crt",
+        "/etc/kubernetes/pki/apiserver-etcd-client.crt",
+        "/etc/kubernetes/pki/apiserver-etcd-client.key",
+    );
+    let nodes = joined_nodes();
+    for n in ["m1", "m2", "m3", "w1"] {
+        assert!(nodes.contains(n), "{n} joined the cluster: {nodes:?}");
+    }
+    prove_vip_failover(STOP_STATIC_APISERVER, START_STATIC_APISERVER);
+    assert_no_secrets(&outputs);
+}
