@@ -243,7 +243,7 @@ fn cluster_secrets() -> Vec<String> {
 }
 
 /// The steps every layout shares; returns the outputs of all runs (for the secrets check).
-fn converge_and_prove(lab: &Lab, file: &str) -> Vec<Output> {
+fn converge_and_prove(lab: &Lab, file: &str, services: &[&str]) -> Vec<Output> {
     // Check mode on fresh hosts: changes nothing.
     let before = hosts_state();
     let check = lab.play(file, &["--check"]);
@@ -303,10 +303,14 @@ fn converge_and_prove(lab: &Lab, file: &str) -> Vec<Output> {
     for (_, h) in MASTERS {
         let out = lab_exec(
             h,
-            "systemctl is-active keepalived haproxy containerd kubelet || true",
+            &format!("systemctl is-active {} || true", services.join(" ")),
         );
         let s = String::from_utf8_lossy(&out.stdout).to_string();
-        assert_eq!(s.lines().filter(|l| *l == "active").count(), 4, "{h}: {s}");
+        assert_eq!(
+            s.lines().filter(|l| *l == "active").count(),
+            services.len(),
+            "{h}: {services:?}: {s}"
+        );
     }
     vec![check, apply, again, check2]
 }
@@ -334,12 +338,28 @@ fn prove_vip_failover(apiserver_stop: &str, apiserver_start: &str) {
     );
 }
 
-fn assert_no_secrets(outputs: &[Output]) {
-    let secrets = cluster_secrets();
-    assert!(
+/// No token, certificate key or private key (of any master's /etc/kubernetes/pki) in any output.
+fn assert_no_secrets(outputs: &[Output], kubeadm: bool) {
+    let mut secrets = cluster_secrets();
+    assert_eq!(
         !secrets.is_empty(),
+        kubeadm,
         "the stand-in cluster holds a token and a key"
     );
+    for (_, h) in MASTERS {
+        let out = lab_exec(
+            h,
+            "cat /etc/kubernetes/pki/*.key /etc/kubernetes/pki/etcd/*.key 2>/dev/null || true",
+        );
+        let keys = String::from_utf8_lossy(&out.stdout).to_string();
+        // One base64 line of every key is enough to recognise it.
+        secrets.extend(
+            keys.lines()
+                .filter(|l| l.len() >= 40 && !l.starts_with("-----"))
+                .map(str::to_string),
+        );
+    }
+    assert!(secrets.len() > 3, "found the keys: {}", secrets.len());
     for o in outputs {
         for s in &secrets {
             assert!(
@@ -363,6 +383,8 @@ fn joined_nodes() -> BTreeSet<String> {
     }
 }
 
+const KUBEADM_SERVICES: &[&str] = &["keepalived", "haproxy", "containerd", "kubelet"];
+
 // The static pod's process dies; the kubelet starts it again after its back-off (10 s), so
 // "start" only waits for that.
 const STOP_STATIC_APISERVER: &str =
@@ -375,13 +397,13 @@ fn ha_stacked_converges_fails_over_and_keeps_secrets() {
     let Some(lab) = Lab::new("ha_stacked_converges_fails_over_and_keeps_secrets") else {
         return;
     };
-    let outputs = converge_and_prove(&lab, "ha-stacked.rhai");
+    let outputs = converge_and_prove(&lab, "ha-stacked.rhai", KUBEADM_SERVICES);
     let nodes = joined_nodes();
     for n in ["m1", "m2", "m3", "w1"] {
         assert!(nodes.contains(n), "{n} joined the cluster: {nodes:?}");
     }
     prove_vip_failover(STOP_STATIC_APISERVER, START_STATIC_APISERVER);
-    assert_no_secrets(&outputs);
+    assert_no_secrets(&outputs, true);
 }
 
 /// `etcdctl endpoint health` from a master with the apiservers' etcd client certificate, and the
@@ -423,7 +445,7 @@ fn ha_external_etcd_converges_fails_over_and_keeps_secrets() {
     let Some(lab) = Lab::new("ha_external_etcd_converges_fails_over_and_keeps_secrets") else {
         return;
     };
-    let outputs = converge_and_prove(&lab, "ha-external-etcd.rhai");
+    let outputs = converge_and_prove(&lab, "ha-external-etcd.rhai", KUBEADM_SERVICES);
     for (_, h) in ETCD {
         let out = lab_exec(h, "systemctl is-active etcd || true");
         assert_eq!(
@@ -442,5 +464,55 @@ fn ha_external_etcd_converges_fails_over_and_keeps_secrets() {
         assert!(nodes.contains(n), "{n} joined the cluster: {nodes:?}");
     }
     prove_vip_failover(STOP_STATIC_APISERVER, START_STATIC_APISERVER);
-    assert_no_secrets(&outputs);
+    assert_no_secrets(&outputs, true);
+}
+
+#[test]
+fn ha_binary_converges_fails_over_and_keeps_secrets() {
+    let Some(lab) = Lab::new("ha_binary_converges_fails_over_and_keeps_secrets") else {
+        return;
+    };
+    let outputs = converge_and_prove(
+        &lab,
+        "ha-binary.rhai",
+        &[
+            "keepalived",
+            "haproxy",
+            "kube-apiserver",
+            "kube-controller-manager",
+            "kube-scheduler",
+        ],
+    );
+    prove_etcd_over_tls(
+        "/etc/kubernetes/pki/etcd/ca.crt",
+        "/etc/kubernetes/pki/apiserver-etcd-client.crt",
+        "/etc/kubernetes/pki/apiserver-etcd-client.key",
+    );
+    // The controller-manager and scheduler stand-ins reached their apiserver over TLS with the
+    // client certificates and kubeconfigs the playbook made.
+    for (_, h) in MASTERS {
+        for unit in ["kube-controller-manager", "kube-scheduler"] {
+            let mut log = String::new();
+            for _ in 0..20 {
+                let out = lab_exec(
+                    h,
+                    &format!("journalctl -u {unit} --no-pager -o cat || true"),
+                );
+                log = String::from_utf8_lossy(&out.stdout).to_string();
+                if log.contains("healthy; leader election on") {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(500));
+            }
+            assert!(
+                log.contains("healthy; leader election on"),
+                "{unit} on {h}:\n{log}"
+            );
+        }
+    }
+    prove_vip_failover(
+        "systemctl stop kube-apiserver",
+        "systemctl start kube-apiserver",
+    );
+    assert_no_secrets(&outputs, false);
 }
