@@ -189,4 +189,52 @@ fn the_shipped_ha_playbooks_plan() {
             .unwrap_or_else(|| panic!("{playbook}: no token task for m3:\n{text}"));
         assert!(m3_token.contains("join control plane m2"), "{m3_token}");
     }
+    // Without kubeadm: the control plane as systemd units with current flags only.
+    let out = crate::support::playbook(
+        root,
+        &[
+            "plan",
+            "playbooks/ha-binary.rhai",
+            "-i",
+            "inventories/ha-example.toml",
+        ],
+    );
+    out.assert_code(0);
+    for needle in [
+        "phase load-balancer",
+        "phase etcd",
+        "systemd_unit: kube-apiserver",
+        "systemd_unit: kube-controller-manager",
+        "systemd_unit: kube-scheduler",
+        "apiserver certificate",
+    ] {
+        assert!(
+            out.stdout.contains(needle),
+            "{needle:?} missing in:\n{}",
+            out.stdout
+        );
+    }
+    let units = [
+        "kube-apiserver",
+        "kube-controller-manager",
+        "kube-scheduler",
+    ]
+    .map(|u| {
+        std::fs::read_to_string(root.join(format!("playbooks/templates/ha/{u}.service.j2")))
+            .unwrap()
+    })
+    .join("\n");
+    for removed in [
+        "--insecure-port",
+        "--insecure-bind-address",
+        "--address=",
+        "--port=",
+        "--experimental",
+    ] {
+        assert!(
+            !units.contains(removed),
+            "a removed flag in the units: {removed}"
+        );
+    }
+    assert_eq!(units.matches("--leader-elect=true").count(), 2);
 }

@@ -63,6 +63,23 @@ struct Lab {
     project: Project,
 }
 
+/// The systemd hosts are made fresh again afterwards (also when the test fails), so the tests
+/// after this one find no keepalived, VIP or cluster left behind.
+impl Drop for Lab {
+    fn drop(&mut self) {
+        for args in [
+            &["remove-systemd"][..],
+            &["add-systemd", &SYSTEMD_HOSTS.to_string()],
+        ] {
+            let _ = Command::new("bash")
+                .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/lab/lab.sh"))
+                .args(args)
+                .output();
+        }
+        let _ = std::fs::remove_dir_all(Path::new(CLUSTERS).join(format!("{VIP}_{LB_PORT}")));
+    }
+}
+
 impl Lab {
     fn new(test: &str) -> Option<Lab> {
         if lab_systemd_hosts().len() < SYSTEMD_HOSTS {
