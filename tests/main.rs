@@ -7,6 +7,7 @@ mod bad_input;
 mod cli;
 mod kubeadm;
 mod packages;
+mod perf;
 mod pki;
 mod runs;
 mod ssh;

@@ -3,7 +3,7 @@
 //! read here, when the consuming task runs.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
@@ -102,6 +102,8 @@ struct HostRt {
     notified: Mutex<BTreeSet<String>>,
     /// System facts, gathered when a task first needs them.
     gathered: Arc<OnceCell<Value>>,
+    /// Remote commands run on this host so far.
+    round_trips: Arc<AtomicUsize>,
 }
 
 struct TaskRt {
@@ -204,6 +206,7 @@ pub async fn run_until(
                 predicted_change: AtomicBool::new(false),
                 notified: Mutex::new(BTreeSet::new()),
                 gathered: Arc::new(OnceCell::new()),
+                round_trips: Arc::default(),
             },
         );
     }
@@ -251,11 +254,14 @@ pub async fn run_until(
             host.transport().close().await;
         }
     }
-    let counts = state
+    let mut counts = state
         .counts
         .lock()
         .unwrap_or_else(|e| e.into_inner())
         .clone();
+    for (name, c) in counts.iter_mut() {
+        c.round_trips = state.hosts[name].round_trips.load(Ordering::Relaxed);
+    }
     state.sink.emit(&Event::Recap {
         hosts: counts.clone(),
         check: state.opts.check,
@@ -518,7 +524,12 @@ impl State {
                 self.connector
                     .connect(&h.entry)
                     .await
-                    .map(|t| {
+                    .map(|inner| {
+                        let t: Arc<dyn crate::transport::Transport> =
+                            Arc::new(crate::transport::Counted {
+                                inner,
+                                count: h.round_trips.clone(),
+                            });
                         let become_ = h.entry.become_config().map(|mut b| {
                             if let Some(pw) = &self.opts.become_password {
                                 b.password = Some(pw.clone());

@@ -1,0 +1,141 @@
+//! The benchmark's workload (bench/workload/site.rhai, 40 tasks per host) over the local
+//! connection: what it costs in round trips per host (remote commands, counted by the engine and
+//! shown in the JSON recap), and that the ways of saving them change no result. Deterministic:
+//! counts, never times.
+
+use std::path::Path;
+
+use crate::support::{Conn, Output, Project};
+
+const HOSTS: [&str; 2] = ["h1", "h2"];
+const TASKS: usize = 40;
+
+/// The workload as the bench runs it, with its root moved under each host's own test root and
+/// its file owner made one that exists here.
+fn workload() -> Project {
+    let p = Project::new(Conn::Local);
+    let bench = Path::new(env!("CARGO_MANIFEST_DIR")).join("bench/workload");
+    let site = std::fs::read_to_string(bench.join("site.rhai")).unwrap();
+    let root_const = "const ROOT = \"/opt/bench\";";
+    let owner = "owner: \"deploy\", group: \"deploy\"";
+    assert!(
+        site.contains(root_const) && site.contains(owner),
+        "bench/workload/site.rhai changed: update this test"
+    );
+    let me = std::process::Command::new("id")
+        .arg("-un")
+        .output()
+        .unwrap();
+    let me = String::from_utf8(me.stdout).unwrap().trim().to_string();
+    let site = site
+        .replace(root_const, "const ROOT = \"{{ root }}\";")
+        .replace(owner, &format!("owner: \"{me}\", group: \"{me}\""));
+    p.file("site.rhai", &site);
+    for dir in ["templates", "files"] {
+        for entry in std::fs::read_dir(bench.join(dir)).unwrap() {
+            let path = entry.unwrap().path();
+            let name = path.file_name().unwrap().to_str().unwrap();
+            p.file(
+                &format!("{dir}/{name}"),
+                &std::fs::read_to_string(&path).unwrap(),
+            );
+        }
+    }
+    // The per-host variables of bench/lib/inventory.py `host_vars`.
+    let mut inv = String::from("[defaults]\nconnection = \"local\"\n\n");
+    for (i, h) in HOSTS.iter().enumerate() {
+        let n = i + 1;
+        let zone = ["zone-a", "zone-b", "zone-c"][n % 3];
+        let parity = if n % 2 == 0 { "even" } else { "odd" };
+        inv += &format!(
+            "[hosts.{h}]\nvars = {{ root = \"{}\", bench_id = {n}, bench_port = {}, \
+             bench_zone = \"{zone}\", bench_tags = [\"bench\", \"{zone}\", \"{parity}\"] }}\n\n",
+            p.root(h).display(),
+            8000 + n
+        );
+    }
+    p.file("inventory.toml", &inv);
+    p
+}
+
+/// Round trips per host, from the JSON recap.
+fn round_trips(out: &Output) -> Vec<u64> {
+    HOSTS
+        .iter()
+        .map(|h| out.recap()["hosts"][h]["round_trips"].as_u64().unwrap())
+        .collect()
+}
+
+fn snapshot(p: &Project) -> Vec<(String, String)> {
+    HOSTS
+        .iter()
+        .flat_map(|h| {
+            crate::support::snapshot_tree(&p.root(h))
+                .into_iter()
+                .map(move |(k, v)| (format!("{h}:{k}"), v))
+        })
+        .collect()
+}
+
+#[test]
+fn bench_workload_round_trips_and_truthful_check_mode() {
+    let p = workload();
+    for h in HOSTS {
+        std::fs::create_dir_all(p.root(h).parent().unwrap()).unwrap();
+    }
+    let before = snapshot(&p);
+    let check = p.play("site.rhai", &["--check"]);
+    check.assert_code(0);
+    assert_eq!(snapshot(&p), before, "check mode changed files");
+
+    let apply = p.play("site.rhai", &[]);
+    apply.assert_code(0);
+    assert_eq!(
+        apply.total("changed") as usize,
+        TASKS * HOSTS.len(),
+        "{}",
+        apply.stdout
+    );
+    // Check mode predicted every change it could: the others are the tasks it reported as
+    // depending on a change above (the `file` tasks on files a guarded command creates).
+    let predicted = check.changed();
+    let real = apply.changed();
+    for c in &predicted {
+        assert!(real.contains(c), "predicted {c:?}, but it did not change");
+    }
+    for e in check.task_ends() {
+        let key = (
+            e["host"].as_str().unwrap().to_string(),
+            e["task"].as_str().unwrap().to_string(),
+        );
+        if real.contains(&key) && !predicted.contains(&key) {
+            assert_eq!(e["status"], "skipped", "{e}");
+            let msg = e["msg"].as_str().unwrap();
+            assert!(msg.starts_with("depends on a change above"), "{msg}");
+        }
+    }
+    assert_eq!(
+        predicted.len(),
+        (TASKS - 5) * HOSTS.len(),
+        "{}",
+        check.stdout
+    );
+
+    let converged = snapshot(&p);
+    let rerun = p.play("site.rhai", &[]);
+    rerun.assert_code(0);
+    assert_eq!(rerun.total("changed"), 0, "{}", rerun.stdout);
+    let recheck = p.play("site.rhai", &["--check"]);
+    recheck.assert_code(0);
+    assert_eq!(recheck.total("changed"), 0, "{}", recheck.stdout);
+    assert_eq!(recheck.total("skipped"), 0, "{}", recheck.stdout);
+    assert_eq!(snapshot(&p), converged);
+
+    eprintln!(
+        "round trips per host ({HOSTS:?}): check on fresh hosts {:?}, apply {:?}, re-run {:?}, check on converged hosts {:?}",
+        round_trips(&check),
+        round_trips(&apply),
+        round_trips(&rerun),
+        round_trips(&recheck)
+    );
+}
