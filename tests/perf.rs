@@ -60,10 +60,7 @@ fn workload() -> Project {
 
 /// Round trips per host, from the JSON recap.
 fn round_trips(out: &Output) -> Vec<u64> {
-    HOSTS
-        .iter()
-        .map(|h| out.recap()["hosts"][h]["round_trips"].as_u64().unwrap())
-        .collect()
+    HOSTS.iter().map(|h| round_trips_of(out, h)).collect()
 }
 
 fn snapshot(p: &Project) -> Vec<(String, String)> {
@@ -138,4 +135,61 @@ fn bench_workload_round_trips_and_truthful_check_mode() {
         round_trips(&rerun),
         round_trips(&recheck)
     );
+    // The probes of a converged host's phase go in one round trip (41 before they were batched).
+    for (what, out) in [
+        ("re-run", &rerun),
+        ("check", &recheck),
+        ("fresh check", &check),
+    ] {
+        for n in round_trips(out) {
+            assert!(n <= 3, "{what}: {n} round trips per host");
+        }
+    }
+}
+
+/// Probes read ahead are read again once a task changed the host: here the guarded command
+/// creates the file that the next task edits.
+#[test]
+fn a_change_in_a_batch_makes_later_probes_read_again() {
+    let p = Project::new(Conn::Local);
+    p.hosts(&["a"], &[]);
+    p.file(
+        "edit.rhai",
+        r#"
+phase("edit", || {
+    on("all", [
+        file(#{ path: "{{ root }}", state: "directory" }),
+        shell(#{ cmd: "printf 'a\n' > {{ root }}/f", creates: "{{ root }}/f" }),
+        lineinfile(#{ path: "{{ root }}/f", line: "b" }),
+    ]);
+});
+"#,
+    );
+    p.play("edit.rhai", &[]).assert_code(0);
+    let f = p.root("a").join("f");
+    assert_eq!(std::fs::read_to_string(&f).unwrap(), "a\nb\n");
+    std::fs::remove_file(&f).unwrap();
+
+    // Check mode changes nothing, so what the batch read stays true: one round trip, and the
+    // edit of a file that only the command above would create says so.
+    let check = p.play("edit.rhai", &["--check"]);
+    check.assert_code(0);
+    assert_eq!(round_trips_of(&check, "a"), 1);
+    let edit = check.task_ends().pop().unwrap();
+    assert_eq!(edit["status"], "skipped", "{edit}");
+    assert!(edit["msg"]
+        .as_str()
+        .unwrap()
+        .starts_with("depends on a change above"));
+
+    // One batch (3 probes), the command, then the edit probes again and finds the new file.
+    let out = p.play("edit.rhai", &[]);
+    out.assert_code(0);
+    assert_eq!(std::fs::read_to_string(&f).unwrap(), "a\nb\n");
+    assert_eq!(out.total("changed"), 2, "{}", out.stdout);
+    assert_eq!(round_trips_of(&out, "a"), 4);
+}
+
+fn round_trips_of(out: &Output, host: &str) -> u64 {
+    out.recap()["hosts"][host]["round_trips"].as_u64().unwrap()
 }

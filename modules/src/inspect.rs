@@ -5,6 +5,7 @@
 
 use engine::host::{quote, Host};
 use engine::remote::{parse_stat, FileKind, FileStat, STAT_FRAGMENT};
+use engine::transport::ExecOutput;
 use engine::ModuleError;
 
 use crate::perms::Entry;
@@ -150,10 +151,13 @@ impl Inspect<'_> {
         })
     }
 
-    /// Runs `script` followed by `extra` (shell that may use `$p`) and parses the result.
-    pub async fn run(&self, host: &Host, extra: &str) -> Result<Current, ModuleError> {
-        let script = self.script().map_err(ModuleError::Args)? + extra;
-        let out = host.run(&script).await?;
+    /// `script` followed by `extra` (shell that may use `$p`): a module's whole probe script.
+    pub fn script_with(&self, extra: &str) -> Result<String, ModuleError> {
+        Ok(self.script().map_err(ModuleError::Args)? + extra)
+    }
+
+    /// Reads the output of `script_with`, however it was run.
+    pub fn read(&self, out: &ExecOutput) -> Result<Current, ModuleError> {
         if !out.success() {
             return Err(ModuleError::Failed(format!(
                 "cannot inspect {}: {}",
@@ -162,6 +166,21 @@ impl Inspect<'_> {
             )));
         }
         self.parse(&out.stdout).map_err(ModuleError::Failed)
+    }
+
+    /// Runs `script_with(extra)` and reads its output.
+    pub async fn run(&self, host: &Host, extra: &str) -> Result<Current, ModuleError> {
+        let out = host.run(&self.script_with(extra)?).await?;
+        self.read(&out)
+    }
+
+    /// Reads the output a module's `decide` was given (see `engine::Module::probe_script`).
+    pub fn read_probe(&self, out: Option<ExecOutput>) -> Result<Current, ModuleError> {
+        self.read(
+            &out.ok_or_else(|| {
+                ModuleError::Failed(format!("inspecting {}: no output", self.path))
+            })?,
+        )
     }
 }
 
