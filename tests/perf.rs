@@ -193,3 +193,52 @@ phase("edit", || {
 fn round_trips_of(out: &Output, host: &str) -> u64 {
     out.recap()["hosts"][host]["round_trips"].as_u64().unwrap()
 }
+
+/// Facts are gathered (one round trip) only for tasks that read them: a template file that names
+/// `facts` or `hostvars`, or includes another template; a condition or an argument that mentions
+/// them (assert's expressions too).
+#[test]
+fn facts_are_gathered_only_for_what_reads_them() {
+    let p = Project::new(Conn::Local);
+    p.hosts(&["a"], &[("g", &["a"][..])]);
+    p.mkroot("a");
+    p.file("templates/plain.j2", "{{ inventory_hostname }}\n")
+        .file("templates/info.j2", "{{ facts.os_family }}\n")
+        .file("templates/incl.j2", "{% include 'templates/info.j2' %}")
+        .file(
+            "templates/all.j2",
+            "{{ groups.g | join(',') }} {{ hostvars['a'].facts.os_family }}\n",
+        )
+        .file(
+            "plain.rhai",
+            r#"on("all", file_template(#{ src: "templates/plain.j2", dest: "{{ root }}/plain" }));"#,
+        )
+        .file(
+            "reads.rhai",
+            r#"
+on("all", file_template(#{ src: "templates/incl.j2", dest: "{{ root }}/incl" }));
+on("all", file_template(#{ src: "templates/all.j2", dest: "{{ root }}/all" }));
+on("all", assert(#{ that: ["facts.os_family != ''"] }));
+"#,
+        );
+    p.play("plain.rhai", &[]).assert_code(0);
+    let again = p.play("plain.rhai", &[]);
+    again.assert_code(0);
+    assert_eq!(round_trips_of(&again, "a"), 1, "one probe, no facts");
+
+    p.play("reads.rhai", &[]).assert_code(0);
+    let root = p.root("a");
+    let family = std::fs::read_to_string(root.join("incl")).unwrap();
+    assert!(!family.trim().is_empty());
+    assert_eq!(
+        std::fs::read_to_string(root.join("all")).unwrap(),
+        format!("a {family}")
+    );
+    let again = p.play("reads.rhai", &[]);
+    again.assert_code(0);
+    assert_eq!(
+        round_trips_of(&again, "a"),
+        2,
+        "facts, then both probes in one batch"
+    );
+}

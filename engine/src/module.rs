@@ -116,6 +116,13 @@ pub trait Module: Send + Sync + 'static {
     /// (`hostvars`), the groups and the facts: the runner provides all of them.
     const RENDERS_TEMPLATES: bool = false;
 
+    /// The template files these arguments (as written, not rendered) render, when the module
+    /// can tell: the runner then provides only what they read (`facts`, `hostvars`, `groups`).
+    /// None: they may read anything.
+    fn template_files(_args: &Value) -> Option<Vec<String>> {
+        None
+    }
+
     /// Checks that need no host (conflicting fields, say). Runs at plan time.
     fn check_args(_args: &Self::Args) -> Result<(), String> {
         Ok(())
@@ -210,6 +217,7 @@ pub trait DynModule: Send + Sync {
     fn validate(&self, args: &Value) -> Result<(), String>;
     fn shows_msg(&self) -> bool;
     fn renders_templates(&self) -> bool;
+    fn template_files(&self, args: &Value) -> Option<Vec<String>>;
     /// The probe script for these arguments, when the module's probe is one script that may be
     /// sent ahead in a batch; None otherwise (or when the arguments are wrong: the task's run
     /// reports that).
@@ -250,6 +258,9 @@ impl<M: Module> DynModule for M {
     }
     fn renders_templates(&self) -> bool {
         M::RENDERS_TEMPLATES
+    }
+    fn template_files(&self, args: &Value) -> Option<Vec<String>> {
+        M::template_files(args)
     }
     fn script_probe(&self) -> bool {
         M::SCRIPT_PROBE

@@ -110,6 +110,69 @@ struct HostRt {
 
 struct TaskRt {
     finished: watch::Sender<usize>,
+    reads: Reads,
+}
+
+/// What a task's templates and condition read beyond the host's own variables: only those are
+/// provided (facts cost a round trip, `hostvars` a copy of every host's variables).
+#[derive(Debug, Clone, Copy, Default)]
+struct Reads {
+    facts: bool,
+    hostvars: bool,
+    groups: bool,
+}
+
+impl Reads {
+    const ALL: Reads = Reads {
+        facts: true,
+        hostvars: true,
+        groups: true,
+    };
+
+    fn of(task: &crate::plan::Task, templates: &TemplateEngine) -> Reads {
+        let mut strings = Vec::new();
+        task.args.strings(&mut strings);
+        if let Some(Condition::Expr(e)) = &task.when {
+            strings.push(e.clone());
+        }
+        // Strings are searched as text: not all of them are templates (assert's `that` is an
+        // expression), and a name that is only mentioned costs at most what it used to.
+        let has = |name: &str| strings.iter().any(|s| s.contains(name));
+        let mut reads = Reads {
+            facts: has("facts"),
+            hostvars: has("hostvars"),
+            groups: has("groups"),
+        };
+        if let Action::Module(m) = &task.action {
+            if m.renders_templates() {
+                // Template files are read only when rendered: their names, when the module can
+                // say which files they are and they name everything they read.
+                let files = task
+                    .args
+                    .as_plain()
+                    .and_then(|a| m.template_files(&a))
+                    .filter(|fs| fs.iter().all(|f| !crate::template::is_template(f)));
+                let names: Option<Vec<_>> = files.and_then(|fs| {
+                    fs.iter()
+                        .map(|f| templates.referenced_names_in_file(f))
+                        .collect()
+                });
+                match names {
+                    Some(names) => {
+                        for n in names.iter().flatten() {
+                            reads.facts |= n == "facts";
+                            reads.hostvars |= n == "hostvars";
+                            reads.groups |= n == "groups";
+                        }
+                    }
+                    None => reads = Reads::ALL,
+                }
+            }
+        }
+        // `hostvars` carries this host's facts too.
+        reads.facts |= reads.hostvars;
+        reads
+    }
 }
 
 struct State {
@@ -217,15 +280,17 @@ pub async fn run_until(
         .keys()
         .map(|h| (h.clone(), HostCounts::default()))
         .collect();
+    let templates = TemplateEngine::new(&plan.script.dir);
     let tasks = plan
         .tasks
         .iter()
-        .map(|_| TaskRt {
+        .map(|t| TaskRt {
             finished: watch::channel(0).0,
+            reads: Reads::of(t, &templates),
         })
         .collect();
     let state = Arc::new(State {
-        templates: TemplateEngine::new(&plan.script.dir),
+        templates,
         forks: Semaphore::new(opts.forks.max(1)),
         plan: plan.clone(),
         inventory,
@@ -385,7 +450,7 @@ impl State {
             {
                 break;
             }
-            if task_reads_facts(task) && self.gather_facts(host, &conn).await.is_err() {
+            if self.tasks[tid].reads.facts && self.gather_facts(host, &conn).await.is_err() {
                 break;
             }
             let script = match self.prepare(tid, host, &conn) {
@@ -677,7 +742,7 @@ impl State {
             || matches!(task.when, Some(Condition::Closure(_)))
             || has_closure(&task.args);
         let conn = self.connection(host).await?;
-        if needs_closures || task_reads_facts(task) {
+        if needs_closures || self.tasks[tid].reads.facts {
             self.gather_facts(host, &conn).await?;
         }
         let prepared = if needs_closures {
@@ -739,7 +804,7 @@ impl State {
     ) -> Result<Prepared, TaskError> {
         let task = &self.plan.tasks[tid];
         let origin = format!("{} (task '{}')", task.pos, task.name);
-        let vars = self.template_vars(host, task_needs_everything(task));
+        let vars = self.template_vars(host, self.tasks[tid].reads);
         let ctx = Value::Object(vars.clone());
         let scope = || ExecScope {
             host: host.to_string(),
@@ -926,9 +991,9 @@ impl State {
     }
 
     /// The variables templates see on `host`: its variables, facts and registered results,
-    /// results registered on a single other host, and (when `all`) every host's variables and
+    /// results registered on a single other host, and (when read) every host's variables and
     /// the groups.
-    fn template_vars(&self, host: &str, all: bool) -> Map<String, Value> {
+    fn template_vars(&self, host: &str, reads: Reads) -> Map<String, Value> {
         let h = &self.hosts[host];
         let mut vars = h.vars.clone();
         if let Some(f) = h.gathered.get() {
@@ -948,7 +1013,7 @@ impl State {
             }
         }
         drop(done);
-        if all {
+        if reads.hostvars {
             let hostvars: Map<String, Value> = self
                 .inventory
                 .hosts()
@@ -972,6 +1037,8 @@ impl State {
                 })
                 .collect();
             vars.insert("hostvars".into(), Value::Object(hostvars));
+        }
+        if reads.groups {
             let groups: Map<String, Value> = self
                 .inventory
                 .groups()
@@ -985,29 +1052,6 @@ impl State {
 }
 
 const DEPENDS_MARK: &str = "\u{1}depends:";
-
-fn task_needs_everything(task: &crate::plan::Task) -> bool {
-    let mut strings = Vec::new();
-    task.args.strings(&mut strings);
-    if let Some(Condition::Expr(e)) = &task.when {
-        strings.push(e.clone());
-    }
-    matches!(&task.action, Action::Module(m) if m.renders_templates())
-        || strings
-            .iter()
-            .any(|s| s.contains("hostvars") || s.contains("groups"))
-}
-
-/// Whether a task's templates or condition read the system facts.
-fn task_reads_facts(task: &crate::plan::Task) -> bool {
-    let mut strings = Vec::new();
-    task.args.strings(&mut strings);
-    if let Some(Condition::Expr(e)) = &task.when {
-        strings.push(e.clone());
-    }
-    // Template files are read only when rendered, so a task that renders one gets the facts.
-    task_needs_everything(task) || strings.iter().any(|s| s.contains("facts"))
-}
 
 fn has_closure(arg: &Arg) -> bool {
     match arg {

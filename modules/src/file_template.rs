@@ -135,6 +135,10 @@ file_template(#{ src: "templates/haproxy.cfg.j2", dest: "/etc/haproxy/haproxy.cf
 impl Module for FileTemplate {
     const NAME: &'static str = "file_template";
     const RENDERS_TEMPLATES: bool = true;
+
+    fn template_files(args: &Value) -> Option<Vec<String>> {
+        Some(vec![args.get("src")?.as_str()?.to_string()])
+    }
     const DOC: &'static str = DOC;
     type Args = Args;
     type Plan = Plan;
