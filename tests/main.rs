@@ -8,6 +8,7 @@ mod cli;
 mod ha;
 mod kubeadm;
 mod packages;
+mod perf;
 mod pki;
 mod runs;
 mod ssh;

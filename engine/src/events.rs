@@ -63,6 +63,9 @@ pub struct HostCounts {
     pub skipped: usize,
     pub unreachable: usize,
     pub ignored: usize,
+    /// Remote commands run on the host (each one SSH channel: probes, changes, fact gathering):
+    /// the cost a run pays per host, shown in the JSON recap.
+    pub round_trips: usize,
 }
 
 impl HostCounts {

@@ -12,7 +12,7 @@ use serde_json::{Map, Value};
 
 use crate::diff::FileDiff;
 use crate::host::Host;
-use crate::transport::TransportError;
+use crate::transport::{ExecOutput, TransportError};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ModuleError {
@@ -116,17 +116,60 @@ pub trait Module: Send + Sync + 'static {
     /// (`hostvars`), the groups and the facts: the runner provides all of them.
     const RENDERS_TEMPLATES: bool = false;
 
+    /// The template files these arguments (as written, not rendered) render, when the module
+    /// can tell: the runner then provides only what they read (`facts`, `hostvars`, `groups`).
+    /// None: they may read anything.
+    fn template_files(_args: &Value) -> Option<Vec<String>> {
+        None
+    }
+
     /// Checks that need no host (conflicting fields, say). Runs at plan time.
     fn check_args(_args: &Self::Args) -> Result<(), String> {
         Ok(())
     }
 
-    /// Reads the current state. Must not change anything on the target.
+    /// Whether `probe` is one read-only script (`probe_script`) whose output `decide` reads: the
+    /// runner may then send the scripts of several tasks in one round trip.
+    const SCRIPT_PROBE: bool = false;
+
+    /// The remote half of a `SCRIPT_PROBE` module's probe: the script that reads what `decide`
+    /// needs, or None when nothing has to be read on the host. It must depend only on the
+    /// arguments and the context, and change nothing.
+    fn probe_script(
+        &self,
+        _args: &Self::Args,
+        _cx: &ModuleContext<'_>,
+    ) -> Result<Option<String>, ModuleError> {
+        Ok(None)
+    }
+
+    /// The local half of a `SCRIPT_PROBE` module's probe: decides from the output of
+    /// `probe_script` (None when it had no script), whether that ran alone or in a batch.
+    async fn decide(
+        &self,
+        _args: &Self::Args,
+        _out: Option<ExecOutput>,
+        _cx: &ModuleContext<'_>,
+    ) -> Result<Probe<Self::Plan>, ModuleError> {
+        Err(ModuleError::Failed(format!(
+            "module {} implements neither probe nor decide",
+            Self::NAME
+        )))
+    }
+
+    /// Reads the current state. Must not change anything on the target. `SCRIPT_PROBE` modules
+    /// keep this default: their script, run alone, then `decide`.
     async fn probe(
         &self,
         args: &Self::Args,
         cx: &ModuleContext<'_>,
-    ) -> Result<Probe<Self::Plan>, ModuleError>;
+    ) -> Result<Probe<Self::Plan>, ModuleError> {
+        let out = match self.probe_script(args, cx)? {
+            Some(script) => Some(cx.host.run(&script).await?),
+            None => None,
+        };
+        self.decide(args, out, cx).await
+    }
 
     /// Makes the change that probe found, leaving the target as a new probe would call unchanged.
     async fn apply(
@@ -151,6 +194,16 @@ pub struct Outcome {
     pub summary: Option<String>,
     pub diff: Option<FileDiff>,
     pub result: Value,
+    /// Something ran that may have changed the host (apply, a custom task): what was read on the
+    /// host before may be stale now.
+    pub acted: bool,
+}
+
+/// A probe script's output, read ahead of its task in a batch (`runner`).
+#[derive(Debug, Clone)]
+pub struct Prefetched {
+    pub script: String,
+    pub output: ExecOutput,
 }
 
 /// A module with its argument and plan types erased, as the engine stores it.
@@ -164,7 +217,25 @@ pub trait DynModule: Send + Sync {
     fn validate(&self, args: &Value) -> Result<(), String>;
     fn shows_msg(&self) -> bool;
     fn renders_templates(&self) -> bool;
-    async fn run(&self, args: Value, cx: &ModuleContext<'_>) -> Result<Outcome, ModuleError>;
+    fn template_files(&self, args: &Value) -> Option<Vec<String>>;
+    /// The probe script for these arguments, when the module's probe is one script that may be
+    /// sent ahead in a batch; None otherwise (or when the arguments are wrong: the task's run
+    /// reports that).
+    /// Whether the module's probe is one script (`Module::SCRIPT_PROBE`).
+    fn script_probe(&self) -> bool;
+    fn batch_probe_script(&self, args: &Value, cx: &ModuleContext<'_>) -> Option<String>;
+    async fn run(&self, args: Value, cx: &ModuleContext<'_>) -> Result<Outcome, ModuleError> {
+        self.run_prefetched(args, cx, None).await
+    }
+    /// Like `run`, deciding from `prefetched` instead of probing when the task's probe script is
+    /// exactly the one that was run ahead (so the plan is the one a probe would make now, as long
+    /// as nothing changed the host since).
+    async fn run_prefetched(
+        &self,
+        args: Value,
+        cx: &ModuleContext<'_>,
+        prefetched: Option<Prefetched>,
+    ) -> Result<Outcome, ModuleError>;
 }
 
 #[async_trait]
@@ -188,27 +259,58 @@ impl<M: Module> DynModule for M {
     fn renders_templates(&self) -> bool {
         M::RENDERS_TEMPLATES
     }
-    async fn run(&self, args: Value, cx: &ModuleContext<'_>) -> Result<Outcome, ModuleError> {
+    fn template_files(&self, args: &Value) -> Option<Vec<String>> {
+        M::template_files(args)
+    }
+    fn script_probe(&self) -> bool {
+        M::SCRIPT_PROBE
+    }
+    fn batch_probe_script(&self, args: &Value, cx: &ModuleContext<'_>) -> Option<String> {
+        if !M::SCRIPT_PROBE {
+            return None;
+        }
+        let args = parse_args::<M::Args>(args).ok()?;
+        M::check_args(&args).ok()?;
+        self.probe_script(&args, cx).ok().flatten()
+    }
+    async fn run_prefetched(
+        &self,
+        args: Value,
+        cx: &ModuleContext<'_>,
+        prefetched: Option<Prefetched>,
+    ) -> Result<Outcome, ModuleError> {
         let args = parse_args::<M::Args>(&args).map_err(ModuleError::Args)?;
         M::check_args(&args).map_err(ModuleError::Args)?;
-        Ok(match self.probe(&args, cx).await? {
+        let probe = match prefetched {
+            Some(p)
+                if M::SCRIPT_PROBE
+                    && self.probe_script(&args, cx)?.as_deref() == Some(p.script.as_str()) =>
+            {
+                self.decide(&args, Some(p.output), cx).await?
+            }
+            _ => self.probe(&args, cx).await?,
+        };
+        Ok(match probe {
             Probe::Unchanged(result) => Outcome {
                 status: Status::Ok,
                 summary: None,
                 diff: None,
                 result,
+                acted: false,
             },
             Probe::Skipped(reason) => Outcome {
                 status: Status::Skipped(reason),
                 summary: None,
                 diff: None,
                 result: Value::Null,
+                acted: false,
             },
             Probe::Change(change) if cx.check => Outcome {
                 status: Status::Changed,
                 summary: Some(change.summary),
                 diff: change.diff,
                 result: Value::Null,
+                acted: false,
             },
             Probe::Change(change) => {
                 let applied = self.apply(&args, change.plan, cx).await?;
@@ -221,6 +323,7 @@ impl<M: Module> DynModule for M {
                     summary: Some(change.summary),
                     diff: if applied.changed { change.diff } else { None },
                     result: applied.result,
+                    acted: true,
                 }
             }
         })

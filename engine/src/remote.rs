@@ -27,6 +27,10 @@ pub struct FileStat {
     pub sha256: Option<String>,
     /// Target of a symbolic link.
     pub link_target: Option<String>,
+    /// Numeric owner and group, and the size in bytes.
+    pub uid: String,
+    pub gid: String,
+    pub size: u64,
 }
 
 impl FileStat {
@@ -38,6 +42,9 @@ impl FileStat {
             group: String::new(),
             sha256: None,
             link_target: None,
+            uid: String::new(),
+            gid: String::new(),
+            size: 0,
         }
     }
     pub fn exists(&self) -> bool {
@@ -45,15 +52,31 @@ impl FileStat {
     }
 }
 
-/// A shell fragment that prints the state of the path in `$p` in the format `parse_stat` reads.
-/// Modules embed it in their own probe scripts to keep one round trip per task.
-pub const STAT_FRAGMENT: &str = r#"if [ -L "$p" ]; then echo link; readlink -- "$p"; stat -c '%a %U %G' -- "$p";
-elif [ -d "$p" ]; then echo directory; echo; stat -c '%a %U %G' -- "$p";
-elif [ -f "$p" ]; then echo file; sha256sum < "$p" | cut -d' ' -f1; stat -c '%a %U %G' -- "$p";
-elif [ -e "$p" ]; then echo other; echo; stat -c '%a %U %G' -- "$p";
-else echo absent; fi"#;
+/// Shell that prints the state of the path in `$p` in the format `parse_stat` reads: its kind,
+/// then (when it exists) one `stat` line and the link's target or the file's sha256 (when `hash`;
+/// a caller that reads the content anyway hashes it itself). Modules embed it in their own probe
+/// scripts to keep one round trip per task. It leaves `$k` (the kind), `$s` (the stat line,
+/// whose last field is the size) and `$h` (sha256sum's output) for the shell that follows.
+/// One `stat` and at most one other program: each is a process on the target.
+pub fn stat_fragment(hash: bool) -> String {
+    let file = if hash {
+        r#"h=$(sha256sum < "$p"); echo "${h%% *}""#
+    } else {
+        "echo"
+    };
+    format!(
+        r#"k=absent
+if [ -L "$p" ]; then k=link; elif [ -d "$p" ]; then k=directory; elif [ -f "$p" ]; then k=file; elif [ -e "$p" ]; then k=other; fi
+echo $k
+if [ $k != absent ]; then
+s=$(stat -c '%a %U %G %u %g %s' -- "$p"); echo "$s"
+if [ $k = link ]; then readlink -- "$p"; elif [ $k = file ]; then {file}; else echo; fi
+fi
+"#
+    )
+}
 
-/// Reads three lines written by `STAT_FRAGMENT`.
+/// Reads the lines written by `stat_fragment`.
 pub fn parse_stat(text: &str) -> Result<FileStat, String> {
     let mut lines = text.lines();
     let kind = match lines.next() {
@@ -64,25 +87,27 @@ pub fn parse_stat(text: &str) -> Result<FileStat, String> {
         Some("other") => FileKind::Other,
         other => return Err(format!("unexpected stat output: {other:?}")),
     };
-    let detail = lines.next().unwrap_or_default().to_string();
     let attrs = lines.next().unwrap_or_default();
-    let mut parts = attrs.split_whitespace();
-    let (mode, owner, group) = match (parts.next(), parts.next(), parts.next()) {
-        (Some(m), Some(o), Some(g)) => (m.to_string(), o.to_string(), g.to_string()),
-        _ => return Err(format!("unexpected stat output: {attrs:?}")),
+    let detail = lines.next().unwrap_or_default().to_string();
+    let fields: Vec<&str> = attrs.split_whitespace().collect();
+    let [mode, owner, group, uid, gid, size] = fields[..] else {
+        return Err(format!("unexpected stat output: {attrs:?}"));
     };
     Ok(FileStat {
-        sha256: (kind == FileKind::File).then(|| detail.clone()),
+        sha256: (kind == FileKind::File && !detail.is_empty()).then(|| detail.clone()),
         link_target: (kind == FileKind::Link).then_some(detail),
         kind,
-        mode,
-        owner,
-        group,
+        mode: mode.to_string(),
+        owner: owner.to_string(),
+        group: group.to_string(),
+        uid: uid.to_string(),
+        gid: gid.to_string(),
+        size: size.parse().unwrap_or(0),
     })
 }
 
 pub async fn stat(host: &Host, path: &str) -> Result<FileStat, ModuleError> {
-    let script = format!("p={}\n{STAT_FRAGMENT}", quote(path)?);
+    let script = format!("p={}\n{}", quote(path)?, stat_fragment(true));
     let out = host.run(&script).await?;
     if !out.success() {
         return Err(ModuleError::Failed(format!(
@@ -157,10 +182,10 @@ pub async fn write_file(
     opts: &WriteOptions<'_>,
 ) -> Result<Option<String>, ModuleError> {
     let mut s = format!(
-        "set -e\np={}\nd=$(dirname -- \"$p\")\nt=$(mktemp \"$d/.playbook.XXXXXX\")\n\
+        "set -e\np={}\ncase $p in */*) d=${{p%/*}};; *) d=.;; esac\nt=$(mktemp \"$d/.playbook.XXXXXX\")\n\
          trap 'rm -f -- \"$t\"' EXIT\ntrap 'rm -f -- \"$t\"; exit 129' HUP INT TERM PIPE\n\
          cat > \"$t\"\n\
-         if [ \"$(sha256sum < \"$t\" | cut -d' ' -f1)\" != {sum} ]; then \
+         h=$(sha256sum < \"$t\")\nif [ \"${{h%% *}}\" != {sum} ]; then \
          echo 'the upload was cut short; nothing was replaced' >&2; exit 66; fi\n",
         quote(path)?,
         // A connection that drops mid-upload ends stdin early, which `cat` takes for the end of

@@ -3,7 +3,7 @@
 //! read here, when the consuming task runs.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
@@ -14,7 +14,7 @@ use crate::events::{Event, EventSink, HostCounts, TaskEnd, TaskStatus};
 use crate::facts::SystemFacts;
 use crate::host::Host;
 use crate::inventory::{HostEntry, Inventory};
-use crate::module::{ModuleContext, ModuleError, Outcome, Status, Templates};
+use crate::module::{ModuleContext, ModuleError, Outcome, Prefetched, Status, Templates};
 use crate::plan::{Action, Arg, Closure, Condition, Deferred, Plan, TaskId};
 use crate::script::{with_exec_scope, ExecScope};
 use crate::template::TemplateEngine;
@@ -102,10 +102,77 @@ struct HostRt {
     notified: Mutex<BTreeSet<String>>,
     /// System facts, gathered when a task first needs them.
     gathered: Arc<OnceCell<Value>>,
+    /// Remote commands run on this host so far.
+    round_trips: Arc<AtomicUsize>,
+    /// Probe outputs read ahead in a batch, by task; dropped when the host may have changed.
+    prefetched: Mutex<HashMap<TaskId, Prefetched>>,
 }
 
 struct TaskRt {
     finished: watch::Sender<usize>,
+    reads: Reads,
+}
+
+/// What a task's templates and condition read beyond the host's own variables: only those are
+/// provided (facts cost a round trip, `hostvars` a copy of every host's variables).
+#[derive(Debug, Clone, Copy, Default)]
+struct Reads {
+    facts: bool,
+    hostvars: bool,
+    groups: bool,
+}
+
+impl Reads {
+    const ALL: Reads = Reads {
+        facts: true,
+        hostvars: true,
+        groups: true,
+    };
+
+    fn of(task: &crate::plan::Task, templates: &TemplateEngine) -> Reads {
+        let mut strings = Vec::new();
+        task.args.strings(&mut strings);
+        if let Some(Condition::Expr(e)) = &task.when {
+            strings.push(e.clone());
+        }
+        // Strings are searched as text: not all of them are templates (assert's `that` is an
+        // expression), and a name that is only mentioned costs at most what it used to.
+        let has = |name: &str| strings.iter().any(|s| s.contains(name));
+        let mut reads = Reads {
+            facts: has("facts"),
+            hostvars: has("hostvars"),
+            groups: has("groups"),
+        };
+        if let Action::Module(m) = &task.action {
+            if m.renders_templates() {
+                // Template files are read only when rendered: their names, when the module can
+                // say which files they are and they name everything they read.
+                let files = task
+                    .args
+                    .as_plain()
+                    .and_then(|a| m.template_files(&a))
+                    .filter(|fs| fs.iter().all(|f| !crate::template::is_template(f)));
+                let names: Option<Vec<_>> = files.and_then(|fs| {
+                    fs.iter()
+                        .map(|f| templates.referenced_names_in_file(f))
+                        .collect()
+                });
+                match names {
+                    Some(names) => {
+                        for n in names.iter().flatten() {
+                            reads.facts |= n == "facts";
+                            reads.hostvars |= n == "hostvars";
+                            reads.groups |= n == "groups";
+                        }
+                    }
+                    None => reads = Reads::ALL,
+                }
+            }
+        }
+        // `hostvars` carries this host's facts too.
+        reads.facts |= reads.hostvars;
+        reads
+    }
 }
 
 struct State {
@@ -204,6 +271,8 @@ pub async fn run_until(
                 predicted_change: AtomicBool::new(false),
                 notified: Mutex::new(BTreeSet::new()),
                 gathered: Arc::new(OnceCell::new()),
+                round_trips: Arc::default(),
+                prefetched: Mutex::default(),
             },
         );
     }
@@ -211,15 +280,17 @@ pub async fn run_until(
         .keys()
         .map(|h| (h.clone(), HostCounts::default()))
         .collect();
+    let templates = TemplateEngine::new(&plan.script.dir);
     let tasks = plan
         .tasks
         .iter()
-        .map(|_| TaskRt {
+        .map(|t| TaskRt {
             finished: watch::channel(0).0,
+            reads: Reads::of(t, &templates),
         })
         .collect();
     let state = Arc::new(State {
-        templates: TemplateEngine::new(&plan.script.dir),
+        templates,
         forks: Semaphore::new(opts.forks.max(1)),
         plan: plan.clone(),
         inventory,
@@ -251,11 +322,14 @@ pub async fn run_until(
             host.transport().close().await;
         }
     }
-    let counts = state
+    let mut counts = state
         .counts
         .lock()
         .unwrap_or_else(|e| e.into_inner())
         .clone();
+    for (name, c) in counts.iter_mut() {
+        c.round_trips = state.hosts[name].round_trips.load(Ordering::Relaxed);
+    }
     state.sink.emit(&Event::Recap {
         hosts: counts.clone(),
         check: state.opts.check,
@@ -297,13 +371,124 @@ impl State {
         state.run_handlers(pi).await;
     }
 
+    /// Runs the host's tasks of the phase in order, reading their probes ahead in batches (one
+    /// round trip for many tasks) while nothing changes the host.
     async fn run_host_phase(self: &Arc<Self>, phase: usize, host: &str) {
         let plan = self.plan.clone();
-        for &tid in &plan.phases[phase].tasks {
-            if plan.tasks[tid].hosts.iter().any(|h| h == host) {
-                self.run_task(tid, host).await;
+        let tasks: Vec<TaskId> = plan.phases[phase]
+            .tasks
+            .iter()
+            .copied()
+            .filter(|&t| plan.tasks[t].hosts.iter().any(|h| h == host))
+            .collect();
+        let h = &self.hosts[host];
+        // How many probes a batch reads ahead: all until something changes the host; after a
+        // change, twice as many as ran since without one. On a fresh host nearly every task
+        // changes it, and probes read ahead there would only be read again.
+        let mut ahead = usize::MAX;
+        let mut quiet = 0;
+        // Tasks before this index were already considered by the last batch.
+        let mut covered = 0;
+        for (i, &tid) in tasks.iter().enumerate() {
+            if i >= covered && ahead > 1 {
+                covered = self.probe_ahead(host, &tasks[i..], ahead).await + i;
+            }
+            covered = covered.max(i + 1);
+            if self.run_task(tid, host).await {
+                h.prefetched
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .clear();
+                covered = i + 1;
+                quiet = 0;
+                ahead = 1;
+            } else if ahead != usize::MAX {
+                quiet += 1;
+                ahead = 2 * quiet;
             }
         }
+        h.prefetched
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clear();
+    }
+
+    /// Runs the probe scripts of `tasks` (the host's next tasks), up to `limit` of them, in one
+    /// round trip and keeps their outputs for the tasks. Stops at the first task whose probe
+    /// cannot be known now: a custom task, closures, a task waiting for another, a module whose
+    /// probe is not one script, arguments that do not render yet. Returns how many tasks it
+    /// considered (those after them are not read ahead).
+    async fn probe_ahead(self: &Arc<Self>, host: &str, tasks: &[TaskId], limit: usize) -> usize {
+        let h = &self.hosts[host];
+        if h.dead.load(Ordering::SeqCst) {
+            return 0;
+        }
+        let Ok(conn) = self.connection(host).await else {
+            return 0;
+        };
+        let mut batch: Vec<(TaskId, String)> = Vec::new();
+        let mut bytes = 0;
+        let mut considered = 0;
+        for &tid in tasks {
+            if batch.len() >= limit {
+                break;
+            }
+            let task = &self.plan.tasks[tid];
+            if !self.selected(tid) {
+                considered += 1;
+                continue;
+            }
+            let Action::Module(module) = &task.action else {
+                break;
+            };
+            let finished =
+                |&d: &TaskId| *self.tasks[d].finished.borrow() >= self.plan.tasks[d].hosts.len();
+            if !module.script_probe()
+                || matches!(task.when, Some(Condition::Closure(_)))
+                || has_closure(&task.args)
+                || !task.needs.iter().all(finished)
+            {
+                break;
+            }
+            if self.tasks[tid].reads.facts && self.gather_facts(host, &conn).await.is_err() {
+                break;
+            }
+            let script = match self.prepare(tid, host, &conn) {
+                Ok(Prepared::Run { args, vars }) => {
+                    let tc = TaskCx::new(self, tid, host, &conn, vars);
+                    module.batch_probe_script(&args, &tc.cx())
+                }
+                Ok(Prepared::Skip(_)) => None,
+                Ok(Prepared::Custom(_)) | Err(_) => break,
+            };
+            if let Some(script) = script {
+                bytes += script.len();
+                if bytes > crate::batch::MAX_SCRIPT_BYTES && !batch.is_empty() {
+                    break;
+                }
+                batch.push((tid, script));
+            }
+            considered += 1;
+        }
+        // One probe alone gains nothing from a batch: its task probes as usual.
+        if batch.len() < 2 {
+            return considered;
+        }
+        let _permit = self
+            .forks
+            .acquire()
+            .await
+            .expect("semaphore is never closed");
+        let scripts: Vec<&str> = batch.iter().map(|(_, s)| s.as_str()).collect();
+        // A batch that fails leaves every task to probe alone, and to report what went wrong.
+        let Ok(outputs) = crate::batch::run(&conn, &scripts).await else {
+            return 0;
+        };
+        let mut pre = h.prefetched.lock().unwrap_or_else(|e| e.into_inner());
+        for ((tid, script), output) in batch.into_iter().zip(outputs) {
+            pre.insert(tid, Prefetched { script, output });
+        }
+        considered
     }
 
     async fn run_handlers(self: &Arc<Self>, phase: usize) {
@@ -352,14 +537,17 @@ impl State {
         let _ = rx.wait_for(|n| *n >= total).await;
     }
 
-    async fn run_task(self: &Arc<Self>, tid: TaskId, host: &str) {
+    /// Runs one task on one host. Returns whether something ran that may have changed the host.
+    async fn run_task(self: &Arc<Self>, tid: TaskId, host: &str) -> bool {
         let task = &self.plan.tasks[tid];
         let h = &self.hosts[host];
         if !self.selected(tid) {
-            return self.finish(tid, host, Done::NotRun { selected: false });
+            self.finish(tid, host, Done::NotRun { selected: false });
+            return false;
         }
         if h.dead.load(Ordering::SeqCst) {
-            return self.finish(tid, host, Done::NotRun { selected: true });
+            self.finish(tid, host, Done::NotRun { selected: true });
+            return false;
         }
         let phase = self.plan.phases[task.phase].name.clone();
         // The run's mode decides whether predictions upstream matter; the task's own mode decides
@@ -400,6 +588,13 @@ impl State {
         };
         let upstream_predicted =
             upstream_predicted || (check_run && h.predicted_change.load(Ordering::SeqCst));
+        // A failure may come after part of a change was made, unless the task only checked (a
+        // custom task may run anything even then).
+        let acted = match &result {
+            Ok(outcome) => outcome.acted,
+            Err(TaskError::DependsOnChange(_)) => false,
+            Err(_) => !check || matches!(task.action, Action::Custom(_)),
+        };
         let mut end = TaskEnd {
             phase,
             task: task.name.clone(),
@@ -508,6 +703,7 @@ impl State {
             .add(&end);
         self.finish(tid, host, done);
         self.sink.emit(&Event::TaskEnd(end));
+        acted
     }
 
     async fn connection(&self, host: &str) -> Result<Host, TaskError> {
@@ -518,7 +714,12 @@ impl State {
                 self.connector
                     .connect(&h.entry)
                     .await
-                    .map(|t| {
+                    .map(|inner| {
+                        let t: Arc<dyn crate::transport::Transport> =
+                            Arc::new(crate::transport::Counted {
+                                inner,
+                                count: h.round_trips.clone(),
+                            });
                         let become_ = h.entry.become_config().map(|mut b| {
                             if let Some(pw) = &self.opts.become_password {
                                 b.password = Some(pw.clone());
@@ -541,14 +742,8 @@ impl State {
             || matches!(task.when, Some(Condition::Closure(_)))
             || has_closure(&task.args);
         let conn = self.connection(host).await?;
-        if needs_closures || task_reads_facts(task) {
-            let h = &self.hosts[host];
-            crate::facts::Cached {
-                host: &conn,
-                cell: &h.gathered,
-            }
-            .get()
-            .await?;
+        if needs_closures || self.tasks[tid].reads.facts {
+            self.gather_facts(host, &conn).await?;
         }
         let prepared = if needs_closures {
             let st = self.clone();
@@ -567,6 +762,7 @@ impl State {
                     summary: None,
                     diff: None,
                     result: Value::Null,
+                    acted: false,
                 })
             }
             Prepared::Custom(outcome) => return Ok(outcome),
@@ -580,28 +776,22 @@ impl State {
             .acquire()
             .await
             .expect("semaphore is never closed");
-        let h = &self.hosts[host];
-        let templates = HostTemplates {
-            engine: &self.templates,
-            ctx: Value::Object(vars.clone()),
-            origin: format!("{} (task '{}')", task.pos, task.name),
-        };
-        let system = crate::facts::Cached {
-            host: &conn,
-            cell: &h.gathered,
-        };
-        let cx = ModuleContext {
-            secrets: &self.opts.secrets,
-            system: &system,
-            host: &conn,
-            check: task.checks(self.opts.check),
-            want_diff: self.opts.diff,
-            base_dir: &self.plan.script.dir,
-            templates: &templates,
-            vars: &vars,
-            facts: &h.facts,
-        };
-        Ok(module.run(args, &cx).await?)
+        let prefetched = self.hosts[host]
+            .prefetched
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&tid);
+        let tc = TaskCx::new(self, tid, host, &conn, vars);
+        Ok(module.run_prefetched(args, &tc.cx(), prefetched).await?)
+    }
+
+    async fn gather_facts(&self, host: &str, conn: &Host) -> Result<Value, ModuleError> {
+        crate::facts::Cached {
+            host: conn,
+            cell: &self.hosts[host].gathered,
+        }
+        .get()
+        .await
     }
 
     /// Evaluates the condition and the arguments (may call playbook closures: runs on a
@@ -614,7 +804,7 @@ impl State {
     ) -> Result<Prepared, TaskError> {
         let task = &self.plan.tasks[tid];
         let origin = format!("{} (task '{}')", task.pos, task.name);
-        let vars = self.template_vars(host, task_needs_everything(task));
+        let vars = self.template_vars(host, self.tasks[tid].reads);
         let ctx = Value::Object(vars.clone());
         let scope = || ExecScope {
             host: host.to_string(),
@@ -801,9 +991,9 @@ impl State {
     }
 
     /// The variables templates see on `host`: its variables, facts and registered results,
-    /// results registered on a single other host, and (when `all`) every host's variables and
+    /// results registered on a single other host, and (when read) every host's variables and
     /// the groups.
-    fn template_vars(&self, host: &str, all: bool) -> Map<String, Value> {
+    fn template_vars(&self, host: &str, reads: Reads) -> Map<String, Value> {
         let h = &self.hosts[host];
         let mut vars = h.vars.clone();
         if let Some(f) = h.gathered.get() {
@@ -823,7 +1013,7 @@ impl State {
             }
         }
         drop(done);
-        if all {
+        if reads.hostvars {
             let hostvars: Map<String, Value> = self
                 .inventory
                 .hosts()
@@ -847,6 +1037,8 @@ impl State {
                 })
                 .collect();
             vars.insert("hostvars".into(), Value::Object(hostvars));
+        }
+        if reads.groups {
             let groups: Map<String, Value> = self
                 .inventory
                 .groups()
@@ -860,29 +1052,6 @@ impl State {
 }
 
 const DEPENDS_MARK: &str = "\u{1}depends:";
-
-fn task_needs_everything(task: &crate::plan::Task) -> bool {
-    let mut strings = Vec::new();
-    task.args.strings(&mut strings);
-    if let Some(Condition::Expr(e)) = &task.when {
-        strings.push(e.clone());
-    }
-    matches!(&task.action, Action::Module(m) if m.renders_templates())
-        || strings
-            .iter()
-            .any(|s| s.contains("hostvars") || s.contains("groups"))
-}
-
-/// Whether a task's templates or condition read the system facts.
-fn task_reads_facts(task: &crate::plan::Task) -> bool {
-    let mut strings = Vec::new();
-    task.args.strings(&mut strings);
-    if let Some(Condition::Expr(e)) = &task.when {
-        strings.push(e.clone());
-    }
-    // Template files are read only when rendered, so a task that renders one gets the facts.
-    task_needs_everything(task) || strings.iter().any(|s| s.contains("facts"))
-}
 
 fn has_closure(arg: &Arg) -> bool {
     match arg {
@@ -913,6 +1082,60 @@ enum Prepared {
     },
 }
 
+/// What a module's context borrows, for one task on one host.
+struct TaskCx<'a> {
+    state: &'a State,
+    host: &'a HostRt,
+    conn: &'a Host,
+    check: bool,
+    templates: HostTemplates<'a>,
+    system: crate::facts::Cached<'a>,
+    vars: Map<String, Value>,
+}
+
+impl<'a> TaskCx<'a> {
+    fn new(
+        state: &'a State,
+        tid: TaskId,
+        host: &str,
+        conn: &'a Host,
+        vars: Map<String, Value>,
+    ) -> Self {
+        let task = &state.plan.tasks[tid];
+        let h = &state.hosts[host];
+        TaskCx {
+            state,
+            host: h,
+            conn,
+            check: task.checks(state.opts.check),
+            templates: HostTemplates {
+                engine: &state.templates,
+                ctx: Value::Object(vars.clone()),
+                origin: format!("{} (task '{}')", task.pos, task.name),
+            },
+            system: crate::facts::Cached {
+                host: conn,
+                cell: &h.gathered,
+            },
+            vars,
+        }
+    }
+
+    fn cx(&self) -> ModuleContext<'_> {
+        ModuleContext {
+            secrets: &self.state.opts.secrets,
+            system: &self.system,
+            host: self.conn,
+            check: self.check,
+            want_diff: self.state.opts.diff,
+            base_dir: &self.state.plan.script.dir,
+            templates: &self.templates,
+            vars: &self.vars,
+            facts: &self.host.facts,
+        }
+    }
+}
+
 struct HostTemplates<'a> {
     engine: &'a TemplateEngine,
     ctx: Value,
@@ -935,11 +1158,13 @@ impl Templates for HostTemplates<'_> {
 /// What a custom task returns: "changed", "ok", "skipped", a bool (changed), or a map with
 /// `changed`, `msg` and `result`.
 fn custom_outcome(v: rhai::Dynamic) -> Result<Outcome, TaskError> {
+    // A custom task may run anything on the host, even in check mode.
     let mut outcome = Outcome {
         status: Status::Ok,
         summary: None,
         diff: None,
         result: Value::Null,
+        acted: true,
     };
     if let Some(s) = v.read_lock::<rhai::ImmutableString>() {
         outcome.status = match s.as_str() {

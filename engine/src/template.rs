@@ -175,6 +175,19 @@ impl TemplateEngine {
         Ok(self.without_globals(tmpl.undeclared_variables(false)))
     }
 
+    /// The top-level names a template file reads, like [`referenced_names`](Self::referenced_names);
+    /// None when it cannot be told: the file does not load, or it includes, imports or extends
+    /// other templates (whose names are not followed).
+    pub fn referenced_names_in_file(&self, path: &str) -> Option<BTreeSet<String>> {
+        let tmpl = self.env.get_template(path).ok()?;
+        let others =
+            regex::Regex::new(r"\{%-?\s*(include|import|from|extends)\b").expect("valid regex");
+        if others.is_match(tmpl.source()) {
+            return None;
+        }
+        Some(self.without_globals(tmpl.undeclared_variables(false)))
+    }
+
     /// Like [`referenced_names`](Self::referenced_names) for a bare expression (a `when:`).
     pub fn referenced_names_in_expr(&self, expr: &str) -> Result<BTreeSet<String>, TemplateError> {
         let env: &Environment<'_> = &self.env;
@@ -1125,7 +1138,7 @@ mod tests {
 
     #[test]
     fn referenced_names_are_top_level_free_variables() {
-        let (_d, e) = engine();
+        let (d, e) = engine();
         let names = e
             .referenced_names("{{ tok.stdout }} {{ root }}{% for h in hosts %}{{ h.ip }}{% endfor %}{{ range(3) | join }}")
             .unwrap();
@@ -1138,6 +1151,22 @@ mod tests {
             .unwrap();
         assert_eq!(names.into_iter().collect::<Vec<_>>(), vec!["init", "x"]);
         assert!(e.referenced_names("{{ x").is_err());
+        std::fs::write(
+            d.path().join("t.j2"),
+            "{{ facts.os }}{% for h in groups.all %}{% endfor %}",
+        )
+        .unwrap();
+        std::fs::write(d.path().join("i.j2"), "{% include 't.j2' %}{{ a }}").unwrap();
+        let names = e.referenced_names_in_file("t.j2").unwrap();
+        assert_eq!(
+            names.into_iter().collect::<Vec<_>>(),
+            vec!["facts", "groups"]
+        );
+        assert!(
+            e.referenced_names_in_file("i.j2").is_none(),
+            "includes are not followed"
+        );
+        assert!(e.referenced_names_in_file("missing.j2").is_none());
         assert!(is_template("a {{ b }}") && is_template("{% if a %}{% endif %}"));
         assert!(!is_template("plain { text }"));
     }

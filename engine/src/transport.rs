@@ -51,6 +51,25 @@ pub trait Transport: Send + Sync {
     async fn close(&self) {}
 }
 
+/// A transport that counts the commands it runs (the run's "round trips" per host).
+pub struct Counted {
+    pub inner: std::sync::Arc<dyn Transport>,
+    pub count: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+}
+
+#[async_trait]
+impl Transport for Counted {
+    async fn exec(&self, script: &str, stdin: &[u8]) -> Result<ExecOutput, TransportError> {
+        self.count
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        self.inner.exec(script, stdin).await
+    }
+
+    async fn close(&self) {
+        self.inner.close().await
+    }
+}
+
 /// Opens connections to hosts. The runner asks once per host, on the host's first task.
 #[async_trait]
 pub trait Connector: Send + Sync {

@@ -2,6 +2,7 @@
 
 use async_trait::async_trait;
 use engine::host::quote;
+use engine::transport::ExecOutput;
 use engine::{Applied, Module, ModuleContext, ModuleError, Probe};
 use serde::Deserialize;
 use serde_json::Value;
@@ -138,9 +139,25 @@ impl Module for Command {
         args.invocation().map(|_| ())
     }
 
-    async fn probe(&self, args: &Args, cx: &ModuleContext<'_>) -> Result<Probe<()>, ModuleError> {
+    const SCRIPT_PROBE: bool = true;
+
+    fn probe_script(
+        &self,
+        args: &Args,
+        _cx: &ModuleContext<'_>,
+    ) -> Result<Option<String>, ModuleError> {
         let inv = args.invocation().map_err(ModuleError::Args)?;
-        crate::exec::probe(&inv, &args.guards(), args.changed_when, cx).await
+        inv.guard_script(&args.guards())
+    }
+
+    async fn decide(
+        &self,
+        args: &Args,
+        out: Option<ExecOutput>,
+        cx: &ModuleContext<'_>,
+    ) -> Result<Probe<()>, ModuleError> {
+        let inv = args.invocation().map_err(ModuleError::Args)?;
+        crate::exec::decide(&inv, &args.guards(), args.changed_when, out.as_ref(), cx)
     }
 
     async fn apply(

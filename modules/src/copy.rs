@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 use async_trait::async_trait;
 use engine::host::quote;
 use engine::remote::{FileKind, WriteOptions};
+use engine::transport::ExecOutput;
 use engine::{Applied, Module, ModuleContext, ModuleError, Probe};
 use serde::Deserialize;
 
@@ -106,6 +107,36 @@ impl Args {
         Some(found.unwrap_or(&candidates[0]).clone())
     }
 
+    /// The file to write: `dest`, or the name of `src` in the directory `dest`.
+    fn dest(&self) -> String {
+        match (self.dest.ends_with('/'), self.src_name()) {
+            (true, Some(name)) => format!("{}{name}", self.dest),
+            _ => self.dest.clone(),
+        }
+    }
+
+    /// What the probe reads of `dest`: with --diff also its old content, unless it is already
+    /// the new content.
+    fn inspect<'a>(
+        &'a self,
+        dest: &'a str,
+        cx: &ModuleContext<'_>,
+    ) -> Result<Inspect<'a>, ModuleError> {
+        let read = match cx.want_diff {
+            true => Some(Read {
+                limit: Some(DIFF_LIMIT),
+                unless_sha256: Some(sha256(&self.bytes(cx.base_dir)?)),
+            }),
+            false => None,
+        };
+        Ok(Inspect {
+            path: dest,
+            follow: false,
+            into_dir: self.src_name(),
+            read,
+        })
+    }
+
     fn bytes(&self, base: &Path) -> Result<Vec<u8>, ModuleError> {
         if let Some(c) = &self.content {
             return Ok(c.clone().into_bytes());
@@ -150,23 +181,26 @@ impl Module for Copy {
         content::check_validate(args.validate.as_deref())
     }
 
-    async fn probe(&self, args: &Args, cx: &ModuleContext<'_>) -> Result<Probe<Plan>, ModuleError> {
+    const SCRIPT_PROBE: bool = true;
+
+    fn probe_script(
+        &self,
+        args: &Args,
+        cx: &ModuleContext<'_>,
+    ) -> Result<Option<String>, ModuleError> {
+        let dest = args.dest();
+        args.inspect(&dest, cx)?.script_with("").map(Some)
+    }
+
+    async fn decide(
+        &self,
+        args: &Args,
+        out: Option<ExecOutput>,
+        cx: &ModuleContext<'_>,
+    ) -> Result<Probe<Plan>, ModuleError> {
+        let dest = args.dest();
+        let cur = args.inspect(&dest, cx)?.read_probe(out)?;
         let new = args.bytes(cx.base_dir)?;
-        let dest = match (args.dest.ends_with('/'), args.src_name()) {
-            (true, Some(name)) => format!("{}{name}", args.dest),
-            _ => args.dest.clone(),
-        };
-        let read = cx.want_diff.then(|| Read {
-            limit: Some(DIFF_LIMIT),
-            unless_sha256: Some(sha256(&new)),
-        });
-        let inspect = Inspect {
-            path: &dest,
-            follow: false,
-            into_dir: args.src_name(),
-            read,
-        };
-        let cur = inspect.run(cx.host, "").await?;
         if cur.stat.kind == FileKind::Directory {
             return Err(ModuleError::Failed(format!(
                 "dest {} is a directory; give src to copy a file into it",

@@ -4,6 +4,7 @@
 use std::collections::BTreeMap;
 
 use engine::host::{quote, Host};
+use engine::transport::ExecOutput;
 use engine::{Applied, ModuleContext, ModuleError, Probe};
 use serde_json::{json, Value};
 
@@ -99,14 +100,10 @@ pub struct Invocation<'a> {
 }
 
 impl Invocation<'_> {
-    /// The reason to skip, if a guard says so; reads only. One round trip, none without guards.
-    /// Relative guard paths are relative to `chdir`. When `chdir` does not exist (yet), the guards
-    /// are not evaluated: the run itself reports the missing directory.
-    pub async fn skip_reason(
-        &self,
-        host: &Host,
-        g: &Guards<'_>,
-    ) -> Result<Option<String>, ModuleError> {
+    /// The script that evaluates the guards (reads only), or None without guards. Relative guard
+    /// paths are relative to `chdir`. When `chdir` does not exist (yet), the guards are not
+    /// evaluated: the run itself reports the missing directory.
+    pub fn guard_script(&self, g: &Guards<'_>) -> Result<Option<String>, ModuleError> {
         if g.creates.is_none() && g.removes.is_none() && g.unless.is_none() {
             return Ok(None);
         }
@@ -137,7 +134,17 @@ impl Invocation<'_> {
             );
         }
         s += "echo run\n";
-        let out = host.run(&s).await?;
+        Ok(Some(s))
+    }
+
+    /// The reason to skip, if a guard says so, from the output of `guard_script`.
+    pub fn skip_reason(
+        g: &Guards<'_>,
+        out: Option<&ExecOutput>,
+    ) -> Result<Option<String>, ModuleError> {
+        let Some(out) = out else {
+            return Ok(None);
+        };
         if !out.success() {
             return Err(ModuleError::Failed(format!(
                 "cannot evaluate creates/removes/unless: {}",
@@ -202,17 +209,19 @@ fn tail(text: &str) -> String {
     out
 }
 
-/// The probe of `command` and `shell`: a guard that holds means the host is already as the
-/// command would make it (ok, as in Ansible); otherwise the command would run (a change), except
-/// that in check mode a command marked `changed_when: false` is not run and not predicted as a
-/// change — it is skipped with the reason (a task marked `.check_mode(false)` runs for real).
-pub async fn probe(
+/// The decision of `command` and `shell` from their guards' output (`Invocation::guard_script`):
+/// a guard that holds means the host is already as the command would make it (ok, as in
+/// Ansible); otherwise the command would run (a change), except that in check mode a command
+/// marked `changed_when: false` is not run and not predicted as a change — it is skipped with the
+/// reason (a task marked `.check_mode(false)` runs for real).
+pub fn decide(
     inv: &Invocation<'_>,
     guards: &Guards<'_>,
     changed_when: Option<bool>,
+    out: Option<&ExecOutput>,
     cx: &ModuleContext<'_>,
 ) -> Result<Probe<()>, ModuleError> {
-    Ok(match inv.skip_reason(cx.host, guards).await? {
+    Ok(match Invocation::skip_reason(guards, out)? {
         Some(reason) => Probe::Unchanged(
             json!({ "msg": reason, "rc": 0, "stdout": "", "stderr": "", "stdout_lines": [] }),
         ),

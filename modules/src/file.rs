@@ -3,6 +3,7 @@
 use async_trait::async_trait;
 use engine::host::quote;
 use engine::remote::FileKind;
+use engine::transport::ExecOutput;
 use engine::{Applied, Module, ModuleContext, ModuleError, Probe};
 use serde::Deserialize;
 use serde_json::{json, Value};
@@ -106,6 +107,15 @@ impl Args {
     }
     fn force(&self) -> bool {
         self.force.unwrap_or(false)
+    }
+    /// What the probe looks at: the path, through links except for states link and absent.
+    fn inspect(&self) -> Inspect<'_> {
+        Inspect {
+            path: &self.path,
+            follow: !matches!(self.state, Some(State::Link | State::Absent)),
+            into_dir: None,
+            read: None,
+        }
     }
 }
 
@@ -223,8 +233,13 @@ impl Module for File {
         Ok(())
     }
 
-    async fn probe(&self, args: &Args, cx: &ModuleContext<'_>) -> Result<Probe<Plan>, ModuleError> {
-        let follow = !matches!(args.state, Some(State::Link | State::Absent));
+    const SCRIPT_PROBE: bool = true;
+
+    fn probe_script(
+        &self,
+        args: &Args,
+        _cx: &ModuleContext<'_>,
+    ) -> Result<Option<String>, ModuleError> {
         let mut extra = String::new();
         if args.recurse() {
             extra = format!("if [ -d \"$p\" ]; then {}\nfi\n", perms::TREE_FRAGMENT);
@@ -235,13 +250,16 @@ impl Module for File {
                 quote(src)?
             );
         }
-        let inspect = Inspect {
-            path: &args.path,
-            follow,
-            into_dir: None,
-            read: None,
-        };
-        let cur = inspect.run(cx.host, &extra).await?;
+        args.inspect().script_with(&extra).map(Some)
+    }
+
+    async fn decide(
+        &self,
+        args: &Args,
+        out: Option<ExecOutput>,
+        _cx: &ModuleContext<'_>,
+    ) -> Result<Probe<Plan>, ModuleError> {
+        let cur = args.inspect().read_probe(out)?;
         let path = cur.path.clone();
         let state = args.state.unwrap_or(match cur.kind() {
             FileKind::Directory => State::Directory,

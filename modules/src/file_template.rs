@@ -7,6 +7,7 @@ use serde_json::{json, Value};
 
 use engine::module::{Applied, Module, ModuleContext, ModuleError, Probe};
 use engine::remote::FileKind;
+use engine::transport::ExecOutput;
 
 use crate::content;
 use crate::inspect::{sha256, Current, Inspect, Read, DIFF_LIMIT};
@@ -57,6 +58,19 @@ pub struct Plan {
 impl Args {
     fn wanted(&self) -> Wanted<'_> {
         Wanted::new(&self.mode, &self.owner, &self.group)
+    }
+    /// What the probe reads of `dest`: with --diff also its old content, unless it is already
+    /// `rendered`.
+    fn inspect(&self, rendered: &[u8], cx: &ModuleContext<'_>) -> Inspect<'_> {
+        Inspect {
+            path: &self.dest,
+            follow: false,
+            into_dir: None,
+            read: cx.want_diff.then(|| Read {
+                limit: Some(DIFF_LIMIT),
+                unless_sha256: Some(sha256(rendered)),
+            }),
+        }
     }
 
     /// The result for `register`: the file's checksum and size (also as `sha256`, this module's
@@ -121,6 +135,10 @@ file_template(#{ src: "templates/haproxy.cfg.j2", dest: "/etc/haproxy/haproxy.cf
 impl Module for FileTemplate {
     const NAME: &'static str = "file_template";
     const RENDERS_TEMPLATES: bool = true;
+
+    fn template_files(args: &Value) -> Option<Vec<String>> {
+        Some(vec![args.get("src")?.as_str()?.to_string()])
+    }
     const DOC: &'static str = DOC;
     type Args = Args;
     type Plan = Plan;
@@ -144,19 +162,25 @@ impl Module for FileTemplate {
         content::check_validate(args.validate.as_deref())
     }
 
-    async fn probe(&self, args: &Args, cx: &ModuleContext<'_>) -> Result<Probe<Plan>, ModuleError> {
+    const SCRIPT_PROBE: bool = true;
+
+    fn probe_script(
+        &self,
+        args: &Args,
+        cx: &ModuleContext<'_>,
+    ) -> Result<Option<String>, ModuleError> {
         let rendered = cx.templates.render_file(&args.src)?.into_bytes();
-        let read = cx.want_diff.then(|| Read {
-            limit: Some(DIFF_LIMIT),
-            unless_sha256: Some(sha256(&rendered)),
-        });
-        let inspect = Inspect {
-            path: &args.dest,
-            follow: false,
-            into_dir: None,
-            read,
-        };
-        let cur = inspect.run(cx.host, "").await?;
+        args.inspect(&rendered, cx).script_with("").map(Some)
+    }
+
+    async fn decide(
+        &self,
+        args: &Args,
+        out: Option<ExecOutput>,
+        cx: &ModuleContext<'_>,
+    ) -> Result<Probe<Plan>, ModuleError> {
+        let rendered = cx.templates.render_file(&args.src)?.into_bytes();
+        let cur = args.inspect(&rendered, cx).read_probe(out)?;
         match cur.kind() {
             FileKind::Directory => {
                 return Err(ModuleError::Failed(format!(

@@ -1,10 +1,12 @@
 //! Everything a file-like module needs to know about one path on the target, in one round trip:
-//! the engine's `STAT_FRAGMENT`, plus numeric ids, size, the umask, and optionally the content.
+//! the engine's `stat_fragment` (kind, mode, owners, ids, size, hash), the umask, and optionally
+//! the content.
 //! Modules append their own shell after it (`Inspect::script`) and read what follows it from
 //! `Current::rest`.
 
 use engine::host::{quote, Host};
-use engine::remote::{parse_stat, FileKind, FileStat, STAT_FRAGMENT};
+use engine::remote::{parse_stat, stat_fragment, FileKind, FileStat};
+use engine::transport::ExecOutput;
 use engine::ModuleError;
 
 use crate::perms::Entry;
@@ -87,18 +89,22 @@ impl Inspect<'_> {
             );
         }
         s += "printf '%s\\n' \"$p\"\n";
-        s += STAT_FRAGMENT;
-        s += "\nif [ -e \"$p\" ] || [ -L \"$p\" ]; then stat -c '%u %g %s' -- \"$p\"; fi\n";
+        // A file whose content is sent in any case is hashed here, not on the target.
+        let always_read = matches!(
+            &self.read,
+            Some(Read {
+                limit: None,
+                unless_sha256: None
+            })
+        );
+        s += &stat_fragment(!always_read);
         if let Some(r) = &self.read {
-            let mut cond = String::from("[ -f \"$p\" ] && ! [ -L \"$p\" ]");
+            let mut cond = String::from("[ $k = file ]");
             if let Some(limit) = r.limit {
-                cond += &format!(" && [ \"$(stat -c %s -- \"$p\")\" -le {limit} ]");
+                cond += &format!(" && [ \"${{s##* }}\" -le {limit} ]");
             }
             if let Some(sha) = &r.unless_sha256 {
-                cond += &format!(
-                    " && [ \"$(sha256sum < \"$p\" | cut -d' ' -f1)\" != {} ]",
-                    quote(sha)?
-                );
+                cond += &format!(" && [ \"${{h%% *}}\" != {} ]", quote(sha)?);
             }
             s += &format!("if {cond}; then echo content; cat -- \"$p\"; else echo none; fi\n");
         }
@@ -121,39 +127,40 @@ impl Inspect<'_> {
         let path = line()?;
         let kind = line()?;
         let mut stat_text = kind.clone() + "\n";
-        let (mut uid, mut gid, mut size) = (String::new(), String::new(), 0);
         if kind != "absent" {
             stat_text += &(line()? + "\n");
             stat_text += &(line()? + "\n");
-            let ids = line()?;
-            let mut parts = ids.split_whitespace();
-            uid = parts.next().unwrap_or_default().to_string();
-            gid = parts.next().unwrap_or_default().to_string();
-            size = parts.next().and_then(|s| s.parse().ok()).unwrap_or(0);
         }
-        let stat = parse_stat(&stat_text)?;
+        let mut stat = parse_stat(&stat_text)?;
         let mut content = None;
         if self.read.is_some() && line()? == "content" {
             // The content runs to the end of the output: callers that read it add nothing after.
             content = Some(rest.to_vec());
             rest = &[];
         }
+        if let (Some(c), None) = (&content, &stat.sha256) {
+            stat.sha256 = Some(sha256(c));
+        }
         Ok(Current {
             path,
+            uid: stat.uid.clone(),
+            gid: stat.gid.clone(),
+            size: stat.size,
             stat,
-            uid,
-            gid,
-            size,
             umask,
             content,
             rest: rest.to_vec(),
         })
     }
 
-    /// Runs `script` followed by `extra` (shell that may use `$p`) and parses the result.
-    pub async fn run(&self, host: &Host, extra: &str) -> Result<Current, ModuleError> {
-        let script = self.script().map_err(ModuleError::Args)? + extra;
-        let out = host.run(&script).await?;
+    /// `script` followed by `extra` (shell that may use `$p`): a module's whole probe script.
+    /// The content, when read, runs to the end of the output: `extra` is then empty.
+    pub fn script_with(&self, extra: &str) -> Result<String, ModuleError> {
+        Ok(self.script().map_err(ModuleError::Args)? + extra)
+    }
+
+    /// Reads the output of `script_with`, however it was run.
+    pub fn read(&self, out: &ExecOutput) -> Result<Current, ModuleError> {
         if !out.success() {
             return Err(ModuleError::Failed(format!(
                 "cannot inspect {}: {}",
@@ -162,6 +169,21 @@ impl Inspect<'_> {
             )));
         }
         self.parse(&out.stdout).map_err(ModuleError::Failed)
+    }
+
+    /// Runs `script_with(extra)` and reads its output.
+    pub async fn run(&self, host: &Host, extra: &str) -> Result<Current, ModuleError> {
+        let out = host.run(&self.script_with(extra)?).await?;
+        self.read(&out)
+    }
+
+    /// Reads the output a module's `decide` was given (see `engine::Module::probe_script`).
+    pub fn read_probe(&self, out: Option<ExecOutput>) -> Result<Current, ModuleError> {
+        self.read(
+            &out.ok_or_else(|| {
+                ModuleError::Failed(format!("inspecting {}: no output", self.path))
+            })?,
+        )
     }
 }
 
@@ -218,17 +240,17 @@ mod tests {
             into_dir: None,
             read: read.clone(),
         }
-        .run(&host, "echo tail\n")
+        .run(&host, "")
         .await
         .unwrap();
         assert_eq!(cur.stat.kind, FileKind::File);
         assert_eq!(cur.size, 6);
+        // Hashed here, from the content read anyway.
         assert_eq!(
             cur.stat.sha256.as_deref(),
             Some(sha256(b"hello\n").as_str())
         );
-        // Content runs to the end, so nothing after it is parsed as `rest`.
-        assert_eq!(cur.content.as_deref(), Some(&b"hello\ntail\n"[..]));
+        assert_eq!(cur.content.as_deref(), Some(&b"hello\n"[..]));
 
         let lp = l.to_str().unwrap();
         let link = Inspect {
@@ -268,6 +290,11 @@ mod tests {
         .await
         .unwrap();
         assert!(cur.content.is_none(), "content already known is not sent");
+        assert_eq!(
+            cur.stat.sha256.as_deref(),
+            Some(sha256(b"hello\n").as_str()),
+            "hashed on the target"
+        );
 
         let gone = tmp.path().join("nope");
         let cur = Inspect {

@@ -63,6 +63,142 @@ pub fn register_all(registry: &mut engine::Registry) {
 
 #[cfg(test)]
 mod tests {
+    use crate::testutil::Env;
+    use engine::module::DynModule;
+    use serde_json::json;
+
+    /// Every module whose probe is one script decides the same from a batch as from its own
+    /// round trip: the same status, summary, diff, result or error, on paths in many states.
+    #[tokio::test]
+    async fn batched_probes_decide_as_probes_alone() {
+        use std::os::unix::fs::PermissionsExt;
+        let env = Env::new();
+        let p = |n: &str| env.path(n);
+        std::fs::create_dir(p("dir")).unwrap();
+        std::fs::set_permissions(p("dir"), std::fs::Permissions::from_mode(0o700)).unwrap();
+        std::fs::write(p("dir/f"), "x").unwrap();
+        // No trailing newline: the batch must hand the content back exactly.
+        std::fs::write(p("text"), "a=1\nb=2").unwrap();
+        std::fs::write(p("same"), "same\n").unwrap();
+        std::os::unix::fs::symlink("text", p("link")).unwrap();
+        std::fs::create_dir(p("templates")).unwrap();
+        std::fs::write(p("templates/t.j2"), "rendered {{ 1 + 1 }}").unwrap();
+        std::fs::create_dir(p("files")).unwrap();
+        std::fs::write(p("files/src.txt"), "from src").unwrap();
+        let tasks: Vec<(&dyn DynModule, serde_json::Value)> = vec![
+            (
+                &crate::file::File,
+                json!({ "path": p("new/d"), "state": "directory", "mode": "0750" }),
+            ),
+            (
+                &crate::file::File,
+                json!({ "path": p("dir"), "state": "directory", "mode": "0755" }),
+            ),
+            (
+                &crate::file::File,
+                json!({ "path": p("dir"), "state": "directory", "mode": "0600", "recurse": true }),
+            ),
+            (
+                &crate::file::File,
+                json!({ "path": p("link"), "state": "link", "src": "text" }),
+            ),
+            (
+                &crate::file::File,
+                json!({ "path": p("l2"), "state": "link", "src": "nope" }),
+            ),
+            (
+                &crate::file::File,
+                json!({ "path": p("absent-file"), "state": "file" }),
+            ),
+            (
+                &crate::file::File,
+                json!({ "path": p("text"), "state": "absent" }),
+            ),
+            (
+                &crate::copy::Copy,
+                json!({ "dest": p("same"), "content": "same\n", "mode": "0600" }),
+            ),
+            (
+                &crate::copy::Copy,
+                json!({ "dest": p("text"), "content": "a=1\nb=3" }),
+            ),
+            (
+                &crate::copy::Copy,
+                json!({ "dest": format!("{}/", p("dir")), "src": "src.txt" }),
+            ),
+            (
+                &crate::file_template::FileTemplate,
+                json!({ "src": "templates/t.j2", "dest": p("text") }),
+            ),
+            (
+                &crate::file_template::FileTemplate,
+                json!({ "src": "templates/t.j2", "dest": p("dir") }),
+            ),
+            (
+                &crate::lineinfile::LineInFile,
+                json!({ "path": p("link"), "regexp": "^b=", "line": "b=9" }),
+            ),
+            (
+                &crate::lineinfile::LineInFile,
+                json!({ "path": p("text"), "line": "a=1" }),
+            ),
+            (
+                &crate::lineinfile::LineInFile,
+                json!({ "path": p("nofile"), "line": "x", "create": true }),
+            ),
+            (
+                &crate::shell::Shell,
+                json!({ "cmd": "true", "creates": p("dir/*") }),
+            ),
+            (
+                &crate::shell::Shell,
+                json!({ "cmd": "true", "unless": "exit 1", "chdir": p("dir") }),
+            ),
+            (
+                &crate::shell::Shell,
+                json!({ "cmd": "true", "chdir": p("nowhere"), "creates": "f" }),
+            ),
+            (
+                &crate::command::Command,
+                json!({ "argv": ["true"], "removes": p("gone") }),
+            ),
+            (
+                &crate::command::Command,
+                json!({ "argv": ["true"], "changed_when": false }),
+            ),
+        ];
+        let alone = env.run_all(&tasks, true, false).await;
+        let count = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let counted = engine::transport::Counted {
+            inner: std::sync::Arc::new(engine::transport::LocalTransport),
+            count: count.clone(),
+        };
+        let env = Env {
+            host: engine::host::Host::new("local", std::sync::Arc::new(counted)),
+            ..env
+        };
+        let batched = env.run_all(&tasks, true, true).await;
+        assert_eq!(
+            count.load(std::sync::atomic::Ordering::Relaxed),
+            1,
+            "every probe came from the batch"
+        );
+        let shown = |r: &Result<engine::module::Outcome, engine::ModuleError>| match r {
+            Ok(o) => format!("{:?} {:?} {:?} {}", o.status, o.summary, o.diff, o.result),
+            Err(e) => format!("error: {e}"),
+        };
+        for ((task, a), b) in tasks.iter().zip(&alone).zip(&batched) {
+            assert_eq!(shown(a), shown(b), "{} {}", task.0.name(), task.1);
+        }
+        let errors = alone.iter().filter(|r| r.is_err()).count();
+        assert_eq!(
+            errors,
+            3,
+            "the cases include failures: {:?}",
+            alone.iter().map(shown).collect::<Vec<_>>()
+        );
+    }
+
     #[test]
     fn every_module_is_registered_and_documents_its_fields() {
         let mut r = engine::Registry::new();

@@ -4,6 +4,7 @@ use async_trait::async_trait;
 use engine::host::quote;
 use engine::remote::FileKind;
 use engine::template::python_replacement_to_rust;
+use engine::transport::ExecOutput;
 use engine::{Applied, Module, ModuleContext, ModuleError, Probe};
 use regex::{Captures, Regex};
 use serde::Deserialize;
@@ -292,6 +293,16 @@ impl Args {
         self.state.unwrap_or_default()
     }
 
+    /// The probe reads the file (through links) and its content.
+    fn inspect(&self) -> Inspect<'_> {
+        Inspect {
+            path: &self.path,
+            follow: true,
+            into_dir: None,
+            read: Some(Read::default()),
+        }
+    }
+
     fn spec(&self) -> Result<Spec<'_>, String> {
         let compile = |name: &str, r: &Option<String>| -> Result<Option<Regex>, String> {
             r.as_deref()
@@ -370,15 +381,24 @@ impl Module for LineInFile {
         content::check_validate(a.validate.as_deref())
     }
 
-    async fn probe(&self, args: &Args, cx: &ModuleContext<'_>) -> Result<Probe<Plan>, ModuleError> {
+    const SCRIPT_PROBE: bool = true;
+
+    fn probe_script(
+        &self,
+        args: &Args,
+        _cx: &ModuleContext<'_>,
+    ) -> Result<Option<String>, ModuleError> {
+        args.inspect().script_with("").map(Some)
+    }
+
+    async fn decide(
+        &self,
+        args: &Args,
+        out: Option<ExecOutput>,
+        cx: &ModuleContext<'_>,
+    ) -> Result<Probe<Plan>, ModuleError> {
         let spec = args.spec().map_err(ModuleError::Args)?;
-        let inspect = Inspect {
-            path: &args.path,
-            follow: true,
-            into_dir: None,
-            read: Some(Read::default()),
-        };
-        let cur = inspect.run(cx.host, "").await?;
+        let cur = args.inspect().read_probe(out)?;
         let path = cur.path.clone();
         let text = match (cur.kind(), &cur.content) {
             (FileKind::Directory, _) => {

@@ -2,6 +2,7 @@
 
 use async_trait::async_trait;
 use engine::host::quote;
+use engine::transport::ExecOutput;
 use engine::{Applied, Module, ModuleContext, ModuleError, Probe};
 use serde::Deserialize;
 use serde_json::Value;
@@ -88,6 +89,14 @@ impl Args {
             stdin_add_newline: self.stdin_add_newline.unwrap_or(true),
         })
     }
+
+    fn guards(&self) -> Guards<'_> {
+        Guards {
+            creates: self.creates.as_deref(),
+            removes: self.removes.as_deref(),
+            unless: self.unless.as_deref(),
+        }
+    }
 }
 
 #[async_trait]
@@ -105,14 +114,25 @@ impl Module for Shell {
         args.invocation().map(|_| ())
     }
 
-    async fn probe(&self, args: &Args, cx: &ModuleContext<'_>) -> Result<Probe<()>, ModuleError> {
+    const SCRIPT_PROBE: bool = true;
+
+    fn probe_script(
+        &self,
+        args: &Args,
+        _cx: &ModuleContext<'_>,
+    ) -> Result<Option<String>, ModuleError> {
         let inv = args.invocation().map_err(ModuleError::Args)?;
-        let guards = Guards {
-            creates: args.creates.as_deref(),
-            removes: args.removes.as_deref(),
-            unless: args.unless.as_deref(),
-        };
-        crate::exec::probe(&inv, &guards, args.changed_when, cx).await
+        inv.guard_script(&args.guards())
+    }
+
+    async fn decide(
+        &self,
+        args: &Args,
+        out: Option<ExecOutput>,
+        cx: &ModuleContext<'_>,
+    ) -> Result<Probe<()>, ModuleError> {
+        let inv = args.invocation().map_err(ModuleError::Args)?;
+        crate::exec::decide(&inv, &args.guards(), args.changed_when, out.as_ref(), cx)
     }
 
     async fn apply(

@@ -4,7 +4,9 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
 use engine::host::Host;
-use engine::module::{DynModule, ModuleContext, ModuleError, Outcome, Status, Templates};
+use engine::module::{
+    DynModule, ModuleContext, ModuleError, Outcome, Prefetched, Status, Templates,
+};
 use engine::template::TemplateEngine;
 use engine::transport::LocalTransport;
 use serde_json::{Map, Value};
@@ -65,6 +67,19 @@ impl Env {
         args: Value,
         check: bool,
     ) -> Result<Outcome, ModuleError> {
+        let mut outs = self.run_all(&[(module, args)], check, false).await;
+        outs.pop().expect("one outcome per task")
+    }
+
+    /// Runs the tasks one after the other as the engine does. `batched`: their probe scripts are
+    /// first sent in one round trip, as the runner reads probes ahead, and each task decides from
+    /// its output.
+    pub async fn run_all(
+        &self,
+        tasks: &[(&dyn DynModule, Value)],
+        check: bool,
+        batched: bool,
+    ) -> Vec<Result<Outcome, ModuleError>> {
         let base = self.base();
         let templates = EnvTemplates {
             engine: TemplateEngine::new(&base),
@@ -87,7 +102,27 @@ impl Env {
             vars: &self.vars,
             facts: &self.facts,
         };
-        module.run(args, &cx).await
+        let scripts: Vec<Option<String>> = tasks
+            .iter()
+            .map(|(m, a)| batched.then(|| m.batch_probe_script(a, &cx)).flatten())
+            .collect();
+        let sent: Vec<&str> = scripts.iter().flatten().map(String::as_str).collect();
+        let mut outputs = match sent.is_empty() {
+            true => Vec::new(),
+            false => engine::batch::run(&self.host, &sent)
+                .await
+                .expect("the batch runs"),
+        }
+        .into_iter();
+        let mut outs = Vec::new();
+        for ((module, args), script) in tasks.iter().zip(scripts) {
+            let prefetched = script.map(|script| Prefetched {
+                script,
+                output: outputs.next().expect("one output per script"),
+            });
+            outs.push(module.run_prefetched(args.clone(), &cx, prefetched).await);
+        }
+        outs
     }
 
     /// Runs for real and returns the outcome, failing the test on an error.
