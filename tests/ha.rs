@@ -15,7 +15,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use crate::support::{
-    lab_exec, lab_systemd_hosts, playbook, snapshot_tree, Conn, Output, Project, LAB_DIR,
+    lab_exec, lab_sh, lab_systemd_hosts, playbook, snapshot_tree, Conn, Output, Project, LAB_DIR,
 };
 
 const VIP: &str = "10.77.0.100";
@@ -27,12 +27,9 @@ const SYSTEMD_HOSTS: usize = 7;
 const REPO: &str = "/srv/lab/shared/k8s-repo";
 const CLUSTERS: &str = "/srv/lab/shared/standin-cluster";
 
-fn lab_sh(args: &[&str]) {
-    let out = Command::new("bash")
-        .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/lab/lab.sh"))
-        .args(args)
-        .output()
-        .unwrap();
+/// lab.sh, which must succeed.
+fn lab(args: &[&str]) {
+    let out = lab_sh(args);
     assert!(
         out.status.success(),
         "lab.sh {args:?}: {}",
@@ -71,10 +68,7 @@ impl Drop for Lab {
             &["remove-systemd"][..],
             &["add-systemd", &SYSTEMD_HOSTS.to_string()],
         ] {
-            let _ = Command::new("bash")
-                .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/lab/lab.sh"))
-                .args(args)
-                .output();
+            let _ = lab_sh(args);
         }
         let _ = std::fs::remove_dir_all(Path::new(CLUSTERS).join(format!("{VIP}_{LB_PORT}")));
     }
@@ -88,8 +82,8 @@ impl Lab {
         }
         let project = Project::new(Conn::Lab);
         // Fresh hosts: every systemd host is made again from the machine's root.
-        lab_sh(&["remove-systemd"]);
-        lab_sh(&["add-systemd", &SYSTEMD_HOSTS.to_string()]);
+        lab(&["remove-systemd"]);
+        lab(&["add-systemd", &SYSTEMD_HOSTS.to_string()]);
         let _ = std::fs::remove_dir_all(Path::new(CLUSTERS).join(format!("{VIP}_{LB_PORT}")));
         let (ok, out) = sh(&format!(
             "bash {}/tests/standins/build-debs.sh {REPO}",
@@ -162,16 +156,7 @@ fn hosts_state() -> Vec<(String, std::collections::BTreeMap<String, String>)> {
 type Pairs = BTreeSet<(String, String)>;
 
 fn with_status(o: &Output, pred: impl Fn(&serde_json::Value) -> bool) -> Pairs {
-    o.task_ends()
-        .iter()
-        .filter(|e| pred(e))
-        .map(|e| {
-            (
-                e["host"].as_str().unwrap().to_string(),
-                e["task"].as_str().unwrap().to_string(),
-            )
-        })
-        .collect()
+    o.tasks_where(pred).into_iter().collect()
 }
 
 fn depends_on_change(e: &serde_json::Value) -> bool {
@@ -406,17 +391,15 @@ fn assert_no_secrets(outputs: &[Output], kubeadm: bool) {
     }
 }
 
+/// The nodes of the stand-in cluster (nodes.json: name -> {role}).
 fn joined_nodes() -> BTreeSet<String> {
     let p = Path::new(CLUSTERS).join(format!("{VIP}_{LB_PORT}/nodes.json"));
     let v: serde_json::Value = serde_json::from_slice(&std::fs::read(p).unwrap()).unwrap();
-    match v {
-        serde_json::Value::Object(m) => m.keys().cloned().collect(),
-        serde_json::Value::Array(a) => a
-            .iter()
-            .filter_map(|n| n["name"].as_str().or(n.as_str()).map(str::to_string))
-            .collect(),
-        _ => BTreeSet::new(),
-    }
+    v.as_object()
+        .expect("nodes.json is a map")
+        .keys()
+        .cloned()
+        .collect()
 }
 
 const KUBEADM_SERVICES: &[&str] = &["keepalived", "haproxy", "containerd", "kubelet"];
@@ -459,15 +442,16 @@ fn prove_etcd_over_tls(ca: &str, cert: &str, key: &str) {
     );
     let text = String::from_utf8_lossy(&out.stdout).to_string();
     assert_eq!(text.matches("is healthy").count(), 3, "{text}");
-    let refused = Command::new("bash")
-        .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/lab/lab.sh"))
-        .args(["exec", "s1", "sh", "-c"])
-        .arg(format!(
+    let refused = lab_sh(&[
+        "exec",
+        "s1",
+        "sh",
+        "-c",
+        &format!(
             "ETCDCTL_API=3 etcdctl --endpoints={endpoints} --cacert={ca} --command-timeout=3s \
              endpoint health 2>&1"
-        ))
-        .output()
-        .unwrap();
+        ),
+    ]);
     let text = String::from_utf8_lossy(&refused.stdout).to_string();
     assert!(
         !refused.status.success(),

@@ -443,7 +443,7 @@ struct SandboxResolver {
     /// The functions of every imported file. A closure made inside a library function is linked
     /// to that library's functions, which a call from outside the script cannot see: closures
     /// are called with these merged into the playbook's (see `plan`).
-    libraries: Arc<Mutex<Vec<AST>>>,
+    libraries: Arc<Mutex<std::collections::BTreeMap<PathBuf, AST>>>,
 }
 
 impl rhai::ModuleResolver for SandboxResolver {
@@ -470,12 +470,13 @@ impl rhai::ModuleResolver for SandboxResolver {
             .into());
         }
         let module = self.inner.resolve(engine, source, path, pos)?;
+        // The resolver caches the module but not its AST: compile each file once more, once.
         let file = self.inner.get_file_path(path, source.map(Path::new));
-        if let Ok(ast) = engine.compile_file(file) {
-            self.libraries
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .push(ast.clone_functions_only());
+        let mut libraries = self.libraries.lock().unwrap_or_else(|e| e.into_inner());
+        if let std::collections::btree_map::Entry::Vacant(slot) = libraries.entry(file) {
+            if let Ok(ast) = engine.compile_file(slot.key().clone()) {
+                slot.insert(ast.clone_functions_only());
+            }
         }
         Ok(module)
     }
@@ -518,7 +519,7 @@ pub fn plan(input: PlanInput<'_>) -> Result<Plan, PlanError> {
     engine.set_max_map_size(1 << 20);
     let mut resolver = rhai::module_resolvers::FileModuleResolver::new_with_path(&dir);
     resolver.enable_cache(true);
-    let libraries = Arc::new(Mutex::new(Vec::new()));
+    let libraries = Arc::new(Mutex::new(std::collections::BTreeMap::new()));
     engine.set_module_resolver(SandboxResolver {
         root: dir.clone(),
         inner: resolver,
@@ -555,7 +556,7 @@ pub fn plan(input: PlanInput<'_>) -> Result<Plan, PlanError> {
     let closure_ast = libraries
         .lock()
         .unwrap_or_else(|e| e.into_inner())
-        .iter()
+        .values()
         .fold(AST::empty(), |all, lib| all.merge(lib))
         .merge(&ast);
     Ok(Plan {

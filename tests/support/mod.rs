@@ -32,10 +32,15 @@ impl Output {
 
     /// (host, task) pairs whose status is "changed".
     pub fn changed(&self) -> Vec<(String, String)> {
+        self.tasks_where(|e| e["status"] == "changed")
+    }
+
+    /// (host, task) pairs of the task ends `pred` accepts, sorted.
+    pub fn tasks_where(&self, pred: impl Fn(&Value) -> bool) -> Vec<(String, String)> {
         let mut v: Vec<(String, String)> = self
             .task_ends()
             .iter()
-            .filter(|e| e["status"] == "changed")
+            .filter(|e| pred(e))
             .map(|e| {
                 (
                     e["host"].as_str().unwrap().to_string(),
@@ -125,13 +130,18 @@ pub fn lab_hosts() -> Option<usize> {
     field("count")?.parse().ok()
 }
 
+/// Runs tests/lab/lab.sh with `args`; the caller judges the exit status (also while unwinding).
+pub fn lab_sh(args: &[&str]) -> std::process::Output {
+    Command::new("bash")
+        .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/lab/lab.sh"))
+        .args(args)
+        .output()
+        .expect("lab.sh runs")
+}
+
 /// Runs a command inside a lab host's namespaces (no ssh).
 pub fn lab_exec(host: &str, script: &str) -> std::process::Output {
-    let out = Command::new("bash")
-        .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/lab/lab.sh"))
-        .args(["exec", host, "sh", "-c", script])
-        .output()
-        .expect("lab.sh runs");
+    let out = lab_sh(&["exec", host, "sh", "-c", script]);
     assert!(
         out.status.success(),
         "lab exec on {host} failed: {script}\n{}",
