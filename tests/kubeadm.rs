@@ -124,7 +124,7 @@ fn init_and_control_plane_join_on_two_lab_hosts() {
     match lab_hosts() {
         Some(n) if n >= 4 => {}
         _ => {
-            eprintln!("kubeadm lab test: lab not up with 4+ light hosts: skipped");
+            crate::support::lab_skip("kubeadm lab test: lab not up with 4+ light hosts");
             return;
         }
     }

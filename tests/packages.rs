@@ -53,7 +53,7 @@ fn opt_file(host: &str, rel: &str) -> PathBuf {
 fn project(test: &str) -> Option<Project> {
     let p = Project::lab(test)?;
     if lab_hosts().unwrap_or(0) < 8 {
-        eprintln!("{test}: needs a lab with at least 8 light hosts: skipped");
+        crate::support::lab_skip(&format!("{test}: needs a lab with at least 8 light hosts"));
         return None;
     }
     for (host, tool) in [
@@ -66,11 +66,11 @@ fn project(test: &str) -> Option<Project> {
             .output()
             .unwrap();
         if !machine.status.success() || on_host(host, &format!("command -v {tool}")).0 != 0 {
-            eprintln!(
+            crate::support::lab_skip(&format!(
                 "{test}: {tool} missing on the machine or not yet visible on {host} \
                  (tests/lab/lab.sh deps; tools installed after `up` may need \
-                 `echo 2 > /proc/sys/vm/drop_caches`): skipped"
-            );
+                 `echo 2 > /proc/sys/vm/drop_caches`)"
+            ));
             return None;
         }
     }

@@ -408,10 +408,10 @@ fn ten_hosts_converge_idempotently_and_check_mode_is_truthful() {
     match lab_hosts() {
         Some(n) if n >= 10 => {}
         other => {
-            eprintln!(
+            crate::support::lab_skip(&format!(
                 "ten_hosts_converge_idempotently_and_check_mode_is_truthful: needs the lab with 10 \
-                 light hosts (tests/lab/lab.sh up 10), found {other:?}: skipped"
-            );
+                 light hosts (tests/lab/lab.sh up 10), found {other:?}"
+            ));
             return;
         }
     }

@@ -21,7 +21,9 @@ fn lab(test: &str) -> Option<Project> {
             Some(p)
         }
         _ => {
-            eprintln!("{test}: lab with 10 light hosts not up (tests/lab/lab.sh up 10): skipped");
+            support::lab_skip(&format!(
+                "{test}: lab with 10 light hosts not up (tests/lab/lab.sh up 10)"
+            ));
             None
         }
     }
@@ -470,13 +472,14 @@ fn systemd_unit_without_systemd_writes_validates_and_enables_offline() {
 /// A project whose inventory holds the lab's systemd hosts, or None (skipped).
 fn systemd_lab(test: &str) -> Option<(Project, Vec<(String, String)>)> {
     support::live_ssh_processes();
+    // The lab lock first: another test may be making the systemd hosts again.
+    let p = Project::new(Conn::Lab);
     let hosts = support::lab_systemd_hosts();
     if hosts.is_empty() {
-        eprintln!("{test}: systemd lab hosts not up: skipped");
+        support::lab_skip(&format!("{test}: systemd lab hosts not up"));
         return None;
     }
     let hosts = vec![hosts[0].clone()];
-    let p = Project::new(Conn::Lab);
     let mut inv = format!(
         "[defaults]\nconnection = \"ssh\"\nuser = \"root\"\n\
          identity_file = \"{LAB_DIR}/keys/id_lab\"\nknown_hosts = \"{LAB_DIR}/known_hosts\"\n\n"

@@ -58,6 +58,11 @@ pub struct ModuleContext<'a> {
     pub system: &'a dyn crate::facts::SystemFacts,
     /// Texts that must never be shown: a module adds the secrets it handles (tokens, keys).
     pub secrets: &'a crate::secret::Redactor,
+    /// Check mode, after a change predicted earlier on this host: what the probe finds missing (a
+    /// package not in the lists yet, a unit not installed yet) may be what that change brings. A
+    /// module that can tell such a case predicts the change the real run would then make, saying
+    /// what it assumes, rather than failing.
+    pub after_predicted_change: bool,
 }
 
 /// The result of a probe: either nothing to do, or a change and what apply needs to make it.
@@ -122,6 +127,12 @@ pub trait Module: Send + Sync + 'static {
     fn template_files(_args: &Value) -> Option<Vec<String>> {
         None
     }
+
+    /// In check mode the results of tasks that would change are not known. With this, such a
+    /// result reaches the module as null (it predicts from what it can read on the host, as a
+    /// join can: "would join" unless the node has joined), instead of the task being reported
+    /// as depending on a change above.
+    const PREDICTS_WITH_UNKNOWN_RESULTS: bool = false;
 
     /// Checks that need no host (conflicting fields, say). Runs at plan time.
     fn check_args(_args: &Self::Args) -> Result<(), String> {
@@ -218,6 +229,7 @@ pub trait DynModule: Send + Sync {
     fn shows_msg(&self) -> bool;
     fn renders_templates(&self) -> bool;
     fn template_files(&self, args: &Value) -> Option<Vec<String>>;
+    fn predicts_with_unknown_results(&self) -> bool;
     /// The probe script for these arguments, when the module's probe is one script that may be
     /// sent ahead in a batch; None otherwise (or when the arguments are wrong: the task's run
     /// reports that).
@@ -261,6 +273,9 @@ impl<M: Module> DynModule for M {
     }
     fn template_files(&self, args: &Value) -> Option<Vec<String>> {
         M::template_files(args)
+    }
+    fn predicts_with_unknown_results(&self) -> bool {
+        M::PREDICTS_WITH_UNKNOWN_RESULTS
     }
     fn script_probe(&self) -> bool {
         M::SCRIPT_PROBE

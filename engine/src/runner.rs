@@ -861,7 +861,9 @@ impl State {
             let v = call(body)?;
             return custom_outcome(v).map(Prepared::Custom);
         }
-        let args = self.resolve_arg(&task.args, host, &ctx, &origin, &call)?;
+        let unknown_ok =
+            matches!(&task.action, Action::Module(m) if m.predicts_with_unknown_results());
+        let args = self.resolve_arg(&task.args, host, &ctx, &origin, &call, unknown_ok)?;
         Ok(Prepared::Run { args, vars })
     }
 
@@ -880,10 +882,15 @@ impl State {
         ctx: &Value,
         origin: &str,
         call: &dyn Fn(&Closure) -> Result<rhai::Dynamic, TaskError>,
+        unknown_ok: bool,
     ) -> Result<Value, TaskError> {
         Ok(match arg {
             Arg::Value(v) => self.render_value(v, host, ctx, origin)?,
-            Arg::Deferred(d) => self.resolve_deferred(d, host)?,
+            Arg::Deferred(d) => match self.resolve_deferred(d, host) {
+                // Only predicted: the module predicts without it (Module::PREDICTS_WITH_UNKNOWN_RESULTS).
+                Err(TaskError::DependsOnChange(_)) if unknown_ok => Value::Null,
+                other => other?,
+            },
             Arg::Closure(c) => {
                 let d = call(c)?;
                 rhai::serde::from_dynamic::<Value>(&d).map_err(|e| {
@@ -895,14 +902,15 @@ impl State {
             Arg::Map(m) => Value::Object(
                 m.iter()
                     .map(|(k, a)| {
-                        self.resolve_arg(a, host, ctx, &format!("{origin} arg {k}"), call)
+                        let origin = format!("{origin} arg {k}");
+                        self.resolve_arg(a, host, ctx, &origin, call, unknown_ok)
                             .map(|v| (k.clone(), v))
                     })
                     .collect::<Result<_, _>>()?,
             ),
             Arg::List(l) => Value::Array(
                 l.iter()
-                    .map(|a| self.resolve_arg(a, host, ctx, origin, call))
+                    .map(|a| self.resolve_arg(a, host, ctx, origin, call, unknown_ok))
                     .collect::<Result<_, _>>()?,
             ),
         })
@@ -1088,6 +1096,7 @@ struct TaskCx<'a> {
     host: &'a HostRt,
     conn: &'a Host,
     check: bool,
+    after_predicted_change: bool,
     templates: HostTemplates<'a>,
     system: crate::facts::Cached<'a>,
     vars: Map<String, Value>,
@@ -1108,6 +1117,9 @@ impl<'a> TaskCx<'a> {
             host: h,
             conn,
             check: task.checks(state.opts.check),
+            after_predicted_change: task.checks(state.opts.check)
+                && state.opts.check
+                && h.predicted_change.load(Ordering::SeqCst),
             templates: HostTemplates {
                 engine: &state.templates,
                 ctx: Value::Object(vars.clone()),
@@ -1132,6 +1144,7 @@ impl<'a> TaskCx<'a> {
             templates: &self.templates,
             vars: &self.vars,
             facts: &self.host.facts,
+            after_predicted_change: self.after_predicted_change,
         }
     }
 }

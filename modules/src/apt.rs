@@ -375,15 +375,23 @@ impl Module for Apt {
             };
             return Ok(Probe::change(Plan { update, changes }, summary, None));
         }
-        let changes = decide(args.state, &names, &report, false).map_err(|e| {
-            if update {
-                format!(
+        let mut assumed = None;
+        let changes = match decide(args.state, &names, &report, false) {
+            Ok(c) => c,
+            // The packages may come from a source a change above adds, which the real run's
+            // update_cache then reads: predict what that run does.
+            Err(e) if update && cx.after_predicted_change => {
+                assumed = Some(e);
+                decide(args.state, &names, &report, true)?
+            }
+            Err(e) if update => {
+                return Err(format!(
                     "{e} (decided from the current cache: update_cache is not run in check mode)"
                 )
-            } else {
-                e
+                .into())
             }
-        })?;
+            Err(e) => return Err(e.into()),
+        };
         if changes.is_empty() {
             let mut result = changes.result();
             result["cache_updated"] = false.into();
@@ -392,6 +400,11 @@ impl Module for Apt {
         let mut summary = changes.summary();
         if update {
             summary += " (decided from the current cache: update_cache is not run in check mode)";
+        }
+        if let Some(missing) = assumed {
+            summary += &format!(
+                "; assumed available once a change above adds their source (now: {missing})"
+            );
         }
         Ok(Probe::change(
             Plan {

@@ -99,12 +99,8 @@ impl Args {
         Path::new(src).file_name()?.to_str()
     }
 
-    /// The controller file, found next to the playbook or in its `files/` directory.
     fn src_path(&self, base: &Path) -> Option<PathBuf> {
-        let src = Path::new(self.src.as_deref()?);
-        let candidates = [base.join(src), base.join("files").join(src)];
-        let found = candidates.iter().find(|p| p.exists());
-        Some(found.unwrap_or(&candidates[0]).clone())
+        Some(controller_file(base, self.src.as_deref()?))
     }
 
     /// The file to write: `dest`, or the name of `src` in the directory `dest`.
@@ -153,6 +149,13 @@ impl Args {
         std::fs::read(&path)
             .map_err(|e| ModuleError::Failed(format!("cannot read src {}: {e}", path.display())))
     }
+}
+
+/// A controller file named by a task, found next to the playbook or in its `files/` directory.
+pub fn controller_file(base: &Path, src: &str) -> PathBuf {
+    let candidates = [base.join(src), base.join("files").join(src)];
+    let found = candidates.iter().find(|p| p.exists());
+    found.unwrap_or(&candidates[0]).clone()
 }
 
 #[async_trait]

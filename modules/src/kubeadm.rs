@@ -586,8 +586,10 @@ impl JoinInfo {
         let maps: Vec<&Map<String, Value>> = match v {
             Value::Null => vec![],
             Value::Object(m) => vec![m],
+            // A null item is a result check mode does not know yet (the task would change).
             Value::Array(items) => items
                 .iter()
+                .filter(|i| !i.is_null())
                 .map(|i| {
                     i.as_object()
                         .ok_or_else(|| "from: each item must be a task result (a map)".to_string())
@@ -1368,6 +1370,8 @@ impl Module for Kubeadm {
     const DOC: &'static str = DOC;
     const SHOWS_MSG: bool = true;
     const RENDERS_TEMPLATES: bool = true;
+    // A join on a node that has not joined is predicted without the init's values.
+    const PREDICTS_WITH_UNKNOWN_RESULTS: bool = true;
     type Args = Args;
     type Plan = Plan;
 

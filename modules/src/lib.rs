@@ -21,6 +21,7 @@ pub mod fail;
 pub mod fetch;
 pub mod file;
 pub mod file_template;
+pub mod k8s;
 pub mod kubeadm;
 pub mod lineinfile;
 pub mod modprobe;
@@ -46,6 +47,7 @@ pub fn register_all(registry: &mut engine::Registry) {
     registry.register(fetch::Fetch);
     registry.register(file::File);
     registry.register(file_template::FileTemplate);
+    registry.register(k8s::K8s);
     registry.register(kubeadm::Kubeadm::default());
     registry.register(lineinfile::LineInFile);
     registry.register(modprobe::Modprobe);
@@ -216,6 +218,7 @@ mod tests {
                 "fetch",
                 "file",
                 "file_template",
+                "k8s",
                 "kubeadm",
                 "lineinfile",
                 "modprobe",

@@ -609,6 +609,18 @@ impl Module for SystemdUnit {
             masked: args.masked,
             state: args.state,
         };
+        let mut status = status;
+        let mut assumed = None;
+        if !status.found() && !want.writes_unit && status.systemd && cx.after_predicted_change {
+            // A package a change above installs may bring the unit: predict what the real run
+            // then does to a unit that is new, so disabled and inactive.
+            assumed = Some(format!(
+                " (assumed installed by a change above; now: {})",
+                status.enabled_msg.trim()
+            ));
+            status.enabled = "disabled".into();
+            status.show.insert("ActiveState".into(), "inactive".into());
+        }
         let actions = decide(&want, &status).map_err(ModuleError::Failed)?;
         let result = json!({
             "name": unit,
@@ -622,16 +634,14 @@ impl Module for SystemdUnit {
             return Ok(Probe::Unchanged(result));
         }
         summary.extend(actions.iter().map(|a| a.words().to_string()));
+        let mut summary = summary.join(", ");
+        summary.extend(assumed);
         let plan = Plan {
             writes,
             actions,
             result,
         };
-        Ok(Probe::change(
-            plan,
-            summary.join(", "),
-            combined_diff(diffs),
-        ))
+        Ok(Probe::change(plan, summary, combined_diff(diffs)))
     }
 
     async fn apply(

@@ -38,6 +38,8 @@ pub struct Env {
     pub vars: Map<String, Value>,
     pub facts: Mutex<Map<String, Value>>,
     pub want_diff: bool,
+    /// Check mode after a change predicted earlier on the host (`ModuleContext`).
+    pub after_predicted_change: bool,
 }
 
 impl Env {
@@ -48,6 +50,7 @@ impl Env {
             vars: Map::new(),
             facts: Mutex::new(Map::new()),
             want_diff: true,
+            after_predicted_change: false,
         }
     }
 
@@ -101,6 +104,7 @@ impl Env {
             templates: &templates,
             vars: &self.vars,
             facts: &self.facts,
+            after_predicted_change: check && self.after_predicted_change,
         };
         let scripts: Vec<Option<String>> = tasks
             .iter()

@@ -110,6 +110,16 @@ pub fn lab_disabled() -> bool {
     std::env::var_os("PLAYBOOK_TEST_NO_LAB").is_some_and(|v| v == "1")
 }
 
+/// A lab test cannot run here: it says so and the caller returns. With
+/// `PLAYBOOK_TEST_REQUIRE_LAB=1` (CI, which brings the lab up) it fails instead, so a lab test
+/// cannot pass by skipping.
+pub fn lab_skip(why: &str) {
+    if !lab_disabled() && std::env::var_os("PLAYBOOK_TEST_REQUIRE_LAB").is_some_and(|v| v == "1") {
+        panic!("{why}: the lab is required (PLAYBOOK_TEST_REQUIRE_LAB=1)");
+    }
+    eprintln!("{why}: skipped");
+}
+
 /// Lab tests run one at a time, so "no ssh process is left" is about this test's run only.
 static LAB_LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
@@ -230,7 +240,7 @@ impl Project {
         match lab_hosts() {
             Some(n) if n >= 3 => Some(Project::new(Conn::Lab)),
             _ => {
-                eprintln!("{test}: lab not up (tests/lab/lab.sh up 3): skipped");
+                lab_skip(&format!("{test}: lab not up (tests/lab/lab.sh up 3)"));
                 None
             }
         }
