@@ -21,6 +21,8 @@ use crate::support::{
 
 const VIP: &str = "10.77.0.100";
 const LB_PORT: u16 = 9443;
+/// The kube-apiserver's port: the endpoint's port with kube-vip (no haproxy in front).
+const APISERVER_PORT: u16 = 6443;
 const MASTERS: [(&str, &str); 3] = [("m1", "s1"), ("m2", "s2"), ("m3", "s3")];
 const WORKER: (&str, &str) = ("w1", "s4");
 const ETCD: [(&str, &str); 3] = [("e1", "s5"), ("e2", "s6"), ("e3", "s7")];
@@ -59,6 +61,8 @@ fn address(lab_host: &str) -> String {
 /// x509 module makes stay in the test's directory), the stand-in repository, and an inventory.
 struct Lab {
     project: Project,
+    /// The control-plane endpoint's port: haproxy's, or the apiserver's with kube-vip.
+    port: u16,
 }
 
 /// The systemd hosts are made fresh again afterwards (also when the test fails), so the tests
@@ -71,12 +75,18 @@ impl Drop for Lab {
         ] {
             let _ = lab_sh(args);
         }
-        let _ = std::fs::remove_dir_all(Path::new(CLUSTERS).join(format!("{VIP}_{LB_PORT}")));
+        let _ = std::fs::remove_dir_all(cluster_dir(self.port));
     }
 }
 
+/// The stand-in cluster's state for the endpoint VIP:port.
+fn cluster_dir(port: u16) -> PathBuf {
+    Path::new(CLUSTERS).join(format!("{VIP}_{port}"))
+}
+
 impl Lab {
-    fn new(test: &str) -> Option<Lab> {
+    /// `extra_vars`: TOML lines added to the inventory's [vars] (`lb_mode = "kube-vip"`).
+    fn new(test: &str, extra_vars: &str) -> Option<Lab> {
         // The lab lock first: the test before this one makes the systemd hosts again at its end.
         let project = Project::new(Conn::Lab);
         if lab_systemd_hosts().len() < SYSTEMD_HOSTS {
@@ -94,7 +104,12 @@ impl Lab {
                 "if dpkg -s kubectl >/dev/null 2>&1; then dpkg --purge kubectl >/dev/null; fi",
             );
         }
-        let _ = std::fs::remove_dir_all(Path::new(CLUSTERS).join(format!("{VIP}_{LB_PORT}")));
+        let port = if extra_vars.contains("kube-vip") {
+            APISERVER_PORT
+        } else {
+            LB_PORT
+        };
+        let _ = std::fs::remove_dir_all(cluster_dir(port));
         let (ok, out) = sh(&format!(
             "bash {}/tests/standins/build-debs.sh {REPO}",
             env!("CARGO_MANIFEST_DIR")
@@ -119,7 +134,7 @@ impl Lab {
              # where ha-binary.rhai takes the Kubernetes programs from (stand-ins here)\n\
              k8s_bin_dir = \"{dir}/tests/standins\"\n\
              # a stand-in pod network manifest: the kubectl stand-in records its objects\n\
-             cni_manifest = \"{dir}/tests/standins/cni.yaml\"\n\n",
+             cni_manifest = \"{dir}/tests/standins/cni.yaml\"\n{extra_vars}\n\n",
             dir = env!("CARGO_MANIFEST_DIR")
         );
         for (name, host) in MASTERS.iter().chain([&WORKER]).chain(ETCD.iter()) {
@@ -130,7 +145,7 @@ impl Lab {
                 [groups.k8s]\nchildren = [\"masters\", \"workers\"]\n\
                 [groups.etcd]\nhosts = [\"e1\", \"e2\", \"e3\"]\n";
         std::fs::write(project.path().join("inventory.toml"), inv).unwrap();
-        Some(Lab { project })
+        Some(Lab { project, port })
     }
 
     fn play(&self, playbook_file: &str, extra: &[&str]) -> Output {
@@ -191,9 +206,9 @@ fn vip_holder() -> Vec<&'static str> {
         .collect()
 }
 
-fn vip_healthz() -> (bool, String) {
+fn vip_healthz(port: u16) -> (bool, String) {
     sh(&format!(
-        "curl -sk --max-time 3 https://{VIP}:{LB_PORT}/healthz"
+        "curl -sk --max-time 3 https://{VIP}:{port}/healthz"
     ))
 }
 
@@ -219,7 +234,7 @@ fn settled_vip_holder() {
 
 /// Runs `stop` on the VIP holder and waits until another master holds the VIP; returns the time it
 /// took and the new holder. `start` undoes it afterwards.
-fn vip_moves(stop: &str, start: &str) -> (Duration, &'static str) {
+fn vip_moves(stop: &str, start: &str, port: u16) -> (Duration, &'static str) {
     settled_vip_holder();
     let holders = vip_holder();
     assert_eq!(
@@ -243,11 +258,11 @@ fn vip_moves(stop: &str, start: &str) -> (Duration, &'static str) {
     };
     let took = t0.elapsed();
     // Requests through the VIP succeed again (haproxy on the new holder, healthy apiservers).
-    let mut ok = vip_healthz();
+    let mut ok = vip_healthz(port);
     let t1 = Instant::now();
     while ok.1.trim() != "ok" && t1.elapsed() < Duration::from_secs(10) {
         std::thread::sleep(Duration::from_millis(200));
-        ok = vip_healthz();
+        ok = vip_healthz(port);
     }
     assert_eq!(
         ok.1.trim(),
@@ -259,8 +274,8 @@ fn vip_moves(stop: &str, start: &str) -> (Duration, &'static str) {
 }
 
 /// Every token and certificate key the stand-in cluster ever held.
-fn cluster_secrets() -> Vec<String> {
-    let dir = Path::new(CLUSTERS).join(format!("{VIP}_{LB_PORT}"));
+fn cluster_secrets(port: u16) -> Vec<String> {
+    let dir = cluster_dir(port);
     let read = |f: &str| -> serde_json::Value {
         std::fs::read(dir.join(f))
             .ok()
@@ -348,18 +363,18 @@ fn converge_and_prove(lab: &Lab, file: &str, services: &[&str]) -> Vec<Output> {
 
 /// The VIP answers through haproxy, and moves when haproxy or the apiserver fails on its holder.
 fn prove_vip_failover(apiserver_stop: &str, apiserver_start: &str) {
-    let (ok, body) = vip_healthz();
+    let (ok, body) = vip_healthz(LB_PORT);
     assert!(
         ok && body.trim() == "ok",
         "https /healthz through the VIP: {body}"
     );
-    let (took, new) = vip_moves("systemctl stop haproxy", "systemctl start haproxy");
+    let (took, new) = vip_moves("systemctl stop haproxy", "systemctl start haproxy", LB_PORT);
     eprintln!("haproxy stopped: the VIP moved to {new} in {took:?}");
     assert!(
         took <= Duration::from_secs(5),
         "VIP moved after {took:?} (haproxy stopped)"
     );
-    let (took, new) = vip_moves(apiserver_stop, apiserver_start);
+    let (took, new) = vip_moves(apiserver_stop, apiserver_start, LB_PORT);
     eprintln!("kube-apiserver stopped: the VIP moved to {new} in {took:?}");
     assert!(
         took <= Duration::from_secs(5),
@@ -368,8 +383,8 @@ fn prove_vip_failover(apiserver_stop: &str, apiserver_start: &str) {
 }
 
 /// No token, certificate key or private key (of any master's /etc/kubernetes/pki) in any output.
-fn assert_no_secrets(outputs: &[Output], kubeadm: bool) {
-    let mut secrets = cluster_secrets();
+fn assert_no_secrets(outputs: &[Output], kubeadm: bool, port: u16) {
+    let mut secrets = cluster_secrets(port);
     assert_eq!(
         !secrets.is_empty(),
         kubeadm,
@@ -400,8 +415,8 @@ fn assert_no_secrets(outputs: &[Output], kubeadm: bool) {
 }
 
 /// The nodes of the stand-in cluster (nodes.json: name -> {role}).
-fn joined_nodes() -> BTreeSet<String> {
-    let p = Path::new(CLUSTERS).join(format!("{VIP}_{LB_PORT}/nodes.json"));
+fn joined_nodes(port: u16) -> BTreeSet<String> {
+    let p = cluster_dir(port).join("nodes.json");
     let v: serde_json::Value = serde_json::from_slice(&std::fs::read(p).unwrap()).unwrap();
     v.as_object()
         .expect("nodes.json is a map")
@@ -412,8 +427,8 @@ fn joined_nodes() -> BTreeSet<String> {
 
 /// The pod network's objects in the stand-in cluster: what `kubectl apply` (the stand-in) recorded
 /// from tests/standins/cni.yaml, as "apiVersion namespace kind/name".
-fn applied_objects() -> BTreeSet<String> {
-    let p = Path::new(CLUSTERS).join(format!("{VIP}_{LB_PORT}/applied.json"));
+fn applied_objects(port: u16) -> BTreeSet<String> {
+    let p = cluster_dir(port).join("applied.json");
     let v: serde_json::Value = serde_json::from_slice(&std::fs::read(p).unwrap()).unwrap();
     v.as_object()
         .expect("applied.json is a map")
@@ -422,8 +437,8 @@ fn applied_objects() -> BTreeSet<String> {
         .collect()
 }
 
-fn assert_pod_network_applied() {
-    let objects = applied_objects();
+fn assert_pod_network_applied(port: u16) {
+    let objects = applied_objects(port);
     for o in [
         "v1  namespace/kube-flannel",
         "v1 kube-flannel serviceaccount/flannel",
@@ -445,17 +460,17 @@ const START_STATIC_APISERVER: &str =
 
 #[test]
 fn ha_stacked_converges_fails_over_and_keeps_secrets() {
-    let Some(lab) = Lab::new("ha_stacked_converges_fails_over_and_keeps_secrets") else {
+    let Some(lab) = Lab::new("ha_stacked_converges_fails_over_and_keeps_secrets", "") else {
         return;
     };
     let outputs = converge_and_prove(&lab, "ha-stacked.rhai", KUBEADM_SERVICES);
-    let nodes = joined_nodes();
+    let nodes = joined_nodes(lab.port);
     for n in ["m1", "m2", "m3", "w1"] {
         assert!(nodes.contains(n), "{n} joined the cluster: {nodes:?}");
     }
-    assert_pod_network_applied();
+    assert_pod_network_applied(lab.port);
     prove_vip_failover(STOP_STATIC_APISERVER, START_STATIC_APISERVER);
-    assert_no_secrets(&outputs, true);
+    assert_no_secrets(&outputs, true, lab.port);
 }
 
 /// `etcdctl endpoint health` from a master with the apiservers' etcd client certificate, and the
@@ -495,7 +510,10 @@ fn prove_etcd_over_tls(ca: &str, cert: &str, key: &str) {
 
 #[test]
 fn ha_external_etcd_converges_fails_over_and_keeps_secrets() {
-    let Some(lab) = Lab::new("ha_external_etcd_converges_fails_over_and_keeps_secrets") else {
+    let Some(lab) = Lab::new(
+        "ha_external_etcd_converges_fails_over_and_keeps_secrets",
+        "",
+    ) else {
         return;
     };
     let outputs = converge_and_prove(&lab, "ha-external-etcd.rhai", KUBEADM_SERVICES);
@@ -512,18 +530,18 @@ fn ha_external_etcd_converges_fails_over_and_keeps_secrets() {
         "/etc/kubernetes/pki/apiserver-etcd-client.crt",
         "/etc/kubernetes/pki/apiserver-etcd-client.key",
     );
-    let nodes = joined_nodes();
+    let nodes = joined_nodes(lab.port);
     for n in ["m1", "m2", "m3", "w1"] {
         assert!(nodes.contains(n), "{n} joined the cluster: {nodes:?}");
     }
-    assert_pod_network_applied();
+    assert_pod_network_applied(lab.port);
     prove_vip_failover(STOP_STATIC_APISERVER, START_STATIC_APISERVER);
-    assert_no_secrets(&outputs, true);
+    assert_no_secrets(&outputs, true, lab.port);
 }
 
 #[test]
 fn ha_binary_converges_fails_over_and_keeps_secrets() {
-    let Some(lab) = Lab::new("ha_binary_converges_fails_over_and_keeps_secrets") else {
+    let Some(lab) = Lab::new("ha_binary_converges_fails_over_and_keeps_secrets", "") else {
         return;
     };
     let outputs = converge_and_prove(
@@ -568,5 +586,92 @@ fn ha_binary_converges_fails_over_and_keeps_secrets() {
         "systemctl stop kube-apiserver",
         "systemctl start kube-apiserver",
     );
-    assert_no_secrets(&outputs, false);
+    assert_no_secrets(&outputs, false, lab.port);
+}
+
+/// ha-stacked with `lb_mode = "kube-vip"`: the kube-vip STAND-IN (tests/standins/kube-vip) runs as
+/// a static pod on every master and holds the VIP by leader election; the endpoint is VIP:6443.
+#[test]
+fn ha_stacked_with_kube_vip_converges_and_fails_over() {
+    let Some(lab) = Lab::new(
+        "ha_stacked_with_kube_vip_converges_and_fails_over",
+        "lb_mode = \"kube-vip\"",
+    ) else {
+        return;
+    };
+    let outputs = converge_and_prove(&lab, "ha-stacked.rhai", &["containerd", "kubelet"]);
+    let nodes = joined_nodes(lab.port);
+    for n in ["m1", "m2", "m3", "w1"] {
+        assert!(nodes.contains(n), "{n} joined the cluster: {nodes:?}");
+    }
+    assert_pod_network_applied(lab.port);
+    for (_, h) in MASTERS {
+        let out = lab_exec(h, "systemctl is-active keepalived haproxy || true");
+        let s = String::from_utf8_lossy(&out.stdout).to_string();
+        assert!(
+            !s.lines().any(|l| l == "active"),
+            "{h}: no keepalived/haproxy with kube-vip: {s}"
+        );
+    }
+    // The first master's kube-vip mounts super-admin.conf (1.29+: admin.conf has no rights until
+    // init has bound it), the others admin.conf.
+    for (i, (_, h)) in MASTERS.iter().enumerate() {
+        let out = lab_exec(h, "cat /etc/kubernetes/manifests/kube-vip.yaml");
+        let m = String::from_utf8_lossy(&out.stdout).to_string();
+        let want = if i == 0 {
+            "path: /etc/kubernetes/super-admin.conf"
+        } else {
+            "path: /etc/kubernetes/admin.conf"
+        };
+        assert!(m.contains(want), "{h}: {want}:\n{m}");
+    }
+    let (ok, body) = vip_healthz(lab.port);
+    assert!(
+        ok && body.trim() == "ok",
+        "https /healthz through the VIP: {body}"
+    );
+    let (took, new) = vip_moves(STOP_STATIC_APISERVER, START_STATIC_APISERVER, lab.port);
+    eprintln!("kube-apiserver stopped: kube-vip moved the VIP to {new} in {took:?}");
+    assert!(
+        took <= Duration::from_secs(5),
+        "VIP moved after {took:?} (kube-apiserver stopped)"
+    );
+    assert_no_secrets(&outputs, true, lab.port);
+}
+
+/// The stand-ins refuse what the real tools refuse here: with Kubernetes 1.29+, a kube-vip on the
+/// first master that mounts admin.conf cannot take its Lease before `kubeadm init` has bound
+/// admin.conf's rights, so the VIP never comes up and init fails reaching the endpoint.
+#[test]
+fn kube_vip_with_admin_conf_on_the_first_master_fails_init() {
+    let Some(lab) = Lab::new(
+        "kube_vip_with_admin_conf_on_the_first_master_fails_init",
+        "lb_mode = \"kube-vip\"",
+    ) else {
+        return;
+    };
+    let template = lab.project.path().join("templates/ha/kube-vip.yaml.j2");
+    let text = std::fs::read_to_string(&template).unwrap();
+    let mount = "{{ 'super-admin.conf' if first_master and minor >= 29 else 'admin.conf' }}";
+    assert!(
+        text.contains(mount),
+        "the template changed: update this test"
+    );
+    std::fs::write(&template, text.replace(mount, "admin.conf")).unwrap();
+    let run = lab.play("ha-stacked.rhai", &[]);
+    assert_ne!(run.code, 0, "{}", run.stdout);
+    let init = run.tasks_where(|e| e["status"] == "failed" && e["task"] == "kubeadm init");
+    assert_eq!(
+        init,
+        [("m1".to_string(), "kubeadm init".to_string())],
+        "{}",
+        run.stdout
+    );
+    let log = lab_exec(
+        "s1",
+        "journalctl -u kubelet --no-pager | grep 'kube-vip STAND-IN'",
+    );
+    let log = String::from_utf8_lossy(&log.stdout);
+    assert!(log.contains("\"plndr-cp-lock\" is forbidden"), "{log}");
+    assert!(vip_holder().is_empty(), "no master holds the VIP");
 }

@@ -35,7 +35,7 @@ put() { # package source destination mode
 
 control kubelet "" "the Kubernetes node agent"
 put kubelet "$here/kubelet" /usr/bin/kubelet 0755
-for image in kube-apiserver kube-controller-manager kube-scheduler; do
+for image in kube-apiserver kube-controller-manager kube-scheduler kube-vip; do
     put kubelet "$here/$image" "/usr/lib/kubelet-standin/images/$image" 0755
 done
 mkdir -p "$work/kubelet/lib/systemd/system"
