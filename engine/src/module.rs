@@ -11,7 +11,7 @@ use serde::de::DeserializeOwned;
 use serde_json::{Map, Value};
 
 use crate::diff::FileDiff;
-use crate::host::Host;
+use crate::host::{Host, Script};
 use crate::transport::{ExecOutput, TransportError};
 
 #[derive(Debug, thiserror::Error)]
@@ -171,13 +171,53 @@ pub trait Module: Send + Sync + 'static {
         self.decide(args, out, cx).await
     }
 
+    /// Whether `apply` is one script (`apply_script`) whose output `applied` reads: the runner
+    /// may then have the probes of the next tasks run after it, in the same round trip.
+    const SCRIPT_APPLY: bool = false;
+
+    /// The remote half of a `SCRIPT_APPLY` module's apply: the script (and its stdin) that makes
+    /// the change `plan` describes.
+    fn apply_script(
+        &self,
+        _args: &Self::Args,
+        _plan: &Self::Plan,
+        _cx: &ModuleContext<'_>,
+    ) -> Result<Script, ModuleError> {
+        Err(ModuleError::Failed(format!(
+            "module {} has no apply script",
+            Self::NAME
+        )))
+    }
+
+    /// The local half of a `SCRIPT_APPLY` module's apply: what the output of `apply_script`
+    /// means (an error, or the task's result).
+    async fn applied(
+        &self,
+        _args: &Self::Args,
+        _plan: Self::Plan,
+        _out: ExecOutput,
+        _cx: &ModuleContext<'_>,
+    ) -> Result<Applied, ModuleError> {
+        Err(ModuleError::Failed(format!(
+            "module {} implements neither apply nor applied",
+            Self::NAME
+        )))
+    }
+
     /// Makes the change that probe found, leaving the target as a new probe would call unchanged.
+    /// `SCRIPT_APPLY` modules keep this default: their script, run alone, then `applied`.
     async fn apply(
         &self,
         args: &Self::Args,
         plan: Self::Plan,
         cx: &ModuleContext<'_>,
-    ) -> Result<Applied, ModuleError>;
+    ) -> Result<Applied, ModuleError> {
+        let out = cx
+            .host
+            .run_script(&self.apply_script(args, &plan, cx)?)
+            .await?;
+        self.applied(args, plan, out, cx).await
+    }
 }
 
 /// How a task ended on one host.
