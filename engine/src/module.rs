@@ -237,6 +237,25 @@ pub struct Outcome {
     /// Something ran that may have changed the host (apply, a custom task): what was read on the
     /// host before may be stale now.
     pub acted: bool,
+    /// The outputs of the `ReadAfter` scripts, run after the apply in its round trip (as many as
+    /// came back whole; none when they were not sent).
+    pub read_after: Vec<ExecOutput>,
+}
+
+/// Read-only scripts (the probes of the tasks that follow) that an apply made by script takes
+/// along: run after it, they read the host as it left it, and cost no round trip of their own.
+#[async_trait]
+pub trait ReadAfter: Send + Sync {
+    /// Asked only when an apply script is about to be sent.
+    async fn scripts(&self) -> Vec<String>;
+}
+
+/// Nothing to read after an apply.
+#[async_trait]
+impl ReadAfter for () {
+    async fn scripts(&self) -> Vec<String> {
+        Vec::new()
+    }
 }
 
 /// A probe script's output, read ahead of its task in a batch (`runner`).
@@ -265,16 +284,17 @@ pub trait DynModule: Send + Sync {
     fn script_probe(&self) -> bool;
     fn batch_probe_script(&self, args: &Value, cx: &ModuleContext<'_>) -> Option<String>;
     async fn run(&self, args: Value, cx: &ModuleContext<'_>) -> Result<Outcome, ModuleError> {
-        self.run_prefetched(args, cx, None).await
+        self.run_prefetched(args, cx, None, &()).await
     }
     /// Like `run`, deciding from `prefetched` instead of probing when the task's probe script is
     /// exactly the one that was run ahead (so the plan is the one a probe would make now, as long
-    /// as nothing changed the host since).
+    /// as nothing changed the host since); an apply made by script takes `after` along.
     async fn run_prefetched(
         &self,
         args: Value,
         cx: &ModuleContext<'_>,
         prefetched: Option<Prefetched>,
+        after: &dyn ReadAfter,
     ) -> Result<Outcome, ModuleError>;
 }
 
@@ -318,6 +338,7 @@ impl<M: Module> DynModule for M {
         args: Value,
         cx: &ModuleContext<'_>,
         prefetched: Option<Prefetched>,
+        after: &dyn ReadAfter,
     ) -> Result<Outcome, ModuleError> {
         let args = parse_args::<M::Args>(&args).map_err(ModuleError::Args)?;
         M::check_args(&args).map_err(ModuleError::Args)?;
@@ -337,6 +358,7 @@ impl<M: Module> DynModule for M {
                 diff: None,
                 result,
                 acted: false,
+                read_after: Vec::new(),
             },
             Probe::Skipped(reason) => Outcome {
                 status: Status::Skipped(reason),
@@ -344,6 +366,7 @@ impl<M: Module> DynModule for M {
                 diff: None,
                 result: Value::Null,
                 acted: false,
+                read_after: Vec::new(),
             },
             Probe::Change(change) if cx.check => Outcome {
                 status: Status::Changed,
@@ -351,9 +374,19 @@ impl<M: Module> DynModule for M {
                 diff: change.diff,
                 result: Value::Null,
                 acted: false,
+                read_after: Vec::new(),
             },
             Probe::Change(change) => {
-                let applied = self.apply(&args, change.plan, cx).await?;
+                let (applied, read_after) = if M::SCRIPT_APPLY {
+                    let script = self.apply_script(&args, &change.plan, cx)?;
+                    let reads = after.scripts().await;
+                    let reads: Vec<&str> = reads.iter().map(String::as_str).collect();
+                    let (out, read_after) =
+                        crate::batch::run_after(cx.host, &script, &reads).await?;
+                    (self.applied(&args, change.plan, out, cx).await?, read_after)
+                } else {
+                    (self.apply(&args, change.plan, cx).await?, Vec::new())
+                };
                 Outcome {
                     status: if applied.changed {
                         Status::Changed
@@ -364,6 +397,7 @@ impl<M: Module> DynModule for M {
                     diff: if applied.changed { change.diff } else { None },
                     result: applied.result,
                     acted: true,
+                    read_after,
                 }
             }
         })
