@@ -614,7 +614,7 @@ impl State {
             host: host.to_string(),
         });
         let started = Instant::now();
-        let result = match upstream_failure {
+        let mut result = match upstream_failure {
             Some(msg) => Err(TaskError::Failed(msg)),
             None => self.execute(tid, host, after).await,
         };
@@ -627,8 +627,8 @@ impl State {
             Err(TaskError::DependsOnChange(_)) => false,
             Err(_) => !check || matches!(task.action, Action::Custom(_)),
         };
-        let read_after = match &result {
-            Ok(outcome) => outcome.read_after.clone(),
+        let read_after = match &mut result {
+            Ok(outcome) => std::mem::take(&mut outcome.read_after),
             Err(_) => Vec::new(),
         };
         let mut end = TaskEnd {
