@@ -145,10 +145,13 @@ fn bench_workload_round_trips_and_truthful_check_mode() {
             assert!(n <= 3, "{what}: {n} round trips per host");
         }
     }
+    // On fresh hosts every task changes something: one batch, then one round trip per task, in
+    // which the next task's probe reads what the change left (81 before).
+    assert_eq!(round_trips(&apply), vec![TASKS as u64 + 1; HOSTS.len()]);
 }
 
-/// Probes read ahead are read again once a task changed the host: here the guarded command
-/// creates the file that the next task edits.
+/// Probes read ahead are read again once a task changed the host, in the change's own round trip:
+/// here the guarded command creates the file that the next task edits.
 #[test]
 fn a_change_in_a_batch_makes_later_probes_read_again() {
     let p = Project::new(Conn::Local);
@@ -182,12 +185,50 @@ phase("edit", || {
         .unwrap()
         .starts_with("depends on a change above"));
 
-    // One batch (3 probes), the command, then the edit probes again and finds the new file.
+    // One batch (3 probes), the command with the edit's probe after it (which finds the new
+    // file), the edit.
     let out = p.play("edit.rhai", &[]);
     out.assert_code(0);
     assert_eq!(std::fs::read_to_string(&f).unwrap(), "a\nb\n");
     assert_eq!(out.total("changed"), 2, "{}", out.stdout);
-    assert_eq!(round_trips_of(&out, "a"), 4);
+    assert_eq!(round_trips_of(&out, "a"), 3);
+}
+
+/// A probe read before a change is never what a task decides from: a command rewrites two files
+/// after the batch read them; the copy that the batch saw as missing is already right (ok), the
+/// one it saw as right is not (changed).
+#[test]
+fn no_task_decides_from_a_probe_older_than_a_change() {
+    let p = Project::new(Conn::Local);
+    p.hosts(&["a"], &[]);
+    p.file(
+        "stale.rhai",
+        r#"
+phase("stale", || {
+    on("all", [
+        shell(#{ cmd: "cd {{ root }} && printf 'x\n' > a && printf 'y\n' > b" }),
+        copy(#{ dest: "{{ root }}/a", content: "x\n" }),
+        copy(#{ dest: "{{ root }}/b", content: "x\n" }),
+    ]);
+});
+"#,
+    );
+    p.mkroot("a");
+    let root = p.root("a");
+    std::fs::write(root.join("b"), "x\n").unwrap();
+    let out = p.play("stale.rhai", &["--diff"]);
+    out.assert_code(0);
+    let ends = out.task_ends();
+    let status: Vec<&str> = ends.iter().map(|e| e["status"].as_str().unwrap()).collect();
+    assert_eq!(status, ["changed", "ok", "changed"], "{}", out.stdout);
+    // The diff starts from what the command left, not from what the batch read.
+    assert_eq!(ends[2]["diff"]["before"], "y\n", "{}", ends[2]);
+    assert_eq!(ends[2]["diff"]["after"], "x\n", "{}", ends[2]);
+    assert_eq!(std::fs::read_to_string(root.join("a")).unwrap(), "x\n");
+    assert_eq!(std::fs::read_to_string(root.join("b")).unwrap(), "x\n");
+    // The batch (2 probes); the command, with the first copy's probe after it; the second
+    // copy's probe (one alone is no batch); its change.
+    assert_eq!(round_trips_of(&out, "a"), 4, "{}", out.stdout);
 }
 
 fn round_trips_of(out: &Output, host: &str) -> u64 {

@@ -1,5 +1,6 @@
 //! Several read-only scripts in one round trip: each runs in its own subshell, and its output,
-//! errors and exit status come back separately, as if it had run alone.
+//! errors and exit status come back separately, as if it had run alone. An apply may go first
+//! (`run_after`): the scripts then read the host as the apply left it, in the apply's round trip.
 //!
 //! The outputs are told apart by a marker line made of random bytes chosen per batch, which no
 //! script can print by accident (and none can guess). Every marker is preceded by a newline that
@@ -7,7 +8,7 @@
 
 use std::io::Read as _;
 
-use crate::host::{quote, Host};
+use crate::host::{quote, Host, Script};
 use crate::transport::{ExecOutput, TransportError};
 
 /// Above this many bytes of script, a batch is split (one remote argument is at most 128 KiB on
@@ -22,61 +23,101 @@ fn marker() -> Result<String, TransportError> {
     Ok(format!("playbook-batch-{}", hex::encode(bytes)))
 }
 
-/// The batch of `scripts` as one script, with `marker` between the outputs.
-fn script(scripts: &[&str], marker: &str) -> String {
+/// The batch of `scripts` as one script, with `marker` between the outputs. Only the first, when
+/// `stdin_to_first`, reads the batch's stdin; the others read nothing, as when run alone.
+fn script(scripts: &[&str], marker: &str, stdin_to_first: bool) -> String {
     let marker = quote(marker).expect("a marker has no NUL");
     let mut s = String::new();
-    for script in scripts {
-        // A subshell keeps each script's variables, `cd` and `exit` to itself (`:` makes an
-        // empty script valid); `$?` is read by the first printf, before anything else runs.
+    for (i, script) in scripts.iter().enumerate() {
+        let stdin = if i == 0 && stdin_to_first {
+            ""
+        } else {
+            " </dev/null"
+        };
+        // A subshell keeps each script's variables, `cd`, traps and `exit` to itself (`:` makes
+        // an empty script valid); `$?` is read by the first printf, before anything else runs.
         s += &format!(
-            "(:\n{script}\n)\nprintf '\\n%s %s\\n' {marker} \"$?\"\nprintf '\\n%s\\n' {marker} >&2\n"
+            "(:\n{script}\n){stdin}\nprintf '\\n%s %s\\n' {marker} \"$?\"\nprintf '\\n%s\\n' {marker} >&2\n"
         );
     }
     s
 }
 
-/// Splits the outputs of `script`: None when they are not all there (the batch was cut short).
-fn split(out: &ExecOutput, count: usize, marker: &str) -> Option<Vec<ExecOutput>> {
+/// Splits the outputs of `script`, as many as came back whole (fewer when the batch was cut
+/// short).
+fn split(out: &ExecOutput, count: usize, marker: &str) -> Vec<ExecOutput> {
     let stdout_mark = format!("\n{marker} ");
     let stderr_mark = format!("\n{marker}\n");
     let mut outs = Vec::with_capacity(count);
     let (mut o, mut e) = (&out.stdout[..], &out.stderr[..]);
-    for _ in 0..count {
-        let at = find(o, stdout_mark.as_bytes())?;
-        let stdout = o[..at].to_vec();
-        o = &o[at + stdout_mark.len()..];
-        let end = o.iter().position(|b| *b == b'\n')?;
-        let status = std::str::from_utf8(&o[..end]).ok()?.parse().ok()?;
-        o = &o[end + 1..];
-        let at = find(e, stderr_mark.as_bytes())?;
-        let stderr = e[..at].to_vec();
-        e = &e[at + stderr_mark.len()..];
-        outs.push(ExecOutput {
-            status,
-            stdout,
-            stderr,
-        });
+    while outs.len() < count {
+        let mut next = || -> Option<ExecOutput> {
+            let at = find(o, stdout_mark.as_bytes())?;
+            let stdout = o[..at].to_vec();
+            let rest = &o[at + stdout_mark.len()..];
+            let end = rest.iter().position(|b| *b == b'\n')?;
+            let status = std::str::from_utf8(&rest[..end]).ok()?.parse().ok()?;
+            let err_at = find(e, stderr_mark.as_bytes())?;
+            let stderr = e[..err_at].to_vec();
+            o = &rest[end + 1..];
+            e = &e[err_at + stderr_mark.len()..];
+            Some(ExecOutput {
+                status,
+                stdout,
+                stderr,
+            })
+        };
+        match next() {
+            Some(one) => outs.push(one),
+            None => break,
+        }
     }
-    Some(outs)
+    outs
 }
 
 fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
     hay.windows(needle.len()).position(|w| w == needle)
 }
 
+fn cut_short(what: &str, out: &ExecOutput) -> TransportError {
+    TransportError::Exec(format!(
+        "{what} ended early (status {}): {}",
+        out.status,
+        out.stderr_text().trim()
+    ))
+}
+
 /// Runs `scripts` in one round trip and returns each one's output, in order.
 pub async fn run(host: &Host, scripts: &[&str]) -> Result<Vec<ExecOutput>, TransportError> {
     let marker = marker()?;
-    let out = host.run(&script(scripts, &marker)).await?;
-    split(&out, scripts.len(), &marker).ok_or_else(|| {
-        TransportError::Exec(format!(
-            "a batch of {} probes ended early (status {}): {}",
-            scripts.len(),
-            out.status,
-            out.stderr_text().trim()
-        ))
-    })
+    let out = host.run(&script(scripts, &marker, false)).await?;
+    let outs = split(&out, scripts.len(), &marker);
+    if outs.len() < scripts.len() {
+        let what = format!("a batch of {} probes", scripts.len());
+        return Err(cut_short(&what, &out));
+    }
+    Ok(outs)
+}
+
+/// Runs `act` (which may change the host, and alone reads the stdin) and then `reads`, in one
+/// round trip. Returns the output of `act`, and those of `reads` that came back whole.
+pub async fn run_after(
+    host: &Host,
+    act: &Script,
+    reads: &[&str],
+) -> Result<(ExecOutput, Vec<ExecOutput>), TransportError> {
+    if reads.is_empty() {
+        return Ok((host.run_script(act).await?, Vec::new()));
+    }
+    let marker = marker()?;
+    let scripts: Vec<&str> = std::iter::once(act.text.as_str())
+        .chain(reads.iter().copied())
+        .collect();
+    let text = script(&scripts, &marker, true);
+    let out = host.run_with_input(&text, &act.stdin).await?;
+    let mut outs = split(&out, scripts.len(), &marker).into_iter();
+    let first = outs.next().ok_or_else(|| cut_short("the change", &out))?;
+    Ok((first, outs.collect()))
 }
 
 #[cfg(test)]
@@ -111,19 +152,50 @@ mod tests {
         assert_eq!(outs[1].stdout, b"no newline");
     }
 
+    #[tokio::test]
+    async fn reads_after_a_change_see_it_and_only_the_change_reads_stdin() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = quote(dir.path().join("f").to_str().unwrap()).unwrap();
+        let host = Host::new("local", Arc::new(LocalTransport));
+        let act = Script {
+            text: format!("trap 'echo trap' EXIT\ncat > {f}\necho wrote; exit 2"),
+            stdin: b"new".to_vec(),
+        };
+        let reads = [format!("cat {f}"), "cat; echo rest".to_string()];
+        let reads: Vec<&str> = reads.iter().map(String::as_str).collect();
+        let (out, after) = run_after(&host, &act, &reads).await.unwrap();
+        assert_eq!(
+            out,
+            host.run("echo wrote; echo trap; exit 2").await.unwrap()
+        );
+        assert_eq!(after.len(), 2);
+        assert_eq!(after[0].stdout, b"new");
+        assert_eq!(after[1].stdout, b"rest\n");
+
+        // A change that ends the whole script: its output is not known.
+        let act = Script {
+            text: "echo bye; kill $$".into(),
+            stdin: Vec::new(),
+        };
+        let err = run_after(&host, &act, &reads).await.unwrap_err();
+        assert!(err.to_string().contains("the change ended early"), "{err}");
+    }
+
     #[test]
-    fn a_cut_short_batch_is_refused() {
+    fn a_cut_short_batch_gives_only_whole_outputs() {
         let out = ExecOutput {
             status: 255,
             stdout: b"one\nm 0\npartial".to_vec(),
             stderr: b"\nm\n".to_vec(),
         };
-        assert!(split(&out, 2, "m").is_none());
+        let outs = split(&out, 2, "m");
+        assert_eq!(outs.len(), 1, "only the whole output");
+        assert_eq!(outs[0].stdout, b"one");
         let out = ExecOutput {
-            status: 0,
-            stdout: b"one\n\nm 0\n".to_vec(),
-            stderr: b"\nm\n".to_vec(),
+            status: 255,
+            stdout: b"partial".to_vec(),
+            stderr: Vec::new(),
         };
-        assert_eq!(split(&out, 1, "m").unwrap()[0].stdout, b"one\n");
+        assert!(split(&out, 1, "m").is_empty());
     }
 }

@@ -14,6 +14,13 @@ pub struct Become {
     pub password: Option<Secret>,
 }
 
+/// A script and what it reads on stdin (content to write, a command's input): one remote command.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Script {
+    pub text: String,
+    pub stdin: Vec<u8>,
+}
+
 /// Marks where sudo's password prompt ends, so the prompt never mixes with real output.
 const SUDO_PROMPT: &str = "[playbook-sudo-prompt]";
 
@@ -51,6 +58,10 @@ impl Host {
     /// Runs a POSIX sh script on the host.
     pub async fn run(&self, script: &str) -> Result<ExecOutput, TransportError> {
         self.run_with_input(script, b"").await
+    }
+
+    pub async fn run_script(&self, script: &Script) -> Result<ExecOutput, TransportError> {
+        self.run_with_input(&script.text, &script.stdin).await
     }
 
     /// Runs a POSIX sh script on the host, feeding it `stdin`.

@@ -11,7 +11,7 @@ use serde::de::DeserializeOwned;
 use serde_json::{Map, Value};
 
 use crate::diff::FileDiff;
-use crate::host::Host;
+use crate::host::{Host, Script};
 use crate::transport::{ExecOutput, TransportError};
 
 #[derive(Debug, thiserror::Error)]
@@ -182,13 +182,53 @@ pub trait Module: Send + Sync + 'static {
         self.decide(args, out, cx).await
     }
 
+    /// Whether `apply` is one script (`apply_script`) whose output `applied` reads: the runner
+    /// may then have the probes of the next tasks run after it, in the same round trip.
+    const SCRIPT_APPLY: bool = false;
+
+    /// The remote half of a `SCRIPT_APPLY` module's apply: the script (and its stdin) that makes
+    /// the change `plan` describes.
+    fn apply_script(
+        &self,
+        _args: &Self::Args,
+        _plan: &Self::Plan,
+        _cx: &ModuleContext<'_>,
+    ) -> Result<Script, ModuleError> {
+        Err(ModuleError::Failed(format!(
+            "module {} has no apply script",
+            Self::NAME
+        )))
+    }
+
+    /// The local half of a `SCRIPT_APPLY` module's apply: what the output of `apply_script`
+    /// means (an error, or the task's result).
+    async fn applied(
+        &self,
+        _args: &Self::Args,
+        _plan: Self::Plan,
+        _out: ExecOutput,
+        _cx: &ModuleContext<'_>,
+    ) -> Result<Applied, ModuleError> {
+        Err(ModuleError::Failed(format!(
+            "module {} implements neither apply nor applied",
+            Self::NAME
+        )))
+    }
+
     /// Makes the change that probe found, leaving the target as a new probe would call unchanged.
+    /// `SCRIPT_APPLY` modules keep this default: their script, run alone, then `applied`.
     async fn apply(
         &self,
         args: &Self::Args,
         plan: Self::Plan,
         cx: &ModuleContext<'_>,
-    ) -> Result<Applied, ModuleError>;
+    ) -> Result<Applied, ModuleError> {
+        let out = cx
+            .host
+            .run_script(&self.apply_script(args, &plan, cx)?)
+            .await?;
+        self.applied(args, plan, out, cx).await
+    }
 }
 
 /// How a task ended on one host.
@@ -208,6 +248,25 @@ pub struct Outcome {
     /// Something ran that may have changed the host (apply, a custom task): what was read on the
     /// host before may be stale now.
     pub acted: bool,
+    /// The outputs of the `ReadAfter` scripts, run after the apply in its round trip (as many as
+    /// came back whole; none when they were not sent).
+    pub read_after: Vec<ExecOutput>,
+}
+
+/// Read-only scripts (the probes of the tasks that follow) that an apply made by script takes
+/// along: run after it, they read the host as it left it, and cost no round trip of their own.
+#[async_trait]
+pub trait ReadAfter: Send + Sync {
+    /// Asked only when an apply script is about to be sent.
+    async fn scripts(&self) -> Vec<String>;
+}
+
+/// Nothing to read after an apply.
+#[async_trait]
+impl ReadAfter for () {
+    async fn scripts(&self) -> Vec<String> {
+        Vec::new()
+    }
 }
 
 /// A probe script's output, read ahead of its task in a batch (`runner`).
@@ -237,16 +296,17 @@ pub trait DynModule: Send + Sync {
     fn script_probe(&self) -> bool;
     fn batch_probe_script(&self, args: &Value, cx: &ModuleContext<'_>) -> Option<String>;
     async fn run(&self, args: Value, cx: &ModuleContext<'_>) -> Result<Outcome, ModuleError> {
-        self.run_prefetched(args, cx, None).await
+        self.run_prefetched(args, cx, None, &()).await
     }
     /// Like `run`, deciding from `prefetched` instead of probing when the task's probe script is
     /// exactly the one that was run ahead (so the plan is the one a probe would make now, as long
-    /// as nothing changed the host since).
+    /// as nothing changed the host since); an apply made by script takes `after` along.
     async fn run_prefetched(
         &self,
         args: Value,
         cx: &ModuleContext<'_>,
         prefetched: Option<Prefetched>,
+        after: &dyn ReadAfter,
     ) -> Result<Outcome, ModuleError>;
 }
 
@@ -293,6 +353,7 @@ impl<M: Module> DynModule for M {
         args: Value,
         cx: &ModuleContext<'_>,
         prefetched: Option<Prefetched>,
+        after: &dyn ReadAfter,
     ) -> Result<Outcome, ModuleError> {
         let args = parse_args::<M::Args>(&args).map_err(ModuleError::Args)?;
         M::check_args(&args).map_err(ModuleError::Args)?;
@@ -312,6 +373,7 @@ impl<M: Module> DynModule for M {
                 diff: None,
                 result,
                 acted: false,
+                read_after: Vec::new(),
             },
             Probe::Skipped(reason) => Outcome {
                 status: Status::Skipped(reason),
@@ -319,6 +381,7 @@ impl<M: Module> DynModule for M {
                 diff: None,
                 result: Value::Null,
                 acted: false,
+                read_after: Vec::new(),
             },
             Probe::Change(change) if cx.check => Outcome {
                 status: Status::Changed,
@@ -326,9 +389,19 @@ impl<M: Module> DynModule for M {
                 diff: change.diff,
                 result: Value::Null,
                 acted: false,
+                read_after: Vec::new(),
             },
             Probe::Change(change) => {
-                let applied = self.apply(&args, change.plan, cx).await?;
+                let (applied, read_after) = if M::SCRIPT_APPLY {
+                    let script = self.apply_script(&args, &change.plan, cx)?;
+                    let reads = after.scripts().await;
+                    let reads: Vec<&str> = reads.iter().map(String::as_str).collect();
+                    let (out, read_after) =
+                        crate::batch::run_after(cx.host, &script, &reads).await?;
+                    (self.applied(&args, change.plan, out, cx).await?, read_after)
+                } else {
+                    (self.apply(&args, change.plan, cx).await?, Vec::new())
+                };
                 Outcome {
                     status: if applied.changed {
                         Status::Changed
@@ -339,6 +412,7 @@ impl<M: Module> DynModule for M {
                     diff: if applied.changed { change.diff } else { None },
                     result: applied.result,
                     acted: true,
+                    read_after,
                 }
             }
         })

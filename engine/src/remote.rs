@@ -3,7 +3,7 @@
 
 use sha2::Digest;
 
-use crate::host::{quote, Host};
+use crate::host::{quote, Host, Script};
 use crate::module::ModuleError;
 
 /// What is at a path on the target.
@@ -169,6 +169,8 @@ pub struct WriteOptions<'a> {
     pub validate: Option<&'a str>,
     /// Keep a copy of the old file as `DEST.<timestamp>~` before replacing it.
     pub backup: bool,
+    /// Create the destination's directory (with its parents) when it is missing.
+    pub create_parent: bool,
 }
 
 /// Writes `content` to `path` atomically: a temporary file in the destination's directory gets the
@@ -181,8 +183,22 @@ pub async fn write_file(
     content: &[u8],
     opts: &WriteOptions<'_>,
 ) -> Result<Option<String>, ModuleError> {
+    let out = host.run_script(&write_script(path, content, opts)?).await?;
+    written(path, &out)
+}
+
+/// The script of `write_file`, with the content on its stdin.
+pub fn write_script(
+    path: &str,
+    content: &[u8],
+    opts: &WriteOptions<'_>,
+) -> Result<Script, ModuleError> {
+    let mkdir = match opts.create_parent {
+        true => "[ -d \"$d\" ] || mkdir -p -- \"$d\"\n",
+        false => "",
+    };
     let mut s = format!(
-        "set -e\np={}\ncase $p in */*) d=${{p%/*}};; *) d=.;; esac\nt=$(mktemp \"$d/.playbook.XXXXXX\")\n\
+        "set -e\np={}\ncase $p in */*) d=${{p%/*}};; *) d=.;; esac\n{mkdir}t=$(mktemp \"$d/.playbook.XXXXXX\")\n\
          trap 'rm -f -- \"$t\"' EXIT\ntrap 'rm -f -- \"$t\"; exit 129' HUP INT TERM PIPE\n\
          cat > \"$t\"\n\
          h=$(sha256sum < \"$t\")\nif [ \"${{h%% *}}\" != {sum} ]; then \
@@ -225,7 +241,17 @@ pub async fn write_file(
               echo \"$b\"; fi\n";
     }
     s += "mv -f -- \"$t\" \"$p\"\ntrap - EXIT\n";
-    let out = host.run_with_input(&s, content).await?;
+    Ok(Script {
+        text: s,
+        stdin: content.to_vec(),
+    })
+}
+
+/// What the output of `write_script` says: an error, or the backup's path when one was made.
+pub fn written(
+    path: &str,
+    out: &crate::transport::ExecOutput,
+) -> Result<Option<String>, ModuleError> {
     if !out.success() {
         let why = out.stderr_text().trim().to_string();
         return Err(ModuleError::Failed(if out.status == 65 {

@@ -14,11 +14,13 @@ use crate::events::{Event, EventSink, HostCounts, TaskEnd, TaskStatus};
 use crate::facts::SystemFacts;
 use crate::host::Host;
 use crate::inventory::{HostEntry, Inventory};
-use crate::module::{ModuleContext, ModuleError, Outcome, Prefetched, Status, Templates};
+use crate::module::{
+    ModuleContext, ModuleError, Outcome, Prefetched, ReadAfter, Status, Templates,
+};
 use crate::plan::{Action, Arg, Closure, Condition, Deferred, Plan, TaskId};
 use crate::script::{with_exec_scope, ExecScope};
 use crate::template::TemplateEngine;
-use crate::transport::{Connector, TransportError};
+use crate::transport::{Connector, ExecOutput, TransportError};
 
 #[derive(Debug, Clone)]
 pub struct RunOptions {
@@ -372,7 +374,8 @@ impl State {
     }
 
     /// Runs the host's tasks of the phase in order, reading their probes ahead in batches (one
-    /// round trip for many tasks) while nothing changes the host.
+    /// round trip for many tasks) while nothing changes the host, and after a change in the
+    /// change's own round trip.
     async fn run_host_phase(self: &Arc<Self>, phase: usize, host: &str) {
         let plan = self.plan.clone();
         let tasks: Vec<TaskId> = plan.phases[phase]
@@ -386,6 +389,7 @@ impl State {
         // change, twice as many as ran since without one. On a fresh host nearly every task
         // changes it, and probes read ahead there would only be read again.
         let mut ahead = usize::MAX;
+        // Tasks run since the last change.
         let mut quiet = 0;
         // Tasks before this index were already considered by the last batch.
         let mut covered = 0;
@@ -394,17 +398,25 @@ impl State {
                 covered = self.probe_ahead(host, &tasks[i..], ahead).await + i;
             }
             covered = covered.max(i + 1);
-            if self.run_task(tid, host).await {
-                h.prefetched
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .clear();
-                covered = i + 1;
-                quiet = 0;
-                ahead = 1;
-            } else if ahead != usize::MAX {
-                quiet += 1;
-                ahead = 2 * quiet;
+            // Should this task change the host, the next ones probe after it in its round trip
+            // (as many as a batch would read then, and at least one).
+            let follow = Follow::new(self, host, &tasks[i + 1..], (2 * quiet).max(1));
+            match self.run_task(tid, host, &follow).await {
+                Some(read_after) => {
+                    let (fresh, considered) = follow.take(read_after);
+                    let mut pre = h.prefetched.lock().unwrap_or_else(|e| e.into_inner());
+                    pre.clear();
+                    pre.extend(fresh);
+                    covered = i + 1 + considered;
+                    quiet = 0;
+                    ahead = 1;
+                }
+                None => {
+                    quiet += 1;
+                    if ahead != usize::MAX {
+                        ahead = 2 * quiet;
+                    }
+                }
             }
         }
         h.prefetched
@@ -413,11 +425,9 @@ impl State {
             .clear();
     }
 
-    /// Runs the probe scripts of `tasks` (the host's next tasks), up to `limit` of them, in one
-    /// round trip and keeps their outputs for the tasks. Stops at the first task whose probe
-    /// cannot be known now: a custom task, closures, a task waiting for another, a module whose
-    /// probe is not one script, arguments that do not render yet. Returns how many tasks it
-    /// considered (those after them are not read ahead).
+    /// Runs the probe scripts of `tasks` (the host's next tasks, as `next_probes` finds them) in
+    /// one round trip and keeps their outputs for the tasks. Returns how many tasks it considered
+    /// (those after them are not read ahead).
     async fn probe_ahead(self: &Arc<Self>, host: &str, tasks: &[TaskId], limit: usize) -> usize {
         let h = &self.hosts[host];
         if h.dead.load(Ordering::SeqCst) {
@@ -426,6 +436,40 @@ impl State {
         let Ok(conn) = self.connection(host).await else {
             return 0;
         };
+        let (batch, considered) = self.next_probes(host, &conn, tasks, limit).await;
+        // One probe alone gains nothing from a batch: its task probes as usual.
+        if batch.len() < 2 {
+            return considered;
+        }
+        let _permit = self
+            .forks
+            .acquire()
+            .await
+            .expect("semaphore is never closed");
+        let scripts: Vec<&str> = batch.iter().map(|(_, s)| s.as_str()).collect();
+        // A batch that fails leaves every task to probe alone, and to report what went wrong.
+        let Ok(outputs) = crate::batch::run(&conn, &scripts).await else {
+            return 0;
+        };
+        let mut pre = h.prefetched.lock().unwrap_or_else(|e| e.into_inner());
+        for ((tid, script), output) in batch.into_iter().zip(outputs) {
+            pre.insert(tid, Prefetched { script, output });
+        }
+        considered
+    }
+
+    /// The probe scripts of `tasks` (the host's next tasks), up to `limit` of them and
+    /// `batch::MAX_SCRIPT_BYTES` in all, with how many tasks they cover. Stops at the first task
+    /// whose probe cannot be known now: a custom task, closures, a task waiting for another (the
+    /// one running, say), a module whose probe is not one script, arguments that do not render
+    /// yet.
+    async fn next_probes(
+        self: &Arc<Self>,
+        host: &str,
+        conn: &Host,
+        tasks: &[TaskId],
+        limit: usize,
+    ) -> (Vec<(TaskId, String)>, usize) {
         let mut batch: Vec<(TaskId, String)> = Vec::new();
         let mut bytes = 0;
         let mut considered = 0;
@@ -450,12 +494,12 @@ impl State {
             {
                 break;
             }
-            if self.tasks[tid].reads.facts && self.gather_facts(host, &conn).await.is_err() {
+            if self.tasks[tid].reads.facts && self.gather_facts(host, conn).await.is_err() {
                 break;
             }
-            let script = match self.prepare(tid, host, &conn) {
+            let script = match self.prepare(tid, host, conn) {
                 Ok(Prepared::Run { args, vars }) => {
-                    let tc = TaskCx::new(self, tid, host, &conn, vars);
+                    let tc = TaskCx::new(self, tid, host, conn, vars);
                     module.batch_probe_script(&args, &tc.cx())
                 }
                 Ok(Prepared::Skip(_)) => None,
@@ -470,25 +514,7 @@ impl State {
             }
             considered += 1;
         }
-        // One probe alone gains nothing from a batch: its task probes as usual.
-        if batch.len() < 2 {
-            return considered;
-        }
-        let _permit = self
-            .forks
-            .acquire()
-            .await
-            .expect("semaphore is never closed");
-        let scripts: Vec<&str> = batch.iter().map(|(_, s)| s.as_str()).collect();
-        // A batch that fails leaves every task to probe alone, and to report what went wrong.
-        let Ok(outputs) = crate::batch::run(&conn, &scripts).await else {
-            return 0;
-        };
-        let mut pre = h.prefetched.lock().unwrap_or_else(|e| e.into_inner());
-        for ((tid, script), output) in batch.into_iter().zip(outputs) {
-            pre.insert(tid, Prefetched { script, output });
-        }
-        considered
+        (batch, considered)
     }
 
     async fn run_handlers(self: &Arc<Self>, phase: usize) {
@@ -505,7 +531,7 @@ impl State {
                 if notified && !h.dead.load(Ordering::SeqCst) {
                     let st = self.clone();
                     let hname = hname.clone();
-                    joins.spawn(async move { st.run_task(hid, &hname).await });
+                    joins.spawn(async move { st.run_task(hid, &hname, &()).await });
                 }
             }
             while joins.join_next().await.is_some() {}
@@ -537,17 +563,23 @@ impl State {
         let _ = rx.wait_for(|n| *n >= total).await;
     }
 
-    /// Runs one task on one host. Returns whether something ran that may have changed the host.
-    async fn run_task(self: &Arc<Self>, tid: TaskId, host: &str) -> bool {
+    /// Runs one task on one host; an apply made by script takes `after` along. Returns None when
+    /// nothing ran that may have changed the host, else the outputs of `after` read after it.
+    async fn run_task(
+        self: &Arc<Self>,
+        tid: TaskId,
+        host: &str,
+        after: &dyn ReadAfter,
+    ) -> Option<Vec<ExecOutput>> {
         let task = &self.plan.tasks[tid];
         let h = &self.hosts[host];
         if !self.selected(tid) {
             self.finish(tid, host, Done::NotRun { selected: false });
-            return false;
+            return None;
         }
         if h.dead.load(Ordering::SeqCst) {
             self.finish(tid, host, Done::NotRun { selected: true });
-            return false;
+            return None;
         }
         let phase = self.plan.phases[task.phase].name.clone();
         // The run's mode decides whether predictions upstream matter; the task's own mode decides
@@ -582,9 +614,9 @@ impl State {
             host: host.to_string(),
         });
         let started = Instant::now();
-        let result = match upstream_failure {
+        let mut result = match upstream_failure {
             Some(msg) => Err(TaskError::Failed(msg)),
-            None => self.execute(tid, host).await,
+            None => self.execute(tid, host, after).await,
         };
         let upstream_predicted =
             upstream_predicted || (check_run && h.predicted_change.load(Ordering::SeqCst));
@@ -594,6 +626,10 @@ impl State {
             Ok(outcome) => outcome.acted,
             Err(TaskError::DependsOnChange(_)) => false,
             Err(_) => !check || matches!(task.action, Action::Custom(_)),
+        };
+        let read_after = match &mut result {
+            Ok(outcome) => std::mem::take(&mut outcome.read_after),
+            Err(_) => Vec::new(),
         };
         let mut end = TaskEnd {
             phase,
@@ -703,7 +739,7 @@ impl State {
             .add(&end);
         self.finish(tid, host, done);
         self.sink.emit(&Event::TaskEnd(end));
-        acted
+        acted.then_some(read_after)
     }
 
     async fn connection(&self, host: &str) -> Result<Host, TaskError> {
@@ -736,7 +772,12 @@ impl State {
         conn.clone().map_err(TaskError::Unreachable)
     }
 
-    async fn execute(self: &Arc<Self>, tid: TaskId, host: &str) -> Result<Outcome, TaskError> {
+    async fn execute(
+        self: &Arc<Self>,
+        tid: TaskId,
+        host: &str,
+        after: &dyn ReadAfter,
+    ) -> Result<Outcome, TaskError> {
         let task = &self.plan.tasks[tid];
         let needs_closures = matches!(task.action, Action::Custom(_))
             || matches!(task.when, Some(Condition::Closure(_)))
@@ -763,6 +804,7 @@ impl State {
                     diff: None,
                     result: Value::Null,
                     acted: false,
+                    read_after: Vec::new(),
                 })
             }
             Prepared::Custom(outcome) => return Ok(outcome),
@@ -782,7 +824,9 @@ impl State {
             .unwrap_or_else(|e| e.into_inner())
             .remove(&tid);
         let tc = TaskCx::new(self, tid, host, &conn, vars);
-        Ok(module.run_prefetched(args, &tc.cx(), prefetched).await?)
+        Ok(module
+            .run_prefetched(args, &tc.cx(), prefetched, after)
+            .await?)
     }
 
     async fn gather_facts(&self, host: &str, conn: &Host) -> Result<Value, ModuleError> {
@@ -1149,6 +1193,61 @@ impl<'a> TaskCx<'a> {
     }
 }
 
+/// The probes of the tasks after the running one on its host, read after its apply in the same
+/// round trip: what they read is the host as that change left it.
+struct Follow<'a> {
+    state: &'a Arc<State>,
+    host: &'a str,
+    tasks: &'a [TaskId],
+    limit: usize,
+    /// The probes handed out, by task, and how many tasks they cover.
+    sent: Mutex<(Vec<(TaskId, String)>, usize)>,
+}
+
+impl<'a> Follow<'a> {
+    fn new(state: &'a Arc<State>, host: &'a str, tasks: &'a [TaskId], limit: usize) -> Self {
+        Follow {
+            state,
+            host,
+            tasks,
+            limit,
+            sent: Mutex::new((Vec::new(), 0)),
+        }
+    }
+
+    /// The probe outputs read after the apply, by task, and how many tasks they cover; nothing
+    /// when they did not all come back.
+    fn take(&self, outputs: Vec<ExecOutput>) -> (Vec<(TaskId, Prefetched)>, usize) {
+        let (sent, considered) =
+            std::mem::take(&mut *self.sent.lock().unwrap_or_else(|e| e.into_inner()));
+        if outputs.len() != sent.len() {
+            return (Vec::new(), 0);
+        }
+        let fresh = sent
+            .into_iter()
+            .zip(outputs)
+            .map(|((tid, script), output)| (tid, Prefetched { script, output }))
+            .collect();
+        (fresh, considered)
+    }
+}
+
+#[async_trait::async_trait]
+impl ReadAfter for Follow<'_> {
+    async fn scripts(&self) -> Vec<String> {
+        let Ok(conn) = self.state.connection(self.host).await else {
+            return Vec::new();
+        };
+        let next = self
+            .state
+            .next_probes(self.host, &conn, self.tasks, self.limit)
+            .await;
+        let scripts = next.0.iter().map(|(_, s)| s.clone()).collect();
+        *self.sent.lock().unwrap_or_else(|e| e.into_inner()) = next;
+        scripts
+    }
+}
+
 struct HostTemplates<'a> {
     engine: &'a TemplateEngine,
     ctx: Value,
@@ -1178,6 +1277,7 @@ fn custom_outcome(v: rhai::Dynamic) -> Result<Outcome, TaskError> {
         diff: None,
         result: Value::Null,
         acted: true,
+        read_after: Vec::new(),
     };
     if let Some(s) = v.read_lock::<rhai::ImmutableString>() {
         outcome.status = match s.as_str() {

@@ -1,7 +1,7 @@
 //! `command`: runs a program without a shell.
 
 use async_trait::async_trait;
-use engine::host::quote;
+use engine::host::{quote, Script};
 use engine::transport::ExecOutput;
 use engine::{Applied, Module, ModuleContext, ModuleError, Probe};
 use serde::Deserialize;
@@ -160,14 +160,26 @@ impl Module for Command {
         crate::exec::decide(&inv, &args.guards(), args.changed_when, out.as_ref(), cx)
     }
 
-    async fn apply(
+    const SCRIPT_APPLY: bool = true;
+
+    fn apply_script(
+        &self,
+        args: &Args,
+        _plan: &(),
+        _cx: &ModuleContext<'_>,
+    ) -> Result<Script, ModuleError> {
+        args.invocation().map_err(ModuleError::Args)?.run_script()
+    }
+
+    async fn applied(
         &self,
         args: &Args,
         _plan: (),
-        cx: &ModuleContext<'_>,
+        out: ExecOutput,
+        _cx: &ModuleContext<'_>,
     ) -> Result<Applied, ModuleError> {
         let inv = args.invocation().map_err(ModuleError::Args)?;
-        crate::exec::apply(&inv, args.changed_when, cx).await
+        crate::exec::applied(&inv, args.changed_when, &out)
     }
 }
 

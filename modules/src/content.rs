@@ -1,8 +1,9 @@
 //! What `copy` and `lineinfile` share: given a path's current state and the content it should
 //! have, decide between nothing, fixing attributes only, and writing the file; then do it.
 
-use engine::host::{quote, Host};
-use engine::remote::{write_file, FileKind, WriteOptions};
+use engine::host::{Host, Script};
+use engine::remote::{write_script, written, FileKind, WriteOptions};
+use engine::transport::ExecOutput;
 use engine::{ModuleError, Probe};
 use serde_json::{json, Value};
 
@@ -48,6 +49,7 @@ pub fn write_options<'a>(
         group: wanted.group,
         validate,
         backup,
+        ..Default::default()
     }
 }
 
@@ -131,19 +133,22 @@ pub async fn apply(
     plan: &Plan,
     opts: &WriteOptions<'_>,
 ) -> Result<Option<String>, ModuleError> {
+    let out = host.run_script(&apply_script(plan, opts)?).await?;
+    applied(plan, &out)
+}
+
+/// The script of `apply`, with the content to write on its stdin.
+pub fn apply_script(plan: &Plan, opts: &WriteOptions<'_>) -> Result<Script, ModuleError> {
     match &plan.action {
-        Action::Write(content) => write_file(host, &plan.path, content, opts).await,
-        Action::Attrs(script) => {
-            let script = format!("set -e\np={}\n{script}", quote(&plan.path)?);
-            let out = host.run(&script).await?;
-            if !out.success() {
-                return Err(ModuleError::Failed(format!(
-                    "{}: {}",
-                    plan.path,
-                    out.stderr_text().trim()
-                )));
-            }
-            Ok(None)
-        }
+        Action::Write(content) => write_script(&plan.path, content, opts),
+        Action::Attrs(script) => perms::on_path(&plan.path, script),
+    }
+}
+
+/// What the output of `apply_script` says: an error, or the backup's path when one was made.
+pub fn applied(plan: &Plan, out: &ExecOutput) -> Result<Option<String>, ModuleError> {
+    match &plan.action {
+        Action::Write(_) => written(&plan.path, out),
+        Action::Attrs(_) => perms::ran(&plan.path, out).map(|()| None),
     }
 }

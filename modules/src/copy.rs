@@ -4,7 +4,7 @@
 use std::path::{Path, PathBuf};
 
 use async_trait::async_trait;
-use engine::host::quote;
+use engine::host::Script;
 use engine::remote::{FileKind, WriteOptions};
 use engine::transport::ExecOutput;
 use engine::{Applied, Module, ModuleContext, ModuleError, Probe};
@@ -90,7 +90,9 @@ impl Args {
 
     fn write_options(&self) -> WriteOptions<'_> {
         let backup = self.backup.unwrap_or(false);
-        content::write_options(self.wanted(), self.validate.as_deref(), backup)
+        let mut opts = content::write_options(self.wanted(), self.validate.as_deref(), backup);
+        opts.create_parent = self.dest.ends_with('/');
+        opts
     }
 
     /// The base name `src` is copied under when `dest` is a directory.
@@ -216,26 +218,25 @@ impl Module for Copy {
         content::decide(&cur, new, &args.wanted(), cx.want_diff, None)
     }
 
-    async fn apply(
+    const SCRIPT_APPLY: bool = true;
+
+    fn apply_script(
+        &self,
+        args: &Args,
+        plan: &Plan,
+        _cx: &ModuleContext<'_>,
+    ) -> Result<Script, ModuleError> {
+        content::apply_script(plan, &args.write_options())
+    }
+
+    async fn applied(
         &self,
         args: &Args,
         plan: Plan,
+        out: ExecOutput,
         cx: &ModuleContext<'_>,
     ) -> Result<Applied, ModuleError> {
-        if args.dest.ends_with('/') {
-            let out = cx
-                .host
-                .run(&format!("mkdir -p -- {}", quote(&args.dest)?))
-                .await?;
-            if !out.success() {
-                return Err(ModuleError::Failed(format!(
-                    "cannot create {}: {}",
-                    args.dest,
-                    out.stderr_text().trim()
-                )));
-            }
-        }
-        let backup = content::apply(cx.host, &plan, &args.write_options()).await?;
+        let backup = content::applied(&plan, &out)?;
         let bytes = args.bytes(cx.base_dir)?;
         let mut result = content::result(&plan.path, &bytes);
         if let Some(b) = backup {

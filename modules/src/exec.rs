@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 
-use engine::host::{quote, Host};
+use engine::host::{quote, Script};
 use engine::transport::ExecOutput;
 use engine::{Applied, ModuleContext, ModuleError, Probe};
 use serde_json::{json, Value};
@@ -162,19 +162,24 @@ impl Invocation<'_> {
         })
     }
 
-    /// Runs the command. A non-zero exit is an error naming the rc and the output's last lines.
-    pub async fn run(&self, host: &Host) -> Result<Value, ModuleError> {
-        let script = format!(
+    /// The script that runs the command, with its input.
+    pub fn run_script(&self) -> Result<Script, ModuleError> {
+        let text = format!(
             "{}{}exec {}\n",
             env_exports(self.env)?,
             cd(self.chdir)?,
             self.script
         );
-        let mut input = self.stdin.unwrap_or_default().as_bytes().to_vec();
+        let mut stdin = self.stdin.unwrap_or_default().as_bytes().to_vec();
         if self.stdin.is_some() && self.stdin_add_newline {
-            input.push(b'\n');
+            stdin.push(b'\n');
         }
-        let out = host.run_with_input(&script, &input).await?;
+        Ok(Script { text, stdin })
+    }
+
+    /// The result of `run_script` from its output. A non-zero exit is an error naming the rc and
+    /// the output's last lines.
+    pub fn result(&self, out: &ExecOutput) -> Result<Value, ModuleError> {
         let stdout = out.stdout_text().trim_end_matches(['\r', '\n']).to_string();
         let stderr = out.stderr_text().trim_end_matches(['\r', '\n']).to_string();
         if !out.success() {
@@ -233,15 +238,16 @@ pub fn decide(
     })
 }
 
-/// The apply of `command` and `shell`: runs the command; `changed_when` decides the report.
-pub async fn apply(
+/// What the run of `command` and `shell` (`Invocation::run_script`) did; `changed_when` decides
+/// the report.
+pub fn applied(
     inv: &Invocation<'_>,
     changed_when: Option<bool>,
-    cx: &ModuleContext<'_>,
+    out: &ExecOutput,
 ) -> Result<Applied, ModuleError> {
     Ok(Applied {
         changed: changed_when.unwrap_or(true),
-        result: inv.run(cx.host).await?,
+        result: inv.result(out)?,
     })
 }
 

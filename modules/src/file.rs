@@ -1,7 +1,7 @@
 //! `file`: directories, links, empty files, removal, and the mode and owner of paths.
 
 use async_trait::async_trait;
-use engine::host::quote;
+use engine::host::{quote, Script};
 use engine::remote::FileKind;
 use engine::transport::ExecOutput;
 use engine::{Applied, Module, ModuleContext, ModuleError, Probe};
@@ -361,21 +361,25 @@ impl Module for File {
         change(fix.summary, None, fix.script)
     }
 
-    async fn apply(
+    const SCRIPT_APPLY: bool = true;
+
+    fn apply_script(
+        &self,
+        _args: &Args,
+        plan: &Plan,
+        _cx: &ModuleContext<'_>,
+    ) -> Result<Script, ModuleError> {
+        perms::on_path(&plan.path, &plan.script)
+    }
+
+    async fn applied(
         &self,
         args: &Args,
         plan: Plan,
-        cx: &ModuleContext<'_>,
+        out: ExecOutput,
+        _cx: &ModuleContext<'_>,
     ) -> Result<Applied, ModuleError> {
-        let script = format!("set -e\np={}\n{}", quote(&plan.path)?, plan.script);
-        let out = cx.host.run(&script).await?;
-        if !out.success() {
-            return Err(failed(format!(
-                "{}: {}",
-                args.path,
-                out.stderr_text().trim()
-            )));
-        }
+        perms::ran(&args.path, &out)?;
         let state = match args.state {
             Some(State::Absent) => "absent",
             Some(State::Link) => "link",

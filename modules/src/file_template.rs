@@ -5,6 +5,7 @@ use async_trait::async_trait;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
+use engine::host::Script;
 use engine::module::{Applied, Module, ModuleContext, ModuleError, Probe};
 use engine::remote::FileKind;
 use engine::transport::ExecOutput;
@@ -219,15 +220,27 @@ impl Module for FileTemplate {
         })
     }
 
-    async fn apply(
+    const SCRIPT_APPLY: bool = true;
+
+    fn apply_script(
         &self,
         args: &Args,
-        plan: Plan,
-        cx: &ModuleContext<'_>,
-    ) -> Result<Applied, ModuleError> {
+        plan: &Plan,
+        _cx: &ModuleContext<'_>,
+    ) -> Result<Script, ModuleError> {
         let opts = content::write_options(args.wanted(), args.validate.as_deref(), args.backup);
+        content::apply_script(&plan.file, &opts)
+    }
+
+    async fn applied(
+        &self,
+        _args: &Args,
+        plan: Plan,
+        out: ExecOutput,
+        _cx: &ModuleContext<'_>,
+    ) -> Result<Applied, ModuleError> {
         let mut result = plan.result;
-        if let Some(b) = content::apply(cx.host, &plan.file, &opts).await? {
+        if let Some(b) = content::applied(&plan.file, &out)? {
             result["backup_file"] = b.into();
         }
         Ok(Applied::changed(result))

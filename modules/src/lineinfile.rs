@@ -1,7 +1,7 @@
 //! `lineinfile`: makes sure one line is in a file (or is not), leaving the rest alone.
 
 use async_trait::async_trait;
-use engine::host::quote;
+use engine::host::Script;
 use engine::remote::FileKind;
 use engine::template::python_replacement_to_rust;
 use engine::transport::ExecOutput;
@@ -464,31 +464,28 @@ impl Module for LineInFile {
         })
     }
 
-    async fn apply(
+    const SCRIPT_APPLY: bool = true;
+
+    fn apply_script(
         &self,
         args: &Args,
-        plan: Plan,
-        cx: &ModuleContext<'_>,
-    ) -> Result<Applied, ModuleError> {
-        if plan.create {
-            let out = cx
-                .host
-                .run(&format!(
-                    "mkdir -p -- \"$(dirname -- {})\"",
-                    quote(&plan.file.path)?
-                ))
-                .await?;
-            if !out.success() {
-                return Err(ModuleError::Failed(format!(
-                    "cannot create the directory of {}: {}",
-                    plan.file.path,
-                    out.stderr_text().trim()
-                )));
-            }
-        }
+        plan: &Plan,
+        _cx: &ModuleContext<'_>,
+    ) -> Result<Script, ModuleError> {
         let backup = args.backup.unwrap_or(false);
-        let opts = content::write_options(args.wanted(), args.validate.as_deref(), backup);
-        let backup = content::apply(cx.host, &plan.file, &opts).await?;
+        let mut opts = content::write_options(args.wanted(), args.validate.as_deref(), backup);
+        opts.create_parent = plan.create;
+        content::apply_script(&plan.file, &opts)
+    }
+
+    async fn applied(
+        &self,
+        _args: &Args,
+        plan: Plan,
+        out: ExecOutput,
+        _cx: &ModuleContext<'_>,
+    ) -> Result<Applied, ModuleError> {
+        let backup = content::applied(&plan.file, &out)?;
         let mut result = json!({ "dest": plan.file.path, "msg": plan.msg });
         if let Some(n) = plan.found {
             result["found"] = n.into();

@@ -2,8 +2,10 @@
 //! commands that fix them. Symbolic modes are resolved here exactly as GNU chmod resolves them, so
 //! a probe can tell whether `chmod u+rwX,g-w` would change anything without running it.
 
-use engine::host::quote;
+use engine::host::{quote, Script};
 use engine::remote::normalize_mode;
+use engine::transport::ExecOutput;
+use engine::ModuleError;
 
 const ISUID: u32 = 0o4000;
 const ISGID: u32 = 0o2000;
@@ -188,6 +190,25 @@ pub fn fix(w: &Wanted, e: &Entry, umask: u32) -> Result<Fix, String> {
         f.script += &format!("chgrp {h}{} -- \"$p\"\n", quote(g)?);
     }
     Ok(f)
+}
+
+/// A script acting on the path in `$p` (a fix, a link, a removal), stopping at its first failure.
+pub fn on_path(path: &str, script: &str) -> Result<Script, ModuleError> {
+    Ok(Script {
+        text: format!("set -e\np={}\n{script}", quote(path)?),
+        stdin: Vec::new(),
+    })
+}
+
+/// What the output of an `on_path` script says: nothing, or an error naming `path`.
+pub fn ran(path: &str, out: &ExecOutput) -> Result<(), ModuleError> {
+    match out.success() {
+        true => Ok(()),
+        false => Err(ModuleError::Failed(format!(
+            "{path}: {}",
+            out.stderr_text().trim()
+        ))),
+    }
 }
 
 /// The commands that set attributes on a path just created, where nothing needs comparing.
