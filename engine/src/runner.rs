@@ -319,11 +319,16 @@ pub async fn run_until(
         _ = phases => false,
         _ = interrupt => true,
     };
+    // Every connection at once: closing one waits for its ssh master to exit, so one after the
+    // other they add up (~30 ms each).
+    let mut closing = tokio::task::JoinSet::new();
     for h in state.hosts.values() {
         if let Some(Ok(host)) = h.conn.get() {
-            host.transport().close().await;
+            let transport = host.transport().clone();
+            closing.spawn(async move { transport.close().await });
         }
     }
+    while closing.join_next().await.is_some() {}
     let mut counts = state
         .counts
         .lock()

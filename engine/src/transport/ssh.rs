@@ -6,7 +6,8 @@
 //!   and override it. `BatchMode=yes`: ssh never prompts on the controller's terminal.
 //! * Host keys are verified against known_hosts (`StrictHostKeyChecking=yes`) unless
 //!   [`SshOptions::accept_new_host_keys`] asks for `accept-new`.
-//! * Handshakes are bounded process-wide ([`MAX_CONCURRENT_HANDSHAKES`]) and transient failures
+//! * Handshakes are bounded per destination ([`MAX_HANDSHAKES_PER_DESTINATION`]) and process-wide
+//!   ([`MAX_CONCURRENT_HANDSHAKES`]), and transient failures
 //!   (sshd's `MaxStartups` dropping a burst of connections) are retried with backoff. Host key and
 //!   authentication failures are never retried.
 //! * Masters live in a private directory (mode 0700) under the temp dir, use a bounded
@@ -14,6 +15,7 @@
 //!   running for long, and are shut down by [`Transport::close`] or on drop: no `ssh` process
 //!   outlives its [`SshTransport`].
 
+use std::collections::BTreeMap;
 use std::error::Error as StdError;
 use std::hash::{BuildHasher, Hasher};
 use std::num::NonZeroUsize;
@@ -31,10 +33,14 @@ use tokio::sync::Semaphore;
 use super::{ExecOutput, Transport, TransportError};
 use crate::host::quote;
 
-/// How many SSH handshakes may run at once in this process. sshd's default `MaxStartups 10:30:100`
-/// starts dropping unauthenticated connections beyond 10, so bursts are both limited here and
-/// retried.
-pub const MAX_CONCURRENT_HANDSHAKES: usize = 16;
+/// How many SSH handshakes may run at once to one destination (address and port). sshd's default
+/// `MaxStartups 10:30:100` starts dropping unauthenticated connections beyond 10, so bursts to one
+/// sshd are both limited here and retried.
+pub const MAX_HANDSHAKES_PER_DESTINATION: usize = 8;
+
+/// How many SSH handshakes may run at once in this process, to all destinations: many hosts
+/// connect together, while the ssh processes starting at once stay bounded.
+pub const MAX_CONCURRENT_HANDSHAKES: usize = 48;
 
 /// Attempts per connection (the first one and up to four retries of transient failures).
 pub const CONNECT_ATTEMPTS: u32 = 5;
@@ -54,6 +60,20 @@ const SERVER_ALIVE_INTERVAL: Duration = Duration::from_secs(15);
 const BACKOFF_BASE: Duration = Duration::from_millis(200);
 
 static HANDSHAKES: Semaphore = Semaphore::const_new(MAX_CONCURRENT_HANDSHAKES);
+
+/// The handshake limit of each destination, made on first use.
+static DESTINATION_HANDSHAKES: Mutex<BTreeMap<String, Arc<Semaphore>>> =
+    Mutex::new(BTreeMap::new());
+
+fn destination_handshakes(host: &str, port: Option<u16>) -> Arc<Semaphore> {
+    let key = format!("{host}:{}", port.unwrap_or(22));
+    DESTINATION_HANDSHAKES
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .entry(key)
+        .or_insert_with(|| Arc::new(Semaphore::new(MAX_HANDSHAKES_PER_DESTINATION)))
+        .clone()
+}
 
 /// How to reach one host.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -384,10 +404,12 @@ impl Master {
         // ConnectTimeout covers TCP and the key exchange; this also bounds authentication.
         let guard = round_up_secs(opts.connect_timeout) * 3 + Duration::from_secs(10);
 
+        let destination = destination_handshakes(&opts.host, opts.port);
         let mut attempt = 0;
         let session = loop {
             attempt += 1;
             let result = {
+                let _to_destination = destination.acquire().await.expect("semaphore never closed");
                 let _permit = HANDSHAKES.acquire().await.expect("semaphore never closed");
                 tokio::time::timeout(guard, b.connect_mux(&opts.host)).await
             };
@@ -609,6 +631,21 @@ fn describe(e: &dyn StdError) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn handshakes_are_limited_per_destination() {
+        let a = destination_handshakes("10.9.9.1", None);
+        assert!(Arc::ptr_eq(
+            &a,
+            &destination_handshakes("10.9.9.1", Some(22))
+        ));
+        assert!(!Arc::ptr_eq(
+            &a,
+            &destination_handshakes("10.9.9.1", Some(2222))
+        ));
+        assert!(!Arc::ptr_eq(&a, &destination_handshakes("10.9.9.2", None)));
+        assert_eq!(a.available_permits(), MAX_HANDSHAKES_PER_DESTINATION);
+    }
 
     #[test]
     fn transient_failures_are_told_apart() {
