@@ -437,6 +437,15 @@ fn applied_objects(port: u16) -> BTreeSet<String> {
         .collect()
 }
 
+/// Every master and the worker joined the stand-in cluster, and the pod network is applied.
+fn assert_kubeadm_cluster_formed(port: u16) {
+    let nodes = joined_nodes(port);
+    for n in ["m1", "m2", "m3", "w1"] {
+        assert!(nodes.contains(n), "{n} joined the cluster: {nodes:?}");
+    }
+    assert_pod_network_applied(port);
+}
+
 fn assert_pod_network_applied(port: u16) {
     let objects = applied_objects(port);
     for o in [
@@ -464,11 +473,7 @@ fn ha_stacked_converges_fails_over_and_keeps_secrets() {
         return;
     };
     let outputs = converge_and_prove(&lab, "ha-stacked.rhai", KUBEADM_SERVICES);
-    let nodes = joined_nodes(lab.port);
-    for n in ["m1", "m2", "m3", "w1"] {
-        assert!(nodes.contains(n), "{n} joined the cluster: {nodes:?}");
-    }
-    assert_pod_network_applied(lab.port);
+    assert_kubeadm_cluster_formed(lab.port);
     prove_vip_failover(STOP_STATIC_APISERVER, START_STATIC_APISERVER);
     assert_no_secrets(&outputs, true, lab.port);
 }
@@ -530,11 +535,7 @@ fn ha_external_etcd_converges_fails_over_and_keeps_secrets() {
         "/etc/kubernetes/pki/apiserver-etcd-client.crt",
         "/etc/kubernetes/pki/apiserver-etcd-client.key",
     );
-    let nodes = joined_nodes(lab.port);
-    for n in ["m1", "m2", "m3", "w1"] {
-        assert!(nodes.contains(n), "{n} joined the cluster: {nodes:?}");
-    }
-    assert_pod_network_applied(lab.port);
+    assert_kubeadm_cluster_formed(lab.port);
     prove_vip_failover(STOP_STATIC_APISERVER, START_STATIC_APISERVER);
     assert_no_secrets(&outputs, true, lab.port);
 }
@@ -600,11 +601,7 @@ fn ha_stacked_with_kube_vip_converges_and_fails_over() {
         return;
     };
     let outputs = converge_and_prove(&lab, "ha-stacked.rhai", &["containerd", "kubelet"]);
-    let nodes = joined_nodes(lab.port);
-    for n in ["m1", "m2", "m3", "w1"] {
-        assert!(nodes.contains(n), "{n} joined the cluster: {nodes:?}");
-    }
-    assert_pod_network_applied(lab.port);
+    assert_kubeadm_cluster_formed(lab.port);
     for (_, h) in MASTERS {
         let out = lab_exec(h, "systemctl is-active keepalived haproxy || true");
         let s = String::from_utf8_lossy(&out.stdout).to_string();

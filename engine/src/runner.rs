@@ -1161,14 +1161,13 @@ impl<'a> TaskCx<'a> {
     ) -> Self {
         let task = &state.plan.tasks[tid];
         let h = &state.hosts[host];
+        let check = task.checks(state.opts.check);
         TaskCx {
             state,
             host: h,
             conn,
-            check: task.checks(state.opts.check),
-            after_predicted_change: task.checks(state.opts.check)
-                && state.opts.check
-                && h.predicted_change.load(Ordering::SeqCst),
+            check,
+            after_predicted_change: check && h.predicted_change.load(Ordering::SeqCst),
             templates: HostTemplates {
                 engine: &state.templates,
                 ctx: Value::Object(vars.clone()),

@@ -3,9 +3,10 @@
 
 use std::collections::BTreeMap;
 
+use async_trait::async_trait;
 use engine::host::{quote, Script};
 use engine::transport::ExecOutput;
-use engine::{Applied, ModuleContext, ModuleError, Probe};
+use engine::{Applied, Module, ModuleContext, ModuleError, Probe};
 use serde_json::{json, Value};
 
 /// Environment variables for a command: names to scalar values.
@@ -249,6 +250,84 @@ pub fn applied(
         changed: changed_when.unwrap_or(true),
         result: inv.result(out)?,
     })
+}
+
+/// What `command` and `shell` differ in: their arguments and how those make the command line.
+/// Everything else is one module, [`Run`].
+pub trait RunArgs: serde::de::DeserializeOwned + Send + Sync + 'static {
+    const NAME: &'static str;
+    const DOC: &'static str;
+    fn invocation(&self) -> Result<Invocation<'_>, String>;
+    fn guards(&self) -> Guards<'_>;
+    fn changed_when(&self) -> Option<bool>;
+    /// Checks beyond a valid invocation (`shell`: a non-empty `cmd`).
+    fn check(&self) -> Result<(), String>;
+}
+
+/// The module that runs a command with guards, for the arguments `A` (`command::Args`,
+/// `shell::Args`).
+pub struct Run<A>(std::marker::PhantomData<fn() -> A>);
+
+impl<A> Run<A> {
+    pub const fn new() -> Self {
+        Run(std::marker::PhantomData)
+    }
+}
+
+#[async_trait]
+impl<A: RunArgs> Module for Run<A> {
+    const NAME: &'static str = A::NAME;
+    const DOC: &'static str = A::DOC;
+    type Args = A;
+    type Plan = ();
+
+    fn check_args(args: &A) -> Result<(), String> {
+        args.check()?;
+        args.invocation().map(|_| ())
+    }
+
+    const SCRIPT_PROBE: bool = true;
+
+    fn probe_script(
+        &self,
+        args: &A,
+        _cx: &ModuleContext<'_>,
+    ) -> Result<Option<String>, ModuleError> {
+        let inv = args.invocation().map_err(ModuleError::Args)?;
+        inv.guard_script(&args.guards())
+    }
+
+    async fn decide(
+        &self,
+        args: &A,
+        out: Option<ExecOutput>,
+        cx: &ModuleContext<'_>,
+    ) -> Result<Probe<()>, ModuleError> {
+        let inv = args.invocation().map_err(ModuleError::Args)?;
+        decide(&inv, &args.guards(), args.changed_when(), out.as_ref(), cx)
+    }
+
+    const SCRIPT_APPLY: bool = true;
+
+    fn apply_script(
+        &self,
+        args: &A,
+        _plan: &(),
+        _cx: &ModuleContext<'_>,
+    ) -> Result<Script, ModuleError> {
+        args.invocation().map_err(ModuleError::Args)?.run_script()
+    }
+
+    async fn applied(
+        &self,
+        args: &A,
+        _plan: (),
+        out: ExecOutput,
+        _cx: &ModuleContext<'_>,
+    ) -> Result<Applied, ModuleError> {
+        let inv = args.invocation().map_err(ModuleError::Args)?;
+        applied(&inv, args.changed_when(), &out)
+    }
 }
 
 #[cfg(test)]

@@ -55,8 +55,9 @@ target host: a CNI manifest on the first control-plane node, say.
   an object.
 - A server dry run cannot create a namespace, so a manifest that makes a namespace and objects in
   it fails its dry run with `namespaces "X" not found` while the namespace is new. When the
-  manifest itself makes that namespace, the probe predicts the change (the namespace is new, so
-  the apply creates it and what is in it); otherwise the task fails with kubectl's message.
+  manifest itself makes that namespace (with `url`, which is not read here: assumed), the probe
+  predicts the change (the namespace is new, so the apply creates it and what is in it);
+  otherwise the task fails with kubectl's message.
 - In check mode after a change predicted on the host (the `kubeadm init` that makes the cluster),
   a cluster that cannot be reached yet is assumed to be made by that change: the apply is
   predicted, saying so.

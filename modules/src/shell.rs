@@ -1,15 +1,13 @@
 //! `shell`: runs a command line with /bin/sh.
 
-use async_trait::async_trait;
-use engine::host::{quote, Script};
-use engine::transport::ExecOutput;
-use engine::{Applied, Module, ModuleContext, ModuleError, Probe};
+use engine::host::quote;
 use serde::Deserialize;
 use serde_json::Value;
 
-use crate::exec::{check_env, EnvVars, Guards, Invocation};
+use crate::exec::{check_env, EnvVars, Guards, Invocation, Run, RunArgs};
 
-pub struct Shell;
+#[allow(non_upper_case_globals)] // used as a unit struct is, like the other modules
+pub const Shell: Run<Args> = Run::new();
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -76,7 +74,10 @@ shell(#{ cmd: "kubectl get nodes -o name | wc -l", changed_when: false })
 ```
 "#;
 
-impl Args {
+impl RunArgs for Args {
+    const NAME: &'static str = "shell";
+    const DOC: &'static str = DOC;
+
     fn invocation(&self) -> Result<Invocation<'_>, String> {
         let sh = self.executable.as_deref().unwrap_or("/bin/sh");
         Ok(Invocation {
@@ -97,64 +98,16 @@ impl Args {
             unless: self.unless.as_deref(),
         }
     }
-}
 
-#[async_trait]
-impl Module for Shell {
-    const NAME: &'static str = "shell";
-    const DOC: &'static str = DOC;
-    type Args = Args;
-    type Plan = ();
+    fn changed_when(&self) -> Option<bool> {
+        self.changed_when
+    }
 
-    fn check_args(args: &Args) -> Result<(), String> {
-        if args.cmd.trim().is_empty() {
+    fn check(&self) -> Result<(), String> {
+        if self.cmd.trim().is_empty() {
             return Err("cmd: is empty".into());
         }
-        check_env(&args.env)?;
-        args.invocation().map(|_| ())
-    }
-
-    const SCRIPT_PROBE: bool = true;
-
-    fn probe_script(
-        &self,
-        args: &Args,
-        _cx: &ModuleContext<'_>,
-    ) -> Result<Option<String>, ModuleError> {
-        let inv = args.invocation().map_err(ModuleError::Args)?;
-        inv.guard_script(&args.guards())
-    }
-
-    async fn decide(
-        &self,
-        args: &Args,
-        out: Option<ExecOutput>,
-        cx: &ModuleContext<'_>,
-    ) -> Result<Probe<()>, ModuleError> {
-        let inv = args.invocation().map_err(ModuleError::Args)?;
-        crate::exec::decide(&inv, &args.guards(), args.changed_when, out.as_ref(), cx)
-    }
-
-    const SCRIPT_APPLY: bool = true;
-
-    fn apply_script(
-        &self,
-        args: &Args,
-        _plan: &(),
-        _cx: &ModuleContext<'_>,
-    ) -> Result<Script, ModuleError> {
-        args.invocation().map_err(ModuleError::Args)?.run_script()
-    }
-
-    async fn applied(
-        &self,
-        args: &Args,
-        _plan: (),
-        out: ExecOutput,
-        _cx: &ModuleContext<'_>,
-    ) -> Result<Applied, ModuleError> {
-        let inv = args.invocation().map_err(ModuleError::Args)?;
-        crate::exec::applied(&inv, args.changed_when, &out)
+        check_env(&self.env)
     }
 }
 

@@ -571,7 +571,8 @@ impl Module for SystemdUnit {
             currents.push(cur);
             rest = &currents.last().expect("just pushed").rest;
         }
-        let status = parse_status(&String::from_utf8_lossy(rest)).map_err(ModuleError::Failed)?;
+        let mut status =
+            parse_status(&String::from_utf8_lossy(rest)).map_err(ModuleError::Failed)?;
 
         let mut writes = Vec::new();
         let mut summary = Vec::new();
@@ -609,7 +610,6 @@ impl Module for SystemdUnit {
             masked: args.masked,
             state: args.state,
         };
-        let mut status = status;
         let mut assumed = None;
         if !status.found() && !want.writes_unit && status.systemd && cx.after_predicted_change {
             // A package a change above installs may bring the unit: predict what the real run
