@@ -102,6 +102,12 @@ measure() { # label [extra measure args...]
         --warmup "$warmup" --work "$BENCH/.work/run-$label" --out "$results/$label.json" "$@"
 }
 
+# The lab's lock (the one lab tests take, tests/support/skip.rs): a test run beside the benchmark
+# would share its hosts. Held until this script exits.
+mkdir -p "$LAB_DIR"
+exec 9>"$LAB_DIR/lock"
+flock -n 9 || die "the lab is in use by another run (a test run holds $LAB_DIR/lock)"
+
 status=0
 if ((use_running)); then
     [[ -f $LAB_DIR/state ]] || die "no lab is up ($LAB_DIR/state is missing)"

@@ -90,7 +90,10 @@ impl Lab {
         // The lab lock first: the test before this one makes the systemd hosts again at its end.
         let project = Project::new(Conn::Lab);
         if lab_systemd_hosts().len() < SYSTEMD_HOSTS {
-            lab_skip(&format!("{test}: lab not up with {SYSTEMD_HOSTS} systemd hosts (tests/lab/lab.sh up 10 --systemd {SYSTEMD_HOSTS})"));
+            lab_skip(
+                test,
+                &format!("needs the lab with {SYSTEMD_HOSTS} systemd hosts (tests/lab/lab.sh up 10 --systemd {SYSTEMD_HOSTS})"),
+            );
             return None;
         }
         // Fresh hosts: every systemd host is made again from the machine's root.

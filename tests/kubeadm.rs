@@ -124,7 +124,10 @@ fn init_and_control_plane_join_on_two_lab_hosts() {
     match lab_hosts() {
         Some(n) if n >= 4 => {}
         _ => {
-            crate::support::lab_skip("kubeadm lab test: lab not up with 4+ light hosts");
+            crate::support::lab_skip(
+                "init_and_control_plane_join_on_two_lab_hosts",
+                "needs the lab with 4 light hosts",
+            );
             return;
         }
     }

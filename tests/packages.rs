@@ -53,7 +53,7 @@ fn opt_file(host: &str, rel: &str) -> PathBuf {
 fn project(test: &str) -> Option<Project> {
     let p = Project::lab(test)?;
     if lab_hosts().unwrap_or(0) < 8 {
-        crate::support::lab_skip(&format!("{test}: needs a lab with at least 8 light hosts"));
+        crate::support::lab_skip(test, "needs the lab with 8 light hosts");
         return None;
     }
     for (host, tool) in [
@@ -66,11 +66,14 @@ fn project(test: &str) -> Option<Project> {
             .output()
             .unwrap();
         if !machine.status.success() || on_host(host, &format!("command -v {tool}")).0 != 0 {
-            crate::support::lab_skip(&format!(
-                "{test}: {tool} missing on the machine or not yet visible on {host} \
-                 (tests/lab/lab.sh deps; tools installed after `up` may need \
-                 `echo 2 > /proc/sys/vm/drop_caches`)"
-            ));
+            crate::support::lab_skip(
+                test,
+                &format!(
+                    "{tool} missing on the machine or not yet visible on {host} \
+                     (tests/lab/lab.sh deps; tools installed after `up` may need \
+                     `echo 2 > /proc/sys/vm/drop_caches`)"
+                ),
+            );
             return None;
         }
     }
@@ -251,6 +254,114 @@ fn yum_installs_upgrades_and_removes_with_dnf_and_rpm() {
     yum_host_reset();
 }
 
+/// An HTTP server for `dir` on the lab bridge (10.77.0.1), stopped on drop. dnf reads a
+/// `file://` repository's metadata in place, so only a remote repository has a metadata cache
+/// that can be stale.
+struct HttpRepo {
+    child: std::process::Child,
+    url: String,
+}
+
+impl HttpRepo {
+    fn serve(dir: &Path) -> Self {
+        let port = 20000 + std::process::id() % 20000;
+        let child = Command::new("python3")
+            .args([
+                "-m",
+                "http.server",
+                &port.to_string(),
+                "--bind",
+                "10.77.0.1",
+            ])
+            .current_dir(dir)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("python3 runs");
+        // Built first, so the server is stopped (and waited for) on every path.
+        let server = HttpRepo {
+            child,
+            url: format!("http://10.77.0.1:{port}"),
+        };
+        for _ in 0..50 {
+            let probe = format!("curl -fsS -o /dev/null {}/", server.url);
+            if on_host(YUM_HOST, &probe).0 == 0 {
+                return server;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+        panic!("the test's HTTP server at {} does not answer", server.url);
+    }
+}
+
+impl Drop for HttpRepo {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+fn yum_reads_a_repository_changed_above_however_fresh_the_cache() {
+    let Some(p) = project("yum_reads_a_repository_changed_above_however_fresh_the_cache") else {
+        return;
+    };
+    let shared = shared_dir();
+    rpm_repo(shared.path(), "1.0");
+    yum_host_reset();
+    let http = HttpRepo::serve(shared.path());
+    let hello = opt_file(YUM_HOST, "pbhello/hello.txt");
+    let play_text = |description: &str| {
+        format!(
+            r#"on("g", [
+    yum_repository(#{{ name: "pbtest", description: "{description}",
+                       baseurl: "{}/repo", gpgcheck: false }}),
+    yum(#{{ name: "pbhello", state: "latest" }}),
+]);"#,
+            http.url
+        )
+    };
+
+    // A repository added above: check mode assumes what it offers, the run installs from it.
+    let first = play_text("playbook test");
+    let check = play(&p, "repo.rhai", &first, &["--check"]);
+    check.assert_code(0);
+    let l = lines(&check);
+    assert!(
+        l[1].starts_with("g yum changed install: pbhello; assumed available"),
+        "{l:?}"
+    );
+    let real = play(&p, "repo.rhai", &first, &[]);
+    real.assert_code(0);
+    assert_eq!(lines(&real)[1], "g yum changed install: pbhello");
+    assert_eq!(check.changed(), real.changed());
+    assert_eq!(std::fs::read_to_string(&hello).unwrap(), "hello 1.0\n");
+
+    // The repository gains 1.1, but dnf's metadata cache is fresh: `latest` sees 1.0 (this is
+    // what makes the next step mean something).
+    rpm_repo(shared.path(), "1.1");
+    let cached = play(&p, "repo.rhai", &first, &[]);
+    cached.assert_code(0);
+    assert_eq!(cached.total("changed"), 0, "{}", cached.stdout);
+
+    // The repository file changes above the package task: its metadata is read again.
+    let changed = play_text("playbook test, changed");
+    let real = play(&p, "repo.rhai", &changed, &[]);
+    real.assert_code(0);
+    assert_eq!(
+        lines(&real),
+        [
+            "g yum_repository changed update /etc/yum.repos.d/pbtest.repo",
+            "g yum changed upgrade: pbhello 1.0-1 -> 1.1-1"
+        ]
+    );
+    assert_eq!(std::fs::read_to_string(&hello).unwrap(), "hello 1.1\n");
+    let again = play(&p, "repo.rhai", &changed, &[]);
+    again.assert_code(0);
+    assert_eq!(again.total("changed"), 0, "{}", again.stdout);
+    yum_host_reset();
+}
+
 // ------------------------------------------------------------------------------------ deb / apt
 
 /// Builds pbhello-deb `ver` into `dir/deb` and rewrites the repository's Packages index.
@@ -310,7 +421,10 @@ fn apt_installs_upgrades_and_package_removes_on_debian() {
     let out = play(&p, "source.rhai", &source, &[]);
     out.assert_code(0);
     let l = lines(&out);
-    assert_eq!(l[1], "h apt ok update cache", "{l:?}");
+    assert_eq!(
+        l[1], "h apt ok update cache (/etc/apt/sources.list.d/pbtest.list is newer than the cache)",
+        "{l:?}"
+    );
 
     // Check mode predicts exactly the install and changes nothing.
     let install =
@@ -383,5 +497,79 @@ fn apt_installs_upgrades_and_package_removes_on_debian() {
     let (_, status) = on_host(APT_HOST, "dpkg -s pbhello-deb");
     assert!(!status.contains("install ok installed"), "{status}");
     assert_eq!(play(&p, "absent.rhai", absent, &[]).total("changed"), 0);
+    apt_host_reset();
+}
+
+/// Makes the host's apt lists look as if `apt-get update` had just run (as on a machine that was
+/// just provisioned, or one whose lists the lab's own `apt-get update` refreshed).
+fn apt_lists_fresh() {
+    lab_exec(
+        APT_HOST,
+        "mkdir -p /var/lib/apt/periodic && touch /var/lib/apt/periodic/update-success-stamp",
+    );
+}
+
+#[test]
+fn apt_reads_a_source_added_above_however_fresh_the_lists() {
+    let Some(p) = project("apt_reads_a_source_added_above_however_fresh_the_lists") else {
+        return;
+    };
+    let shared = shared_dir();
+    deb_repo(shared.path(), "1.0");
+    apt_host_reset();
+    apt_lists_fresh();
+    let hello = opt_file(APT_HOST, "pbhello-deb/hello.txt");
+    // What playbooks/lib/node.rhai does: the source, then the package with a cache that is
+    // "valid" for an hour.
+    let play_text = format!(
+        r#"on("h", [
+    copy(#{{ dest: "/etc/apt/sources.list.d/pbtest.list",
+             content: "deb [trusted=yes] file:{}/deb ./\n" }}),
+    apt(#{{ name: "pbhello-deb", update_cache: true, cache_valid_time: 3600 }}),
+]);"#,
+        shared.path().display()
+    );
+
+    let check = play(&p, "fresh.rhai", &play_text, &["--check"]);
+    check.assert_code(0);
+    let l = lines(&check);
+    assert_eq!(l.len(), 2, "{l:?}");
+    assert!(
+        l[1].starts_with("h apt changed install: pbhello-deb")
+            && l[1].contains("assumed available once a change above adds their source"),
+        "{l:?}"
+    );
+    assert!(!hello.exists());
+
+    let real = play(&p, "fresh.rhai", &play_text, &[]);
+    real.assert_code(0);
+    let l = lines(&real);
+    assert_eq!(
+        l[1],
+        "h apt changed update cache (/etc/apt/sources.list.d/pbtest.list is newer than the cache); \
+         install: pbhello-deb",
+        "{l:?}"
+    );
+    assert_eq!(std::fs::read_to_string(&hello).unwrap(), "hello 1.0\n");
+    assert_eq!(
+        check.changed(),
+        real.changed(),
+        "check mode predicted the real run"
+    );
+
+    // Converged: the update marked the cache newer than the source, so it does not run again.
+    let stamp = || {
+        on_host(
+            APT_HOST,
+            "stat -c %y /var/lib/apt/periodic/update-success-stamp",
+        )
+    };
+    let updated = stamp();
+    let again = play(&p, "fresh.rhai", &play_text, &[]);
+    again.assert_code(0);
+    assert_eq!(again.total("changed"), 0, "{}", again.stdout);
+    assert_eq!(stamp(), updated, "no second update");
+    let check = play(&p, "fresh.rhai", &play_text, &["--check"]);
+    assert_eq!(check.total("changed"), 0, "{}", check.stdout);
     apt_host_reset();
 }

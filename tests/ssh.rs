@@ -408,10 +408,12 @@ fn ten_hosts_converge_idempotently_and_check_mode_is_truthful() {
     match lab_hosts() {
         Some(n) if n >= 10 => {}
         other => {
-            crate::support::lab_skip(&format!(
-                "ten_hosts_converge_idempotently_and_check_mode_is_truthful: needs the lab with 10 \
-                 light hosts (tests/lab/lab.sh up 10), found {other:?}"
-            ));
+            crate::support::lab_skip(
+                "ten_hosts_converge_idempotently_and_check_mode_is_truthful",
+                &format!(
+                    "needs the lab with 10 light hosts (tests/lab/lab.sh up 10), found {other:?}"
+                ),
+            );
             return;
         }
     }
@@ -736,7 +738,11 @@ fn sshd_dying_during_a_large_copy_leaves_no_truncated_destination() {
         return;
     };
     if Command::new("tc").arg("-V").output().is_err() {
-        eprintln!("sshd_dying_during_a_large_copy_leaves_no_truncated_destination: no tc: skipped");
+        crate::support::skip(
+            "no tc on this machine",
+            "sshd_dying_during_a_large_copy_leaves_no_truncated_destination",
+            "needs tc (iproute2) to slow the link",
+        );
         return;
     }
     p.hosts(&["b"], &[]);

@@ -21,9 +21,10 @@ fn lab(test: &str) -> Option<Project> {
             Some(p)
         }
         _ => {
-            support::lab_skip(&format!(
-                "{test}: lab with 10 light hosts not up (tests/lab/lab.sh up 10)"
-            ));
+            support::lab_skip(
+                test,
+                "needs the lab with 10 light hosts (tests/lab/lab.sh up 10)",
+            );
             None
         }
     }
@@ -476,7 +477,7 @@ fn systemd_lab(test: &str) -> Option<(Project, Vec<(String, String)>)> {
     let p = Project::new(Conn::Lab);
     let hosts = support::lab_systemd_hosts();
     if hosts.is_empty() {
-        support::lab_skip(&format!("{test}: systemd lab hosts not up"));
+        support::lab_skip(test, "needs the lab's systemd hosts");
         return None;
     }
     let hosts = vec![hosts[0].clone()];

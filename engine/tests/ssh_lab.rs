@@ -1,10 +1,10 @@
 //! The SSH transport against the lab's real sshd hosts (`tests/lab/lab.sh up 3`). Without the
-//! lab every test prints "lab not up: skipped" and passes.
+//! lab every test says why it skipped (counted apart by `tests/run`), or fails under
+//! `PLAYBOOK_TEST_REQUIRE_LAB=1`.
 //!
 //! The tests run one at a time (they share the lab and count ssh processes) and each one ends by
 //! checking that no ssh master of this process is left running.
 
-use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -13,27 +13,22 @@ use playbook_engine::host::quote;
 use playbook_engine::transport::{SshOptions, SshTransport, Transport, TransportError};
 use sha2::{Digest, Sha256};
 
-const LAB_DIR: &str = "/srv/lab";
+#[path = "../../tests/support/skip.rs"]
+mod skip;
+use skip::{lab_skip, lab_status, LabStatus, LAB_DIR};
 
 static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
-fn lab_up() -> bool {
-    // See tests/support: a second test run beside one that owns the lab.
-    if std::env::var_os("PLAYBOOK_TEST_NO_LAB").is_some_and(|v| v == "1") {
-        return false;
-    }
-    if !Path::new(LAB_DIR).join("inventory.toml").exists() {
-        return false;
-    }
-    let addr: SocketAddr = "10.77.0.11:22".parse().unwrap();
-    TcpStream::connect_timeout(&addr, Duration::from_secs(1)).is_ok()
-}
-
+/// Takes the in-process lab lock, or skips the test (saying why) when the lab is not up for this
+/// run with the three light hosts these tests use.
 macro_rules! lab_or_skip {
     () => {{
         let guard = SERIAL.lock().await;
-        if !lab_up() {
-            eprintln!("lab not up: skipped");
+        if !matches!(lab_status(), LabStatus::Up { light, .. } if light >= 3) {
+            fn here() {}
+            let name = std::any::type_name_of_val(&here);
+            let test = name.trim_end_matches("::here").trim_end_matches("::{{closure}}");
+            lab_skip(test, "needs the lab with 3 light hosts (tests/lab/lab.sh up 3)");
             return;
         }
         guard

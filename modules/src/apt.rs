@@ -51,15 +51,22 @@ check mode must not do, so check mode decides from the cache as it is and says s
 ("decided from the current cache"). With `cache_valid_time`, the update is skipped when the cache
 was updated less than that many seconds ago (by the newest mtime of
 `/var/lib/apt/periodic/update-success-stamp`, `/var/lib/apt/lists` and
-`/var/cache/apt/pkgcache.bin`). Updating the cache alone is not reported as a change
-(`cache_updated` in the result says it ran).
+`/var/cache/apt/pkgcache.bin`), unless a package source changed since: a file under
+`/etc/apt/sources.list.d`, `/etc/apt/sources.list`, a keyring under `/etc/apt/keyrings` or
+`/etc/apt/trusted.gpg.d`, or one a source names with `signed-by`, newer than the cache always
+makes the update run (the summary names it), so a source written just before is always read.
+After a successful update the module touches `update-success-stamp`, as Debian's and Ubuntu's
+own update hooks do. In check mode after a change predicted on the same host (a source written
+above, say), packages the cache does not know yet are predicted as installed, and the summary says
+what is assumed. Updating the cache alone is not reported as a change (`cache_updated` in the
+result says it ran).
 
 | argument | type | default | |
 |---|---|---|---|
 | `name` | string or list | | packages (`foo` or `foo=VERSION`) |
 | `state` | `present` \| `latest` \| `absent` | `present` | |
 | `update_cache` | bool | false | `apt-get update` first (real runs only) |
-| `cache_valid_time` | seconds | | skip the update when the cache is younger |
+| `cache_valid_time` | seconds | | skip the update when the cache is younger (and no source is newer) |
 
 ## Result
 
@@ -108,6 +115,8 @@ fn split_spec(spec: &str) -> (&str, Option<&str>) {
 struct Report {
     /// Seconds since the cache was last updated (when `update_cache` asked for it).
     age: Option<u64>,
+    /// A package source or keyring changed since the last update (when `update_cache` asked).
+    newer_source: Option<String>,
     /// Installed packages and their versions.
     installed: BTreeMap<String, String>,
     /// Per package known to the cache: the candidate ("(none)" when not installable) and the
@@ -121,6 +130,35 @@ struct Policy {
     versions: Vec<String>,
 }
 
+/// When the cache was last updated (the newest of these), and whether a package source or a
+/// keyring is newer than that: a source added or changed since the last update has not been read,
+/// however young the cache is. `find -newer` compares the full timestamps (not seconds), and
+/// with several `-newer` a path must be newer than all of them. Prints `A AGE_SECONDS` and, for
+/// the first newer source, `N PATH`.
+const CACHE_AGE_SCRIPT: &str = r#"t=0
+set --
+for f in /var/lib/apt/periodic/update-success-stamp /var/lib/apt/lists /var/cache/apt/pkgcache.bin; do
+  if [ -e "$f" ]; then
+    m=$(stat -c %Y -- "$f"); if [ "$m" -gt "$t" ]; then t=$m; fi
+    set -- "$@" -newer "$f"
+  fi
+done
+echo "A $(( $(date +%s) - t ))"
+keys=$(sed -n -e 's/.*signed-by=\([^] ,]*\).*/\1/p' -e 's/^Signed-By:[[:space:]]*\(\/[^[:space:]]*\).*/\1/p' \
+  /etc/apt/sources.list /etc/apt/sources.list.d/* 2>/dev/null)
+{ for f in /etc/apt/sources.list /etc/apt/sources.list.d /etc/apt/trusted.gpg /etc/apt/trusted.gpg.d /etc/apt/keyrings; do
+    echo "$f"; done; printf '%s\n' "$keys"; } |
+while IFS= read -r f; do
+  if [ -n "$f" ] && [ -e "$f" ]; then find "$f" "$@" ! -type d -print 2>/dev/null; fi
+done | head -n 1 | sed 's/^/N /'
+"#;
+
+/// Marks a successful update the way Debian's and Ubuntu's own update hooks do, so the next
+/// probe sees the cache as newer than every source it has read.
+const UPDATE_SCRIPT: &str = "export LC_ALL=C DEBIAN_FRONTEND=noninteractive\n\
+    apt-get -q update\n\
+    mkdir -p /var/lib/apt/periodic && touch /var/lib/apt/periodic/update-success-stamp\n";
+
 fn probe_script(args: &Args, names: &[String]) -> Result<String, String> {
     let mut s = String::from(
         "export LC_ALL=C\n\
@@ -128,11 +166,7 @@ fn probe_script(args: &Args, names: &[String]) -> Result<String, String> {
          { echo 'F apt-get or dpkg-query is not installed'; exit 0; }\n",
     );
     if args.update_cache {
-        s += "t=0\n\
-              for f in /var/lib/apt/periodic/update-success-stamp /var/lib/apt/lists /var/cache/apt/pkgcache.bin; do\n\
-              \x20 if [ -e \"$f\" ]; then m=$(stat -c %Y -- \"$f\"); if [ \"$m\" -gt \"$t\" ]; then t=$m; fi; fi\n\
-              done\n\
-              echo \"A $(( $(date +%s) - t ))\"\n";
+        s += CACHE_AGE_SCRIPT;
     }
     if names.is_empty() {
         return Ok(s);
@@ -158,6 +192,7 @@ fn parse_report(out: &str) -> Result<Report, String> {
         match tag {
             "F" => return Err(rest.to_string()),
             "A" => r.age = Some(rest.trim().parse().unwrap_or(u64::MAX)),
+            "N" => r.newer_source = Some(rest.to_string()),
             "S" => {
                 // S package want flag status [version]
                 let w: Vec<&str> = rest.split_whitespace().collect();
@@ -274,10 +309,11 @@ impl Args {
 
     fn update_due(&self, r: &Report) -> bool {
         self.update_cache
-            && match (self.cache_valid_time, r.age) {
-                (Some(valid), Some(age)) => age > valid,
-                _ => true,
-            }
+            && (r.newer_source.is_some()
+                || match (self.cache_valid_time, r.age) {
+                    (Some(valid), Some(age)) => age > valid,
+                    _ => true,
+                })
     }
 
     async fn report(&self, cx: &ModuleContext<'_>) -> Result<Report, ModuleError> {
@@ -368,19 +404,21 @@ impl Module for Apt {
             // The update runs first and the decision is made again after it; this is the
             // prediction from the cache as it is now.
             let changes = decide(args.state, &names, &report, true)?;
-            let summary = if changes.is_empty() {
-                "update cache".to_string()
-            } else {
-                format!("update cache; {}", changes.summary())
-            };
+            let mut summary = "update cache".to_string();
+            if let Some(source) = &report.newer_source {
+                summary += &format!(" ({source} is newer than the cache)");
+            }
+            if !changes.is_empty() {
+                summary += &format!("; {}", changes.summary());
+            }
             return Ok(Probe::change(Plan { update, changes }, summary, None));
         }
         let mut assumed = None;
         let changes = match decide(args.state, &names, &report, false) {
             Ok(c) => c,
-            // The packages may come from a source a change above adds, which the real run's
-            // update_cache then reads: predict what that run does.
-            Err(e) if update && cx.after_predicted_change => {
+            // The packages may come from a source a change above adds: the real run then finds
+            // that source newer than the cache and updates it first, however young the cache.
+            Err(e) if args.update_cache && cx.after_predicted_change => {
                 assumed = Some(e);
                 decide(args.state, &names, &report, true)?
             }
@@ -424,12 +462,7 @@ impl Module for Apt {
     ) -> Result<Applied, ModuleError> {
         let mut changes = plan.changes;
         if plan.update {
-            run(
-                cx,
-                "apt-get update",
-                "export LC_ALL=C DEBIAN_FRONTEND=noninteractive\napt-get -q update\n",
-            )
-            .await?;
+            run(cx, "apt-get update", UPDATE_SCRIPT).await?;
             // Decide again from the fresh cache, with the same code as the probe.
             let report = args.report(cx).await?;
             changes = decide(args.state, &args.names(), &report, false)?;
@@ -551,6 +584,22 @@ mod tests {
         assert!(!a(json!({"update_cache": true, "cache_valid_time": 3600})).update_due(&r));
         assert!(a(json!({"update_cache": true, "cache_valid_time": 60})).update_due(&r));
         assert!(!a(json!({"name": "x"})).update_due(&r));
+    }
+
+    #[test]
+    fn a_source_newer_than_the_cache_is_always_read() {
+        let out = format!("{OUT}N /etc/apt/sources.list.d/kubernetes.list\n");
+        let r = parse_report(&out).unwrap();
+        assert_eq!(
+            r.newer_source.as_deref(),
+            Some("/etc/apt/sources.list.d/kubernetes.list")
+        );
+        let a = |v| -> Args { engine::module::parse_args(&v).unwrap() };
+        assert!(
+            a(json!({"update_cache": true, "cache_valid_time": 3600})).update_due(&r),
+            "the cache is 120 s old, but a source changed since"
+        );
+        assert!(!a(json!({"name": "x"})).update_due(&r), "no update_cache");
     }
 
     #[test]

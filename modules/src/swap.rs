@@ -194,11 +194,17 @@ impl Module for Swap {
     }
 }
 
+/// How the project's tests say they skipped (shared with the integration tests).
+#[cfg(test)]
+#[path = "../../tests/support/skip.rs"]
+mod test_skip;
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::testutil::Env;
     use engine::module::{DynModule, Status};
+    use test_skip as skip;
 
     #[test]
     fn swap_lines_are_commented_once() {
@@ -230,7 +236,11 @@ mod tests {
         // This machine has no active swap (a precondition checked here, not assumed).
         let swaps = std::fs::read_to_string("/proc/swaps").unwrap_or_default();
         if !active_swaps(&swaps).is_empty() {
-            eprintln!("swap is on here: skipped");
+            skip::skip(
+                "swap is on here",
+                "swap::tests::fstab_is_edited_then_ok",
+                "needs a machine without active swap",
+            );
             return;
         }
         let env = Env::new();

@@ -51,6 +51,12 @@ installed as `foo-1.2` otherwise (dnf may refuse a downgrade: the error is shown
 version removes the package only when that version is installed. Globs, groups (`@x`), files and
 URLs are not accepted.
 
+A repository whose `.repo` file is newer than its cached metadata (one that a `yum_repository`
+task just added or changed) is always read again: dnf itself expires such metadata, whatever
+`metadata_expire` says (the lab test `yum_reads_a_repository_changed_above_however_fresh_the_cache`
+proves it). In check mode after a change predicted on the same host, names no repository offers
+yet are predicted as installed, and the summary says what is assumed.
+
 `update_cache` adds `--refresh` to the dnf commands that decide (also in check mode: like dnf's
 own expiry of metadata, this refreshes only dnf's cache, never the installed packages).
 
@@ -324,11 +330,33 @@ impl Module for Yum {
                 out.stderr_text().trim()
             )));
         }
-        let changes = decide(args, &report)?;
+        let mut assumed = None;
+        let changes = match decide(args, &report) {
+            Ok(c) => c,
+            // The packages may come from a repository a change above adds; dnf reads a
+            // repository whose file is newer than its cached metadata, so the real run finds
+            // them: predict what that run does, and say what is assumed.
+            Err(e) if cx.after_predicted_change && !report.no_match.is_empty() => {
+                assumed = Some(e);
+                decide(
+                    args,
+                    &Report {
+                        no_match: Vec::new(),
+                        ..report
+                    },
+                )?
+            }
+            Err(e) => return Err(e.into()),
+        };
         if changes.is_empty() {
             return Ok(Probe::Unchanged(changes.result()));
         }
-        let summary = changes.summary();
+        let mut summary = changes.summary();
+        if let Some(missing) = assumed {
+            summary += &format!(
+                "; assumed available once a change above adds their repository (now: {missing})"
+            );
+        }
         Ok(Probe::change(changes, summary, None))
     }
 

@@ -102,42 +102,24 @@ pub enum Conn {
     Lab,
 }
 
-pub const LAB_DIR: &str = "/srv/lab";
+mod skip;
+pub use skip::{lab_status, skip, LabStatus, LAB_DIR};
 
-/// `PLAYBOOK_TEST_NO_LAB=1` makes every lab test skip even when the lab is up: for a second test
-/// run beside one that owns the lab (lab tests of two processes would step on each other).
-pub fn lab_disabled() -> bool {
-    std::env::var_os("PLAYBOOK_TEST_NO_LAB").is_some_and(|v| v == "1")
-}
-
-/// A lab test cannot run here: it says so and the caller returns. With
-/// `PLAYBOOK_TEST_REQUIRE_LAB=1` (CI, which brings the lab up) it fails instead, so a lab test
-/// cannot pass by skipping.
-pub fn lab_skip(why: &str) {
-    if !lab_disabled() && std::env::var_os("PLAYBOOK_TEST_REQUIRE_LAB").is_some_and(|v| v == "1") {
-        panic!("{why}: the lab is required (PLAYBOOK_TEST_REQUIRE_LAB=1)");
-    }
-    eprintln!("{why}: skipped");
+/// A lab test cannot run here: `test` says which and why (`detail`); see [`skip::lab_skip`].
+pub fn lab_skip(test: &str, detail: &str) {
+    skip::lab_skip(test, detail)
 }
 
 /// Lab tests run one at a time, so "no ssh process is left" is about this test's run only.
 static LAB_LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
-/// The lab's hosts when it is up with light hosts, else None (and the test says it skipped).
+/// The lab's light hosts when the lab is up for this run (see [`lab_status`]), else None (and
+/// the caller skips, saying why).
 pub fn lab_hosts() -> Option<usize> {
-    if lab_disabled() {
-        return None;
+    match lab_status() {
+        LabStatus::Up { light, .. } if light > 0 => Some(light),
+        _ => None,
     }
-    let state = std::fs::read_to_string(format!("{LAB_DIR}/state")).ok()?;
-    let field = |k: &str| {
-        state
-            .lines()
-            .find_map(|l| l.strip_prefix(&format!("{k}=")).map(str::to_string))
-    };
-    if field("mode")?.as_str() != "light" {
-        return None;
-    }
-    field("count")?.parse().ok()
 }
 
 /// Runs tests/lab/lab.sh with `args`; the caller judges the exit status (also while unwinding).
@@ -240,7 +222,10 @@ impl Project {
         match lab_hosts() {
             Some(n) if n >= 3 => Some(Project::new(Conn::Lab)),
             _ => {
-                lab_skip(&format!("{test}: lab not up (tests/lab/lab.sh up 3)"));
+                lab_skip(
+                    test,
+                    "needs the lab with 3 light hosts (tests/lab/lab.sh up 3)",
+                );
                 None
             }
         }
@@ -447,20 +432,12 @@ pub fn snapshot_tree(root: &Path) -> BTreeMap<String, String> {
 }
 
 /// The lab's systemd hosts (real systemd as PID 1, from the lab's systemd extension): name and
-/// address, `s1`..`sM` at 10.77.0.(200+i) when the state file says `systemd_count=M`. Empty
-/// when there are none (the caller prints "systemd lab hosts not up: skipped" and returns).
+/// address, `s1`..`sM` at 10.77.0.(200+i). Empty when there are none (the caller skips).
 pub fn lab_systemd_hosts() -> Vec<(String, String)> {
-    if lab_disabled() {
-        return Vec::new();
-    }
-    let Ok(state) = std::fs::read_to_string(format!("{LAB_DIR}/state")) else {
-        return Vec::new();
+    let count = match lab_status() {
+        LabStatus::Up { systemd, .. } => systemd,
+        _ => 0,
     };
-    let count: usize = state
-        .lines()
-        .find_map(|l| l.strip_prefix("systemd_count="))
-        .and_then(|n| n.trim().parse().ok())
-        .unwrap_or(0);
     (1..=count.min(50))
         .map(|i| (format!("s{i}"), format!("10.77.0.{}", 200 + i)))
         .collect()
