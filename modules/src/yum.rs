@@ -160,7 +160,7 @@ fn probe_script(args: &Args) -> Result<String, String> {
         s += &format!(
             "if [ $# -gt 0 ]; then\n\
              \x20 \"$mgr\" -q{refresh} {opts} install --assumeno -- \"$@\" 2>&1 | \
-             grep 'Unable to find a match' | sed 's/^/X /'\n\
+             grep -e 'Unable to find a match' -e 'There are no enabled repositories' | sed 's/^/X /'\n\
              fi\n"
         );
     }
@@ -464,6 +464,14 @@ mod tests {
         r.no_match = vec!["Error: Unable to find a match: pbnew".into()];
         let e = decide(&args(json!({"name": "pbnew"})), &r).unwrap_err();
         assert!(e.contains("Unable to find a match: pbnew"), "{e}");
+        // A host with no repository at all (a fresh one, before yum_repository) offers nothing.
+        let out =
+            format!("{OUT}X Error: There are no enabled repositories in \"/etc/yum.repos.d\".\n");
+        let r = parse_report(&out).unwrap();
+        let e = decide(&args(json!({"name": "pbnew"})), &r).unwrap_err();
+        assert!(e.contains("There are no enabled repositories"), "{e}");
+        let s = probe_script(&args(json!({"name": "pbnew"}))).unwrap();
+        assert!(s.contains("-e 'There are no enabled repositories'"), "{s}");
         let mut r = parse_report(OUT).unwrap();
         r.check_failed = Some("Error: repo down".into());
         let e = decide(&args(json!({"name": "pbhello", "state": "latest"})), &r).unwrap_err();
