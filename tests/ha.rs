@@ -151,6 +151,16 @@ impl Lab {
         Some(Lab { project, port })
     }
 
+    /// What installing Debian's etcd-server does on a real host: etcd enabled and started with
+    /// the package's defaults, a one-member cluster in /var/lib/etcd/default named after the
+    /// host. (Lab hosts share the machine's installed packages, whose postinst ran under a
+    /// policy-rc.d that kept every service from starting.)
+    fn start_etcd_as_the_package_does(&self) {
+        for (_, h) in ETCD {
+            lab_exec(h, "systemctl enable --now etcd && systemctl is-active etcd");
+        }
+    }
+
     fn play(&self, playbook_file: &str, extra: &[&str]) -> Output {
         let mut args = vec![
             "run",
@@ -176,8 +186,12 @@ fn hosts_state() -> Vec<(String, std::collections::BTreeMap<String, String>)> {
         }
         let lib = PathBuf::from(format!("{LAB_DIR}/hosts/{h}/ov/var/upper/lib"));
         let mut t = snapshot_tree(&lib);
-        // systemd and apt bookkeeping that moves by itself
-        t.retain(|k, _| !k.starts_with("systemd") && !k.starts_with("apt/lists/partial"));
+        // systemd and apt bookkeeping, and a running etcd's data, move by themselves
+        t.retain(|k, _| {
+            !k.starts_with("systemd")
+                && !k.starts_with("apt/lists/partial")
+                && !k.starts_with("etcd")
+        });
         v.push((format!("{h}:/var/lib"), t));
     }
     v
@@ -479,33 +493,117 @@ fn ha_stacked_converges_fails_over_and_keeps_secrets() {
     assert_kubeadm_cluster_formed(lab.port);
     prove_vip_failover(STOP_STATIC_APISERVER, START_STATIC_APISERVER);
     assert_no_secrets(&outputs, true, lab.port);
+    prove_a_rebuilt_first_master_starts_no_second_cluster(&lab);
 }
 
-/// `etcdctl endpoint health` from a master with the apiservers' etcd client certificate, and the
-/// same without a certificate.
+/// The first master loses its cluster state (rebuilt, or `kubeadm reset`) while m2 and m3 run the
+/// cluster: the playbook refuses init on it (the other masters are members), and so does the
+/// kubeadm module on its own (an API server answers at the endpoint); the cluster is untouched.
+fn prove_a_rebuilt_first_master_starts_no_second_cluster(lab: &Lab) {
+    lab_exec("s1", "kubeadm reset -f >/dev/null 2>&1");
+    let cluster = cluster_dir(lab.port).join("cluster.json");
+    let before = std::fs::read(&cluster).unwrap();
+    let nodes = joined_nodes(lab.port);
+
+    let out = lab.play("ha-stacked.rhai", &[]);
+    out.assert_code(2);
+    let refused: Vec<_> = out
+        .task_ends()
+        .into_iter()
+        .filter(|e| e["task"] == "one cluster behind the endpoint" && e["status"] == "failed")
+        .collect();
+    assert_eq!(refused.len(), 1, "{}", out.stdout);
+    let msg = refused[0]["msg"].as_str().unwrap();
+    assert!(
+        msg.contains("refusing kubeadm init on m1") && msg.contains("m2, m3"),
+        "{msg}"
+    );
+    assert!(
+        out.tasks_where(|e| e["task"] == "kubeadm init").is_empty(),
+        "init did not run: {}",
+        out.stdout
+    );
+
+    let init = format!(
+        r#"on("m1", kubeadm(#{{ action: "init", kubernetes_version: "1.31.2",
+            control_plane_endpoint: "{VIP}:{}", node_name: "m1" }}));"#,
+        lab.port
+    );
+    std::fs::write(lab.project.path().join("init-only.rhai"), init).unwrap();
+    let out = lab.play("init-only.rhai", &[]);
+    out.assert_code(2);
+    let end = &out.task_ends()[0];
+    let msg = end["msg"].as_str().unwrap_or_default();
+    assert!(
+        msg.contains("refusing kubeadm init on m1: an API server already answers at"),
+        "{end}"
+    );
+    // (lab_exec fails the test when the command fails.)
+    lab_exec("s1", "test ! -e /etc/kubernetes/admin.conf");
+    assert_eq!(
+        std::fs::read(&cluster).unwrap(),
+        before,
+        "the cluster's state"
+    );
+    assert_eq!(joined_nodes(lab.port), nodes);
+}
+
+/// One etcd cluster of the three members, over TLS, from a master with the apiservers' etcd
+/// client certificate: every member lists exactly the three (three one-member clusters would
+/// each answer `endpoint health`), a key written through one member is read through another,
+/// and a client without a certificate is refused.
 fn prove_etcd_over_tls(ca: &str, cert: &str, key: &str) {
     let endpoints: Vec<String> = ETCD
         .iter()
         .map(|(_, h)| format!("https://{}:2379", address(h)))
         .collect();
-    let endpoints = endpoints.join(",");
-    let out = lab_exec(
-        "s1",
-        &format!(
-            "ETCDCTL_API=3 etcdctl --endpoints={endpoints} --cacert={ca} --cert={cert} --key={key} \
-             endpoint health 2>&1"
-        ),
-    );
-    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    let etcdctl = |endpoint: &str, cmd: &str| {
+        let out = lab_exec(
+            "s1",
+            &format!(
+                "ETCDCTL_API=3 etcdctl --endpoints={endpoint} --cacert={ca} --cert={cert} \
+                 --key={key} {cmd} 2>&1"
+            ),
+        );
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    };
+    let text = etcdctl(&endpoints.join(","), "endpoint health");
     assert_eq!(text.matches("is healthy").count(), 3, "{text}");
+    let wanted: Vec<String> = ETCD
+        .iter()
+        .map(|(name, h)| format!("started,{name},https://{}:2380", address(h)))
+        .collect();
+    for endpoint in &endpoints {
+        let list = etcdctl(endpoint, "member list");
+        // "ID, started, NAME, PEER URLS, CLIENT URLS, IS LEARNER"
+        let mut members: Vec<String> = list
+            .lines()
+            .map(|l| {
+                let f: Vec<&str> = l.split(", ").collect();
+                f.get(1..4)
+                    .map(|f| f.join(","))
+                    .unwrap_or_else(|| l.to_string())
+            })
+            .collect();
+        members.sort();
+        assert_eq!(members, wanted, "members as {endpoint} sees them:\n{list}");
+    }
+    let value = format!("written-through-e1-{}", std::process::id());
+    assert_eq!(
+        etcdctl(&endpoints[0], &format!("put /playbook-test {value}")),
+        "OK"
+    );
+    let read = etcdctl(&endpoints[2], "get /playbook-test --print-value-only");
+    assert_eq!(read, value, "a key written through e1, read through e3");
     let refused = lab_sh(&[
         "exec",
         "s1",
         "sh",
         "-c",
         &format!(
-            "ETCDCTL_API=3 etcdctl --endpoints={endpoints} --cacert={ca} --command-timeout=3s \
-             endpoint health 2>&1"
+            "ETCDCTL_API=3 etcdctl --endpoints={} --cacert={ca} --command-timeout=3s \
+             endpoint health 2>&1",
+            endpoints.join(",")
         ),
     ]);
     let text = String::from_utf8_lossy(&refused.stdout).to_string();
@@ -524,6 +622,7 @@ fn ha_external_etcd_converges_fails_over_and_keeps_secrets() {
     ) else {
         return;
     };
+    lab.start_etcd_as_the_package_does();
     let outputs = converge_and_prove(&lab, "ha-external-etcd.rhai", KUBEADM_SERVICES);
     for (_, h) in ETCD {
         let out = lab_exec(h, "systemctl is-active etcd || true");
@@ -539,6 +638,11 @@ fn ha_external_etcd_converges_fails_over_and_keeps_secrets() {
         "/etc/kubernetes/pki/apiserver-etcd-client.key",
     );
     assert_kubeadm_cluster_formed(lab.port);
+    prove_a_run_without_the_controllers_pki_changes_nothing(
+        &lab,
+        "ha-external-etcd.rhai",
+        &[("etcd-ca", "s5", "/etc/etcd/pki/ca.crt")],
+    );
     prove_vip_failover(STOP_STATIC_APISERVER, START_STATIC_APISERVER);
     assert_no_secrets(&outputs, true, lab.port);
 }
@@ -548,6 +652,7 @@ fn ha_binary_converges_fails_over_and_keeps_secrets() {
     let Some(lab) = Lab::new("ha_binary_converges_fails_over_and_keeps_secrets", "") else {
         return;
     };
+    lab.start_etcd_as_the_package_does();
     let outputs = converge_and_prove(
         &lab,
         "ha-binary.rhai",
@@ -586,11 +691,58 @@ fn ha_binary_converges_fails_over_and_keeps_secrets() {
             );
         }
     }
+    prove_a_run_without_the_controllers_pki_changes_nothing(
+        &lab,
+        "ha-binary.rhai",
+        &[
+            ("kubernetes-ca", "s1", "/etc/kubernetes/pki/ca.crt"),
+            ("service-account", "s1", "/etc/kubernetes/pki/sa.crt"),
+            ("etcd-ca", "s5", "/etc/etcd/pki/ca.crt"),
+        ],
+    );
     prove_vip_failover(
         "systemctl stop kube-apiserver",
         "systemctl start kube-apiserver",
     );
     assert_no_secrets(&outputs, false, lab.port);
+}
+
+/// A run from a fresh clone or another workstation (no `pki_dir` on the controller) on the
+/// converged cluster: the CAs are taken from the hosts that hold them (check mode predicts it),
+/// nothing on any host changes, and the controller ends with the hosts' CAs (`cas`: the CA
+/// directory under pki/, a host and the CA certificate's path there).
+fn prove_a_run_without_the_controllers_pki_changes_nothing(
+    lab: &Lab,
+    file: &str,
+    cas: &[(&str, &str, &str)],
+) {
+    let pki = lab.project.path().join("pki");
+    std::fs::remove_dir_all(&pki).unwrap();
+    let before = hosts_state();
+    for extra in [&["--check"][..], &[]] {
+        let out = lab.play(file, extra);
+        out.assert_code(0);
+        assert_eq!(
+            out.total("changed"),
+            0,
+            "a run without pki/ {extra:?} changed hosts:\n{}",
+            out.stdout
+        );
+        if extra == ["--check"] {
+            let after = hosts_state();
+            for ((name, a), (_, b)) in before.iter().zip(after.iter()) {
+                assert_eq!(a, b, "check mode without pki/ changed files on {name}");
+            }
+            assert!(!pki.exists(), "check mode wrote pki/ on the controller");
+        }
+    }
+    for (dir, host, path) in cas {
+        let on_host = lab_exec(host, &format!("cat {path}")).stdout;
+        let taken = std::fs::read(pki.join(dir).join("ca.crt")).unwrap();
+        assert_eq!(taken, on_host, "pki/{dir}/ca.crt is {host}'s {path}");
+    }
+    let (ok, body) = vip_healthz(lab.port);
+    assert!(ok, "the control plane answers through the VIP: {body}");
 }
 
 /// ha-stacked with `lb_mode = "kube-vip"`: the kube-vip STAND-IN (tests/standins/kube-vip) runs as

@@ -170,18 +170,23 @@ ClusterConfiguration / JoinConfiguration documents and checked before anything i
 - **init** writes `/etc/kubernetes/kubeadm-init.yaml` (mode 600) and runs
   `kubeadm init --config /etc/kubernetes/kubeadm-init.yaml --upload-certs`, unless the node is
   already initialised (`/etc/kubernetes/admin.conf` or `/var/lib/kubelet/config.yaml` exists):
-  then it is ok and says so. Its result carries the join values: `api_endpoint`, `token`,
+  then it is ok and says so. On a node that is not, init is refused (in check mode too) while
+  anything answers https at the control-plane endpoint (asked with curl from the node, when it
+  has curl): a cluster already runs behind it, and init would start a second one. Its result carries the join values: `api_endpoint`, `token`,
   `ca_cert_hash`, `certificate_key`, `kubernetes_version`. On an initialised node the values come
   from a fresh `kubeadm token create --print-join-command` and
-  `kubeadm init phase upload-certs --upload-certs` (reported ok: a short-lived credential is not
-  a change of the node); check mode creates nothing and says the values are not known.
+  `kubeadm init phase upload-certs --upload-certs --config /etc/kubernetes/kubeadm-init.yaml`
+  (reported ok: a short-lived credential is not a change of the node); check mode creates
+  nothing and says the values are not known.
 - **join** writes `/etc/kubernetes/kubeadm-join.yaml` (mode 600; removed after the join) and runs
   `kubeadm join --config /etc/kubernetes/kubeadm-join.yaml`, unless `/etc/kubernetes/kubelet.conf`
   exists. A control-plane join needs the `certificate_key` unless the shared certificates were
   copied to `/etc/kubernetes/pki`.
 - **token** runs `kubeadm token create --print-join-command` and returns `api_endpoint`, `token`,
-  `ca_cert_hash`. **upload_certs** runs `kubeadm init phase upload-certs --upload-certs` and
-  returns `certificate_key`. Both report ok and are not run in check mode.
+  `ca_cert_hash`. **upload_certs** runs `kubeadm init phase upload-certs --upload-certs` (with
+  `--config /etc/kubernetes/kubeadm-init.yaml` where the node has it: without the init
+  configuration kubeadm assumes stacked etcd and uploads no external etcd client files,
+  kubeadm#1886) and returns `certificate_key`. Both report ok and are not run in check mode.
 - **reset** runs `kubeadm reset -f` where anything of kubeadm's is left; needs `confirm: true`.
 
 The certificate key expires 2 hours after the certificates were uploaded, a token after 24
@@ -776,6 +781,28 @@ impl Kubeadm {
         })
     }
 
+    /// The HTTP status of `https://ENDPOINT/healthz` as the node sees it, when anything answers
+    /// there (None when nothing does, or the node has no curl to ask with).
+    async fn endpoint_answers(
+        &self,
+        cx: &ModuleContext<'_>,
+        endpoint: &str,
+    ) -> Result<Option<u16>, ModuleError> {
+        let url = quote(&format!("https://{endpoint}/healthz"))?;
+        let script = format!(
+            "if command -v curl >/dev/null 2>&1; then \
+             curl -sk --connect-timeout 3 --max-time 5 -o /dev/null -w '%{{http_code}}' {url}; \
+             fi; exit 0\n"
+        );
+        let out = cx.host.run(&script).await?;
+        Ok(out
+            .stdout_text()
+            .trim()
+            .parse::<u16>()
+            .ok()
+            .filter(|code| *code != 0))
+    }
+
     /// Runs kubeadm; a failure names the command and the output's last lines, scrubbed.
     async fn run(
         &self,
@@ -784,10 +811,21 @@ impl Kubeadm {
         secrets: &[String],
     ) -> Result<String, ModuleError> {
         let script = format!("{}\n", self.command(args)?);
-        let out = cx.host.run(&script).await?;
+        self.run_script(cx, &args.join(" "), &script, secrets).await
+    }
+
+    /// Runs a script of kubeadm commands; `what` names them in a failure.
+    async fn run_script(
+        &self,
+        cx: &ModuleContext<'_>,
+        what: &str,
+        script: &str,
+        secrets: &[String],
+    ) -> Result<String, ModuleError> {
+        let out = cx.host.run(script).await?;
         let stdout = out.stdout_text();
         if !out.success() {
-            let mut msg = format!("kubeadm {} failed with rc {}", args.join(" "), out.status);
+            let mut msg = format!("kubeadm {what} failed with rc {}", out.status);
             for (name, text) in [("stderr", out.stderr_text()), ("stdout", stdout)] {
                 let lines: Vec<&str> = text.trim().lines().collect();
                 if !lines.is_empty() {
@@ -830,10 +868,23 @@ impl Kubeadm {
             info = parsed;
         }
         if certs {
-            let a: Vec<String> = ["init", "phase", "upload-certs", "--upload-certs"]
+            // With the init configuration where this node has it, as kubespray does: without it
+            // kubeadm assumes stacked etcd and leaves the external etcd client files out of the
+            // Secret, and every control-plane join then fails (kubeadm#1886).
+            let config = self.path(INIT_CONFIG);
+            let plain: Vec<String> = ["init", "phase", "upload-certs", "--upload-certs"]
                 .map(String::from)
                 .to_vec();
-            let out = self.run(cx, &a, &info.secrets()).await?;
+            let mut with_config = plain.clone();
+            with_config.extend(["--config".to_string(), config.clone()]);
+            let script = format!(
+                "if [ -f {} ]; then {}; else {}; fi\n",
+                quote(&config)?,
+                self.command(&with_config)?,
+                self.command(&plain)?
+            );
+            let what = format!("{} [--config {config}]", plain.join(" "));
+            let out = self.run_script(cx, &what, &script, &info.secrets()).await?;
             let parsed = JoinInfo::parse(&out);
             parsed.register(cx);
             match parsed.certificate_key {
@@ -950,6 +1001,19 @@ impl Kubeadm {
             return Ok(Probe::Unchanged(
                 info.result(json!({ "initialised": true, "msg": msg })),
             ));
+        }
+        if let Some(endpoint) = &base.api_endpoint {
+            if let Some(status) = self.endpoint_answers(cx, endpoint).await? {
+                return Err(ModuleError::Failed(format!(
+                    "refusing kubeadm init on {}: an API server already answers at {endpoint} \
+                     (https /healthz: HTTP {status}), so a cluster runs behind this endpoint and \
+                     init would start a second one. If this node was rebuilt, join it to that \
+                     cluster as a control-plane node instead (in the shipped playbooks: list a \
+                     master that still runs the cluster first in the group masters); if the \
+                     endpoint is meant for a new cluster, stop what answers there first",
+                    cx.host.name
+                )));
+            }
         }
         let cmd = init_command(args, &self.path(INIT_CONFIG));
         let summary = if cx.check {
@@ -1841,6 +1905,58 @@ mod tests {
             lab.run("m2", join, false).await.unwrap().status,
             Status::Changed
         );
+    }
+
+    #[tokio::test]
+    async fn external_etcd_client_files_reach_a_control_plane_join_through_upload_certs() {
+        let lab = Lab::new();
+        // What the playbook puts on the first master before init: the external etcd cluster's
+        // CA and the apiserver's client certificate.
+        let files = [
+            ("/etc/kubernetes/pki/etcd/ca.crt", "etcd CA\n"),
+            (
+                "/etc/kubernetes/pki/apiserver-etcd-client.crt",
+                "client cert\n",
+            ),
+            (
+                "/etc/kubernetes/pki/apiserver-etcd-client.key",
+                "client key\n",
+            ),
+        ];
+        for (path, text) in files {
+            let f = lab.file("m1", path);
+            std::fs::create_dir_all(f.parent().unwrap()).unwrap();
+            std::fs::write(f, text).unwrap();
+        }
+        let mut init_args = init_args();
+        init_args["etcd_external"] = json!({
+            "endpoints": ["https://10.0.0.21:2379"],
+            "ca_file": files[0].0, "cert_file": files[1].0, "key_file": files[2].0,
+        });
+        let init = lab.run("m1", init_args, false).await.unwrap();
+        // Fresh values right before the join, as the playbooks make them.
+        let tok = lab
+            .run("m1", json!({"action": "token"}), false)
+            .await
+            .unwrap();
+        let certs = lab
+            .run("m1", json!({"action": "upload_certs"}), false)
+            .await
+            .unwrap();
+        let join = json!({"action": "join", "control_plane": true, "node_name": "m2",
+                          "from": [init.result, tok.result, certs.result]});
+        let joined = lab.run("m2", join, false).await;
+        assert_eq!(
+            joined.map(|o| o.status).map_err(|e| e.to_string()),
+            Ok(Status::Changed),
+            "kubeadm uploads the external etcd files only when given the init configuration"
+        );
+        for (path, text) in files {
+            assert_eq!(std::fs::read_to_string(lab.file("m2", path)).unwrap(), text);
+        }
+        let nodes = std::path::Path::new(&lab.state).join("vip.test_9443/nodes.json");
+        let nodes: Value = serde_json::from_slice(&std::fs::read(nodes).unwrap()).unwrap();
+        assert_eq!(nodes["m2"]["role"], "control-plane", "{nodes}");
     }
 
     #[tokio::test]

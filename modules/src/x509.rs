@@ -68,6 +68,12 @@ pub struct Args {
     pub owner: Option<String>,
     /// Group of the installed files (name or gid).
     pub group: Option<String>,
+    /// Replace what a target has that the controller's CA did not make: a CA certificate or key
+    /// of another CA ("ca"), a certificate no CA on the controller signed ("cert"). Every
+    /// certificate the old CA signed stops being trusted. Default false: refuse, and say how to
+    /// recover.
+    #[serde(default)]
+    pub replace: bool,
 }
 
 pub const DOC: &str = r#"# x509
@@ -88,6 +94,15 @@ of a Kubernetes cluster, say).
   encrypt it: whoever has `ca.key` can sign certificates your cluster trusts.
 - A `kind: "ca"` task with `cert` / `key` installs the CA's certificate / key on the target
   (e.g. `/etc/kubernetes/pki/ca.crt`), compared by sha256 on the target.
+- **The CA on the targets is the source of truth**: a CA that exists on a host is never replaced
+  without `replace: true` (replacing it invalidates every certificate and token it vouches for).
+  When the controller has no CA in `ca_dir` (a fresh clone, another workstation) and a target
+  has the CA's certificate and key (`cert` and `key` of a `kind: "ca"` task), the CA is taken
+  from that target into `ca_dir` (check mode takes it in memory only) and the task is ok. When a
+  target has a CA certificate but the controller has none and no key can be taken, or the
+  controller's CA is another one, the task fails before changing anything and says how to
+  recover (restore `ca_dir`, or take the CA from a host that has its key). A `kind: "cert"` task
+  likewise refuses to create a CA while the target holds a certificate some other CA signed.
 - A `kind: "cert"` task reads the certificate and the key on the target (a few KB; the key is
   registered as a secret at once and never shown) and keeps them when **all** hold:
   the common name and organization are as asked; the DNS and IP names are exactly those asked;
@@ -121,6 +136,7 @@ of a Kubernetes cluster, say).
 | `validity_days` | int | default 365 (CA: 3650) |
 | `renew_before_days` | int | default 30 |
 | `owner`, `group` | string | of the installed files |
+| `replace` | bool | default false: never replace another CA's files on a target |
 
 ## Result
 
@@ -404,6 +420,19 @@ fn register_key(secrets: &Redactor, pem: &str) {
     }
 }
 
+/// Whether a PEM key is the private key of a PEM certificate.
+fn pem_pair_matches(cert_pem: &str, key_pem: &str) -> bool {
+    let Some(key) = read_key(key_pem) else {
+        return false;
+    };
+    match x509_parser::pem::parse_x509_pem(cert_pem.as_bytes()) {
+        Ok((_, pem)) => pem
+            .parse_x509()
+            .is_ok_and(|c| c.public_key().raw == spki_of(&key).as_slice()),
+        Err(_) => false,
+    }
+}
+
 /// A key pair from PEM, if rcgen can read it.
 fn read_key(pem: &str) -> Option<rcgen::KeyPair> {
     rcgen::KeyPair::from_pem(pem).ok()
@@ -445,6 +474,7 @@ fn failed(what: impl std::fmt::Display) -> ModuleError {
 }
 
 /// The CA on the controller.
+#[derive(Clone)]
 pub struct Ca {
     pub dir: PathBuf,
     pub cert_pem: String,
@@ -455,6 +485,12 @@ pub struct Ca {
 /// Serialises creating CAs within this process, so hosts running in parallel make one.
 static CA_LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
+/// CAs taken from a target in check mode (which writes nothing on the controller either), so the
+/// rest of the run decides as the real run will. A process makes one run.
+static TAKEN_IN_CHECK_MODE: std::sync::LazyLock<
+    std::sync::Mutex<std::collections::HashMap<PathBuf, Ca>>,
+> = std::sync::LazyLock::new(Default::default);
+
 impl Ca {
     fn paths(dir: &Path) -> (PathBuf, PathBuf) {
         (dir.join("ca.crt"), dir.join("ca.key"))
@@ -462,16 +498,27 @@ impl Ca {
 
     /// The CA in `dir`, or None when it does not exist yet. Waits while another host of this run
     /// is creating it, so it never sees half a CA.
-    pub fn load(dir: &Path, secrets: &Redactor) -> Result<Option<Ca>, ModuleError> {
+    /// In check mode, a CA taken from a target earlier in the run counts too.
+    pub fn load(dir: &Path, secrets: &Redactor, check: bool) -> Result<Option<Ca>, ModuleError> {
         let _guard = CA_LOCK.lock().unwrap_or_else(|e| e.into_inner());
-        Self::load_unlocked(dir, secrets)
+        Self::load_unlocked(dir, secrets, check)
     }
 
-    fn load_unlocked(dir: &Path, secrets: &Redactor) -> Result<Option<Ca>, ModuleError> {
+    fn load_unlocked(
+        dir: &Path,
+        secrets: &Redactor,
+        check: bool,
+    ) -> Result<Option<Ca>, ModuleError> {
         let (crt, key) = Self::paths(dir);
         let (has_crt, has_key) = (crt.exists(), key.exists());
         if !has_crt && !has_key {
-            return Ok(None);
+            if !check {
+                return Ok(None);
+            }
+            let taken = TAKEN_IN_CHECK_MODE
+                .lock()
+                .unwrap_or_else(|e| e.into_inner());
+            return Ok(taken.get(dir).cloned());
         }
         if has_crt != has_key {
             return Err(failed(format!(
@@ -502,6 +549,43 @@ impl Ca {
         }))
     }
 
+    /// The CA of a target, taken into `dir` (in a real run written there, in check mode kept
+    /// in memory for the rest of the run), unless the controller has one by now: then that one.
+    fn take(
+        dir: &Path,
+        cert_pem: &str,
+        key_pem: &str,
+        write: bool,
+        secrets: &Redactor,
+    ) -> Result<Ca, ModuleError> {
+        let _guard = CA_LOCK.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(ca) = Self::load_unlocked(dir, secrets, !write)? {
+            return Ok(ca);
+        }
+        register_key(secrets, key_pem);
+        let (_, pem) = x509_parser::pem::parse_x509_pem(cert_pem.as_bytes())
+            .map_err(|e| failed(format!("the target's CA certificate is not PEM: {e}")))?;
+        let ca = Ca {
+            dir: dir.to_path_buf(),
+            cert_der: pem.contents,
+            cert_pem: cert_pem.to_string(),
+            key_pem: Secret::new(key_pem.to_string()),
+        };
+        if write {
+            std::fs::create_dir_all(dir)
+                .map_err(|e| failed(format!("cannot create {}: {e}", dir.display())))?;
+            let (crt_path, key_path) = Self::paths(dir);
+            crate::fetch::write_local(&key_path, key_pem.as_bytes(), 0o600)?;
+            crate::fetch::write_local(&crt_path, cert_pem.as_bytes(), 0o644)?;
+        } else {
+            TAKEN_IN_CHECK_MODE
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .insert(dir.to_path_buf(), ca.clone());
+        }
+        Ok(ca)
+    }
+
     /// The CA in `dir`, created when it does not exist.
     pub fn load_or_create(
         dir: &Path,
@@ -509,7 +593,7 @@ impl Ca {
         secrets: &Redactor,
     ) -> Result<(Ca, bool), ModuleError> {
         let _guard = CA_LOCK.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(ca) = Self::load_unlocked(dir, secrets)? {
+        if let Some(ca) = Self::load_unlocked(dir, secrets, false)? {
             return Ok((ca, false));
         }
         let key = rcgen::KeyPair::generate().map_err(failed)?;
@@ -823,8 +907,75 @@ impl X509 {
         cx: &ModuleContext<'_>,
     ) -> Result<Probe<Plan>, ModuleError> {
         let dir = args.ca_path(cx.base_dir);
-        let ca = Ca::load(&dir, cx.secrets)?;
-        let pair = inspect_pair(cx, args.cert.as_deref(), args.key.as_deref(), false).await?;
+        let pair = inspect_pair(cx, args.cert.as_deref(), args.key.as_deref(), true).await?;
+        let host_key = pair
+            .key_content
+            .as_ref()
+            .map(|b| String::from_utf8_lossy(b).into_owned());
+        if let Some(k) = &host_key {
+            register_key(cx.secrets, k);
+        }
+        let host_cert = pair
+            .cert_content
+            .as_ref()
+            .map(|b| String::from_utf8_lossy(b).into_owned());
+        let mut ca = Ca::load(&dir, cx.secrets, cx.check)?;
+        if ca.is_none() && !args.replace {
+            ca = match (&host_cert, &host_key) {
+                (Some(cert), Some(key)) if pem_pair_matches(cert, key) => {
+                    Some(Ca::take(&dir, cert, key, !cx.check, cx.secrets)?)
+                }
+                (Some(_), _) => {
+                    return Err(failed(format!(
+                        "{} has a CA certificate at {} but the controller has no CA in {}{}: \
+                         certificates made now would not be trusted, and replacing the CA would \
+                         invalidate every certificate it signed. Restore {} (ca.crt and ca.key) \
+                         from where the cluster was made, or take it from a host that has its key \
+                         (a kind \"ca\" task with `key`, running first); `replace: true` makes a \
+                         new CA on purpose",
+                        cx.host.name,
+                        args.cert.as_deref().unwrap_or_default(),
+                        args.ca_dir,
+                        if host_key.is_some() {
+                            ", and the key beside it is not that certificate's"
+                        } else {
+                            ""
+                        },
+                        args.ca_dir
+                    )))
+                }
+                _ => None,
+            };
+        }
+        if let (Some(ca), false) = (&ca, args.replace) {
+            let other_cert = host_cert.as_deref().is_some_and(|pem| {
+                x509_parser::pem::parse_x509_pem(pem.as_bytes())
+                    .map_or(true, |(_, p)| p.contents != ca.cert_der)
+            });
+            let other_key = host_key.as_deref().is_some_and(|pem| {
+                match (read_key(pem), read_key(ca.key_pem.expose())) {
+                    (Some(theirs), Some(ours)) => spki_of(&theirs) != spki_of(&ours),
+                    _ => true,
+                }
+            });
+            if other_cert || other_key {
+                return Err(failed(format!(
+                    "{} has another CA than the controller's {} at {}: replacing it would \
+                     invalidate every certificate it signed. If the controller's copy is the \
+                     stale one, move {} away and run again (the CA is then taken from a host \
+                     that has its key); `replace: true` installs the controller's CA on purpose",
+                    cx.host.name,
+                    args.ca_dir,
+                    if other_cert {
+                        args.cert.as_deref()
+                    } else {
+                        args.key.as_deref()
+                    }
+                    .unwrap_or_default(),
+                    args.ca_dir
+                )));
+            }
+        }
         let Some(ca) = ca else {
             let mut summary = vec![format!("create CA {}", args.ca_dir)];
             summary.extend(args.cert.iter().map(|c| format!("install {c}")));
@@ -899,7 +1050,7 @@ impl X509 {
     ) -> Result<Probe<Plan>, ModuleError> {
         let spec = args.spec().map_err(ModuleError::Args)?;
         let dir = args.ca_path(cx.base_dir);
-        let ca = Ca::load(&dir, cx.secrets)?;
+        let ca = Ca::load(&dir, cx.secrets, cx.check)?;
         let pair = inspect_pair(cx, args.cert.as_deref(), args.key.as_deref(), true).await?;
         let (Some(cert_cur), Some(key_cur)) = (&pair.cert, &pair.key) else {
             return Err(ModuleError::Args("cert and key are required".into()));
@@ -918,6 +1069,16 @@ impl X509 {
             Some(pem) => parse_existing(pem, ca.as_ref().map(|c| c.cert_der.as_slice())).ok(),
             None => None,
         };
+        if ca.is_none() && existing.is_some() && !args.replace {
+            return Err(failed(format!(
+                "the controller has no CA in {} but {} holds a certificate at {} that a CA \
+                 signed: a new CA would not be trusted by what trusts the old one. Restore {} \
+                 from where the cluster was made, or take the CA from a host that has its key \
+                 (a kind \"ca\" task with `key`, running first); `replace: true` issues from a \
+                 new CA on purpose",
+                args.ca_dir, cx.host.name, cert_cur.path, args.ca_dir
+            )));
+        }
         let mut why = reasons(
             &spec,
             existing.as_ref(),
@@ -1299,6 +1460,89 @@ mod tests {
         let out = env.apply(&X509, args.clone()).await;
         assert!(out.summary.unwrap().contains("key does not match"));
         assert_eq!(env.apply(&X509, args).await.status, Status::Ok);
+    }
+
+    #[tokio::test]
+    async fn the_ca_on_the_targets_is_never_replaced_and_is_taken_when_the_controller_lost_it() {
+        let env = Env::new();
+        let ca = json!({ "kind": "ca", "ca_dir": "pki/ca",
+                         "cert": env.path("ca.crt"), "key": env.path("ca.key") });
+        assert_eq!(env.apply(&X509, ca.clone()).await.status, Status::Changed);
+        let cert = cert_args(&env, &[]);
+        assert_eq!(env.apply(&X509, cert.clone()).await.status, Status::Changed);
+        let issued = std::fs::read(env.path("server.crt")).unwrap();
+        let original = (
+            std::fs::read(env.path("pki/ca/ca.crt")).unwrap(),
+            std::fs::read(env.path("pki/ca/ca.key")).unwrap(),
+        );
+
+        // A run from a fresh clone: the controller has no CA. Check mode takes the target's in
+        // memory (nothing is written anywhere) and then finds the certificate signed by it.
+        std::fs::remove_dir_all(env.path("pki/ca")).unwrap();
+        let before = snapshot(env.dir.path());
+        let outcomes = env
+            .run_all(&[(&X509, ca.clone()), (&X509, cert.clone())], true, false)
+            .await;
+        let statuses: Vec<_> = outcomes
+            .iter()
+            .map(|o| o.as_ref().unwrap().status.clone())
+            .collect();
+        assert_eq!(statuses, [Status::Ok, Status::Ok]);
+        assert_eq!(snapshot(env.dir.path()), before, "check mode wrote nothing");
+        // The real run takes it onto the controller: the same CA, nothing re-issued.
+        assert_eq!(env.apply(&X509, ca.clone()).await.status, Status::Ok);
+        assert_eq!(env.apply(&X509, cert.clone()).await.status, Status::Ok);
+        assert_eq!(
+            std::fs::read(env.path("pki/ca/ca.crt")).unwrap(),
+            original.0
+        );
+        assert_eq!(
+            std::fs::read(env.path("pki/ca/ca.key")).unwrap(),
+            original.1
+        );
+        assert_eq!(std::fs::read(env.path("server.crt")).unwrap(), issued);
+
+        // The controller holds another CA: refused, naming the host and the file; the target
+        // keeps its CA. `replace: true` installs the controller's on purpose.
+        let mut other = ca.clone();
+        other["ca_dir"] = "pki/other".into();
+        other["cert"] = env.path("other.crt").into();
+        other["key"] = env.path("other.key").into();
+        env.apply(&X509, other).await;
+        std::fs::remove_dir_all(env.path("pki/ca")).unwrap();
+        std::fs::rename(env.path("pki/other"), env.path("pki/ca")).unwrap();
+        for check in [true, false] {
+            let e = env
+                .run(&X509, ca.clone(), check)
+                .await
+                .unwrap_err()
+                .to_string();
+            assert!(
+                e.contains("has another CA than the controller's pki/ca")
+                    && e.contains(&env.path("ca.crt")),
+                "{e}"
+            );
+        }
+        assert_eq!(std::fs::read(env.path("ca.crt")).unwrap(), original.0);
+        let mut replace = ca.clone();
+        replace["replace"] = true.into();
+        assert_eq!(env.apply(&X509, replace).await.status, Status::Changed);
+        assert_ne!(std::fs::read(env.path("ca.crt")).unwrap(), original.0);
+
+        // A target with a CA certificate but not its key, and no CA on the controller: nothing
+        // to take, so refused rather than made anew; a certificate task likewise.
+        std::fs::remove_dir_all(env.path("pki/ca")).unwrap();
+        let cert_only = json!({ "kind": "ca", "ca_dir": "pki/ca", "cert": env.path("ca.crt") });
+        // (A real run: this process's check runs above took the old CA in memory.)
+        let e = env
+            .run(&X509, cert_only, false)
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("the controller has no CA in pki/ca"), "{e}");
+        let e = env.run(&X509, cert, false).await.unwrap_err().to_string();
+        assert!(e.contains("holds a certificate at"), "{e}");
+        assert!(!env.dir.path().join("pki/ca").exists(), "no CA was made");
     }
 
     #[tokio::test]
