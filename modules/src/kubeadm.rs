@@ -164,8 +164,9 @@ token and the certificate key are not visible in `ps`). It is either built from 
 or rendered from `config_template`; either way it is parsed as typed InitConfiguration /
 ClusterConfiguration / JoinConfiguration documents and checked before anything is written:
 `kubeadm.k8s.io/v1beta4` for Kubernetes 1.31 and newer (`extraArgs` is a list of
-`{name, value}`), `kubeadm.k8s.io/v1beta3` for 1.22–1.30 (a map); `v1beta2` (removed in kubeadm
-1.26), unknown versions and unknown fields are errors.
+`{name, value}`), `kubeadm.k8s.io/v1beta3` for 1.22–1.30 (a map; deprecated in 1.31 and removed
+in kubeadm 1.36, so a v1beta3 `config_template` is refused for 1.36+); `v1beta2` (removed in
+kubeadm 1.26), unknown versions and unknown fields are errors.
 
 - **init** writes `/etc/kubernetes/kubeadm-init.yaml` (mode 600) and runs
   `kubeadm init --config /etc/kubernetes/kubeadm-init.yaml --upload-certs`, unless the node is
@@ -1957,6 +1958,34 @@ mod tests {
         let nodes = std::path::Path::new(&lab.state).join("vip.test_9443/nodes.json");
         let nodes: Value = serde_json::from_slice(&std::fs::read(nodes).unwrap()).unwrap();
         assert_eq!(nodes["m2"]["role"], "control-plane", "{nodes}");
+    }
+
+    #[tokio::test]
+    async fn a_kubelet_newer_than_the_control_plane_is_refused() {
+        let lab = Lab::new();
+        // The node's kubelet comes from the 1.31 package repository.
+        let kubelet = lab.file("m1", "/usr/bin/kubelet");
+        std::fs::create_dir_all(kubelet.parent().unwrap()).unwrap();
+        std::fs::write(&kubelet, "#!/bin/sh\necho 'Kubernetes v1.31.2'\n").unwrap();
+        std::fs::set_permissions(
+            &kubelet,
+            std::os::unix::fs::PermissionsExt::from_mode(0o755),
+        )
+        .unwrap();
+        let mut older = init_args();
+        older["kubernetes_version"] = "1.30.6".into();
+        let e = lab.run("m1", older, false).await.unwrap_err().to_string();
+        assert!(
+            e.contains("[ERROR KubeletVersion]: the kubelet version is higher than the control plane version")
+                && e.contains("Kubelet version: \"1.31.2\" Control plane version: \"v1.30.6\""),
+            "{e}"
+        );
+        assert!(!lab.file("m1", ADMIN_CONF).exists());
+        assert_eq!(
+            lab.run("m1", init_args(), false).await.unwrap().status,
+            Status::Changed,
+            "the same minor is fine"
+        );
     }
 
     #[tokio::test]

@@ -69,6 +69,7 @@ impl Args {
             enablerepo: None,
             disablerepo: None,
             update_cache: false,
+            disable_excludes: None,
         }
     }
 

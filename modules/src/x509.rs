@@ -796,6 +796,18 @@ struct Pair {
     key_content: Option<Vec<u8>>,
 }
 
+impl Pair {
+    /// The key's text as read from the target: a secret from the moment it is read.
+    fn key_text(&self, secrets: &Redactor) -> Option<String> {
+        let text = self
+            .key_content
+            .as_ref()
+            .map(|b| String::from_utf8_lossy(b).into_owned())?;
+        register_key(secrets, &text);
+        Some(text)
+    }
+}
+
 /// One round trip: both paths' state, and their content when `read` (regular files up to 64 KiB).
 async fn inspect_pair(
     cx: &ModuleContext<'_>,
@@ -908,13 +920,7 @@ impl X509 {
     ) -> Result<Probe<Plan>, ModuleError> {
         let dir = args.ca_path(cx.base_dir);
         let pair = inspect_pair(cx, args.cert.as_deref(), args.key.as_deref(), true).await?;
-        let host_key = pair
-            .key_content
-            .as_ref()
-            .map(|b| String::from_utf8_lossy(b).into_owned());
-        if let Some(k) = &host_key {
-            register_key(cx.secrets, k);
-        }
+        let host_key = pair.key_text(cx.secrets);
         let host_cert = pair
             .cert_content
             .as_ref()
@@ -1055,14 +1061,7 @@ impl X509 {
         let (Some(cert_cur), Some(key_cur)) = (&pair.cert, &pair.key) else {
             return Err(ModuleError::Args("cert and key are required".into()));
         };
-        // The key's text is a secret from the moment it is read.
-        let key_pem = pair
-            .key_content
-            .as_ref()
-            .map(|b| String::from_utf8_lossy(b).into_owned());
-        if let Some(k) = &key_pem {
-            register_key(cx.secrets, k);
-        }
+        let key_pem = pair.key_text(cx.secrets);
         let key_pair = key_pem.as_deref().and_then(read_key);
         let key_spki = key_pair.as_ref().map(spki_of);
         let existing = match &pair.cert_content {

@@ -31,6 +31,10 @@ pub struct Args {
     /// Refresh the repositories' metadata before deciding (`--refresh`).
     #[serde(default)]
     pub update_cache: bool,
+    /// Repositories whose `exclude=` does not apply to this task (`--disableexcludes`): "all",
+    /// "main" or a repo id. Installs packages a repository holds back from updates.
+    #[serde(default)]
+    pub disable_excludes: Option<String>,
 }
 
 pub const DOC: &str = r#"# yum
@@ -67,6 +71,7 @@ own expiry of metadata, this refreshes only dnf's cache, never the installed pac
 | `enablerepo` | string or list | | repo ids enabled for this task |
 | `disablerepo` | string or list | | repo ids disabled for this task |
 | `update_cache` | bool | false | refresh metadata first |
+| `disable_excludes` | string | | `all`, `main` or a repo id whose `exclude=` this task ignores |
 
 ## Result
 
@@ -116,6 +121,9 @@ impl Args {
         }
         for r in pkg::list(&self.disablerepo) {
             opts.push(format!("--disablerepo={r}"));
+        }
+        if let Some(r) = &self.disable_excludes {
+            opts.push(format!("--disableexcludes={r}"));
         }
         pkg::quote_all(&opts)
     }
@@ -299,6 +307,13 @@ impl Module for Yum {
             if let Some(v) = args.names().iter().find(|n| has_version(n)) {
                 return Err(format!(
                     "name: {v:?} has a version; state \"latest\" takes names only"
+                ));
+            }
+        }
+        if let Some(r) = &args.disable_excludes {
+            if r.is_empty() || r.contains(char::is_whitespace) || r.contains(',') {
+                return Err(format!(
+                    "disable_excludes: {r:?} is not \"all\", \"main\" or a repository id"
                 ));
             }
         }
@@ -491,6 +506,12 @@ mod tests {
             "{probe}"
         );
         assert!(probe.contains("check-update -- $inst"));
+        let held = args(json!({"name": "kubelet-1.31.2", "disable_excludes": "kubernetes"}));
+        let probe = probe_script(&held).unwrap();
+        assert!(
+            probe.contains("'--disableexcludes=kubernetes' install --assumeno"),
+            "{probe}"
+        );
         let c = Changes {
             install: vec!["a".into()],
             upgrade: vec![Upgrade {

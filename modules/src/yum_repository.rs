@@ -43,6 +43,11 @@ pub struct Args {
     /// The URL of the signing key (`gpgkey=`).
     #[serde(default)]
     pub gpgkey: Option<String>,
+    /// Packages this repository's updates may not touch (`exclude=`: names or globs, one string
+    /// or a list): how pkgs.k8s.io holds kubelet, kubeadm and kubectl; a task installs them with
+    /// `disable_excludes` (yum).
+    #[serde(default)]
+    pub exclude: Option<crate::pkg::Names>,
     /// `present` (default) writes the file; `absent` removes it.
     #[serde(default)]
     pub state: RepoState,
@@ -85,6 +90,7 @@ gpgkey=https://pkgs.k8s.io/core:/stable:/v1.30/rpm/repodata/repomd.xml.key
 | `enabled` | bool | true | `enabled=1/0` |
 | `gpgcheck` | bool | | `gpgcheck=1/0` (left out when not given) |
 | `gpgkey` | string | | `gpgkey=` |
+| `exclude` | string or list | | `exclude=` (packages updates may not touch) |
 | `state` | `present` \| `absent` | `present` | |
 | `file` | string | `name` | file name without `.repo` |
 | `reposdir` | string | `/etc/yum.repos.d` | directory of the file (must exist) |
@@ -130,6 +136,10 @@ impl Args {
         }
         if let Some(k) = &self.gpgkey {
             s += &format!("gpgkey={k}\n");
+        }
+        let exclude = crate::pkg::list(&self.exclude);
+        if !exclude.is_empty() {
+            s += &format!("exclude={}\n", exclude.join(" "));
         }
         s
     }
@@ -186,6 +196,11 @@ impl Module for YumRepository {
                 if v.trim().is_empty() {
                     return Err(format!("{field}: must not be empty"));
                 }
+            }
+        }
+        for e in crate::pkg::list(&args.exclude) {
+            if e.is_empty() || e.contains(char::is_whitespace) || e.contains(',') {
+                return Err(format!("exclude: {e:?} is not a package name or glob"));
             }
         }
         if args.state == RepoState::Present && args.baseurl.is_none() {
@@ -301,6 +316,9 @@ mod tests {
             "[k8s]\nname=Kubernetes\nbaseurl=https://x/rpm/\nenabled=1\ngpgcheck=1\ngpgkey=https://x/key\n"
         );
         assert_eq!(a.path(), "/etc/yum.repos.d/k8s.repo");
+        let held = args(json!({"name": "k8s", "baseurl": "https://x/rpm/",
+                               "exclude": ["kubelet", "kubeadm", "kubectl"]}));
+        assert!(held.render().ends_with("exclude=kubelet kubeadm kubectl\n"));
         let b = args(
             json!({"name": "lab", "baseurl": "file:///r", "enabled": false,
                             "file": "other", "reposdir": "/tmp/r/"}),

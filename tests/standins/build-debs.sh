@@ -1,22 +1,30 @@
 #!/bin/sh
-# Builds an apt repository of Kubernetes STAND-IN packages (tests only) in OUTDIR:
+# Builds apt repositories of Kubernetes STAND-IN packages (tests only) in OUTDIR, laid out as
+# pkgs.k8s.io's: one repository per minor version, OUTDIR/v1.31/deb/ (flat, with Packages):
 #
-#   tests/standins/build-debs.sh /srv/lab/shared/k8s-repo
-#   # on a host:  deb [trusted=yes] file:/srv/lab/shared/k8s-repo ./
+#   tests/standins/build-debs.sh /srv/lab/shared/k8s-repo 1.31.2-1.1 1.30.6-1.1
+#   # on a host:  deb [trusted=yes] file:/srv/lab/shared/k8s-repo/v1.31/deb/ /
 #
 # The packages have the names, versions and file layout of pkgs.k8s.io's (kubelet with its systemd
 # unit, kubeadm with the kubelet drop-in 10-kubeadm.conf, kubectl), but the programs in them are
-# the stand-ins of this directory, NOT Kubernetes. The kubelet package also carries the
+# the stand-ins of this directory, NOT Kubernetes; each reports the package's version (`kubelet
+# --version`, `kubeadm version`), as the real binaries do. The kubelet package also carries the
 # kube-apiserver, kube-controller-manager and kube-scheduler stand-ins under
 # /usr/lib/kubelet-standin/images: what the real kubelet would pull as images for static pods.
+# VERSIONs default to 1.31.2-1.1.
 set -eu
-[ $# -eq 1 ] || { echo "usage: $0 OUTDIR" >&2; exit 2; }
+[ $# -ge 1 ] || { echo "usage: $0 OUTDIR [VERSION...]" >&2; exit 2; }
 here=$(cd "$(dirname "$0")" && pwd)
 out=$1
-version=${KUBE_STANDIN_DEB_VERSION:-1.31.2-1.1}
+shift
+[ $# -gt 0 ] || set -- 1.31.2-1.1
+for version in "$@"; do
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
-mkdir -p "$out"
+kube=v${version%-*}
+minor=$(echo "$kube" | cut -d. -f1-2)
+repo=$out/$minor/deb
+mkdir -p "$repo"
 
 control() { # name depends description
     mkdir -p "$work/$1/DEBIAN"
@@ -27,9 +35,9 @@ control() { # name depends description
         printf 'Description: STAND-IN for %s (tests only; not Kubernetes)\n' "$3"
     } >"$work/$1/DEBIAN/control"
 }
-put() { # package source destination mode
+put() { # package source destination mode: the stand-in, with the package's version built in
     mkdir -p "$work/$1$(dirname "$3")"
-    cp "$2" "$work/$1$3"
+    sed "s/\"v1\.31\.2\")\$/\"$kube\")/" "$2" >"$work/$1$3"
     chmod "$4" "$work/$1$3"
 }
 
@@ -74,9 +82,11 @@ EOF
 control kubectl "" "kubectl"
 put kubectl "$here/kubectl" /usr/bin/kubectl 0755
 
-rm -f "$out"/*.deb
+rm -f "$repo"/*.deb
 for p in kubelet kubeadm kubectl; do
-    dpkg-deb --root-owner-group --build "$work/$p" "$out/${p}_${version}_all.deb" >/dev/null
+    dpkg-deb --root-owner-group --build "$work/$p" "$repo/${p}_${version}_all.deb" >/dev/null
 done
-(cd "$out" && dpkg-scanpackages --multiversion . /dev/null 2>/dev/null >Packages)
-echo "stand-in packages in $out: kubelet kubeadm kubectl $version"
+(cd "$repo" && dpkg-scanpackages --multiversion . /dev/null 2>/dev/null >Packages)
+rm -rf "$work"
+echo "stand-in packages in $repo: kubelet kubeadm kubectl $version"
+done

@@ -1,7 +1,7 @@
 //! kubeadm's configuration files, typed: `InitConfiguration`, `ClusterConfiguration` and
 //! `JoinConfiguration` in the two API versions current kubeadm accepts, `kubeadm.k8s.io/v1beta4`
-//! (kubeadm 1.31 and newer) and `kubeadm.k8s.io/v1beta3` (1.22 to 1.30; still read by newer
-//! releases). Only the fields our playbooks need and the common ones are typed; a few rarely used
+//! (kubeadm 1.31 and newer) and `kubeadm.k8s.io/v1beta3` (1.22 to 1.30; deprecated in 1.31,
+//! still read up to 1.35, removed in kubeadm 1.36: kubernetes/kubernetes#136016). Only the fields our playbooks need and the common ones are typed; a few rarely used
 //! subtrees (`extraVolumes`, `featureGates`, `patches`, `timeouts`, …) are kept as plain YAML.
 //! Unknown fields are errors, so a typo (`certSans`) fails before any host is touched.
 //!
@@ -782,7 +782,8 @@ impl Config {
     }
 }
 
-/// kubeadm v1beta3 was removed in kubeadm 1.37; v1beta4 needs 1.31.
+/// kubeadm.k8s.io/v1beta3 was deprecated in kubeadm 1.31 and removed in 1.36
+/// (kubernetes/kubernetes#136016); v1beta4 needs 1.31.
 fn check_version_fits(v: ApiVersion, kubernetes_version: &str) -> Result<(), String> {
     let k = KubeVersion::parse(kubernetes_version)?;
     match v {
@@ -790,8 +791,8 @@ fn check_version_fits(v: ApiVersion, kubernetes_version: &str) -> Result<(), Str
             "kubeadm.k8s.io/v1beta4 needs kubeadm 1.31 or newer, but kubernetesVersion is \
              {kubernetes_version}: use kubeadm.k8s.io/v1beta3"
         )),
-        ApiVersion::V1Beta3 if k.major == 1 && k.minor >= 37 => Err(format!(
-            "kubeadm {k} no longer reads kubeadm.k8s.io/v1beta3 (removed in 1.37): use \
+        ApiVersion::V1Beta3 if k.major == 1 && k.minor >= 36 => Err(format!(
+            "kubeadm {k} no longer reads kubeadm.k8s.io/v1beta3 (removed in 1.36): use \
              kubeadm.k8s.io/v1beta4"
         )),
         _ if k.major == 1 && k.minor < 22 => Err(format!(
@@ -951,6 +952,10 @@ cgroupDriver: systemd
         assert!(e.contains("not a kind kubeadm reads"), "{e}");
         let e = Config::parse(&V4.replacen("v1beta4", "v1beta3", 1), Purpose::Init).unwrap_err();
         assert!(e.contains("one API version"), "{e}");
+        // v1beta3 was read up to kubeadm 1.35 and removed in 1.36.
+        assert!(check_version_fits(ApiVersion::V1Beta3, "1.35.2").is_ok());
+        let e = check_version_fits(ApiVersion::V1Beta3, "1.36.0").unwrap_err();
+        assert!(e.contains("removed in 1.36"), "{e}");
     }
 
     #[test]
