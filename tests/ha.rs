@@ -286,7 +286,9 @@ fn vip_moves(stop: &str, start: &str, port: u16) -> (Duration, &'static str) {
     // Requests through the VIP succeed again (haproxy on the new holder, healthy apiservers).
     let mut ok = vip_healthz(port);
     let t1 = Instant::now();
-    while ok.1.trim() != "ok" && t1.elapsed() < Duration::from_secs(10) {
+    // (Generous: on a loaded 2-core machine the stand-in apiservers answer slowly; this asserts
+    // that service comes back, the failover time is measured above.)
+    while ok.1.trim() != "ok" && t1.elapsed() < Duration::from_secs(30) {
         std::thread::sleep(Duration::from_millis(200));
         ok = vip_healthz(port);
     }
@@ -658,7 +660,11 @@ fn ha_external_etcd_converges_fails_over_and_keeps_secrets() {
 
 #[test]
 fn ha_binary_converges_fails_over_and_keeps_secrets() {
-    let Some(lab) = Lab::new("ha_binary_converges_fails_over_and_keeps_secrets", "") else {
+    // A service subnet of its own: the `kubernetes` service's address (its first) follows it.
+    let Some(lab) = Lab::new(
+        "ha_binary_converges_fails_over_and_keeps_secrets",
+        "service_subnet = \"10.32.0.0/16\"",
+    ) else {
         return;
     };
     lab.start_etcd_as_the_package_does();
@@ -677,6 +683,15 @@ fn ha_binary_converges_fails_over_and_keeps_secrets() {
         "/etc/kubernetes/pki/etcd/ca.crt",
         "/etc/kubernetes/pki/apiserver-etcd-client.crt",
         "/etc/kubernetes/pki/apiserver-etcd-client.key",
+    );
+    let sans = lab_exec(
+        "s1",
+        "openssl x509 -in /etc/kubernetes/pki/apiserver.crt -noout -ext subjectAltName",
+    );
+    let sans = String::from_utf8_lossy(&sans.stdout);
+    assert!(
+        sans.contains("IP Address:10.32.0.1") && !sans.contains("10.96.0.1"),
+        "{sans}"
     );
     // The controller-manager and scheduler stand-ins reached their apiserver over TLS with the
     // client certificates and kubeconfigs the playbook made.
