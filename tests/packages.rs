@@ -391,6 +391,15 @@ fn deb_repo(dir: &Path, ver: &str) {
     ));
 }
 
+/// The task that adds the test's deb repository in `dir` as an apt source.
+fn apt_source_task(dir: &Path) -> String {
+    format!(
+        r#"    copy(#{{ dest: "/etc/apt/sources.list.d/pbtest.list",
+             content: "deb [trusted=yes] file:{}/deb ./\n" }})"#,
+        dir.display()
+    )
+}
+
 fn apt_host_reset() {
     lab_exec(
         APT_HOST,
@@ -411,12 +420,8 @@ fn apt_installs_upgrades_and_package_removes_on_debian() {
 
     // The source and a cache update (alone: not a change of its own).
     let source = format!(
-        r#"on("h", [
-    copy(#{{ dest: "/etc/apt/sources.list.d/pbtest.list",
-             content: "deb [trusted=yes] file:{}/deb ./\n" }}),
-    apt(#{{ update_cache: true }}),
-]);"#,
-        shared.path().display()
+        "on(\"h\", [\n{},\n    apt(#{{ update_cache: true }}),\n]);",
+        apt_source_task(shared.path())
     );
     let out = play(&p, "source.rhai", &source, &[]);
     out.assert_code(0);
@@ -522,12 +527,9 @@ fn apt_reads_a_source_added_above_however_fresh_the_lists() {
     // What playbooks/lib/node.rhai does: the source, then the package with a cache that is
     // "valid" for an hour.
     let play_text = format!(
-        r#"on("h", [
-    copy(#{{ dest: "/etc/apt/sources.list.d/pbtest.list",
-             content: "deb [trusted=yes] file:{}/deb ./\n" }}),
-    apt(#{{ name: "pbhello-deb", update_cache: true, cache_valid_time: 3600 }}),
-]);"#,
-        shared.path().display()
+        "on(\"h\", [\n{},\n    apt(#{{ name: \"pbhello-deb\", update_cache: true, \
+         cache_valid_time: 3600 }}),\n]);",
+        apt_source_task(shared.path())
     );
 
     let check = play(&p, "fresh.rhai", &play_text, &["--check"]);

@@ -33,6 +33,7 @@ on_both_connections!(
     tags_limit_and_imports,
     closures_made_in_a_library_run_when_the_task_runs,
     check_mode_says_when_a_prediction_depends_on_a_change_above,
+    a_value_quoted_in_rhai_reaches_the_shell_as_it_is,
 );
 
 /// A playbook that uses most core modules; every path is under the host's own `root`.
@@ -440,6 +441,24 @@ on("all", task("facts in rhai", |h| if h.facts.processor_count > 0 { "ok" } else
         assert!(!p.root(h).join("never").exists());
     }
     assert_eq!(out.total("skipped"), 2);
+}
+
+/// `quote()` in Rhai: a value put into a shell command arrives byte for byte, not interpreted.
+fn a_value_quoted_in_rhai_reaches_the_shell_as_it_is(p: Project) {
+    p.hosts(&["a"], &[]);
+    p.mkroot("a");
+    p.file(
+        "quote.rhai",
+        r#"
+let value = "it's $HOME and `id`; \"both\" | not run";
+on("all", shell(#{ cmd: "printf %s " + quote(value) + " > {{ root }}/quoted" }));
+"#,
+    );
+    p.play("quote.rhai", &[]).assert_code(0);
+    assert_eq!(
+        std::fs::read_to_string(p.root("a").join("quoted")).unwrap(),
+        "it's $HOME and `id`; \"both\" | not run"
+    );
 }
 
 /// The modules the other tests use less: file states, set_fact, debug, fail, assert, print.

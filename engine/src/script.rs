@@ -74,6 +74,7 @@ const API_FUNCTIONS: &[&str] = &[
     "first",
     "rest",
     "host_vars",
+    "quote",
 ];
 
 /// Bounds that keep a runaway playbook from hanging the controller.
@@ -875,6 +876,14 @@ fn register_api(engine: &mut Engine, builder: &Arc<Mutex<Builder>>, registry: &R
             let _: Dynamic = body.call_within_context(&ctx, ())?;
             b.lock().unwrap_or_else(|e| e.into_inner()).current_phase = None;
             Ok(())
+        },
+    );
+
+    // Building shell commands from values: the same quoting as the `quote` template filter.
+    engine.register_fn(
+        "quote",
+        |ctx: NativeCallContext, s: &str| -> Result<String, Box<EvalAltResult>> {
+            crate::host::quote(s).map_err(|e| runtime_err(e, &ctx))
         },
     );
 

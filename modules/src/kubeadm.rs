@@ -173,8 +173,9 @@ kubeadm 1.26), unknown versions and unknown fields are errors.
   already initialised (`/etc/kubernetes/admin.conf` or `/var/lib/kubelet/config.yaml` exists):
   then it is ok and says so. On a node that is not, init is refused (in check mode too) while
   anything answers https at the control-plane endpoint (asked with curl from the node, when it
-  has curl): a cluster already runs behind it, and init would start a second one. Its result carries the join values: `api_endpoint`, `token`,
-  `ca_cert_hash`, `certificate_key`, `kubernetes_version`. On an initialised node the values come
+  has curl): a cluster already runs behind it, and init would start a second one. Its result
+  carries the join values: `api_endpoint`, `token`, `ca_cert_hash`, `certificate_key`,
+  `kubernetes_version`. On an initialised node the values come
   from a fresh `kubeadm token create --print-join-command` and
   `kubeadm init phase upload-certs --upload-certs --config /etc/kubernetes/kubeadm-init.yaml`
   (reported ok: a short-lived credential is not a change of the node); check mode creates
@@ -1725,6 +1726,15 @@ mod tests {
         async fn run(&self, node: &str, a: Value, check: bool) -> Result<Outcome, ModuleError> {
             self.env.run(&self.node(node), a, check).await
         }
+        /// A token (made with `token_args`) and a certificate key from m1, as before a join.
+        async fn fresh_join_values(&self, token_args: Value) -> (Outcome, Outcome) {
+            let tok = self.run("m1", token_args, false).await.unwrap();
+            let certs = self
+                .run("m1", json!({"action": "upload_certs"}), false)
+                .await
+                .unwrap();
+            (tok, certs)
+        }
     }
 
     /// Everything the user sees of an outcome.
@@ -1888,14 +1898,9 @@ mod tests {
                 .status,
             Status::Skipped("not run in check mode: kubeadm init phase upload-certs would make a new certificate key".into())
         );
-        let tok = lab
-            .run("m1", json!({"action": "token", "ttl": "1h"}), false)
-            .await
-            .unwrap();
-        let certs = lab
-            .run("m1", json!({"action": "upload_certs"}), false)
-            .await
-            .unwrap();
+        let (tok, certs) = lab
+            .fresh_join_values(json!({"action": "token", "ttl": "1h"}))
+            .await;
         assert_eq!(tok.status, Status::Ok);
         assert_hidden(&shown(&tok), &[tok.result["token"].as_str().unwrap()]);
         let key = certs.result["certificate_key"].as_str().unwrap();
@@ -1936,14 +1941,7 @@ mod tests {
         });
         let init = lab.run("m1", init_args, false).await.unwrap();
         // Fresh values right before the join, as the playbooks make them.
-        let tok = lab
-            .run("m1", json!({"action": "token"}), false)
-            .await
-            .unwrap();
-        let certs = lab
-            .run("m1", json!({"action": "upload_certs"}), false)
-            .await
-            .unwrap();
+        let (tok, certs) = lab.fresh_join_values(json!({"action": "token"})).await;
         let join = json!({"action": "join", "control_plane": true, "node_name": "m2",
                           "from": [init.result, tok.result, certs.result]});
         let joined = lab.run("m2", join, false).await;

@@ -70,6 +70,17 @@ pub fn check_names(
     Ok(())
 }
 
+/// Checks that every value of a list field is one word of a yum/dnf option or repo file (a repo id,
+/// a package name or glob): not empty, no spaces, no commas (which yum would split on).
+pub fn check_words(field: &str, values: &[String], what: &str) -> Result<(), String> {
+    for v in values {
+        if v.is_empty() || v.contains(char::is_whitespace) || v.contains(',') {
+            return Err(format!("{field}: {v:?} is not {what}"));
+        }
+    }
+    Ok(())
+}
+
 /// One package to upgrade: its name and the versions before and after.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Upgrade {

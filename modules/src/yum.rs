@@ -310,22 +310,23 @@ impl Module for Yum {
                 ));
             }
         }
-        if let Some(r) = &args.disable_excludes {
-            if r.is_empty() || r.contains(char::is_whitespace) || r.contains(',') {
-                return Err(format!(
-                    "disable_excludes: {r:?} is not \"all\", \"main\" or a repository id"
-                ));
-            }
-        }
-        for (field, repos) in [
-            ("enablerepo", &args.enablerepo),
-            ("disablerepo", &args.disablerepo),
+        let excludes: Vec<String> = args.disable_excludes.iter().cloned().collect();
+        for (field, repos, what) in [
+            ("enablerepo", pkg::list(&args.enablerepo), "a repository id"),
+            (
+                "disablerepo",
+                pkg::list(&args.disablerepo),
+                "a repository id",
+            ),
+            (
+                "disable_excludes",
+                excludes,
+                "\"all\", \"main\" or a repository id",
+            ),
         ] {
-            for r in pkg::list(repos) {
-                if r.is_empty() || r.contains(char::is_whitespace) || r.contains(',') {
-                    return Err(format!("{field}: {r:?} is not a repository id"));
-                }
-                quote(&r)?;
+            pkg::check_words(field, &repos, what)?;
+            for r in &repos {
+                quote(r)?;
             }
         }
         Ok(())
@@ -420,6 +421,10 @@ mod tests {
             (json!({"name": "a-1.0", "state": "latest"}), "names only"),
             (json!({"name": "a", "state": "gone"}), "state"),
             (json!({"name": "a", "enablerepo": "a b"}), "enablerepo"),
+            (
+                json!({"name": "a", "disable_excludes": "a,b"}),
+                "disable_excludes: \"a,b\" is not",
+            ),
             (json!({"name": "a", "nam": "a"}), "unknown field `nam`"),
         ] {
             let e = m.validate(&bad).unwrap_err();

@@ -198,11 +198,11 @@ impl Module for YumRepository {
                 }
             }
         }
-        for e in crate::pkg::list(&args.exclude) {
-            if e.is_empty() || e.contains(char::is_whitespace) || e.contains(',') {
-                return Err(format!("exclude: {e:?} is not a package name or glob"));
-            }
-        }
+        crate::pkg::check_words(
+            "exclude",
+            &crate::pkg::list(&args.exclude),
+            "a package name or glob",
+        )?;
         if args.state == RepoState::Present && args.baseurl.is_none() {
             return Err("baseurl: required with state \"present\"".into());
         }
@@ -337,6 +337,10 @@ mod tests {
             (json!({"name": "a b", "baseurl": "x"}), "repository id"),
             (json!({"name": "a"}), "baseurl"),
             (json!({"name": "a", "baseurl": "x\ny=1"}), "one line"),
+            (
+                json!({"name": "a", "baseurl": "x", "exclude": ["kubelet", "a b"]}),
+                "exclude: \"a b\" is not a package name",
+            ),
             (
                 json!({"name": "a", "baseurl": "x", "file": "../etc/x"}),
                 "file",

@@ -103,12 +103,7 @@ pub enum Conn {
 }
 
 mod skip;
-pub use skip::{lab_status, skip, LabStatus, LAB_DIR};
-
-/// A lab test cannot run here: `test` says which and why (`detail`); see [`skip::lab_skip`].
-pub fn lab_skip(test: &str, detail: &str) {
-    skip::lab_skip(test, detail)
-}
+pub use skip::{lab_skip, lab_status, skip, LabStatus, LAB_DIR};
 
 /// Lab tests run one at a time, so "no ssh process is left" is about this test's run only.
 static LAB_LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
