@@ -359,6 +359,9 @@ fn describe_plan(plan: &Plan) -> String {
             if !t.notify.is_empty() {
                 out.push_str(&format!("      notifies: {}\n", t.notify.join(", ")));
             }
+            if let Some(n) = t.throttle {
+                out.push_str(&format!("      throttle: {n} host(s) at a time\n"));
+            }
         }
     }
     out

@@ -29,6 +29,7 @@ on_both_connections!(
     a_value_made_on_one_host_is_used_on_two_others,
     custom_rhai_task_supports_check_mode,
     handlers_run_once_per_host_per_phase_and_only_when_notified,
+    a_throttled_handler_rolls_over_the_hosts_and_stops_at_a_failure,
     a_failed_task_stops_its_host_only_and_exits_2,
     tags_limit_and_imports,
     closures_made_in_a_library_run_when_the_task_runs,
@@ -286,6 +287,70 @@ phase("two", || {
     assert_eq!(
         std::fs::read_to_string(p.root("b").join("handler.log")).unwrap(),
         "one\ntwo\n"
+    );
+}
+
+fn a_throttled_handler_rolls_over_the_hosts_and_stops_at_a_failure(p: Project) {
+    let hosts = ["a", "b", "c", "d"];
+    p.hosts(&hosts, &[]);
+    for h in hosts {
+        p.mkroot(h);
+    }
+    p.file(
+        "rolling.rhai",
+        r#"
+on("all", shell(#{ cmd: "date +%s.%N > {{ root }}/t-start && sleep 0.2 && date +%s.%N > {{ root }}/t-end" })
+    .throttle(1).name("one at a time"));
+on("all", copy(#{ dest: "{{ root }}/conf", content: "v2" }).notify("restart"));
+handler("restart", shell(#{ cmd: "date +%s.%N > {{ root }}/start && sleep 0.3 && test {{ inventory_hostname }} != c && date +%s.%N > {{ root }}/end" })
+    .throttle(1));
+"#,
+    );
+    let out = p.play("rolling.rhai", &[]);
+    out.assert_code(2);
+    let time = |h: &str, f: &str| -> f64 {
+        let text =
+            std::fs::read_to_string(p.root(h).join(f)).unwrap_or_else(|e| panic!("{h}/{f}: {e}"));
+        text.trim().parse().unwrap()
+    };
+    // A throttled task: never two hosts at once.
+    let mut spans: Vec<(f64, f64)> = hosts
+        .iter()
+        .map(|h| (time(h, "t-start"), time(h, "t-end")))
+        .collect();
+    spans.sort_by(|a, b| a.0.total_cmp(&b.0));
+    for w in spans.windows(2) {
+        assert!(
+            w[1].0 >= w[0].1,
+            "overlapping runs of a throttle(1) task: {spans:?}"
+        );
+    }
+    // One host at a time, in inventory order: each starts after the one before it ended.
+    assert!(time("b", "start") >= time("a", "end"), "b waited for a");
+    assert!(time("c", "start") >= time("b", "end"), "c waited for b");
+    assert!(!p.root("c").join("end").exists(), "c failed");
+    assert!(
+        !p.root("d").join("start").exists(),
+        "d was not restarted after c failed"
+    );
+    let skipped = out.tasks_where(|e| {
+        e["status"] == "skipped"
+            && e["msg"]
+                .as_str()
+                .is_some_and(|m| m.contains("the rolling run of this handler stopped at c"))
+    });
+    assert_eq!(skipped, [("d".to_string(), "restart".to_string())]);
+    // Not a throttle at all: refused while planning, naming the line.
+    p.file(
+        "zero.rhai",
+        "on(\"all\", shell(#{ cmd: \"true\" }).throttle(0));\n",
+    );
+    let out = p.run(&["plan", "zero.rhai", "-i", "inventory.toml"]);
+    out.assert_code(1);
+    assert!(
+        out.stderr.contains("zero.rhai:1:") && out.stderr.contains("throttle(0)"),
+        "{}",
+        out.stderr
     );
 }
 

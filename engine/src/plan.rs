@@ -172,6 +172,10 @@ pub struct Task {
     /// Handlers are tasks too, run at the end of their phase on hosts that notified them.
     pub is_handler: bool,
     pub ignore_errors: bool,
+    /// At most this many hosts run the task at once (Ansible's `throttle`). A throttled handler
+    /// runs on its notifying hosts in inventory order, that many at a time, and stops at the
+    /// first group where it fails: a rolling restart.
+    pub throttle: Option<usize>,
     /// `Some(false)`: runs for real even in check mode (a task that only reads);
     /// `Some(true)`: always only checks. None follows --check.
     pub check_mode: Option<bool>,

@@ -208,22 +208,7 @@ pub fn write_script(
         // the content: only a complete upload may replace the destination.
         sum = hex::encode(sha2::Sha256::digest(content)),
     );
-    match opts.mode {
-        Some(m) => s += &format!("chmod {} \"$t\"\n", quote(&normalize_mode(m)?)?),
-        None => {
-            s += "if [ -e \"$p\" ]; then chmod --reference=\"$p\" \"$t\"; \
-                      else chmod \"$(printf '%o' $((0666 & ~$(umask))))\" \"$t\"; fi\n"
-        }
-    }
-    if opts.owner.is_none() && opts.group.is_none() {
-        s += "if [ -e \"$p\" ]; then chown --reference=\"$p\" \"$t\" 2>/dev/null || true; fi\n";
-    }
-    if let Some(o) = opts.owner {
-        s += &format!("chown {} \"$t\"\n", quote(o)?);
-    }
-    if let Some(g) = opts.group {
-        s += &format!("chgrp {} \"$t\"\n", quote(g)?);
-    }
+    s += &temp_file_attributes(opts.mode, opts.owner, opts.group)?;
     if let Some(v) = opts.validate {
         if !v.contains("%s") {
             return Err(ModuleError::Args(format!(
@@ -245,6 +230,32 @@ pub fn write_script(
         text: s,
         stdin: content.to_vec(),
     })
+}
+
+/// Shell giving the temporary file `$t`, which is to replace `$p`, its mode, owner and group:
+/// those asked for, else those of the file it replaces (a new file: the umask's mode, and the
+/// owner of whoever writes it).
+pub fn temp_file_attributes(
+    mode: Option<&str>,
+    owner: Option<&str>,
+    group: Option<&str>,
+) -> Result<String, ModuleError> {
+    let mut s = match mode {
+        Some(m) => format!("chmod {} \"$t\"\n", quote(&normalize_mode(m)?)?),
+        None => "if [ -e \"$p\" ]; then chmod --reference=\"$p\" \"$t\"; \
+                 else chmod \"$(printf '%o' $((0666 & ~$(umask))))\" \"$t\"; fi\n"
+            .to_string(),
+    };
+    if owner.is_none() && group.is_none() {
+        s += "if [ -e \"$p\" ]; then chown --reference=\"$p\" \"$t\" 2>/dev/null || true; fi\n";
+    }
+    if let Some(o) = owner {
+        s += &format!("chown {} \"$t\"\n", quote(o)?);
+    }
+    if let Some(g) = group {
+        s += &format!("chgrp {} \"$t\"\n", quote(g)?);
+    }
+    Ok(s)
 }
 
 /// What the output of `write_script` says: an error, or the backup's path when one was made.

@@ -113,6 +113,8 @@ struct HostRt {
 struct TaskRt {
     finished: watch::Sender<usize>,
     reads: Reads,
+    /// `throttle`: the hosts that may run the task at once.
+    throttle: Option<Semaphore>,
 }
 
 /// What a task's templates and condition read beyond the host's own variables: only those are
@@ -289,6 +291,7 @@ pub async fn run_until(
         .map(|t| TaskRt {
             finished: watch::channel(0).0,
             reads: Reads::of(t, &templates),
+            throttle: t.throttle.map(Semaphore::new),
         })
         .collect();
     let state = Arc::new(State {
@@ -525,22 +528,99 @@ impl State {
     async fn run_handlers(self: &Arc<Self>, phase: usize) {
         let plan = self.plan.clone();
         for &hid in &plan.phases[phase].handlers {
-            let name = &plan.tasks[hid].name;
-            let mut joins = tokio::task::JoinSet::new();
-            for (hname, h) in &self.hosts {
-                let notified = h
-                    .notified
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .remove(name);
-                if notified && !h.dead.load(Ordering::SeqCst) {
+            let task = &plan.tasks[hid];
+            // In inventory order: a throttled handler rolls over the hosts in that order.
+            let notified: Vec<String> = task
+                .hosts
+                .iter()
+                .filter(|hname| {
+                    let Some(h) = self.hosts.get(hname.as_str()) else {
+                        return false;
+                    };
+                    let notified = h
+                        .notified
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .remove(&task.name);
+                    notified && !h.dead.load(Ordering::SeqCst)
+                })
+                .cloned()
+                .collect();
+            let group = task.throttle.unwrap_or(notified.len()).max(1);
+            let mut groups = notified.chunks(group);
+            for hosts in groups.by_ref() {
+                let mut joins = tokio::task::JoinSet::new();
+                for hname in hosts {
                     let st = self.clone();
                     let hname = hname.clone();
                     joins.spawn(async move { st.run_task(hid, &hname, &()).await });
                 }
+                while joins.join_next().await.is_some() {}
+                let done = self.done.lock().unwrap_or_else(|e| e.into_inner());
+                let failed = hosts
+                    .iter()
+                    .find(|h| matches!(done.get(&(hid, h.to_string())), Some(Done::Failed)));
+                if let (Some(failed), Some(_)) = (failed, task.throttle) {
+                    let why = format!(
+                        "not run: the rolling run of this handler stopped at {failed}, where it \
+                         failed (throttle {group})"
+                    );
+                    drop(done);
+                    for hname in groups.flatten() {
+                        self.skip(hid, hname, &why);
+                    }
+                    break;
+                }
             }
-            while joins.join_next().await.is_some() {}
         }
+    }
+
+    /// Reports a task as skipped on `host` without running it.
+    fn skip(&self, tid: TaskId, host: &str, why: &str) {
+        let check = self.plan.tasks[tid].checks(self.opts.check);
+        let mut end = self.task_end(tid, host, check);
+        self.sink.emit(&Event::TaskStart {
+            phase: end.phase.clone(),
+            task: end.task.clone(),
+            task_id: tid,
+            host: host.to_string(),
+        });
+        end.status = TaskStatus::Skipped;
+        end.msg = Some(why.to_string());
+        self.end_task(tid, host, end, Done::NotRun { selected: true });
+    }
+
+    /// A task's end on a host before its outcome is known: ok, nothing changed.
+    fn task_end(&self, tid: TaskId, host: &str, check: bool) -> TaskEnd {
+        let task = &self.plan.tasks[tid];
+        TaskEnd {
+            phase: self.plan.phases[task.phase].name.clone(),
+            task: task.name.clone(),
+            task_id: tid,
+            host: host.to_string(),
+            module: task.module_name().to_string(),
+            status: TaskStatus::Ok,
+            changed: false,
+            check,
+            handler: task.is_handler,
+            ignored: false,
+            summary: None,
+            msg: None,
+            diff: None,
+            duration_ms: 0,
+        }
+    }
+
+    /// Counts, records and reports a task's end on a host.
+    fn end_task(&self, tid: TaskId, host: &str, end: TaskEnd, done: Done) {
+        self.counts
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .entry(host.to_string())
+            .or_default()
+            .add(&end);
+        self.finish(tid, host, done);
+        self.sink.emit(&Event::TaskEnd(end));
     }
 
     fn selected(&self, tid: TaskId) -> bool {
@@ -636,22 +716,7 @@ impl State {
             Ok(outcome) => std::mem::take(&mut outcome.read_after),
             Err(_) => Vec::new(),
         };
-        let mut end = TaskEnd {
-            phase,
-            task: task.name.clone(),
-            task_id: tid,
-            host: host.to_string(),
-            module: task.module_name().to_string(),
-            status: TaskStatus::Ok,
-            changed: false,
-            check,
-            handler: task.is_handler,
-            ignored: false,
-            summary: None,
-            msg: None,
-            diff: None,
-            duration_ms: 0,
-        };
+        let mut end = self.task_end(tid, host, check);
         let done = match result {
             Ok(outcome) => {
                 end.summary = outcome.summary;
@@ -736,14 +801,7 @@ impl State {
             }
         };
         end.duration_ms = started.elapsed().as_millis() as u64;
-        self.counts
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .entry(host.to_string())
-            .or_default()
-            .add(&end);
-        self.finish(tid, host, done);
-        self.sink.emit(&Event::TaskEnd(end));
+        self.end_task(tid, host, end, done);
         acted.then_some(read_after)
     }
 
@@ -784,6 +842,10 @@ impl State {
         after: &dyn ReadAfter,
     ) -> Result<Outcome, TaskError> {
         let task = &self.plan.tasks[tid];
+        let _throttled = match &self.tasks[tid].throttle {
+            Some(s) => Some(s.acquire().await.expect("semaphore is never closed")),
+            None => None,
+        };
         let needs_closures = matches!(task.action, Action::Custom(_))
             || matches!(task.when, Some(Condition::Closure(_)))
             || has_closure(&task.args);

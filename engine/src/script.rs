@@ -121,6 +121,7 @@ pub struct TaskSpec {
     after: Vec<TaskId>,
     after_names: Vec<(String, SourcePos)>,
     ignore_errors: bool,
+    throttle: Option<usize>,
     check_mode: Option<bool>,
     pos: SourcePos,
 }
@@ -138,6 +139,7 @@ impl TaskSpec {
             after: vec![],
             after_names: vec![],
             ignore_errors: false,
+            throttle: None,
             check_mode: None,
             pos,
         }
@@ -283,6 +285,7 @@ impl Builder {
             pos: spec.pos,
             is_handler: handler,
             ignore_errors: spec.ignore_errors,
+            throttle: spec.throttle,
             check_mode: spec.check_mode,
         });
         if handler {
@@ -746,6 +749,22 @@ fn register_api(engine: &mut Engine, builder: &Arc<Mutex<Builder>>, registry: &R
         t.ignore_errors = v;
         t.clone()
     });
+    engine.register_fn(
+        "throttle",
+        |ctx: NativeCallContext,
+         t: &mut TaskSpec,
+         n: i64|
+         -> Result<TaskSpec, Box<EvalAltResult>> {
+            if n < 1 {
+                return Err(runtime_err(
+                    format!("throttle({n}): at least one host must run the task at a time"),
+                    &ctx,
+                ));
+            }
+            t.throttle = Some(n as usize);
+            Ok(t.clone())
+        },
+    );
     engine.register_fn(
         "tags",
         |ctx: NativeCallContext,

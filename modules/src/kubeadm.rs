@@ -1939,6 +1939,9 @@ mod tests {
             "endpoints": ["https://10.0.0.21:2379"],
             "ca_file": files[0].0, "cert_file": files[1].0, "key_file": files[2].0,
         });
+        // No etcd runs here and the files are not PEM: init's etcd version check fails, and
+        // is made a warning as a user would.
+        init_args["ignore_preflight_errors"] = json!(["ExternalEtcdVersion"]);
         let init = lab.run("m1", init_args, false).await.unwrap();
         // Fresh values right before the join, as the playbooks make them.
         let (tok, certs) = lab.fresh_join_values(json!({"action": "token"})).await;
@@ -1956,6 +1959,99 @@ mod tests {
         let nodes = std::path::Path::new(&lab.state).join("vip.test_9443/nodes.json");
         let nodes: Value = serde_json::from_slice(&std::fs::read(nodes).unwrap()).unwrap();
         assert_eq!(nodes["m2"]["role"], "control-plane", "{nodes}");
+    }
+
+    /// A real etcd on loopback (Debian's etcd-server, the machine's /usr/bin/etcd), over http.
+    struct LocalEtcd {
+        child: std::process::Child,
+        endpoint: String,
+        _data: tempfile::TempDir,
+    }
+
+    impl LocalEtcd {
+        fn start() -> Option<LocalEtcd> {
+            let free = || {
+                std::net::TcpListener::bind("127.0.0.1:0")
+                    .unwrap()
+                    .local_addr()
+                    .unwrap()
+                    .port()
+            };
+            let (client, peer) = (free(), free());
+            let data = tempfile::tempdir().unwrap();
+            let endpoint = format!("http://127.0.0.1:{client}");
+            let peer_url = format!("http://127.0.0.1:{peer}");
+            let child = std::process::Command::new("etcd")
+                .args(["--name", "t", "--data-dir"])
+                .arg(data.path())
+                .args(["--listen-client-urls", &endpoint])
+                .args(["--advertise-client-urls", &endpoint])
+                .args(["--listen-peer-urls", &peer_url])
+                .args(["--initial-advertise-peer-urls", &peer_url])
+                .args(["--initial-cluster", &format!("t={peer_url}")])
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::null())
+                .spawn()
+                .ok()?;
+            let etcd = LocalEtcd {
+                child,
+                endpoint,
+                _data: data,
+            };
+            for _ in 0..100 {
+                if etcd.version().is_some() {
+                    return Some(etcd);
+                }
+                std::thread::sleep(std::time::Duration::from_millis(100));
+            }
+            panic!("etcd did not answer on {}", etcd.endpoint);
+        }
+        fn version(&self) -> Option<String> {
+            let out = std::process::Command::new("curl")
+                .args(["-fsS", &format!("{}/version", self.endpoint)])
+                .output()
+                .ok()?;
+            let v: Value = serde_json::from_slice(&out.stdout).ok()?;
+            v["etcdserver"].as_str().map(String::from)
+        }
+    }
+
+    impl Drop for LocalEtcd {
+        fn drop(&mut self) {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+
+    #[tokio::test]
+    async fn an_external_etcd_older_than_kubeadm_supports_is_refused() {
+        let Some(etcd) = LocalEtcd::start() else {
+            panic!("etcd is needed (apt-get install etcd-server, as tests/lab/lab.sh deps does)");
+        };
+        let version = etcd.version().unwrap();
+        assert!(version.starts_with("3.4."), "Debian 12's etcd: {version}");
+        let lab = Lab::new();
+        let mut args = init_args();
+        args["etcd_external"] = json!({ "endpoints": [etcd.endpoint] });
+        let e = lab
+            .run("m1", args.clone(), false)
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains(&format!(
+                "[ERROR ExternalEtcdVersion]: this version of kubeadm only supports external etcd \
+                 version >= 3.5.24-0. Current version: {version}"
+            )),
+            "{e}"
+        );
+        assert!(!lab.file("m1", ADMIN_CONF).exists(), "refused before init");
+        // The documented opt-in: the check becomes a warning and init goes on.
+        args["ignore_preflight_errors"] = json!(["ExternalEtcdVersion"]);
+        assert_eq!(
+            lab.run("m1", args, false).await.unwrap().status,
+            Status::Changed
+        );
     }
 
     #[tokio::test]

@@ -21,6 +21,7 @@ pub mod fail;
 pub mod fetch;
 pub mod file;
 pub mod file_template;
+pub mod get_url;
 pub mod k8s;
 pub mod kubeadm;
 pub mod lineinfile;
@@ -47,6 +48,7 @@ pub fn register_all(registry: &mut engine::Registry) {
     registry.register(fetch::Fetch);
     registry.register(file::File);
     registry.register(file_template::FileTemplate);
+    registry.register(get_url::GetUrl);
     registry.register(k8s::K8s);
     registry.register(kubeadm::Kubeadm::default());
     registry.register(lineinfile::LineInFile);
@@ -149,6 +151,15 @@ mod tests {
                 json!({ "path": p("nofile"), "line": "x", "create": true }),
             ),
             (
+                &crate::get_url::GetUrl,
+                json!({ "url": format!("file://{}", p("files/src.txt")), "dest": p("dir") }),
+            ),
+            (
+                &crate::get_url::GetUrl,
+                json!({ "url": "file:///nowhere/x", "dest": p("text"), "mode": "0600",
+                        "checksum": format!("sha256:{}", crate::inspect::sha256(b"a=1\nb=2")) }),
+            ),
+            (
                 &crate::shell::Shell,
                 json!({ "cmd": "true", "creates": p("dir/*") }),
             ),
@@ -218,6 +229,7 @@ mod tests {
                 "fetch",
                 "file",
                 "file_template",
+                "get_url",
                 "k8s",
                 "kubeadm",
                 "lineinfile",
