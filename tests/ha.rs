@@ -531,11 +531,52 @@ fn ha_stacked_converges_fails_over_and_keeps_secrets() {
     let Some(lab) = Lab::new("ha_stacked_converges_fails_over_and_keeps_secrets", "") else {
         return;
     };
+    give_the_nodes_a_second_network();
     let outputs = converge_and_prove(&lab, "ha-stacked.rhai", KUBEADM_SERVICES);
     assert_kubeadm_cluster_formed(lab.port);
+    assert_the_cluster_network_is_used("keepalived");
     prove_vip_failover(STOP_STATIC_APISERVER, START_STATIC_APISERVER);
     assert_no_secrets(&outputs, true, lab.port);
     prove_a_rebuilt_first_master_starts_no_second_cluster(&lab);
+}
+
+/// The Kubernetes nodes get what a VirtualBox VM has (the example inventory's layout): a second
+/// NIC, eth1 on another network, which the default route goes to; the cluster network (their
+/// inventory address) stays on eth0.
+fn give_the_nodes_a_second_network() {
+    for (_, h) in MASTERS.iter().chain([&WORKER]) {
+        lab(&["add-nic", h]);
+        let route = lab_exec(h, "ip route show default");
+        assert!(
+            String::from_utf8_lossy(&route.stdout).contains("dev eth1"),
+            "the default route on {h} goes to the second NIC"
+        );
+    }
+}
+
+/// On hosts with two networks, what serves the cluster is on the cluster network (eth0, the
+/// inventory address), not on the default route's: the VIP's interface (`vip_by`: keepalived's or
+/// kube-vip's) and the kubelet's node IP on every node.
+fn assert_the_cluster_network_is_used(vip_by: &str) {
+    for (name, h) in MASTERS.iter().chain([&WORKER]) {
+        let flags = lab_exec(h, "cat /var/lib/kubelet/kubeadm-flags.env");
+        assert!(
+            String::from_utf8_lossy(&flags.stdout).contains(&format!("--node-ip={}", address(h))),
+            "the kubelet on {name}: {}",
+            String::from_utf8_lossy(&flags.stdout)
+        );
+    }
+    for (name, h) in MASTERS {
+        let config = match vip_by {
+            "keepalived" => "grep -E '^ *interface ' /etc/keepalived/keepalived.conf",
+            _ => "grep -A1 'name: vip_interface' /etc/kubernetes/manifests/kube-vip.yaml | tail -1",
+        };
+        let text = String::from_utf8_lossy(&lab_exec(h, config).stdout).to_string();
+        assert!(
+            text.contains("eth0") && !text.contains("eth1"),
+            "the VIP's interface on {name}: {text}"
+        );
+    }
 }
 
 /// The first master loses its cluster state (rebuilt, or `kubeadm reset`) while m2 and m3 run the
@@ -903,8 +944,10 @@ fn ha_stacked_with_kube_vip_converges_and_fails_over() {
     ) else {
         return;
     };
+    give_the_nodes_a_second_network();
     let outputs = converge_and_prove(&lab, "ha-stacked.rhai", &["containerd", "kubelet"]);
     assert_kubeadm_cluster_formed(lab.port);
+    assert_the_cluster_network_is_used("kube-vip");
     for (name, h) in MASTERS.iter().chain([&WORKER]) {
         let out = lab_exec(
             h,

@@ -11,9 +11,12 @@
 #   lab.sh ssh HOST [CMD...]         ssh to HOST (h3, s1 or deploy@h3) with the lab key
 #   lab.sh exec HOST CMD...          run CMD inside HOST's namespaces (nsenter, no ssh)
 #   lab.sh stop-sshd HOST | start-sshd HOST
+#   lab.sh add-nic HOST              a second NIC eth1 on labbr1 (10.78.0.x) with the default route
 #
 # Network: only the private bridge labbr0 (10.77.0.1/24) that this script creates; hosts hI get
 # 10.77.0.(10+I), sI get 10.77.0.(200+I); no default route; nothing is forwarded anywhere else.
+# add-nic gives a host what a VirtualBox VM has: the cluster network on eth0, and a second network
+# (labbr1, 10.78.0.1/24, same last octet) that the default route goes to.
 set -euo pipefail
 
 LAB_DIR=${LAB_DIR:-/srv/lab}
@@ -22,6 +25,8 @@ SELF=$(readlink -f "${BASH_SOURCE[0]}")
 BRIDGE=labbr0
 NET=10.77.0
 GATEWAY=10.77.0.1
+BRIDGE2=labbr1
+NET2=10.78.0
 OVDIRS=(etc var opt usr home)
 MAX_HOSTS=100
 MAX_SD_HOSTS=49 # s49 = 10.77.0.249; .250 (and .100) stay free for VIPs
@@ -37,7 +42,7 @@ log() { printf 'lab: %s\n' "$*" >&2; }
 die() { printf 'lab: ERROR: %s\n' "$*" >&2; exit 1; }
 
 usage() {
-    sed -n '2,16p' "$SELF" | sed 's/^# \{0,1\}//'
+    sed -n '2,20p' "$SELF" | sed 's/^# \{0,1\}//'
 }
 
 need_root() { [[ $(id -u) -eq 0 ]] || die "must run as root"; }
@@ -900,6 +905,7 @@ cmd_down() {
     teardown_hosts '^[hs][0-9]+$' || true
 
     ! ip link show "$BRIDGE" >/dev/null 2>&1 || ip link del "$BRIDGE"
+    ! ip link show "$BRIDGE2" >/dev/null 2>&1 || ip link del "$BRIDGE2"
     if [[ ${STATE[netns_premounted]:-1} == 0 ]] && mountpoint -q /run/netns 2>/dev/null &&
         [[ -z $(ip netns list 2>/dev/null) ]]; then
         umount /run/netns 2>/dev/null || true
@@ -930,6 +936,29 @@ cmd_down() {
         fi
     fi
     log "down: lab removed"
+}
+
+# ---------------------------------------------------------------- a second NIC
+# The veth goes with the host's network namespace when the host is removed; down removes labbr1.
+cmd_add_nic() {
+    (($# == 1)) || die "usage: lab.sh add-nic HOST"
+    need_root
+    need_up
+    local name ip
+    name=$(check_host "$1")
+    ip=$(name_ip "$name")
+    if ! ip link show "$BRIDGE2" >/dev/null 2>&1; then
+        ip link add "$BRIDGE2" type bridge
+        ip addr add "$NET2.1/24" dev "$BRIDGE2"
+        ip link set "$BRIDGE2" up
+    fi
+    ip link show "vlab2-$name" >/dev/null 2>&1 && die "$name has its second NIC already"
+    ip link add "vlab2-$name" type veth peer name eth1 netns "lab-$name"
+    ip link set "vlab2-$name" master "$BRIDGE2" up
+    ip -n "lab-$name" addr add "$NET2.${ip##*.}/24" dev eth1
+    ip -n "lab-$name" link set eth1 up
+    ip -n "lab-$name" route replace default via "$NET2.1" dev eth1
+    log "$name: eth1 $NET2.${ip##*.}/24, default route via $NET2.1"
 }
 
 # ---------------------------------------------------------------- status / ssh / exec
@@ -1039,6 +1068,7 @@ main() {
         exec) cmd_exec "$@" ;;
         stop-sshd) cmd_stop_sshd "$@" ;;
         start-sshd) cmd_start_sshd "$@" ;;
+        add-nic) cmd_add_nic "$@" ;;
         help | -h | --help) usage ;;
         # internal entry points (run by this script itself)
         __prep) prep_host "$@" ;;
