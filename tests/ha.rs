@@ -878,12 +878,20 @@ fn ha_binary_converges_fails_over_and_keeps_secrets() {
             );
         }
     }
+    prove_binary_flags_and_their_files();
+    prove_binary_audit_log(lab.port);
+    prove_a_changed_audit_policy_restarts_the_apiservers(&lab);
     prove_a_run_without_the_controllers_pki_changes_nothing(
         &lab,
         "ha-binary.rhai",
         &[
             ("kubernetes-ca", "s1", "/etc/kubernetes/pki/ca.crt"),
             ("service-account", "s1", "/etc/kubernetes/pki/sa.crt"),
+            (
+                "front-proxy-ca",
+                "s1",
+                "/etc/kubernetes/pki/front-proxy-ca.crt",
+            ),
             ("etcd-ca", "s5", "/etc/etcd/pki/ca.crt"),
         ],
     );
@@ -892,6 +900,267 @@ fn ha_binary_converges_fails_over_and_keeps_secrets() {
         "systemctl start kube-apiserver",
     );
     assert_no_secrets(&outputs, false, lab.port);
+}
+
+/// The arguments of the running process of a systemd unit on a lab host, one per line.
+fn unit_args(host: &str, unit: &str) -> String {
+    let out = lab_exec(
+        host,
+        &format!("tr '\\0' '\\n' < /proc/$(systemctl show -p MainPID --value {unit})/cmdline"),
+    );
+    String::from_utf8_lossy(&out.stdout).to_string()
+}
+
+/// A lab command's stdout and stderr, whether it succeeds or not.
+fn lab_try(host: &str, script: &str) -> String {
+    let out = lab_sh(&["exec", host, "sh", "-c", &format!("{script} 2>&1 || true")]);
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+/// ha-binary's kube-apiservers run with the flags kubeadm gives them (kubelet client certificate,
+/// front proxy, bootstrap tokens, audit log), the controller-managers with the client and
+/// front-proxy CAs, and the files those flags name are there, signed by the right CA.
+fn prove_binary_flags_and_their_files() {
+    let pki = "/etc/kubernetes/pki";
+    let apiserver_flags = [
+        "--enable-bootstrap-token-auth=true".to_string(),
+        format!("--kubelet-client-certificate={pki}/apiserver-kubelet-client.crt"),
+        format!("--kubelet-client-key={pki}/apiserver-kubelet-client.key"),
+        "--kubelet-preferred-address-types=InternalIP,ExternalIP,Hostname".to_string(),
+        format!("--proxy-client-cert-file={pki}/front-proxy-client.crt"),
+        format!("--proxy-client-key-file={pki}/front-proxy-client.key"),
+        format!("--requestheader-client-ca-file={pki}/front-proxy-ca.crt"),
+        "--requestheader-allowed-names=front-proxy-client".to_string(),
+        "--requestheader-extra-headers-prefix=X-Remote-Extra-".to_string(),
+        "--requestheader-group-headers=X-Remote-Group".to_string(),
+        "--requestheader-username-headers=X-Remote-User".to_string(),
+        "--audit-policy-file=/etc/kubernetes/audit-policy.yaml".to_string(),
+        "--audit-log-path=/var/log/kubernetes/audit/audit.log".to_string(),
+        "--audit-log-maxage=30".to_string(),
+        "--audit-log-maxbackup=10".to_string(),
+        "--audit-log-maxsize=100".to_string(),
+    ];
+    let controller_manager_flags = [
+        format!("--client-ca-file={pki}/ca.crt"),
+        format!("--requestheader-client-ca-file={pki}/front-proxy-ca.crt"),
+    ];
+    let mut front_proxy_cas = BTreeSet::new();
+    for (_, h) in MASTERS {
+        for (unit, flags) in [
+            ("kube-apiserver", &apiserver_flags[..]),
+            ("kube-controller-manager", &controller_manager_flags[..]),
+        ] {
+            let args = unit_args(h, unit);
+            for f in flags {
+                assert!(
+                    args.lines().any(|l| l == f),
+                    "{unit} on {h} runs with {f}:\n{args}"
+                );
+            }
+        }
+        for (ca, cert, subject) in [
+            (
+                "front-proxy-ca.crt",
+                "front-proxy-client.crt",
+                &["CN=front-proxy-client"][..],
+            ),
+            (
+                "ca.crt",
+                "apiserver-kubelet-client.crt",
+                &["CN=kube-apiserver-kubelet-client", "O=system:masters"][..],
+            ),
+        ] {
+            let verified = lab_try(
+                h,
+                &format!("openssl verify -CAfile {pki}/{ca} {pki}/{cert}"),
+            );
+            assert_eq!(verified, format!("{pki}/{cert}: OK"), "{h}");
+            let info = lab_try(
+                h,
+                &format!(
+                    "openssl x509 -in {pki}/{cert} -noout -subject -nameopt sep_comma_plus,utf8 \
+                     -ext extendedKeyUsage"
+                ),
+            );
+            let mut rdns: Vec<&str> = info
+                .lines()
+                .find_map(|l| l.strip_prefix("subject="))
+                .unwrap_or_default()
+                .split(',')
+                .collect();
+            rdns.sort();
+            assert!(
+                rdns == subject
+                    && info.contains("TLS Web Client Authentication")
+                    && !info.contains("Server"),
+                "{h}: {cert}: {info}"
+            );
+        }
+        // A CA of its own: the cluster CA does not vouch for the front proxy's client.
+        let refused = lab_try(
+            h,
+            &format!("openssl verify -CAfile {pki}/ca.crt {pki}/front-proxy-client.crt"),
+        );
+        assert!(!refused.ends_with(": OK"), "{h}: {refused}");
+        front_proxy_cas.insert(lab_try(
+            h,
+            &format!("openssl x509 -in {pki}/front-proxy-ca.crt -noout -fingerprint -sha256"),
+        ));
+        let modes = lab_try(
+            h,
+            "stat -c '%a %n' /etc/kubernetes/audit-policy.yaml /var/log/kubernetes/audit \
+             /var/log/kubernetes/audit/audit.log",
+        );
+        assert_eq!(
+            modes,
+            "600 /etc/kubernetes/audit-policy.yaml\n700 /var/log/kubernetes/audit\n\
+             600 /var/log/kubernetes/audit/audit.log",
+            "{h}"
+        );
+    }
+    assert_eq!(
+        front_proxy_cas.len(),
+        1,
+        "one front-proxy CA: {front_proxy_cas:?}"
+    );
+}
+
+/// Every audit event the masters' kube-apiservers logged, as JSON.
+fn audit_events() -> Vec<serde_json::Value> {
+    let mut v = Vec::new();
+    for (_, h) in MASTERS {
+        let out = lab_exec(h, "cat /var/log/kubernetes/audit/audit.log");
+        for line in String::from_utf8_lossy(&out.stdout).lines() {
+            v.push(
+                serde_json::from_str(line)
+                    .unwrap_or_else(|e| panic!("{h}: an audit line that is not JSON: {e}: {line}")),
+            );
+        }
+    }
+    v
+}
+
+/// An anonymous request through the VIP, as `agent`: its answer's code.
+fn anonymous_request(port: u16, agent: &str) -> String {
+    sh(&format!(
+        "curl -sk --max-time 5 -A {agent} -o /dev/null -w '%{{http_code}}' \
+         https://{VIP}:{port}/api/v1/namespaces/kube-system/secrets"
+    ))
+    .1
+}
+
+/// The audit events of the requests made as `agent`, waiting up to `wait` for the first.
+fn audit_events_of(agent: &str, wait: Duration) -> Vec<serde_json::Value> {
+    let t0 = Instant::now();
+    loop {
+        let found: Vec<_> = audit_events()
+            .into_iter()
+            .filter(|e| e["userAgent"] == agent)
+            .collect();
+        if !found.is_empty() || t0.elapsed() >= wait {
+            return found;
+        }
+        std::thread::sleep(Duration::from_millis(250));
+    }
+}
+
+/// The audit log works through the VIP: a request is logged once, at Metadata level, by the
+/// apiserver haproxy sent it to; health probes (haproxy's and keepalived's, every second) are not.
+fn prove_binary_audit_log(port: u16) {
+    let agent = format!("playbook-audit-test-{}", std::process::id());
+    assert_eq!(anonymous_request(port, &agent), "403");
+    let events = audit_events_of(&agent, Duration::from_secs(5));
+    assert_eq!(events.len(), 1, "{events:?}");
+    let e = &events[0];
+    assert_eq!(
+        (
+            &e["level"],
+            &e["stage"],
+            &e["verb"],
+            &e["user"]["username"],
+            &e["objectRef"]["resource"],
+            &e["objectRef"]["namespace"],
+            &e["responseStatus"]["code"],
+        ),
+        (
+            &"Metadata".into(),
+            &"ResponseComplete".into(),
+            &"list".into(),
+            &"system:anonymous".into(),
+            &"secrets".into(),
+            &"kube-system".into(),
+            &403.into(),
+        ),
+        "{e}"
+    );
+    let probes: Vec<_> = audit_events()
+        .into_iter()
+        .filter(|e| {
+            let uri = e["requestURI"].as_str().unwrap_or("");
+            ["/healthz", "/livez", "/readyz", "/version"]
+                .iter()
+                .any(|p| uri.starts_with(p))
+        })
+        .collect();
+    assert!(probes.is_empty(), "health probes logged: {probes:?}");
+}
+
+/// A changed audit policy restarts the kube-apiservers, which then follow it: here a rule that
+/// logs no anonymous request, so the request logged above is not logged again.
+fn prove_a_changed_audit_policy_restarts_the_apiservers(lab: &Lab) {
+    let pids: Vec<String> = MASTERS
+        .iter()
+        .map(|(_, h)| lab_try(h, "systemctl show -p MainPID --value kube-apiserver"))
+        .collect();
+    let policy = lab.project.path().join("templates/ha/audit-policy.yaml.j2");
+    let text = std::fs::read_to_string(&policy).unwrap();
+    let catch_all = "  - level: Metadata\n";
+    assert_eq!(
+        text.matches(catch_all).count(),
+        1,
+        "the policy changed: update this test"
+    );
+    let anonymous = "  - level: None\n    userGroups: [\"system:unauthenticated\"]\n";
+    std::fs::write(
+        &policy,
+        text.replace(catch_all, &format!("{anonymous}{catch_all}")),
+    )
+    .unwrap();
+    let out = lab.play("ha-binary.rhai", &[]);
+    out.assert_code(0);
+    let changed = |handler: bool| -> Pairs {
+        with_status(&out, |e| {
+            e["status"] == "changed" && e["handler"].as_bool() == Some(handler)
+        })
+    };
+    let expected: Pairs = MASTERS
+        .iter()
+        .map(|(m, _)| (m.to_string(), "audit policy".to_string()))
+        .collect();
+    assert_eq!(changed(false), expected, "{}", out.stdout);
+    assert_eq!(changed(true).len(), MASTERS.len(), "{}", out.stdout);
+    for ((_, h), before) in MASTERS.iter().zip(&pids) {
+        let now = lab_try(h, "systemctl show -p MainPID --value kube-apiserver");
+        assert!(
+            now != *before && now != "0",
+            "{h}: kube-apiserver {before} -> {now}"
+        );
+    }
+    let t0 = Instant::now();
+    while vip_healthz(lab.port).1.trim() != "ok" {
+        assert!(
+            t0.elapsed() < Duration::from_secs(30),
+            "no apiserver after the restart"
+        );
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    let agent = format!("playbook-audit-test-anonymous-{}", std::process::id());
+    assert_eq!(anonymous_request(lab.port, &agent), "403");
+    let events = audit_events_of(&agent, Duration::from_secs(2));
+    assert!(
+        events.is_empty(),
+        "logged against the new policy: {events:?}"
+    );
 }
 
 /// A run from a fresh clone or another workstation (no `pki_dir` on the controller) on the
