@@ -193,17 +193,11 @@ pub fn write_script(
     content: &[u8],
     opts: &WriteOptions<'_>,
 ) -> Result<Script, ModuleError> {
-    let mkdir = match opts.create_parent {
-        true => "[ -d \"$d\" ] || mkdir -p -- \"$d\"\n",
-        false => "",
-    };
-    let mut s = format!(
-        "set -e\np={}\ncase $p in */*) d=${{p%/*}};; *) d=.;; esac\n{mkdir}t=$(mktemp \"$d/.playbook.XXXXXX\")\n\
-         trap 'rm -f -- \"$t\"' EXIT\ntrap 'rm -f -- \"$t\"; exit 129' HUP INT TERM PIPE\n\
-         cat > \"$t\"\n\
+    let mut s = temp_file_beside(path, opts.create_parent)?;
+    s += &format!(
+        "cat > \"$t\"\n\
          h=$(sha256sum < \"$t\")\nif [ \"${{h%% *}}\" != {sum} ]; then \
          echo 'the upload was cut short; nothing was replaced' >&2; exit 66; fi\n",
-        quote(path)?,
         // A connection that drops mid-upload ends stdin early, which `cat` takes for the end of
         // the content: only a complete upload may replace the destination.
         sum = hex::encode(sha2::Sha256::digest(content)),
@@ -230,6 +224,21 @@ pub fn write_script(
         text: s,
         stdin: content.to_vec(),
     })
+}
+
+/// The start of a script that replaces `path` (in `$p`) atomically: `set -e`, a temporary file
+/// `$t` in the same directory (`$d`, made first when `create_parent`), removed on exit and on
+/// signals unless the script renames it over `$p` and clears the EXIT trap.
+pub fn temp_file_beside(path: &str, create_parent: bool) -> Result<String, ModuleError> {
+    let mkdir = match create_parent {
+        true => "[ -d \"$d\" ] || mkdir -p -- \"$d\"\n",
+        false => "",
+    };
+    Ok(format!(
+        "set -e\np={}\ncase $p in */*) d=${{p%/*}};; *) d=.;; esac\n{mkdir}t=$(mktemp \"$d/.playbook.XXXXXX\")\n\
+         trap 'rm -f -- \"$t\"' EXIT\ntrap 'rm -f -- \"$t\"; exit 129' HUP INT TERM PIPE\n",
+        quote(path)?
+    ))
 }
 
 /// Shell giving the temporary file `$t`, which is to replace `$p`, its mode, owner and group:

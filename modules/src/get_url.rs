@@ -2,7 +2,7 @@
 
 use async_trait::async_trait;
 use engine::host::{quote, Script};
-use engine::remote::{temp_file_attributes, FileKind};
+use engine::remote::{temp_file_attributes, temp_file_beside, FileKind};
 use engine::transport::ExecOutput;
 use engine::{Applied, Module, ModuleContext, ModuleError, Probe};
 use serde::Deserialize;
@@ -149,17 +149,14 @@ fn result(args: &Args, path: &str, sha256: Option<&str>, size: u64) -> Value {
 fn download_script(args: &Args, path: &str, sha256: Option<&str>) -> Result<String, ModuleError> {
     let url = quote(&args.url)?;
     let timeout = args.timeout.unwrap_or(10);
-    let mut s = format!(
-        "set -e\np={}\ncase $p in */*) d=${{p%/*}};; *) d=.;; esac\n\
-         t=$(mktemp \"$d/.playbook.XXXXXX\")\n\
-         trap 'rm -f -- \"$t\"' EXIT\ntrap 'rm -f -- \"$t\"; exit 129' HUP INT TERM PIPE\n\
-         if command -v curl >/dev/null 2>&1; then\n\
+    let mut s = temp_file_beside(path, false)?;
+    s += &format!(
+        "if command -v curl >/dev/null 2>&1; then\n\
          curl -fsSL --connect-timeout {timeout} --retry 3 -o \"$t\" -- {url} || exit 67\n\
          elif command -v wget >/dev/null 2>&1; then\n\
          wget -q -T {timeout} -t 3 -O \"$t\" -- {url} || exit 67\n\
          else echo 'neither curl nor wget is installed' >&2; exit 68; fi\n\
-         h=$(sha256sum < \"$t\")\nh=${{h%% *}}\n",
-        quote(path)?,
+         h=$(sha256sum < \"$t\")\nh=${{h%% *}}\n"
     );
     if let Some(want) = sha256 {
         s += &format!(
