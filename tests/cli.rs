@@ -238,3 +238,40 @@ fn the_shipped_ha_playbooks_plan() {
     }
     assert_eq!(units.matches("--leader-elect=true").count(), 2);
 }
+
+/// A pod network fetched as published keeps its own network: the kubeadm playbooks refuse flannel's
+/// URL with another pod_subnet before anything runs, and the default (the manifest as a template)
+/// plans with it.
+#[test]
+fn a_published_flannel_manifest_with_another_pod_subnet_is_refused() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let url = "cni_manifest=https://github.com/flannel-io/flannel/releases/download/v0.26.1/kube-flannel.yml";
+    let plan = |extra: &[&str]| {
+        let mut args = vec![
+            "plan",
+            "playbooks/ha-stacked.rhai",
+            "-i",
+            "inventories/ha-example.toml",
+            "-e",
+            "pod_subnet=10.200.0.0/16",
+        ];
+        args.extend_from_slice(extra);
+        crate::support::playbook(root, &args)
+    };
+    let out = plan(&["-e", url]);
+    out.assert_code(1);
+    assert!(
+        out.stderr
+            .contains("whose network is 10.244.0.0/16, but pod_subnet is 10.200.0.0/16")
+            && out.stderr.contains("lib/control_plane:"),
+        "{}",
+        out.stderr
+    );
+    let out = plan(&[]);
+    out.assert_code(0);
+    assert!(
+        out.stdout.contains("pod network (CNI)  (k8s at"),
+        "{}",
+        out.stdout
+    );
+}

@@ -169,9 +169,7 @@ impl Lab {
              # lab hosts share the machine's kernel: no modules to load, no bridge sysctls\n\
              manage_kernel = false\n\
              # where ha-binary.rhai takes the Kubernetes programs from (stand-ins here)\n\
-             k8s_bin_dir = \"{dir}/tests/standins\"\n\
-             # a stand-in pod network manifest: the kubectl stand-in records its objects\n\
-             cni_manifest = \"{dir}/tests/standins/cni.yaml\"\n{etcd}{extra_vars}\n\n",
+             k8s_bin_dir = \"{dir}/tests/standins\"\n{etcd}{extra_vars}\n\n",
             dir = env!("CARGO_MANIFEST_DIR"),
             etcd = etcd_release_vars(),
             version = if extra_vars.contains("kubernetes_version") {
@@ -212,6 +210,36 @@ impl Lab {
         ];
         args.extend_from_slice(extra);
         playbook(self.project.path(), &args)
+    }
+}
+
+/// What installing haproxy, keepalived and containerd does on a real Debian host: the service is
+/// enabled and started with the package's own configuration (keepalived's unit waits for a
+/// configuration file, so it is enabled but stays down). Lab hosts share the machine's installed
+/// packages, whose postinst ran under a policy-rc.d that kept them from starting, so the
+/// playbook's `package` tasks find them installed but neither enabled nor running: this makes
+/// them what the playbook meets on a real host. `services` are the layout's (keepalived and
+/// haproxy on the masters, containerd on every Kubernetes node).
+fn start_services_as_their_packages_do(services: &[&str]) {
+    for (name, h) in MASTERS.iter().chain([&WORKER]) {
+        let units: Vec<&str> = services
+            .iter()
+            .copied()
+            .filter(|s| match *s {
+                "haproxy" | "keepalived" => name.starts_with('m'),
+                "containerd" => true,
+                _ => false,
+            })
+            .collect();
+        if units.is_empty() {
+            continue;
+        }
+        let out = lab_exec(h, &format!("systemctl enable --now {}", units.join(" ")));
+        assert!(
+            out.status.success(),
+            "starting {units:?} on {name}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
 }
 
@@ -353,6 +381,7 @@ fn cluster_secrets(port: u16) -> Vec<String> {
 
 /// The steps every layout shares; returns the outputs of all runs (for the secrets check).
 fn converge_and_prove(lab: &Lab, file: &str, services: &[&str]) -> Vec<Output> {
+    start_services_as_their_packages_do(services);
     // Check mode on fresh hosts: changes nothing.
     let before = hosts_state();
     let check = lab.play(file, &["--check"]);
@@ -484,37 +513,66 @@ fn joined_nodes(port: u16) -> BTreeSet<String> {
         .collect()
 }
 
-/// The pod network's objects in the stand-in cluster: what `kubectl apply` (the stand-in) recorded
-/// from tests/standins/cni.yaml, as "apiVersion namespace kind/name".
-fn applied_objects(port: u16) -> BTreeSet<String> {
+/// The objects in the stand-in cluster, by "apiVersion namespace kind/name": what `kubectl apply`
+/// (the stand-in) recorded.
+fn applied_objects(port: u16) -> serde_json::Map<String, serde_json::Value> {
     let p = cluster_dir(port).join("applied.json");
     let v: serde_json::Value = serde_json::from_slice(&std::fs::read(p).unwrap()).unwrap();
-    v.as_object()
-        .expect("applied.json is a map")
-        .keys()
-        .cloned()
-        .collect()
+    v.as_object().expect("applied.json is a map").clone()
 }
 
 /// Every master and the worker joined the stand-in cluster, and the pod network is applied.
-fn assert_kubeadm_cluster_formed(port: u16) {
+fn assert_kubeadm_cluster_formed(port: u16, pod_subnet: &str) {
     let nodes = joined_nodes(port);
     for n in ["m1", "m2", "m3", "w1"] {
         assert!(nodes.contains(n), "{n} joined the cluster: {nodes:?}");
     }
-    assert_pod_network_applied(port);
+    assert_pod_network_applied(port, pod_subnet);
+    // The join tokens (init's and the fresh ones) are deleted once every node has joined.
+    let tokens = std::fs::read_to_string(cluster_dir(port).join("tokens.json")).unwrap();
+    assert_eq!(tokens.trim(), "{}", "bootstrap tokens left after the joins");
 }
 
-fn assert_pod_network_applied(port: u16) {
+/// Flannel's objects are in the cluster, its network is the cluster's pod subnet (what kubeadm
+/// init was given) and its interface is every node's cluster address, whatever holds the default
+/// route.
+fn assert_pod_network_applied(port: u16, pod_subnet: &str) {
     let objects = applied_objects(port);
     for o in [
         "v1  namespace/kube-flannel",
         "v1 kube-flannel serviceaccount/flannel",
         "rbac.authorization.k8s.io/v1  clusterrolebinding/flannel",
+        "v1 kube-flannel configmap/kube-flannel-cfg",
         "apps/v1 kube-flannel daemonset/kube-flannel-ds",
     ] {
-        assert!(objects.contains(o), "{o} applied: {objects:?}");
+        assert!(objects.contains_key(o), "{o} applied: {:?}", objects.keys());
     }
+    let net_conf = objects["v1 kube-flannel configmap/kube-flannel-cfg"]["data"]["net-conf.json"]
+        .as_str()
+        .unwrap();
+    let net: serde_json::Value = serde_json::from_str(net_conf).unwrap();
+    assert_eq!(net["Network"], pod_subnet, "{net_conf}");
+    let init: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(cluster_dir(port).join("cluster.json")).unwrap())
+            .unwrap();
+    assert_eq!(
+        init["clusterConfiguration"]["networking"]["podSubnet"], pod_subnet,
+        "kubeadm init's pod subnet: {init}"
+    );
+    let args = &objects["apps/v1 kube-flannel daemonset/kube-flannel-ds"]["spec"]["template"]
+        ["spec"]["containers"][0]["args"];
+    let ifaces: Vec<&str> = args
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|a| a.as_str()?.strip_prefix("--iface="))
+        .collect();
+    let nodes: Vec<String> = MASTERS
+        .iter()
+        .chain([&WORKER])
+        .map(|(_, h)| address(h))
+        .collect();
+    assert_eq!(ifaces, nodes, "flannel's --iface list: {args}");
 }
 
 const KUBEADM_SERVICES: &[&str] = &["keepalived", "haproxy", "containerd", "kubelet"];
@@ -528,12 +586,16 @@ const START_STATIC_APISERVER: &str =
 
 #[test]
 fn ha_stacked_converges_fails_over_and_keeps_secrets() {
-    let Some(lab) = Lab::new("ha_stacked_converges_fails_over_and_keeps_secrets", "") else {
+    // Not flannel's default network: it must reach flannel's manifest.
+    let Some(lab) = Lab::new(
+        "ha_stacked_converges_fails_over_and_keeps_secrets",
+        "pod_subnet = \"10.200.0.0/16\"\n",
+    ) else {
         return;
     };
     give_the_nodes_a_second_network();
     let outputs = converge_and_prove(&lab, "ha-stacked.rhai", KUBEADM_SERVICES);
-    assert_kubeadm_cluster_formed(lab.port);
+    assert_kubeadm_cluster_formed(lab.port, "10.200.0.0/16");
     assert_the_cluster_network_is_used("keepalived");
     prove_vip_failover(STOP_STATIC_APISERVER, START_STATIC_APISERVER);
     assert_no_secrets(&outputs, true, lab.port);
@@ -810,7 +872,7 @@ fn ha_external_etcd_converges_fails_over_and_keeps_secrets() {
         "/etc/kubernetes/pki/apiserver-etcd-client.crt",
         "/etc/kubernetes/pki/apiserver-etcd-client.key",
     );
-    assert_kubeadm_cluster_formed(lab.port);
+    assert_kubeadm_cluster_formed(lab.port, "10.244.0.0/16");
     prove_etcd_restarts_roll(&lab, "ha-external-etcd.rhai");
     prove_a_run_without_the_controllers_pki_changes_nothing(
         &lab,
@@ -1215,7 +1277,7 @@ fn ha_stacked_with_kube_vip_converges_and_fails_over() {
     };
     give_the_nodes_a_second_network();
     let outputs = converge_and_prove(&lab, "ha-stacked.rhai", &["containerd", "kubelet"]);
-    assert_kubeadm_cluster_formed(lab.port);
+    assert_kubeadm_cluster_formed(lab.port, "10.244.0.0/16");
     assert_the_cluster_network_is_used("kube-vip");
     for (name, h) in MASTERS.iter().chain([&WORKER]) {
         let out = lab_exec(

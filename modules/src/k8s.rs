@@ -29,6 +29,9 @@ pub struct Args {
     /// The manifest's YAML text itself.
     #[serde(default)]
     pub definition: Option<String>,
+    /// A Jinja2 template of the manifest on the controller, rendered with the host's variables.
+    #[serde(default)]
+    pub template: Option<String>,
     /// A manifest URL, fetched by kubectl on the target.
     #[serde(default)]
     pub url: Option<String>,
@@ -67,8 +70,9 @@ target host: a CNI manifest on the first control-plane node, say.
 
 | argument | required | default | meaning |
 |---|---|---|---|
-| `src` | one of `src`/`definition`/`url` | | a manifest file on the controller (next to the playbook or in its `files/`) |
+| `src` | one of `src`/`definition`/`template`/`url` | | a manifest file on the controller (next to the playbook or in its `files/`) |
 | `definition` | one of them | | the manifest's YAML text |
+| `template` | one of them | | a Jinja2 template of the manifest on the controller, rendered with the host's variables (as `file_template` renders) |
 | `url` | one of them | | a manifest URL, fetched by kubectl on the target |
 | `state` | no | `present` | `present` (apply) or `absent` (delete) |
 | `kubeconfig` | no | `/etc/kubernetes/admin.conf` | the kubeconfig kubectl uses |
@@ -144,6 +148,9 @@ impl Args {
         if let Some(d) = &self.definition {
             return Ok(Some(d.clone().into_bytes()));
         }
+        if let Some(t) = &self.template {
+            return Ok(Some(cx.templates.render_file(t)?.into_bytes()));
+        }
         let Some(src) = &self.src else {
             return Ok(None);
         };
@@ -189,9 +196,8 @@ impl Args {
     }
 
     fn what(&self) -> String {
-        let source = match (&self.src, &self.url) {
-            (Some(s), _) => s.clone(),
-            (None, Some(u)) => u.clone(),
+        let source = match (&self.src, &self.template, &self.url) {
+            (Some(s), _, _) | (None, Some(s), _) | (None, None, Some(s)) => s.clone(),
             _ => "the definition".into(),
         };
         match self.state {
@@ -213,16 +219,25 @@ fn failure(cmd_what: &str, out: &ExecOutput) -> ModuleError {
 impl Module for K8s {
     const NAME: &'static str = "k8s";
     const DOC: &'static str = DOC;
+    const RENDERS_TEMPLATES: bool = true;
+
+    /// Without `template` it reads no file: nothing more than its arguments need.
+    fn template_files(args: &Value) -> Option<Vec<String>> {
+        match args.get("template") {
+            Some(t) => Some(vec![t.as_str()?.to_string()]),
+            None => Some(Vec::new()),
+        }
+    }
     type Args = Args;
     type Plan = Plan;
 
     fn check_args(a: &Args) -> Result<(), String> {
-        let given = [&a.src, &a.definition, &a.url]
+        let given = [&a.src, &a.definition, &a.template, &a.url]
             .iter()
             .filter(|x| x.is_some())
             .count();
         if given != 1 {
-            return Err("give exactly one of src, definition and url".into());
+            return Err("give exactly one of src, definition, template and url".into());
         }
         Ok(())
     }
@@ -397,6 +412,42 @@ mod tests {
         assert!(env.run(&K8s, args, false).await.is_err());
     }
 
+    #[tokio::test]
+    async fn a_template_is_rendered_with_the_hosts_variables() {
+        let mut env = Env::new();
+        let base = cluster(&env);
+        std::fs::write(
+            env.path("cfg.yaml.j2"),
+            "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: net\n  namespace: kube-system\n\
+             data:\n  network: \"{{ pod_subnet }}\"\n",
+        )
+        .unwrap();
+        env.vars.insert("pod_subnet".into(), json!("10.200.0.0/16"));
+        let args = with(&base, json!({ "template": "cfg.yaml.j2" }));
+        let out = env.run(&K8s, args.clone(), false).await.unwrap();
+        assert_eq!(out.status, Status::Changed);
+        let applied = std::fs::read_to_string(env.path("cluster/10.0.0.1_6443/applied.json"));
+        assert!(applied.unwrap().contains("10.200.0.0/16"));
+        assert_eq!(env.check(&K8s, args.clone()).await, Status::Ok);
+
+        // Another value is another manifest: predicted, then applied.
+        env.vars.insert("pod_subnet".into(), json!("10.201.0.0/16"));
+        let check = env.run(&K8s, args.clone(), true).await.unwrap();
+        assert_eq!(
+            check.summary.as_deref(),
+            Some("configmap/net configured"),
+            "{check:?}"
+        );
+        assert_eq!(env.apply(&K8s, args).await.status, Status::Changed);
+
+        // A template error names the file, as file_template's do.
+        std::fs::write(env.path("bad.j2"), "a: {{ nope( }}\n").unwrap();
+        let e = env
+            .error(&K8s, with(&base, json!({ "template": "bad.j2" })))
+            .await;
+        assert!(e.contains("bad.j2"), "{e}");
+    }
+
     #[test]
     fn exactly_one_source() {
         for args in [
@@ -405,7 +456,10 @@ mod tests {
             json!({ "definition": "a", "src": "b" }),
         ] {
             let e = K8s.validate(&args).unwrap_err();
-            assert!(e.contains("exactly one of src, definition and url"), "{e}");
+            assert!(
+                e.contains("exactly one of src, definition, template and url"),
+                "{e}"
+            );
         }
         assert!(K8s.validate(&json!({ "url": "https://x/y.yaml" })).is_ok());
     }

@@ -1,7 +1,7 @@
 //! `kubeadm`: initialises a Kubernetes control plane, joins control-plane nodes and workers,
 //! creates fresh join values (bootstrap token, certificate key) and resets nodes.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use async_trait::async_trait;
 use engine::diff::FileDiff;
@@ -52,6 +52,7 @@ pub enum Action {
     Join,
     Token,
     UploadCerts,
+    DeleteTokens,
     Reset,
 }
 
@@ -62,6 +63,7 @@ impl Action {
             Action::Join => "join",
             Action::Token => "token",
             Action::UploadCerts => "upload_certs",
+            Action::DeleteTokens => "delete_tokens",
             Action::Reset => "reset",
         }
     }
@@ -157,7 +159,8 @@ pub struct Args {
 pub const DOC: &str = r#"# kubeadm
 
 Stands up a Kubernetes control plane with kubeadm: `init` on the first master, `join` of further
-control-plane nodes and workers, fresh join values (`token`, `upload_certs`) and `reset`.
+control-plane nodes and workers, fresh join values (`token`, `upload_certs`), deleting them after
+the joins (`delete_tokens`) and `reset`.
 
 Configuration is written to a file that kubeadm reads with `--config` (never as flags, so the
 token and the certificate key are not visible in `ps`). It is either built from the fields below,
@@ -189,6 +192,12 @@ kubeadm 1.26), unknown versions and unknown fields are errors.
   `--config /etc/kubernetes/kubeadm-init.yaml` where the node has it: without the init
   configuration kubeadm assumes stacked etcd and uploads no external etcd client files,
   kubeadm#1886) and returns `certificate_key`. Both report ok and are not run in check mode.
+- **delete_tokens** deletes the bootstrap tokens that the results in `from` carry (init's, each
+  `token` task's) and the cluster still has (`kubeadm token list`, then `kubeadm token delete ID…`):
+  run it on the first master after the joins, so no token that was handed around outlives them
+  (kubeadm keeps them 24 hours). Nothing to delete is ok. In check mode a result that is not known
+  yet (its task would make the token) is predicted as a deletion, so guard the task with the same
+  condition as the token tasks.
 - **reset** runs `kubeadm reset -f` where anything of kubeadm's is left; needs `confirm: true`.
 
 The certificate key expires 2 hours after the certificates were uploaded, a token after 24
@@ -202,7 +211,7 @@ diffs or errors.
 
 | name | actions | |
 |---|---|---|
-| `action` | all | `init`, `join`, `token`, `upload_certs`, `reset` |
+| `action` | all | `init`, `join`, `token`, `upload_certs`, `delete_tokens`, `reset` |
 | `kubernetes_version` | init, join | "1.31.2": chooses the config API version |
 | `config_template` | init, join | template of the whole config file instead of the fields |
 | `control_plane_endpoint` | init | `VIP:port` |
@@ -225,7 +234,7 @@ diffs or errors.
 | `upload_certs` | init | pass `--upload-certs` (default true) |
 | `refresh_join_info` | init | fresh join values on an initialised node (default true) |
 | `ignore_preflight_errors` | init, join | list of preflight checks |
-| `from` | join | the init task (or a list of `token`/`upload_certs` tasks) |
+| `from` | join, delete_tokens | the init task (or a list of `token`/`upload_certs` tasks) |
 | `api_endpoint` | join | endpoint to join |
 | `token` | join | bootstrap token (secret) |
 | `ca_cert_hash` | join | `sha256:…` |
@@ -405,6 +414,7 @@ impl Args {
             ],
             Action::Token => &["ttl"],
             Action::UploadCerts => &[],
+            Action::DeleteTokens => &["from"],
             Action::Reset => &["confirm"],
         }
     }
@@ -507,6 +517,14 @@ impl Args {
                 }
             }
             Action::UploadCerts => {}
+            Action::DeleteTokens => {
+                if self.from.is_none() {
+                    return Err(
+                        "delete_tokens: give `from`, the tasks that made the tokens (init, token)"
+                            .into(),
+                    );
+                }
+            }
         }
         Ok(())
     }
@@ -689,6 +707,8 @@ pub enum Plan {
         display: String,
     },
     Reset,
+    /// Bootstrap tokens to delete, by their IDs.
+    DeleteTokens(Vec<String>),
     /// Check mode only: a join whose values are not known yet.
     Unknown,
 }
@@ -803,6 +823,55 @@ impl Kubeadm {
             .parse::<u16>()
             .ok()
             .filter(|code| *code != 0))
+    }
+
+    /// The bootstrap tokens `from`'s results carry (init's, each `token` task's) that the cluster
+    /// still has: a token outlives the joins it was made for by up to 24 hours, and anyone who
+    /// saw it could join a node meanwhile.
+    async fn probe_delete_tokens(
+        &self,
+        args: &Args,
+        cx: &ModuleContext<'_>,
+    ) -> Result<Probe<Plan>, ModuleError> {
+        let from = args.from.clone().unwrap_or(Value::Null);
+        let items: Vec<&Value> = match &from {
+            Value::Array(items) => items.iter().collect(),
+            v => vec![v],
+        };
+        // A null result is one check mode does not know: its task would make the token.
+        if cx.check && items.iter().any(|i| i.is_null()) {
+            return Ok(Probe::change(
+                Plan::Unknown,
+                "would delete the bootstrap tokens made above (not known in check mode)",
+                None,
+            ));
+        }
+        let made: BTreeSet<String> = items
+            .iter()
+            .filter_map(|i| i.get("token")?.as_str())
+            .filter(|t| config::is_token(t))
+            .filter_map(|t| t.split('.').next().map(str::to_string))
+            .collect();
+        if made.is_empty() {
+            return Ok(Probe::Unchanged(
+                json!({ "msg": "no bootstrap token was made by this run" }),
+            ));
+        }
+        let listed = self.run(cx, &["token".into(), "list".into()], &[]).await?;
+        // `kubeadm token list` prints the whole token first on each line: keep only its ID.
+        let present: BTreeSet<String> = listed
+            .lines()
+            .filter_map(|l| l.split_whitespace().next()?.split_once('.'))
+            .map(|(id, _)| id.to_string())
+            .collect();
+        let ids: Vec<String> = made.intersection(&present).cloned().collect();
+        if ids.is_empty() {
+            return Ok(Probe::Unchanged(
+                json!({ "msg": "the bootstrap tokens this run made are gone already" }),
+            ));
+        }
+        let summary = format!("delete {} bootstrap token(s) this run made", ids.len());
+        Ok(Probe::change(Plan::DeleteTokens(ids), summary, None))
     }
 
     /// Runs kubeadm; a failure names the command and the output's last lines, scrubbed.
@@ -1461,6 +1530,7 @@ impl Module for Kubeadm {
             Action::Init => self.probe_init(args, cx).await,
             Action::Join => self.probe_join(args, cx).await,
             Action::Reset => self.probe_reset(cx).await,
+            Action::DeleteTokens => self.probe_delete_tokens(args, cx).await,
             Action::Token | Action::UploadCerts => {
                 let what = if args.action == Action::Token {
                     "kubeadm token create would make a new bootstrap token"
@@ -1499,6 +1569,15 @@ impl Module for Kubeadm {
             Plan::Join { config, display } => self.apply_join(args, config, display, cx).await,
             // Only check mode plans a join without its values, and check mode never applies.
             Plan::Unknown => Err(ModuleError::Failed("the join values are not known".into())),
+            Plan::DeleteTokens(ids) => {
+                let mut cmd: Vec<String> = vec!["token".into(), "delete".into()];
+                cmd.extend(ids.iter().cloned());
+                self.run(cx, &cmd, &[]).await?;
+                Ok(Applied::changed(json!({
+                    "msg": format!("deleted {} bootstrap token(s) this run made", ids.len()),
+                    "deleted": ids,
+                })))
+            }
             Plan::Reset => {
                 let cmd: Vec<String> = vec!["reset".into(), "-f".into()];
                 self.run(cx, &cmd, &[]).await?;
@@ -2052,6 +2131,62 @@ mod tests {
             lab.run("m1", args, false).await.unwrap().status,
             Status::Changed
         );
+    }
+
+    /// The tokens init and a `token` task made are deleted after the joins, and only those: a
+    /// token made by someone else stays, and a second run finds nothing to delete.
+    #[tokio::test]
+    async fn the_tokens_a_run_made_are_deleted_after_the_joins() {
+        let lab = Lab::new();
+        let init = lab.run("m1", init_args(), false).await.unwrap();
+        let (tok, certs) = lab.fresh_join_values(json!({"action": "token"})).await;
+        let join = json!({"action": "join", "control_plane": true, "advertise_address": "10.0.0.2",
+                          "from": [init.result, tok.result, certs.result]});
+        assert_eq!(
+            lab.run("m2", join, false).await.unwrap().status,
+            Status::Changed
+        );
+        let theirs = lab
+            .run("m1", json!({"action": "token"}), false)
+            .await
+            .unwrap();
+        let id = |o: &Outcome| o.result["token"].as_str().unwrap()[..6].to_string();
+        let tokens_file = std::path::PathBuf::from(&lab.state).join("vip.test_9443/tokens.json");
+        let listed = || std::fs::read_to_string(&tokens_file).unwrap();
+        for o in [&init, &tok, &theirs] {
+            assert!(listed().contains(&id(o)), "{}", listed());
+        }
+
+        let delete = json!({"action": "delete_tokens", "from": [init.result, tok.result]});
+        let check = lab.run("m1", delete.clone(), true).await.unwrap();
+        assert_eq!(check.status, Status::Changed);
+        assert_eq!(
+            check.summary.as_deref(),
+            Some("delete 2 bootstrap token(s) this run made")
+        );
+        let done = lab.run("m1", delete.clone(), false).await.unwrap();
+        assert_eq!(done.status, Status::Changed);
+        assert_hidden(&shown(&done), &[tok.result["token"].as_str().unwrap()]);
+        assert!(!listed().contains(&id(&init)) && !listed().contains(&id(&tok)));
+        assert!(listed().contains(&id(&theirs)), "only this run's tokens go");
+        assert_eq!(
+            lab.run("m1", delete, false).await.unwrap().status,
+            Status::Ok
+        );
+
+        // Check mode before the tokens exist (their tasks would make them): a deletion.
+        let unknown = json!({"action": "delete_tokens", "from": [Value::Null, Value::Null]});
+        let check = lab.run("m1", unknown.clone(), true).await.unwrap();
+        assert_eq!(check.status, Status::Changed);
+        // A run whose token tasks were skipped (nothing to join) has nothing to delete.
+        assert_eq!(
+            lab.run("m1", unknown, false).await.unwrap().status,
+            Status::Ok
+        );
+        let e = Kubeadm::default()
+            .validate(&json!({"action": "delete_tokens"}))
+            .unwrap_err();
+        assert!(e.contains("give `from`"), "{e}");
     }
 
     #[tokio::test]
