@@ -18,12 +18,15 @@ use miette::Report;
 
 /// Exit codes, as documented in the README.
 const EXIT_BAD_INPUT: u8 = 1;
+const EXIT_CODES: &str = "Exit codes: 0 all ok; 1 bad input (command line, inventory, playbook, \
+templates), nothing was run; 2 a task failed; 3 a host was unreachable; 130 interrupted.";
 
 #[derive(Parser)]
 #[command(
     name = "playbook",
     version,
-    about = "Agentless configuration: Rhai playbooks, run idempotently over SSH"
+    about = "Agentless configuration: Rhai playbooks, run idempotently over SSH",
+    after_help = EXIT_CODES
 )]
 struct Cli {
     #[command(subcommand)]
@@ -33,6 +36,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Run a playbook. Exit code: 0 all ok, 2 a task failed, 3 a host unreachable, 1 bad input.
+    #[command(after_help = EXIT_CODES)]
     Run(RunArgs),
     /// Show phases, tasks and target hosts without touching a host.
     Plan(PlanArgs),
@@ -40,7 +44,8 @@ enum Command {
     Graph(PlanArgs),
     /// Show hosts, groups and every resolved variable with where it came from.
     Inventory {
-        #[arg(short, long)]
+        /// The inventory file (TOML); default $PLAYBOOK_INVENTORY.
+        #[arg(short, long, env = "PLAYBOOK_INVENTORY")]
         inventory: PathBuf,
         /// Show only this host.
         #[arg(long)]
@@ -50,12 +55,19 @@ enum Command {
     },
     /// Show a module's documentation, or list the modules.
     Doc { module: Option<String> },
+    /// Print a shell completion script: `playbook completions bash > /etc/bash_completion.d/playbook`.
+    Completions {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
 }
 
 #[derive(Args)]
 struct PlanArgs {
+    /// The playbook (a Rhai script).
     playbook: PathBuf,
-    #[arg(short, long)]
+    /// The inventory file (TOML); default $PLAYBOOK_INVENTORY.
+    #[arg(short, long, env = "PLAYBOOK_INVENTORY")]
     inventory: PathBuf,
     /// Only these hosts (a pattern: group, host, glob, `a:b`, `a:&b`, `a:!b`).
     #[arg(short, long)]
@@ -76,20 +88,31 @@ struct RunArgs {
     #[command(flatten)]
     plan: PlanArgs,
     /// Show what would change and change nothing.
-    #[arg(long)]
+    #[arg(short = 'C', long)]
     check: bool,
     /// Show a unified diff of every file change.
-    #[arg(long)]
+    #[arg(short = 'D', long)]
     diff: bool,
+    /// List the hosts each phase's tasks run on, and stop (nothing is run).
+    #[arg(long)]
+    list_hosts: bool,
+    /// List the tasks with their tags, and stop (nothing is run).
+    #[arg(long)]
+    list_tasks: bool,
+    /// Plan the playbook against the inventory (syntax, modules, arguments, templates), and
+    /// stop (nothing is run).
+    #[arg(long)]
+    syntax_check: bool,
     /// Only tasks with one of these tags (comma separated).
     #[arg(long, value_delimiter = ',')]
     tags: Vec<String>,
     /// Skip tasks with any of these tags (comma separated).
     #[arg(long, value_delimiter = ',')]
     skip_tags: Vec<String>,
-    /// How many tasks run at once across all hosts.
-    #[arg(short, long, default_value_t = 50)]
-    forks: usize,
+    /// How many tasks run at once across all hosts (1 or more).
+    #[arg(short, long, default_value_t = 50, value_parser = clap::value_parser!(u32).range(1..))]
+    forks: u32,
+    /// How the run is reported: text for people, json for programs (one event per line).
     #[arg(long, value_enum, default_value_t = Output::Text)]
     output: Output,
     /// Also show unchanged and skipped tasks, with timings.
@@ -107,7 +130,15 @@ struct RunArgs {
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    // A command-line mistake is bad input (1), like every other: clap's own code, 2, means "a
+    // task failed" here.
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            let _ = e.print();
+            return ExitCode::from(if e.use_stderr() { EXIT_BAD_INPUT } else { 0 });
+        }
+    };
     adopt_orphans();
     // Unwrapped lines keep file:line:col and messages greppable in logs.
     miette::set_hook(Box::new(|_| {
@@ -222,11 +253,21 @@ fn real_main(cli: Cli) -> Result<u8, Report> {
             } else {
                 None
             };
+            if args.list_hosts || args.list_tasks || args.syntax_check {
+                let (plan, _) = build_plan(&args.plan, Arc::new(Collector::default()), &secrets)?;
+                if args.syntax_check {
+                    println!("playbook: {}", args.plan.playbook.display());
+                }
+                if args.list_hosts || args.list_tasks {
+                    print!("{}", list_plan(&plan, args.list_hosts, args.list_tasks));
+                }
+                return Ok(0);
+            }
             let (plan, inventory) = build_plan(&args.plan, sink.clone(), &secrets)?;
             let opts = RunOptions {
                 check: args.check,
                 diff: args.diff,
-                forks: args.forks,
+                forks: args.forks as usize,
                 tags: args.tags,
                 skip_tags: args.skip_tags,
                 extra_vars: extra_vars(&args.plan.extra_vars)?,
@@ -273,6 +314,16 @@ fn real_main(cli: Cli) -> Result<u8, Report> {
             print!("{}", describe_inventory(&inv, host.as_deref(), &extra)?);
             Ok(0)
         }
+        Command::Completions { shell } => {
+            use clap::CommandFactory;
+            clap_complete::generate(
+                shell,
+                &mut Cli::command(),
+                "playbook",
+                &mut std::io::stdout(),
+            );
+            Ok(0)
+        }
         Command::Doc { module } => {
             let reg = registry();
             match module {
@@ -316,6 +367,41 @@ fn ask_become_pass() -> Result<engine::secret::Secret, Report> {
         line.trim_end_matches(['\n', '\r']).to_string()
     };
     Ok(engine::secret::Secret::new(pw))
+}
+
+/// Ansible's `--list-hosts` / `--list-tasks`: per phase, the hosts its tasks run on and the tasks
+/// with their tags.
+fn list_plan(plan: &Plan, hosts: bool, tasks: bool) -> String {
+    let mut out = format!("playbook: {}\n", plan.file);
+    for phase in &plan.phases {
+        out.push_str(&format!("\n  phase {}\n", phase.name));
+        if hosts {
+            let mut seen: Vec<&str> = Vec::new();
+            for &id in &phase.tasks {
+                for h in &plan.task(id).hosts {
+                    if !seen.contains(&h.as_str()) {
+                        seen.push(h);
+                    }
+                }
+            }
+            out.push_str(&format!("    hosts ({}):\n", seen.len()));
+            for h in seen {
+                out.push_str(&format!("      {h}\n"));
+            }
+        }
+        if tasks {
+            out.push_str("    tasks:\n");
+            for &id in &phase.tasks {
+                let t = plan.task(id);
+                out.push_str(&format!(
+                    "      {}\tTAGS: [{}]\n",
+                    t.name,
+                    t.tags.join(", ")
+                ));
+            }
+        }
+    }
+    out
 }
 
 fn describe_plan(plan: &Plan) -> String {

@@ -275,3 +275,158 @@ fn a_published_flannel_manifest_with_another_pod_subnet_is_refused() {
         out.stdout
     );
 }
+
+/// Every command-line mistake is bad input (exit 1, as for a bad inventory or playbook), says
+/// why, and touches no host; help and version are not mistakes.
+#[test]
+fn command_line_mistakes_exit_1_and_touch_no_host() {
+    let p = project();
+    for (args, says) in [
+        (&["run", "site.rhai"][..], "--inventory <INVENTORY>"),
+        (
+            &[
+                "run",
+                "site.rhai",
+                "-i",
+                "inventory.toml",
+                "--output",
+                "yaml",
+            ],
+            "'yaml'",
+        ),
+        (
+            &["run", "site.rhai", "-i", "inventory.toml", "--forks", "-1"],
+            "-1",
+        ),
+        (
+            &["run", "site.rhai", "-i", "inventory.toml", "--forks", "0"],
+            "0 is not in 1..",
+        ),
+        (
+            &["run", "site.rhai", "-i", "inventory.toml", "-e", "1foo=x"],
+            "`1foo` is not a variable name",
+        ),
+        (
+            &[
+                "run",
+                "site.rhai",
+                "-i",
+                "inventory.toml",
+                "-e",
+                "foo.bar=1",
+            ],
+            "`foo.bar` is not a variable name",
+        ),
+        (&["frobnicate"], "unrecognized subcommand"),
+    ] {
+        let out = p.run(args);
+        out.assert_code(1);
+        assert!(out.stderr.contains(says), "{args:?}: {}", out.stderr);
+        assert!(!p.root("a").join("x").exists(), "{args:?} touched a host");
+    }
+    let help = p.run(&["run", "--help"]);
+    help.assert_code(0);
+    assert!(
+        help.stdout.contains("Exit codes: 0 all ok; 1 bad input")
+            && help.stdout.contains("-C, --check")
+            && help.stdout.contains("-D, --diff"),
+        "{}",
+        help.stdout
+    );
+    p.run(&["--version"]).assert_code(0);
+}
+
+/// An empty address in the inventory is refused where it is written.
+#[test]
+fn an_empty_address_is_refused_with_its_line() {
+    let p = project();
+    std::fs::write(
+        p.path().join("bad.toml"),
+        "[hosts.a]\nconnection = \"local\"\naddress = \"\"\n",
+    )
+    .unwrap();
+    let out = p.run(&["run", "site.rhai", "-i", "bad.toml"]);
+    out.assert_code(1);
+    assert!(
+        out.stderr.contains("bad.toml:3:11") && out.stderr.contains("host `a`: address \"\""),
+        "{}",
+        out.stderr
+    );
+}
+
+/// Ansible's listing flags plan and print, and run nothing: -C/-D are the short check and diff,
+/// and the inventory may come from $PLAYBOOK_INVENTORY.
+#[test]
+fn listing_flags_and_the_default_inventory_run_nothing() {
+    let p = project();
+    let out = p.run(&[
+        "run",
+        "-C",
+        "-D",
+        "site.rhai",
+        "-i",
+        "inventory.toml",
+        "--list-hosts",
+        "--list-tasks",
+    ]);
+    out.assert_code(0);
+    for needle in [
+        "phase prepare",
+        "hosts (2):\n      a\n      b\n",
+        "write x\tTAGS: [files]",
+        "phase use",
+        "hosts (1):\n      c\n",
+        "write hi\tTAGS: []",
+    ] {
+        assert!(
+            out.stdout.contains(needle),
+            "{needle:?} in:\n{}",
+            out.stdout
+        );
+    }
+    let syntax = p.run(&["run", "site.rhai", "-i", "inventory.toml", "--syntax-check"]);
+    syntax.assert_code(0);
+    assert_eq!(syntax.stdout, "playbook: site.rhai\n");
+    p.file(
+        "broken.rhai",
+        "phase(\"x\", || { on(\"web\", nosuch(#{})); });\n",
+    );
+    let bad = p.run(&[
+        "run",
+        "broken.rhai",
+        "-i",
+        "inventory.toml",
+        "--syntax-check",
+    ]);
+    bad.assert_code(1);
+    assert!(!p.root("a").join("x").exists(), "a listing touched a host");
+
+    let env_run = std::process::Command::new(env!("CARGO_BIN_EXE_playbook"))
+        .args(["run", "site.rhai", "-C"])
+        .current_dir(p.path())
+        .env("PLAYBOOK_INVENTORY", "inventory.toml")
+        .env("NO_COLOR", "1")
+        .output()
+        .unwrap();
+    assert_eq!(
+        env_run.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&env_run.stderr)
+    );
+    assert!(!p.root("a").join("x").exists(), "check mode wrote");
+}
+
+#[test]
+fn completions_are_printed_for_each_shell() {
+    let p = project();
+    for shell in ["bash", "zsh", "fish"] {
+        let out = p.run(&["completions", shell]);
+        out.assert_code(0);
+        assert!(
+            out.stdout.contains("playbook") && out.stdout.contains("list-hosts"),
+            "{shell}: {}",
+            out.stdout
+        );
+    }
+}

@@ -144,8 +144,10 @@ pub enum InventoryErrorKind {
     BadName,
     /// `become_password` is not a string.
     BadSecret,
-    /// A `-e` argument that is neither `KEY=VALUE` nor `@FILE`.
+    /// A `-e` argument that is neither `KEY=VALUE` nor `@FILE`, or whose KEY is no variable name.
     ExtraVar,
+    /// A host's `address` that is empty or holds whitespace.
+    BadAddress,
 }
 
 /// An inventory (or `-e @file`) error. `Display` reads `FILE:LINE:COL: message`; as a miette
@@ -431,7 +433,7 @@ struct RawSettings {
 #[derive(Deserialize, Default)]
 #[serde(deny_unknown_fields)]
 struct RawHost {
-    address: Option<String>,
+    address: Option<Spanned<String>>,
     connection: Option<Spanned<String>>,
     user: Option<String>,
     port: Option<u16>,
@@ -536,8 +538,22 @@ impl Inventory {
                 None => default_password.clone(),
             };
             let name_s = name.get_ref().clone();
+            if let Some(a) = &h.address {
+                let text = a.get_ref();
+                if text.trim().is_empty() || text.chars().any(char::is_whitespace) {
+                    return Err(src.error(
+                        InventoryErrorKind::BadAddress,
+                        a.span(),
+                        format!("host `{name_s}`: address {text:?} is no host name or IP address"),
+                        "bad address",
+                    ));
+                }
+            }
             hosts.push(HostEntry {
-                address: h.address.unwrap_or_else(|| name_s.clone()),
+                address: h
+                    .address
+                    .map(Spanned::into_inner)
+                    .unwrap_or_else(|| name_s.clone()),
                 port: h.port.or(defaults.port).unwrap_or(22),
                 user: h.user.or_else(|| defaults.user.clone()),
                 connection,
@@ -1013,10 +1029,18 @@ pub fn parse_extra_var(arg: &str) -> Result<Map<String, Value>, InventoryError> 
         ));
     };
     let key = key.trim();
-    if key.is_empty() || key.chars().any(char::is_whitespace) {
+    // Templates and scripts read it by name: `1foo` or `foo.bar` could never be read back.
+    let mut chars = key.chars();
+    let is_name = chars
+        .next()
+        .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_');
+    if !is_name {
         return Err(InventoryError::plain(
             InventoryErrorKind::ExtraVar,
-            format!("-e `{arg}`: the variable name must be non-empty and without spaces"),
+            format!(
+                "-e `{arg}`: `{key}` is not a variable name (a letter or _, then letters, digits or _)"
+            ),
         ));
     }
     let parsed = value
