@@ -329,14 +329,12 @@ fn real_main(cli: Cli) -> Result<u8, Report> {
             match module {
                 None => {
                     for m in reg.iter() {
-                        let summary = m
-                            .doc()
-                            .lines()
-                            .map(str::trim)
-                            .find(|l| !l.is_empty() && !l.starts_with('#'))
-                            .unwrap_or("");
-                        println!("{:<16} {summary}", m.name());
+                        println!("{:<16} {}", m.name(), first_sentence(m.doc()));
                     }
+                    println!("\n`playbook doc rhai`: the playbook language (phases, on, task options, handlers, custom tasks).");
+                }
+                Some(name) if name == "rhai" && reg.get(&name).is_none() => {
+                    print!("{RHAI_DOC}");
                 }
                 Some(name) => {
                     let m = reg.get(&name).ok_or_else(|| {
@@ -351,6 +349,24 @@ fn real_main(cli: Cli) -> Result<u8, Report> {
             }
             Ok(0)
         }
+    }
+}
+
+/// The playbook language's reference, `playbook doc rhai`.
+const RHAI_DOC: &str = include_str!("../docs/RHAI.md");
+
+/// The first sentence of a module's documentation (its first paragraph may run over lines).
+fn first_sentence(doc: &str) -> String {
+    let paragraph: Vec<&str> = doc
+        .lines()
+        .map(str::trim)
+        .skip_while(|l| l.is_empty() || l.starts_with('#'))
+        .take_while(|l| !l.is_empty())
+        .collect();
+    let text = paragraph.join(" ");
+    match text.find(". ") {
+        Some(end) => text[..=end].to_string(),
+        None => text,
     }
 }
 

@@ -430,3 +430,37 @@ fn completions_are_printed_for_each_shell() {
         );
     }
 }
+
+/// `playbook doc` gives every module's first sentence whole and points to the language's
+/// reference; the README lists every module.
+#[test]
+fn every_module_is_documented_and_listed_in_the_readme() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let list = crate::support::playbook(root, &["doc"]);
+    list.assert_code(0);
+    let readme = std::fs::read_to_string(root.join("README.md")).unwrap();
+    let mut modules = 0;
+    for line in list.stdout.lines().take_while(|l| !l.is_empty()) {
+        let (name, summary) = line.split_once(' ').unwrap();
+        assert!(
+            summary.trim_end().ends_with('.'),
+            "cut mid-sentence: {line}"
+        );
+        assert!(
+            readme.contains(&format!("| `{name}` |")),
+            "the README's module table lacks {name}"
+        );
+        modules += 1;
+    }
+    assert!(modules >= 20, "{}", list.stdout);
+    let rhai = crate::support::playbook(root, &["doc", "rhai"]);
+    rhai.assert_code(0);
+    for needle in [
+        "phase(name",
+        ".throttle(n)",
+        "task(\"name\", |h|",
+        "h.read_file(path)",
+    ] {
+        assert!(rhai.stdout.contains(needle), "{needle} in doc rhai");
+    }
+}
