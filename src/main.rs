@@ -455,6 +455,15 @@ fn describe_plan(plan: &Plan) -> String {
                     .collect();
                 out.push_str(&format!("      after: {}\n", names.join(", ")));
             }
+            match &t.when {
+                Some(engine::plan::Condition::Expr(e)) => {
+                    out.push_str(&format!("      when: {e}\n"));
+                }
+                Some(engine::plan::Condition::Closure(_)) => {
+                    out.push_str("      when: a Rhai closure, decided per host when it runs\n");
+                }
+                None => {}
+            }
             if !t.tags.is_empty() {
                 out.push_str(&format!("      tags: {}\n", t.tags.join(", ")));
             }

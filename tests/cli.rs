@@ -176,6 +176,8 @@ fn the_shipped_ha_playbooks_plan() {
             "kubeadm init  (kubeadm at",
             "join control plane m3",
             "after: [",
+            "when: manage_kernel | default(true)",
+            "when: a Rhai closure, decided per host when it runs",
         ] {
             assert!(
                 text.contains(needle),
