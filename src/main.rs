@@ -263,7 +263,14 @@ fn real_main(cli: Cli) -> Result<u8, Report> {
                 }
                 return Ok(0);
             }
-            let (plan, inventory) = build_plan(&args.plan, sink.clone(), &secrets)?;
+            let (plan, inventory) = match build_plan(&args.plan, sink.clone(), &secrets) {
+                Ok(built) => built,
+                Err(report) => {
+                    // Programs reading the events learn why nothing ran, and where.
+                    sink.emit(&bad_input_event(&report));
+                    return Err(report);
+                }
+            };
             let opts = RunOptions {
                 check: args.check,
                 diff: args.diff,
@@ -349,6 +356,27 @@ fn real_main(cli: Cli) -> Result<u8, Report> {
             }
             Ok(0)
         }
+    }
+}
+
+fn bad_input_event(report: &Report) -> engine::events::Event {
+    let plan = report
+        .downcast_ref::<engine::error::PlanError>()
+        .filter(|e| e.pos.line > 0)
+        .map(|e| (e.pos.file.clone(), Some(e.pos.line), Some(e.pos.column)));
+    let inventory = report
+        .downcast_ref::<engine::inventory::InventoryError>()
+        .map(|e| (e.file().to_string(), e.line(), e.column()));
+    let (file, line, column) = match plan.or(inventory) {
+        Some((f, l, c)) => (Some(f), l, c),
+        None => (None, None, None),
+    };
+    engine::events::Event::Error {
+        kind: "bad_input".into(),
+        message: report.to_string(),
+        file,
+        line,
+        column,
     }
 }
 

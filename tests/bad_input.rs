@@ -159,3 +159,36 @@ fn a_module_named_by_a_rhai_keyword_reports_its_own_position() {
         &["bad.rhai:2:11", "debug: unknown field `mesage`", "`msg`"],
     );
 }
+
+/// With `--output json`, bad input is also one structured event on stdout, naming the place.
+#[test]
+fn bad_input_is_one_json_error_event() {
+    let p = project("on(\"web\", nosuch(#{}));\n");
+    let out = p.play("bad.rhai", &[]);
+    out.assert_code(1);
+    let events: Vec<serde_json::Value> = out
+        .stdout
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(events.len(), 1, "{}", out.stdout);
+    let e = &events[0];
+    assert_eq!(e["event"], "error");
+    assert_eq!(e["kind"], "bad_input");
+    assert_eq!(
+        (e["line"].as_u64(), e["column"].as_u64()),
+        (Some(2), Some(11))
+    );
+    assert!(e["file"].as_str().unwrap().ends_with("bad.rhai"), "{e}");
+    assert!(e["message"].as_str().unwrap().contains("nosuch"), "{e}");
+
+    std::fs::write(p.path().join("inventory.toml"), "[hosts.a]\nport = \"x\"\n").unwrap();
+    let out = p.play("bad.rhai", &[]);
+    out.assert_code(1);
+    let e: serde_json::Value = serde_json::from_str(out.stdout.trim()).unwrap();
+    assert_eq!(
+        (e["event"].as_str(), e["line"].as_u64()),
+        (Some("error"), Some(2)),
+        "{e}"
+    );
+}

@@ -114,6 +114,18 @@ pub enum Event {
         interrupted: bool,
         duration_ms: u64,
     },
+    /// Bad input (the command line, inventory, playbook, a template): nothing was run. `file`,
+    /// `line` and `column` where the error points into a file.
+    Error {
+        kind: String,
+        message: String,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        file: Option<String>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        line: Option<usize>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        column: Option<usize>,
+    },
 }
 
 pub trait EventSink: Send + Sync {
@@ -185,6 +197,7 @@ impl EventSink for Redacting {
                 }
             }
             Event::Print { text, .. } => *text = r(text),
+            Event::Error { message, .. } => *message = r(message),
             Event::RunStart { .. } | Event::PhaseStart { .. } | Event::Recap { .. } => {}
         }
         self.inner.emit(&e);

@@ -200,6 +200,8 @@ impl EventSink for TextReporter {
                 Some(h) => self.line(&format!("{} {text}", style(format!("[{h}]")).dim())),
                 None => self.line(text),
             },
+            // Shown on stderr by the command line, with the source line it points at.
+            Event::Error { .. } => {}
             Event::Recap {
                 hosts,
                 check,
