@@ -4,7 +4,7 @@
 //! Modules append their own shell after it (`Inspect::script`) and read what follows it from
 //! `Current::rest`.
 
-use engine::host::{quote, Host};
+use engine::host::quote;
 use engine::remote::{parse_stat, stat_fragment, FileKind, FileStat};
 use engine::transport::ExecOutput;
 use engine::ModuleError;
@@ -171,8 +171,13 @@ impl Inspect<'_> {
         self.parse(&out.stdout).map_err(ModuleError::Failed)
     }
 
-    /// Runs `script_with(extra)` and reads its output.
-    pub async fn run(&self, host: &Host, extra: &str) -> Result<Current, ModuleError> {
+    /// Runs `script_with(extra)` and reads its output (modules probe through `probe_script`).
+    #[cfg(test)]
+    pub async fn run(
+        &self,
+        host: &engine::host::Host,
+        extra: &str,
+    ) -> Result<Current, ModuleError> {
         let out = host.run(&self.script_with(extra)?).await?;
         self.read(&out)
     }

@@ -179,6 +179,34 @@ mod tests {
                 &crate::command::Command,
                 json!({ "argv": ["true"], "changed_when": false }),
             ),
+            (
+                &crate::sysctl::Sysctl,
+                json!({ "name": "net.ipv4.ip_forward", "value": "1", "sysctl_file": p("sysctl.conf") }),
+            ),
+            (
+                &crate::sysctl::Sysctl,
+                json!({ "name": "net.no.such.key", "value": "1", "sysctl_file": p("sysctl.conf") }),
+            ),
+            (
+                &crate::sysctl::Sysctl,
+                json!({ "name": "net.ipv4.ip_forward", "state": "absent", "sysctl_file": p("text") }),
+            ),
+            (
+                &crate::modprobe::Modprobe,
+                json!({ "name": "loop", "persist": "present" }),
+            ),
+            (
+                &crate::swap::Swap,
+                json!({ "state": "off", "fstab": p("text") }),
+            ),
+            (
+                &crate::yum_repository::YumRepository,
+                json!({ "name": "pb", "baseurl": "http://x/", "reposdir": p("dir") }),
+            ),
+            (
+                &crate::yum_repository::YumRepository,
+                json!({ "name": "pb", "baseurl": "http://x/", "reposdir": p("nodir") }),
+            ),
         ];
         let alone = env.run_all(&tasks, true, false).await;
         let count = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
@@ -206,7 +234,7 @@ mod tests {
         let errors = alone.iter().filter(|r| r.is_err()).count();
         assert_eq!(
             errors,
-            3,
+            5,
             "the cases include failures: {:?}",
             alone.iter().map(shown).collect::<Vec<_>>()
         );

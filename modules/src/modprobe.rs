@@ -4,6 +4,7 @@
 use async_trait::async_trait;
 use engine::host::quote;
 use engine::remote::FileKind;
+use engine::transport::ExecOutput;
 use engine::{Applied, Module, ModuleContext, ModuleError, Probe};
 use serde::Deserialize;
 use serde_json::{json, Value};
@@ -156,6 +157,19 @@ impl Args {
     }
 }
 
+/// What the probe reads of each persistence file: whether it is there.
+fn inspects(files: &[(String, Option<String>)]) -> Vec<Inspect<'_>> {
+    files
+        .iter()
+        .map(|(p, _)| Inspect {
+            path: p,
+            follow: false,
+            into_dir: None,
+            read: None,
+        })
+        .collect()
+}
+
 #[async_trait]
 impl Module for Modprobe {
     const NAME: &'static str = "modprobe";
@@ -177,17 +191,15 @@ impl Module for Modprobe {
         Ok(())
     }
 
-    async fn probe(&self, args: &Args, cx: &ModuleContext<'_>) -> Result<Probe<Plan>, ModuleError> {
+    const SCRIPT_PROBE: bool = true;
+
+    fn probe_script(
+        &self,
+        args: &Args,
+        _cx: &ModuleContext<'_>,
+    ) -> Result<Option<String>, ModuleError> {
         let files = persist_files(args);
-        let inspects: Vec<Inspect> = files
-            .iter()
-            .map(|(p, _)| Inspect {
-                path: p,
-                follow: false,
-                into_dir: None,
-                read: None,
-            })
-            .collect();
+        let inspects = inspects(&files);
         let mut script = String::new();
         for i in &inspects {
             script += &i.script().map_err(ModuleError::Args)?;
@@ -206,7 +218,20 @@ impl Module for Modprobe {
             );
         }
         script += "fi\n";
-        let out = cx.host.run(&script).await?;
+        Ok(Some(script))
+    }
+
+    async fn decide(
+        &self,
+        args: &Args,
+        out: Option<ExecOutput>,
+        cx: &ModuleContext<'_>,
+    ) -> Result<Probe<Plan>, ModuleError> {
+        let files = persist_files(args);
+        let inspects = inspects(&files);
+        let out = out.ok_or_else(|| {
+            ModuleError::Failed(format!("inspecting module {}: no output", args.name))
+        })?;
         if !out.success() {
             return Err(ModuleError::Failed(format!(
                 "cannot inspect module {}: {}",

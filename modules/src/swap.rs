@@ -2,6 +2,7 @@
 
 use async_trait::async_trait;
 use engine::remote::FileKind;
+use engine::transport::ExecOutput;
 use engine::{Applied, Module, ModuleContext, ModuleError, Probe};
 use serde::Deserialize;
 use serde_json::{json, Value};
@@ -90,6 +91,15 @@ pub struct Plan {
 }
 
 impl Args {
+    fn inspect(&self) -> Inspect<'_> {
+        Inspect {
+            path: self.fstab(),
+            follow: true,
+            into_dir: None,
+            read: Some(Read::default()),
+        }
+    }
+
     fn fstab(&self) -> &str {
         self.fstab.as_deref().unwrap_or("/etc/fstab")
     }
@@ -109,17 +119,28 @@ impl Module for Swap {
         Ok(())
     }
 
-    async fn probe(&self, args: &Args, cx: &ModuleContext<'_>) -> Result<Probe<Plan>, ModuleError> {
-        let inspect = Inspect {
-            path: args.fstab(),
-            follow: true,
-            into_dir: None,
-            read: Some(Read::default()),
-        };
+    const SCRIPT_PROBE: bool = true;
+
+    fn probe_script(
+        &self,
+        args: &Args,
+        _cx: &ModuleContext<'_>,
+    ) -> Result<Option<String>, ModuleError> {
         // /proc/swaps first: the fstab's content runs to the end of the output.
-        let fstab_script: String = inspect.script().map_err(ModuleError::Args)?;
-        let script = format!("cat /proc/swaps | tr '\\n' '|'; echo\n{fstab_script}");
-        let out = cx.host.run(&script).await?;
+        let fstab_script: String = args.inspect().script().map_err(ModuleError::Args)?;
+        Ok(Some(format!(
+            "cat /proc/swaps | tr '\\n' '|'; echo\n{fstab_script}"
+        )))
+    }
+
+    async fn decide(
+        &self,
+        args: &Args,
+        out: Option<ExecOutput>,
+        cx: &ModuleContext<'_>,
+    ) -> Result<Probe<Plan>, ModuleError> {
+        let inspect = args.inspect();
+        let out = out.ok_or_else(|| ModuleError::Failed("reading swap state: no output".into()))?;
         if !out.success() {
             return Err(ModuleError::Failed(format!(
                 "cannot read swap state: {}",

@@ -4,6 +4,7 @@
 use async_trait::async_trait;
 use engine::host::quote;
 use engine::remote::FileKind;
+use engine::transport::ExecOutput;
 use engine::{Applied, Module, ModuleContext, ModuleError, Probe};
 use serde::{Deserialize, Deserializer};
 use serde_json::{json, Value};
@@ -162,6 +163,15 @@ impl Args {
     fn file(&self) -> &str {
         self.sysctl_file.as_deref().unwrap_or(DEFAULT_FILE)
     }
+
+    fn inspect(&self) -> Inspect<'_> {
+        Inspect {
+            path: self.file(),
+            follow: true,
+            into_dir: None,
+            read: Some(Read::default()),
+        }
+    }
 }
 
 #[async_trait]
@@ -189,23 +199,31 @@ impl Module for Sysctl {
         }
     }
 
-    async fn probe(&self, args: &Args, cx: &ModuleContext<'_>) -> Result<Probe<Plan>, ModuleError> {
-        let inspect = Inspect {
-            path: args.file(),
-            follow: true,
-            into_dir: None,
-            read: Some(Read::default()),
-        };
+    const SCRIPT_PROBE: bool = true;
+
+    fn probe_script(
+        &self,
+        args: &Args,
+        _cx: &ModuleContext<'_>,
+    ) -> Result<Option<String>, ModuleError> {
         // The running value first: the file's content runs to the end of the output.
         let running_script = format!(
             "v=$(sysctl -n -- {} 2>&1); echo $?; printf '%s\\n' \"$v\" | tr '\\n' ' '; echo\n",
             quote(&args.name)?
         );
-        let file_script: String = inspect.script().map_err(ModuleError::Args)?;
-        let out = cx
-            .host
-            .run(&format!("{running_script}{file_script}"))
-            .await?;
+        let file_script: String = args.inspect().script().map_err(ModuleError::Args)?;
+        Ok(Some(format!("{running_script}{file_script}")))
+    }
+
+    async fn decide(
+        &self,
+        args: &Args,
+        out: Option<ExecOutput>,
+        cx: &ModuleContext<'_>,
+    ) -> Result<Probe<Plan>, ModuleError> {
+        let inspect = args.inspect();
+        let out = out
+            .ok_or_else(|| ModuleError::Failed(format!("inspecting {}: no output", args.file())))?;
         if !out.success() {
             return Err(ModuleError::Failed(format!(
                 "cannot inspect {}: {}",

@@ -4,6 +4,7 @@
 use async_trait::async_trait;
 use engine::host::quote;
 use engine::remote::FileKind;
+use engine::transport::ExecOutput;
 use engine::{Applied, Module, ModuleContext, ModuleError, Probe};
 use serde::Deserialize;
 use serde_json::json;
@@ -114,6 +115,21 @@ yum_repository(#{ name: "old-epel", state: "absent" })
 const MODE: &str = "0644";
 
 impl Args {
+    /// What the probe reads of the repository file: its content only when a diff is wanted and
+    /// it differs from `text`.
+    fn inspect<'a>(&self, path: &'a str, text: &[u8], cx: &ModuleContext<'_>) -> Inspect<'a> {
+        let read = (cx.want_diff && self.state == RepoState::Present).then(|| Read {
+            limit: Some(DIFF_LIMIT),
+            unless_sha256: Some(sha256(text)),
+        });
+        Inspect {
+            path,
+            follow: false,
+            into_dir: None,
+            read,
+        }
+    }
+
     fn path(&self) -> String {
         let dir = self.reposdir.as_deref().unwrap_or("/etc/yum.repos.d");
         let file = self.file.as_deref().unwrap_or(&self.name);
@@ -209,26 +225,30 @@ impl Module for YumRepository {
         Ok(())
     }
 
-    async fn probe(&self, args: &Args, cx: &ModuleContext<'_>) -> Result<Probe<Plan>, ModuleError> {
+    const SCRIPT_PROBE: bool = true;
+
+    fn probe_script(
+        &self,
+        args: &Args,
+        cx: &ModuleContext<'_>,
+    ) -> Result<Option<String>, ModuleError> {
         let path = args.path();
         let text = args.render().into_bytes();
-        let read = (cx.want_diff && args.state == RepoState::Present).then(|| Read {
-            limit: Some(DIFF_LIMIT),
-            unless_sha256: Some(sha256(&text)),
-        });
-        let inspect = Inspect {
-            path: &path,
-            follow: false,
-            into_dir: None,
-            read,
-        };
         // When the file is absent nothing is read, so this line is what follows the inspection.
-        let cur = inspect
-            .run(
-                cx.host,
-                "if ! [ -e \"$p\" ]; then if [ -d \"${p%/*}\" ]; then echo dir; else echo nodir; fi; fi\n",
-            )
-            .await?;
+        Ok(Some(args.inspect(&path, &text, cx).script_with(
+            "if ! [ -e \"$p\" ]; then if [ -d \"${p%/*}\" ]; then echo dir; else echo nodir; fi; fi\n",
+        )?))
+    }
+
+    async fn decide(
+        &self,
+        args: &Args,
+        out: Option<ExecOutput>,
+        cx: &ModuleContext<'_>,
+    ) -> Result<Probe<Plan>, ModuleError> {
+        let path = args.path();
+        let text = args.render().into_bytes();
+        let cur = args.inspect(&path, &text, cx).read_probe(out)?;
         match (args.state, cur.kind()) {
             (_, FileKind::Directory | FileKind::Other) => Err(ModuleError::Failed(format!(
                 "{path} exists and is not a regular file"
