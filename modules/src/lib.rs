@@ -207,6 +207,16 @@ mod tests {
                 &crate::yum_repository::YumRepository,
                 json!({ "name": "pb", "baseurl": "http://x/", "reposdir": p("nodir") }),
             ),
+            (
+                &crate::systemd_unit::SystemdUnit,
+                json!({ "name": "pb-batched-probe-test", "content": "[Service]\nExecStart=/bin/true\n",
+                        "dropins": { "limits": "[Service]\nLimitNOFILE=4096\n" },
+                        "enabled": true, "state": "started" }),
+            ),
+            (
+                &crate::systemd_unit::SystemdUnit,
+                json!({ "name": "ssh", "state": "started" }),
+            ),
         ];
         let alone = env.run_all(&tasks, true, false).await;
         let count = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
@@ -231,7 +241,12 @@ mod tests {
         for ((task, a), b) in tasks.iter().zip(&alone).zip(&batched) {
             assert_eq!(shown(a), shown(b), "{} {}", task.0.name(), task.1);
         }
-        let errors = alone.iter().filter(|r| r.is_err()).count();
+        // systemd_unit's cases fail where the machine was not booted with systemd: not counted.
+        let errors = tasks
+            .iter()
+            .zip(&alone)
+            .filter(|(t, r)| t.0.name() != "systemd_unit" && r.is_err())
+            .count();
         assert_eq!(
             errors,
             5,

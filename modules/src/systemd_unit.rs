@@ -7,6 +7,7 @@ use async_trait::async_trait;
 use engine::diff::FileDiff;
 use engine::host::{quote, Host};
 use engine::remote::{read_file, FileKind};
+use engine::transport::ExecOutput;
 use engine::{Applied, Module, ModuleContext, ModuleError, Probe};
 use serde::Deserialize;
 use serde_json::{json, Value};
@@ -488,6 +489,19 @@ async fn read_status(host: &Host, unit: &str) -> Result<UnitStatus, ModuleError>
     parse_status(&out.stdout_text()).map_err(ModuleError::Failed)
 }
 
+/// What the probe reads of each file the unit is made of: its state and checksum.
+fn inspects(files: &[FileSpec]) -> Vec<Inspect<'_>> {
+    files
+        .iter()
+        .map(|f| Inspect {
+            path: &f.path,
+            follow: false,
+            into_dir: None,
+            read: None,
+        })
+        .collect()
+}
+
 #[async_trait]
 impl Module for SystemdUnit {
     const NAME: &'static str = "systemd_unit";
@@ -539,25 +553,36 @@ impl Module for SystemdUnit {
         Ok(())
     }
 
-    async fn probe(&self, args: &Args, cx: &ModuleContext<'_>) -> Result<Probe<Plan>, ModuleError> {
-        let unit = args.unit();
+    const SCRIPT_PROBE: bool = true;
+
+    fn probe_script(
+        &self,
+        args: &Args,
+        cx: &ModuleContext<'_>,
+    ) -> Result<Option<String>, ModuleError> {
         let files = args.files(cx)?;
-        let inspects: Vec<Inspect> = files
-            .iter()
-            .map(|f| Inspect {
-                path: &f.path,
-                follow: false,
-                into_dir: None,
-                read: None,
-            })
-            .collect();
         let mut script = String::new();
-        for i in &inspects {
+        for i in inspects(&files) {
             script += &i.script().map_err(ModuleError::Args)?;
             script += "\n";
         }
-        script += &format!("u={}\n{STATUS_FRAGMENT}", quote(&unit)?);
-        let out = cx.host.run(&script).await?;
+        script += &format!("u={}\n{STATUS_FRAGMENT}", quote(&args.unit())?);
+        Ok(Some(script))
+    }
+
+    /// Decides from the probe script's output; only a diff of a changed file reads that file in
+    /// a round trip of its own.
+    async fn decide(
+        &self,
+        args: &Args,
+        out: Option<ExecOutput>,
+        cx: &ModuleContext<'_>,
+    ) -> Result<Probe<Plan>, ModuleError> {
+        let unit = args.unit();
+        let files = args.files(cx)?;
+        let inspects = inspects(&files);
+        let out =
+            out.ok_or_else(|| ModuleError::Failed(format!("inspecting {unit}: no output")))?;
         if !out.success() {
             return Err(ModuleError::Failed(format!(
                 "cannot inspect {unit}: {}",
