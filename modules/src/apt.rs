@@ -4,6 +4,7 @@
 use std::collections::BTreeMap;
 
 use async_trait::async_trait;
+use engine::transport::ExecOutput;
 use engine::{Applied, Module, ModuleContext, ModuleError, Probe};
 use serde::Deserialize;
 
@@ -318,7 +319,10 @@ impl Args {
 
     async fn report(&self, cx: &ModuleContext<'_>) -> Result<Report, ModuleError> {
         let script = probe_script(self, &self.names()).map_err(ModuleError::Args)?;
-        let out = cx.host.run(&script).await?;
+        self.read_report(&cx.host.run(&script).await?)
+    }
+
+    fn read_report(&self, out: &ExecOutput) -> Result<Report, ModuleError> {
         let report = parse_report(&out.stdout_text()).map_err(ModuleError::Failed)?;
         if !out.success() {
             return Err(ModuleError::Failed(format!(
@@ -396,8 +400,26 @@ impl Module for Apt {
         Ok(())
     }
 
-    async fn probe(&self, args: &Args, cx: &ModuleContext<'_>) -> Result<Probe<Plan>, ModuleError> {
-        let report = args.report(cx).await?;
+    const SCRIPT_PROBE: bool = true;
+
+    fn probe_script(
+        &self,
+        args: &Args,
+        _cx: &ModuleContext<'_>,
+    ) -> Result<Option<String>, ModuleError> {
+        probe_script(args, &args.names())
+            .map(Some)
+            .map_err(ModuleError::Args)
+    }
+
+    async fn decide(
+        &self,
+        args: &Args,
+        out: Option<ExecOutput>,
+        cx: &ModuleContext<'_>,
+    ) -> Result<Probe<Plan>, ModuleError> {
+        let out = out.ok_or_else(|| ModuleError::Failed("querying packages: no output".into()))?;
+        let report = args.read_report(&out)?;
         let names = args.names();
         let update = args.update_due(&report);
         if update && !cx.check {

@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 
 use async_trait::async_trait;
 use engine::host::quote;
+use engine::transport::ExecOutput;
 use engine::{Applied, Module, ModuleContext, ModuleError, Probe};
 use serde::Deserialize;
 
@@ -332,13 +333,23 @@ impl Module for Yum {
         Ok(())
     }
 
-    async fn probe(
+    const SCRIPT_PROBE: bool = true;
+
+    fn probe_script(
         &self,
         args: &Args,
+        _cx: &ModuleContext<'_>,
+    ) -> Result<Option<String>, ModuleError> {
+        probe_script(args).map(Some).map_err(ModuleError::Args)
+    }
+
+    async fn decide(
+        &self,
+        args: &Args,
+        out: Option<ExecOutput>,
         cx: &ModuleContext<'_>,
     ) -> Result<Probe<Changes>, ModuleError> {
-        let script = probe_script(args).map_err(ModuleError::Args)?;
-        let out = cx.host.run(&script).await?;
+        let out = out.ok_or_else(|| ModuleError::Failed("querying packages: no output".into()))?;
         let report = parse_report(&out.stdout_text()).map_err(ModuleError::Failed)?;
         if !out.success() || report.mgr.is_empty() {
             return Err(ModuleError::Failed(format!(
