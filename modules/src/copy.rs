@@ -29,6 +29,7 @@ pub struct Args {
     pub src: Option<String>,
     /// Permissions: octal ("0644") or symbolic ("u=rw,g=r,o=r"). Default: kept for an existing
     /// file, from the umask for a new one.
+    #[serde(default, deserialize_with = "crate::perms::mode_arg")]
     pub mode: Option<String>,
     /// Owner, by name or uid.
     pub owner: Option<String>,
@@ -42,6 +43,14 @@ pub struct Args {
     /// Replace `dest` when its content differs (default true). With false, an existing `dest` is
     /// left alone entirely.
     pub force: Option<bool>,
+    /// Accepted for Ansible compatibility and ignored: there is no vault to decrypt from; the
+    /// content is written as given.
+    #[serde(default)]
+    pub decrypt: Option<bool>,
+    /// Accepted for Ansible compatibility and ignored: every write here is atomic (a temporary
+    /// file beside the destination, renamed over it).
+    #[serde(default)]
+    pub unsafe_writes: Option<bool>,
 }
 
 pub const DOC: &str = r#"# copy
@@ -65,11 +74,12 @@ the name of `src`. A symbolic link at `dest` is replaced by a file (as Ansible d
 | `dest` | string | target path (required) |
 | `content` | string | the content (or `src`) |
 | `src` | string | a controller file (or `content`) |
-| `mode` | string | "0644" or "u=rw,g=r,o=r" |
+| `mode` | string or number | "0644" or "u=rw,g=r,o=r"; a number is the mode's value (YAML's `0644` arrives as 420) |
 | `owner`, `group` | string | names or numeric ids |
 | `backup` | bool | keep the old file as `DEST.<timestamp>~` |
 | `validate` | string | check command run on the new file, `%s` is its path |
 | `force` | bool | replace a different existing file (default true) |
+| `decrypt`, `unsafe_writes` | bool | accepted and ignored (no vault yet; writes are always atomic) |
 
 ## Result
 
@@ -250,7 +260,7 @@ impl Module for Copy {
 mod tests {
     use super::*;
     use crate::testutil::{mode_of, snapshot, Env};
-    use engine::module::Status;
+    use engine::module::{DynModule, Status};
     use serde_json::json;
 
     #[tokio::test]
@@ -275,6 +285,37 @@ mod tests {
         let again = env.apply(&Copy, args).await;
         assert_eq!(again.status, Status::Ok);
         assert_eq!(again.result["dest"], dest);
+    }
+
+    /// What Ansible users write: a numeric mode (YAML's `0644` is 420), `decrypt` and
+    /// `unsafe_writes`, and `file`'s and `lineinfile`'s `dest`/`name` aliases of `path`.
+    #[tokio::test]
+    async fn ansibles_argument_forms_are_taken() {
+        let env = Env::new();
+        let dest = env.path("motd");
+        let args = json!({ "content": "hi\n", "dest": dest, "mode": 420, "decrypt": true,
+                           "unsafe_writes": true });
+        assert_eq!(env.apply(&Copy, args.clone()).await.status, Status::Changed);
+        assert_eq!(mode_of(&dest), 0o644);
+        assert_eq!(env.check(&Copy, args).await, Status::Ok);
+        let e = Copy
+            .validate(&json!({ "content": "x", "dest": dest, "mode": 70000 }))
+            .unwrap_err();
+        assert!(e.contains("mode 70000 is no file mode"), "{e}");
+
+        let dir = env.path("d");
+        let file = json!({ "dest": dir, "state": "directory", "mode": 0o750 });
+        assert_eq!(
+            env.apply(&crate::file::File, file).await.status,
+            Status::Changed
+        );
+        assert_eq!(mode_of(&dir), 0o750);
+        let line = json!({ "name": dest, "line": "second", "unsafe_writes": false });
+        assert_eq!(
+            env.apply(&crate::lineinfile::LineInFile, line).await.status,
+            Status::Changed
+        );
+        assert_eq!(std::fs::read_to_string(&dest).unwrap(), "hi\nsecond\n");
     }
 
     #[tokio::test]

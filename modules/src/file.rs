@@ -26,7 +26,8 @@ pub enum State {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Args {
-    /// The path to manage.
+    /// The path to manage (Ansible's aliases `dest` and `name` work too).
+    #[serde(alias = "dest", alias = "name")]
     pub path: String,
     /// `file` (exists; only attributes are set), `directory` (created with its parents),
     /// `absent` (removed, recursively), `link` (a symbolic link to `src`) or `touch` (created when
@@ -36,6 +37,7 @@ pub struct Args {
     /// the link's directory.
     pub src: Option<String>,
     /// Permissions: octal ("0644") or symbolic ("u=rw,g=r,o=r", "u+rwX").
+    #[serde(default, deserialize_with = "crate::perms::mode_arg")]
     pub mode: Option<String>,
     /// Owner, by name or uid.
     pub owner: Option<String>,
@@ -46,6 +48,10 @@ pub struct Args {
     /// With state `link`: replace a file that is in the way, and create the link even when `src`
     /// does not exist.
     pub force: Option<bool>,
+    /// Accepted for Ansible compatibility and ignored: every write here is atomic (a temporary
+    /// file beside the destination, renamed over it).
+    #[serde(default)]
+    pub unsafe_writes: Option<bool>,
 }
 
 pub const DOC: &str = r#"# file
@@ -74,13 +80,14 @@ files. The mode of a symbolic link itself is never changed; its owner and group 
 
 | name | type | |
 |---|---|---|
-| `path` | string | the path (required) |
+| `path` | string | the path (required; aliases `dest`, `name`) |
 | `state` | string | see above |
 | `src` | string | link target (state `link`) |
-| `mode` | string | "0755" or "u=rwx,go=rx" |
+| `mode` | string or number | "0755" or "u=rwx,go=rx"; a number is the mode's value (YAML's `0755` arrives as 493), as in Ansible |
 | `owner`, `group` | string | names or numeric ids |
 | `recurse` | bool | with `directory`: attributes for everything under it |
 | `force` | bool | with `link`: replace a file in the way, allow a missing `src` |
+| `unsafe_writes` | bool | accepted and ignored (writes are always atomic) |
 
 ## Example
 
@@ -603,9 +610,9 @@ mod tests {
             .error(&File, json!({ "path": "/x", "recurse": true }))
             .await;
         assert!(err.contains("recurse"), "{err}");
-        let err = env.error(&File, json!({ "dest": "/x" })).await;
+        let err = env.error(&File, json!({ "pth": "/x" })).await;
         assert!(
-            err.contains("unknown field `dest`") && err.contains("`path`"),
+            err.contains("unknown field `pth`") && err.contains("`path`"),
             "{err}"
         );
     }

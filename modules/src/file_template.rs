@@ -25,7 +25,7 @@ pub struct Args {
     pub dest: String,
     /// Permissions, octal ("0644") or symbolic ("u=rw,g=r,o="). Without it an existing file keeps
     /// its mode and a new file gets the default (0666 minus the umask).
-    #[serde(default)]
+    #[serde(default, deserialize_with = "crate::perms::mode_arg")]
     pub mode: Option<String>,
     /// Owner (user name or numeric id). Without it an existing file keeps its owner.
     #[serde(default)]
@@ -44,6 +44,14 @@ pub struct Args {
     /// is left alone (its mode and owner are still set).
     #[serde(default = "yes")]
     pub force: bool,
+    /// Accepted for Ansible compatibility and ignored: there is no vault to decrypt from; the
+    /// content is written as given.
+    #[serde(default)]
+    pub decrypt: Option<bool>,
+    /// Accepted for Ansible compatibility and ignored: every write here is atomic (a temporary
+    /// file beside the destination, renamed over it).
+    #[serde(default)]
+    pub unsafe_writes: Option<bool>,
 }
 
 fn yes() -> bool {
@@ -115,12 +123,13 @@ target when the result differs from what is there.
 |------------|----------|---------|---------|
 | `src`      | yes      |         | template path, relative to the playbook directory |
 | `dest`     | yes      |         | path on the target |
-| `mode`     | no       | keep / umask | `"0644"` or `"u=rw,g=r,o="` |
+| `mode`     | no       | keep / umask | `"0644"` or `"u=rw,g=r,o="`; a number is the mode's value (YAML's `0644` is 420) |
 | `owner`    | no       | keep    | user name or id |
 | `group`    | no       | keep    | group name or id |
 | `backup`   | no       | false   | keep the old file as `DEST.<timestamp>~` |
 | `validate` | no       |         | command run on the new file before it replaces `dest`; `%s` is the file |
 | `force`    | no       | true    | replace differing content; false only creates missing files |
+| `decrypt`, `unsafe_writes` | no | | accepted and ignored (no vault yet; writes are always atomic) |
 
 Result (for `register`): `dest`, `sha256`, `size`, `mode`, `owner`, `group`, and `backup_file`
 when a backup was made.

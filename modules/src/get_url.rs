@@ -28,6 +28,7 @@ pub struct Args {
     pub checksum: Option<String>,
     /// Permissions: octal ("0755") or symbolic. Default: kept for a replaced file, from the umask
     /// for a new one.
+    #[serde(default, deserialize_with = "crate::perms::mode_arg")]
     pub mode: Option<String>,
     /// Owner, by name or uid.
     pub owner: Option<String>,

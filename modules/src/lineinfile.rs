@@ -27,7 +27,8 @@ pub enum State {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Args {
-    /// The file to edit.
+    /// The file to edit (Ansible's aliases `dest` and `name` work too).
+    #[serde(alias = "dest", alias = "name")]
     pub path: String,
     /// The line to put in the file (required with state `present`); with `state: "absent"`
     /// and no `regexp`, lines equal to it are removed.
@@ -54,6 +55,7 @@ pub struct Args {
     /// the file is left unchanged.
     pub backrefs: Option<bool>,
     /// Permissions: octal ("0644") or symbolic.
+    #[serde(default, deserialize_with = "crate::perms::mode_arg")]
     pub mode: Option<String>,
     /// Owner, by name or uid.
     pub owner: Option<String>,
@@ -63,6 +65,10 @@ pub struct Args {
     pub backup: Option<bool>,
     /// A command that checks the new file before it replaces the old one; `%s` is its path.
     pub validate: Option<String>,
+    /// Accepted for Ansible compatibility and ignored: every write here is atomic (a temporary
+    /// file beside the destination, renamed over it).
+    #[serde(default)]
+    pub unsafe_writes: Option<bool>,
 }
 
 pub const DOC: &str = r#"# lineinfile
@@ -91,7 +97,7 @@ look-around). With `--diff` the change is shown as a diff.
 
 | name | type | |
 |---|---|---|
-| `path` | string | the file (required) |
+| `path` | string | the file (required; aliases `dest`, `name`) |
 | `line` | string | the line |
 | `regexp` / `search_string` | string | which line to replace or remove |
 | `state` | string | `present` (default) or `absent` |
@@ -102,6 +108,7 @@ look-around). With `--diff` the change is shown as a diff.
 | `mode`, `owner`, `group` | string | attributes of the file |
 | `backup` | bool | keep the old file as `PATH.<timestamp>~` |
 | `validate` | string | check command, `%s` is the new file |
+| `unsafe_writes` | bool | accepted and ignored (writes are always atomic) |
 
 ## Example
 

@@ -15,6 +15,27 @@ const READ: u32 = 0o444;
 const WRITE: u32 = 0o222;
 const EXEC: u32 = 0o111;
 
+/// A `mode` argument: a string ("0644", "u=rw,g=r"), or a number, taken as Ansible takes it: its
+/// value is the mode (YAML's `mode: 0644` and Rhai's `0o644` arrive as 420, which is 0644). A
+/// number written without the leading 0 (`mode: 644`) is 644 = 0o1204, as in Ansible; write modes
+/// as strings.
+pub fn mode_arg<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+    use serde::Deserialize;
+    match Option::<serde_json::Value>::deserialize(d)? {
+        None | Some(serde_json::Value::Null) => Ok(None),
+        Some(serde_json::Value::String(s)) => Ok(Some(s)),
+        Some(serde_json::Value::Number(n)) => match n.as_u64().filter(|v| *v <= ALL as u64) {
+            Some(v) => Ok(Some(format!("{v:04o}"))),
+            None => Err(serde::de::Error::custom(format!(
+                "mode {n} is no file mode (a number up to 0o7777 = 4095, or a string like \"0644\")"
+            ))),
+        },
+        Some(other) => Err(serde::de::Error::custom(format!(
+            "mode must be a string like \"0644\" or a number, not {other}"
+        ))),
+    }
+}
+
 /// Parses an all-digit mode ("0644", "755") as octal.
 pub fn octal(spec: &str) -> Option<u32> {
     let s = spec.trim();
