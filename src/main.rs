@@ -72,8 +72,9 @@ struct PlanArgs {
     /// Only these hosts (a pattern: group, host, glob, `a:b`, `a:&b`, `a:!b`).
     #[arg(short, long)]
     limit: Option<String>,
-    /// Extra variables, highest precedence: `key=value` or `@file.toml`.
-    #[arg(short = 'e', long = "extra-vars", value_name = "KEY=VALUE|@FILE")]
+    /// Extra variables, highest precedence: `key=value`, `@vars.yml`/`@vars.json`/`@vars.toml`,
+    /// or a JSON object.
+    #[arg(short = 'e', long = "extra-vars", value_name = "KEY=VALUE|@FILE|JSON")]
     extra_vars: Vec<String>,
 }
 

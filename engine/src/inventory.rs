@@ -1004,23 +1004,26 @@ fn table_to_json(t: toml::Table) -> Map<String, Value> {
     t.into_iter().map(|(k, v)| (k, toml_to_json(v))).collect()
 }
 
-/// Parses one `-e` argument: `KEY=VALUE` or `@FILE`.
+/// Parses one `-e` argument: `KEY=VALUE`, `@FILE` or a JSON object.
 ///
 /// `VALUE` is read as a TOML value when it is one (`n=3` gives a number, `flag=true` a bool,
 /// `list=[1,2]` an array, `s="1.30"` a string), otherwise it is taken as text (`name=web01`).
-/// Beware that `v=1.30` is the float 1.3: quote versions. `@FILE` reads a TOML file of variables;
-/// its errors carry file:line:col.
+/// Beware that `v=1.30` is the float 1.3: quote versions. `@FILE` reads a file of variables:
+/// YAML (`.yml`, `.yaml`) or JSON (`.json`) as Ansible users have them, TOML otherwise; its
+/// errors carry file:line:col. `{"k": …}` is a JSON object of variables (JSON has null).
 pub fn parse_extra_var(arg: &str) -> Result<Map<String, Value>, InventoryError> {
     if let Some(file) = arg.strip_prefix('@') {
-        let path = Path::new(file);
-        let text = std::fs::read_to_string(path).map_err(|e| InventoryError::io(path, e))?;
-        let src = Source {
-            file: file.to_string(),
-            text: &text,
+        return vars_file(file);
+    }
+    if arg.trim_start().starts_with('{') {
+        return match serde_json::from_str::<Value>(arg) {
+            Ok(Value::Object(m)) => Ok(m),
+            Ok(_) => unreachable!("a text starting with {{ is an object or an error"),
+            Err(e) => Err(InventoryError::plain(
+                InventoryErrorKind::ExtraVar,
+                format!("-e `{arg}`: not a JSON object of variables: {e}"),
+            )),
         };
-        let table: toml::Table =
-            toml::from_str(&text).map_err(|e| InventoryError::toml(e, &src))?;
-        return Ok(table_to_json(table));
     }
     let Some((key, value)) = arg.split_once('=') else {
         return Err(InventoryError::plain(
@@ -1050,6 +1053,60 @@ pub fn parse_extra_var(arg: &str) -> Result<Map<String, Value>, InventoryError> 
     let mut map = Map::new();
     map.insert(key.to_string(), parsed);
     Ok(map)
+}
+
+/// The variables of a `-e @FILE`: YAML or JSON by its extension, TOML otherwise.
+fn vars_file(file: &str) -> Result<Map<String, Value>, InventoryError> {
+    let path = Path::new(file);
+    let text = std::fs::read_to_string(path).map_err(|e| InventoryError::io(path, e))?;
+    let src = Source {
+        file: file.to_string(),
+        text: &text,
+    };
+    let at = |offset: usize, message: String| {
+        src.error(
+            InventoryErrorKind::ExtraVar,
+            offset..offset,
+            message,
+            "here",
+        )
+    };
+    let value = match path.extension().and_then(|e| e.to_str()).unwrap_or("") {
+        "yml" | "yaml" => serde_yaml::from_str::<Value>(&text).map_err(|e| {
+            let offset = e.location().map(|l| l.index()).unwrap_or(0);
+            at(offset, e.to_string())
+        })?,
+        "json" => serde_json::from_str::<Value>(&text).map_err(|e| {
+            // serde_json counts lines and columns from 1.
+            let line_start: usize = text
+                .split_inclusive('\n')
+                .take(e.line().saturating_sub(1))
+                .map(str::len)
+                .sum();
+            let offset = (line_start + e.column().saturating_sub(1)).min(text.len());
+            at(offset, e.to_string())
+        })?,
+        _ => {
+            let table: toml::Table =
+                toml::from_str(&text).map_err(|e| InventoryError::toml(e, &src))?;
+            return Ok(table_to_json(table));
+        }
+    };
+    match value {
+        Value::Object(m) => Ok(m),
+        // An empty YAML file.
+        Value::Null => Ok(Map::new()),
+        other => Err(at(
+            0,
+            format!(
+                "{file} holds {}, not a map of variables",
+                match other {
+                    Value::Array(_) => "a list",
+                    _ => "a single value",
+                }
+            ),
+        )),
+    }
 }
 
 #[cfg(test)]
@@ -1493,6 +1550,51 @@ vars = { v = "b", w = "b" }
         );
         let e = parse_extra_var("@/nonexistent/vars.toml").unwrap_err();
         assert_eq!(e.kind(), InventoryErrorKind::Io);
+    }
+
+    /// Ansible users' vars files (YAML, JSON) and inline JSON, with null; errors name the place.
+    #[test]
+    fn extra_vars_from_yaml_json_and_inline_json() {
+        let dir = tempfile::tempdir().unwrap();
+        let yml = dir.path().join("vars.yml");
+        std::fs::write(&yml, "a: 1\nb: [x, y]\nc: null\nd: {e: true}\n").unwrap();
+        let want = map(json!({"a": 1, "b": ["x", "y"], "c": null, "d": {"e": true}}));
+        assert_eq!(
+            parse_extra_var(&format!("@{}", yml.display())).unwrap(),
+            want
+        );
+        let js = dir.path().join("vars.json");
+        std::fs::write(
+            &js,
+            r#"{"a": 1, "b": ["x", "y"], "c": null, "d": {"e": true}}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            parse_extra_var(&format!("@{}", js.display())).unwrap(),
+            want
+        );
+        assert_eq!(
+            parse_extra_var(r#"{"a": 1, "b": ["x", "y"], "c": null, "d": {"e": true}}"#).unwrap(),
+            want
+        );
+
+        std::fs::write(&yml, "a: 1\nb: [x\n").unwrap();
+        let e = parse_extra_var(&format!("@{}", yml.display())).unwrap_err();
+        assert!(
+            e.to_string().starts_with(&format!("{}:", yml.display())),
+            "{e}"
+        );
+        assert!(e.line().is_some(), "{e}");
+        std::fs::write(&js, "{\n  \"a\": 1,\n  \"b\": ]\n}").unwrap();
+        let e = parse_extra_var(&format!("@{}", js.display())).unwrap_err();
+        assert_eq!((e.line(), e.column()), (Some(3), Some(8)), "{e}");
+        std::fs::write(&yml, "- a\n- b\n").unwrap();
+        let e = parse_extra_var(&format!("@{}", yml.display())).unwrap_err();
+        assert!(
+            e.to_string().contains("a list, not a map of variables"),
+            "{e}"
+        );
+        assert!(parse_extra_var("{\"a\": }").is_err());
     }
 
     #[test]
