@@ -50,6 +50,10 @@ enum Command {
         /// Show only this host.
         #[arg(long)]
         host: Option<String>,
+        /// Print the inventory as a TOML inventory (an Ansible INI or YAML inventory converted,
+        /// with its group_vars/ and host_vars/), and stop.
+        #[arg(long)]
+        to_toml: bool,
         #[arg(short = 'e', long = "extra-vars", value_name = "KEY=VALUE|@FILE")]
         extra_vars: Vec<String>,
     },
@@ -314,8 +318,20 @@ fn real_main(cli: Cli) -> Result<u8, Report> {
         }
         Command::Inventory {
             inventory,
+            to_toml: true,
+            ..
+        } => {
+            let text = Inventory::load_toml(&inventory).map_err(Report::new)?;
+            // Checked as it would be used, so what is printed loads.
+            Inventory::parse(&text, &inventory.display().to_string()).map_err(Report::new)?;
+            print!("{text}");
+            Ok(0)
+        }
+        Command::Inventory {
+            inventory,
             host,
             extra_vars: extra,
+            ..
         } => {
             let inv = load_inventory(&inventory)?;
             let extra = extra_vars(&extra)?;

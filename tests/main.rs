@@ -3,6 +3,7 @@
 
 mod support;
 
+mod ansible;
 mod bad_input;
 mod cli;
 mod ha;

@@ -148,6 +148,8 @@ pub enum InventoryErrorKind {
     ExtraVar,
     /// A host's `address` that is empty or holds whitespace.
     BadAddress,
+    /// An Ansible INI or YAML inventory (or a file of its group_vars/host_vars) that cannot be read.
+    Ansible,
 }
 
 /// An inventory (or `-e @file`) error. `Display` reads `FILE:LINE:COL: message`; as a miette
@@ -487,10 +489,33 @@ pub const IMPLICIT_GROUPS: &[&str] = &["all", "ungrouped"];
 const PATTERN_CHARS: &[char] = &[':', ',', '&', '!', '*', '?', '[', ']'];
 
 impl Inventory {
-    /// Reads and parses the inventory at `path`.
+    /// Reads and parses the inventory at `path`: TOML, or Ansible's INI or YAML (with the
+    /// `group_vars/` and `host_vars/` beside it), which is turned into TOML first.
     pub fn load(path: &Path) -> Result<Inventory, InventoryError> {
-        let text = std::fs::read_to_string(path).map_err(|e| InventoryError::io(path, e))?;
+        let text = Inventory::load_toml(path)?;
         Inventory::parse(&text, &path.display().to_string())
+    }
+
+    /// The inventory at `path` as TOML text: as it is, or converted from Ansible's INI or YAML.
+    pub fn load_toml(path: &Path) -> Result<String, InventoryError> {
+        use crate::ansible_inventory as ansible;
+        let text = std::fs::read_to_string(path).map_err(|e| InventoryError::io(path, e))?;
+        match ansible::format_of(path, &text) {
+            ansible::Format::Toml => Ok(text),
+            format => ansible::to_toml(path, &text, format).map_err(|e| {
+                Details {
+                    kind: InventoryErrorKind::Ansible,
+                    file: e.file,
+                    position: (e.line > 0).then_some((e.line, 1)),
+                    message: e.message,
+                    help: None,
+                    source_code: NamedSource::new("", String::new()),
+                    labels: Vec::new(),
+                    io: None,
+                }
+                .into()
+            }),
+        }
     }
 
     /// Parses inventory text; `file_name` is used in errors and as the base for relative paths.

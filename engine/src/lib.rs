@@ -1,6 +1,7 @@
 //! The engine of playbook: inventory, planning from Rhai, the task graph, the runner, transports
 //! and the module contract. It knows no module by name.
 
+pub mod ansible_inventory;
 pub mod batch;
 pub mod diff;
 pub mod error;
