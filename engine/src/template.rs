@@ -91,6 +91,9 @@ impl TemplateEngine {
         let base = base_dir.to_path_buf();
         env.set_loader(move |name| load_template(&base, name));
         register_filters(&mut env);
+        // Python's str/dict/list methods that Ansible's Jinja allows (`.items()`, `.split()`,
+        // `.startswith()`, `.get()`…): templates written for Ansible use them.
+        env.set_unknown_method_callback(minijinja_contrib::pycompat::unknown_method_callback);
         TemplateEngine {
             env,
             base_dir: base_dir.to_path_buf(),
@@ -970,6 +973,37 @@ mod tests {
 
     fn err(e: &TemplateEngine, src: &str, ctx: serde_json::Value) -> TemplateError {
         e.render_str(src, "test", &ctx).unwrap_err()
+    }
+
+    #[test]
+    fn python_methods_as_ansibles_jinja_has_them() {
+        let (_d, e) = engine();
+        let ctx = json!({"m": {"b": 2, "a": 1}, "s": " x,y ", "l": [1, 2, 2]});
+        assert_eq!(
+            r(
+                &e,
+                "{% for k, v in m.items() %}{{ k }}={{ v }};{% endfor %}",
+                ctx.clone()
+            ),
+            "a=1;b=2;"
+        );
+        assert_eq!(
+            r(&e, "{{ m.keys() | list }} {{ m.get('z', 0) }}", ctx.clone()),
+            "[\"a\", \"b\"] 0"
+        );
+        assert_eq!(
+            r(&e, "{{ s.strip().split(',') }}", ctx.clone()),
+            "[\"x\", \"y\"]"
+        );
+        assert_eq!(
+            r(
+                &e,
+                "{{ s.strip().startswith('x') }} {{ s.replace(',', ';') }}",
+                ctx.clone()
+            ),
+            "True  x;y "
+        );
+        assert_eq!(r(&e, "{{ l.count(2) }}", ctx), "2");
     }
 
     #[test]
