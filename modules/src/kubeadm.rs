@@ -180,9 +180,9 @@ kubeadm 1.26), unknown versions and unknown fields are errors.
   carries the join values: `api_endpoint`, `token`, `ca_cert_hash`, `certificate_key`,
   `kubernetes_version`. On an initialised node the values come
   from a fresh `kubeadm token create --print-join-command` and
-  `kubeadm init phase upload-certs --upload-certs --config /etc/kubernetes/kubeadm-init.yaml`
-  (reported ok: a short-lived credential is not a change of the node); check mode creates
-  nothing and says the values are not known.
+  `kubeadm init phase upload-certs --upload-certs --config /etc/kubernetes/kubeadm-init.yaml`:
+  new credentials in the cluster, so init then reports changed (check mode predicts it, the
+  values not known yet); with `refresh_join_info: false` it makes none and reports ok.
 - **join** writes `/etc/kubernetes/kubeadm-join.yaml` (mode 600; removed after the join) and runs
   `kubeadm join --config /etc/kubernetes/kubeadm-join.yaml`, unless `/etc/kubernetes/kubelet.conf`
   exists. A control-plane join needs the `certificate_key` unless the shared certificates were
@@ -191,7 +191,10 @@ kubeadm 1.26), unknown versions and unknown fields are errors.
   `ca_cert_hash`. **upload_certs** runs `kubeadm init phase upload-certs --upload-certs` (with
   `--config /etc/kubernetes/kubeadm-init.yaml` where the node has it: without the init
   configuration kubeadm assumes stacked etcd and uploads no external etcd client files,
-  kubeadm#1886) and returns `certificate_key`. Both report ok and are not run in check mode.
+  kubeadm#1886) and returns `certificate_key`. Each makes a new credential in the cluster, so
+  each reports changed; check mode predicts the change (its result, the values, is not known
+  until the real run). Run them only while a node has to join (`.when(…)`, as the shipped
+  playbooks do), and a converged re-run reports nothing changed.
 - **delete_tokens** deletes the bootstrap tokens that the results in `from` carry (init's, each
   `token` task's) and the cluster still has (`kubeadm token list`, then `kubeadm token delete ID…`):
   run it on the first master after the joins, so no token that was handed around outlives them
@@ -249,11 +252,18 @@ diffs or errors.
 let init = on(first("masters"), kubeadm(#{ action: "init", kubernetes_version: "1.31.2",
     control_plane_endpoint: "10.0.0.10:9443", cert_sans: ["10.0.0.10", "m1", "m2"],
     pod_subnet: "10.244.0.0/16" }));
-// before each control-plane join: fresh values, then one join at a time
-let tok = on(first("masters"), kubeadm(#{ action: "token" })).after(init);
-let certs = on(first("masters"), kubeadm(#{ action: "upload_certs" })).after(tok);
+// before each control-plane join: fresh values, then one join at a time; only while m2 has
+// not joined, so that a re-run makes no token for it
+let joined = on("m2", shell(#{ changed_when: false,
+    cmd: "if [ -e /etc/kubernetes/kubelet.conf ]; then echo joined; else echo new; fi" })
+    .check_mode(false));
+let pending = || joined.on_host("m2").stdout != "joined";
+let tok = on(first("masters"), kubeadm(#{ action: "token" })).after(init).when(pending);
+let certs = on(first("masters"), kubeadm(#{ action: "upload_certs" })).after(tok).when(pending);
 on("m2", kubeadm(#{ action: "join", control_plane: true, from: [init, tok, certs],
     advertise_address: "10.0.0.12" }));
+// init on an initialised node makes fresh values for the workers (a change on every run; the
+// shipped playbooks set refresh_join_info: false and make a token only while a worker joins)
 on("workers", kubeadm(#{ action: "join", from: init }));
 ```
 "#;
@@ -707,10 +717,24 @@ pub enum Plan {
         display: String,
     },
     Reset,
+    /// Fresh join values to make in the cluster.
+    Fresh(Fresh),
     /// Bootstrap tokens to delete, by their IDs.
     DeleteTokens(Vec<String>),
     /// Check mode only: a join whose values are not known yet.
     Unknown,
+}
+
+/// A bootstrap token and/or a certificate key to make: each is a new credential in the cluster
+/// (a Secret in kube-system), so making one is a change, made by apply and never by probe.
+pub struct Fresh {
+    token: bool,
+    certs: bool,
+    ttl: Option<String>,
+    /// The values known before (init's endpoint and version); fresh ones win.
+    base: JoinInfo,
+    /// The result's `msg` (and `initialised` for init).
+    extra: Value,
 }
 
 /// What probe reads on the node in one round trip.
@@ -1049,29 +1073,39 @@ impl Kubeadm {
                      reconfigure an initialised node"
                 );
             }
-            let mut info = JoinInfo {
-                certificate_key: None,
-                ..base
+            let unchanged = |note: String| {
+                let info = JoinInfo {
+                    certificate_key: None,
+                    ..base.clone()
+                };
+                Ok(Probe::Unchanged(info.result(
+                    json!({ "initialised": true, "msg": format!("{msg}{note}") }),
+                )))
             };
-            if cx.check {
-                msg += "; the join values (token, certificate key) are not known in check mode";
-            } else if args.refresh_join_info == Some(false) {
-                msg += "; join values not refreshed (refresh_join_info: false)";
-            } else if !state.admin_conf {
-                msg += &format!("; no {ADMIN_CONF}, so no join values");
-            } else {
-                let fresh = self
-                    .fresh_values(cx, None, true, args.upload_certs != Some(false))
-                    .await?;
-                info.api_endpoint = fresh.api_endpoint.or(info.api_endpoint);
-                info.token = fresh.token;
-                info.ca_cert_hash = fresh.ca_cert_hash;
-                info.certificate_key = fresh.certificate_key;
-                msg += "; created a fresh join token and certificate key";
+            if args.refresh_join_info == Some(false) {
+                return unchanged("; join values not refreshed (refresh_join_info: false)".into());
             }
-            return Ok(Probe::Unchanged(
-                info.result(json!({ "initialised": true, "msg": msg })),
-            ));
+            if !state.admin_conf {
+                return unchanged(format!("; no {ADMIN_CONF}, so no join values"));
+            }
+            let certs = args.upload_certs != Some(false);
+            let what = if certs {
+                "a fresh join token and certificate key"
+            } else {
+                "a fresh join token"
+            };
+            let summary = format!("{msg}: create {what}");
+            let fresh = Fresh {
+                token: true,
+                certs,
+                ttl: None,
+                base: JoinInfo {
+                    certificate_key: None,
+                    ..base
+                },
+                extra: json!({ "initialised": true, "msg": format!("{msg}; created {what}") }),
+            };
+            return Ok(Probe::change(Plan::Fresh(fresh), summary, None));
         }
         if let Some(endpoint) = &base.api_endpoint {
             if let Some(status) = self.endpoint_answers(cx, endpoint).await? {
@@ -1323,6 +1357,32 @@ impl Kubeadm {
     }
 }
 
+/// `token` and `upload_certs` always make a new credential: there is nothing to read first.
+fn probe_fresh(args: &Args) -> Probe<Plan> {
+    let token = args.action == Action::Token;
+    let (summary, msg) = if token {
+        let ttl = args.ttl.as_deref().unwrap_or("24h");
+        (
+            format!("create a bootstrap token (valid for {ttl})"),
+            format!("created a bootstrap token (valid for {ttl})"),
+        )
+    } else {
+        (
+            "upload the control-plane certificates with a new certificate key".to_string(),
+            "uploaded the control-plane certificates; the certificate key is valid for 2 hours"
+                .to_string(),
+        )
+    };
+    let fresh = Fresh {
+        token,
+        certs: !token,
+        ttl: args.ttl.clone(),
+        base: JoinInfo::default(),
+        extra: json!({ "msg": msg }),
+    };
+    Probe::change(Plan::Fresh(fresh), summary, None)
+}
+
 fn missing_key() -> ModuleError {
     ModuleError::Args(format!(
         "a control-plane join needs `certificate_key` (from init with upload_certs, or action \
@@ -1531,30 +1591,7 @@ impl Module for Kubeadm {
             Action::Join => self.probe_join(args, cx).await,
             Action::Reset => self.probe_reset(cx).await,
             Action::DeleteTokens => self.probe_delete_tokens(args, cx).await,
-            Action::Token | Action::UploadCerts => {
-                let what = if args.action == Action::Token {
-                    "kubeadm token create would make a new bootstrap token"
-                } else {
-                    "kubeadm init phase upload-certs would make a new certificate key"
-                };
-                if cx.check {
-                    return Ok(Probe::Skipped(format!("not run in check mode: {what}")));
-                }
-                let token = args.action == Action::Token;
-                let info = self
-                    .fresh_values(cx, args.ttl.as_deref(), token, !token)
-                    .await?;
-                let msg = if token {
-                    format!(
-                        "created a bootstrap token (valid for {})",
-                        args.ttl.as_deref().unwrap_or("24h")
-                    )
-                } else {
-                    "uploaded the control-plane certificates; the certificate key is valid for 2 hours"
-                        .to_string()
-                };
-                Ok(Probe::Unchanged(info.result(json!({ "msg": msg }))))
-            }
+            Action::Token | Action::UploadCerts => Ok(probe_fresh(args)),
         }
     }
 
@@ -1569,6 +1606,17 @@ impl Module for Kubeadm {
             Plan::Join { config, display } => self.apply_join(args, config, display, cx).await,
             // Only check mode plans a join without its values, and check mode never applies.
             Plan::Unknown => Err(ModuleError::Failed("the join values are not known".into())),
+            Plan::Fresh(f) => {
+                let made = self
+                    .fresh_values(cx, f.ttl.as_deref(), f.token, f.certs)
+                    .await?;
+                let info = JoinInfo {
+                    api_endpoint: made.api_endpoint.or(f.base.api_endpoint),
+                    kubernetes_version: f.base.kubernetes_version,
+                    ..made
+                };
+                Ok(Applied::changed(info.result(f.extra)))
+            }
             Plan::DeleteTokens(ids) => {
                 let mut cmd: Vec<String> = vec!["token".into(), "delete".into()];
                 cmd.extend(ids.iter().cloned());
@@ -1874,9 +1922,10 @@ mod tests {
             0o600
         );
 
-        // Again: ok, and the result still carries (fresh) join values.
+        // Again: the node is as asked, but the result still carries join values, which are made
+        // afresh: a new token in the cluster, so a change.
         let again = lab.run("m1", init_args(), false).await.unwrap();
-        assert_eq!(again.status, Status::Ok);
+        assert_eq!(again.status, Status::Changed);
         let msg = again.result["msg"].as_str().unwrap();
         assert!(
             msg.contains("already initialised") && msg.contains("fresh"),
@@ -1889,14 +1938,20 @@ mod tests {
             .to_string();
         assert_ne!(token2, token);
         assert_hidden(&shown(&again), &[&token2, &key2]);
-        // In check mode nothing is created.
+        // Check mode predicts that change; its values are not known.
         let check = lab.run("m1", init_args(), true).await.unwrap();
-        assert_eq!(check.status, Status::Ok);
-        assert!(check.result["msg"]
-            .as_str()
-            .unwrap()
-            .contains("not known in check mode"));
-        assert!(check.result.get("token").is_none());
+        assert_eq!(check.status, Status::Changed);
+        assert_eq!(
+            check.summary.as_deref(),
+            Some("already initialised (/etc/kubernetes/admin.conf exists): create a fresh join token and certificate key")
+        );
+        assert_eq!(check.result, Value::Null);
+        // Without the refresh a re-run is no change.
+        let mut keep = init_args();
+        keep["refresh_join_info"] = json!(false);
+        let kept = lab.run("m1", keep, false).await.unwrap();
+        assert_eq!(kept.status, Status::Ok);
+        assert!(kept.result.get("token").is_none());
 
         // A control-plane join without a certificate key fails before running kubeadm.
         let mut join = json!({"action": "join", "control_plane": true, "from": again.result,
@@ -1955,6 +2010,32 @@ mod tests {
             .contains("already joined"));
     }
 
+    /// The module contract: a probe only reads. The join values (`token`, `upload_certs`, and
+    /// those of init on an initialised node) are made by apply: a real run's probe leaves the
+    /// stand-in cluster's tokens and uploaded certificates as they were.
+    #[tokio::test]
+    async fn a_real_run_probe_makes_no_token_and_uploads_no_certificates() {
+        let lab = Lab::new();
+        let init = lab.run("m1", init_args(), false).await.unwrap();
+        let cluster = std::path::Path::new(&lab.state).join("vip.test_9443");
+        let read =
+            || ["tokens.json", "certs.json"].map(|f| std::fs::read(cluster.join(f)).unwrap());
+        let before = read();
+        let join = json!({"action": "join", "from": init.result, "node_name": "m2"});
+        let delete = json!({"action": "delete_tokens", "from": init.result});
+        for (node, a) in [
+            ("m1", json!({"action": "token"})),
+            ("m1", json!({"action": "upload_certs"})),
+            ("m1", init_args()),
+            ("m2", join),
+            ("m1", delete),
+        ] {
+            let probe = lab.env.probe(&lab.node(node), a.clone()).await.unwrap();
+            assert!(matches!(probe, Probe::Change(_)), "a change is due: {a}");
+            assert!(read() == before, "the probe changed the cluster: {a}");
+        }
+    }
+
     #[tokio::test]
     async fn an_expired_certificate_key_is_refused_and_upload_certs_renews_it() {
         let lab = Lab::new();
@@ -1970,17 +2051,29 @@ mod tests {
         assert!(e.contains("might have expired"), "{e}");
 
         // Fresh values from the first master, right before the join.
+        let check = lab
+            .run("m1", json!({"action": "upload_certs"}), true)
+            .await
+            .unwrap();
         assert_eq!(
-            lab.run("m1", json!({"action": "upload_certs"}), true)
-                .await
-                .unwrap()
-                .status,
-            Status::Skipped("not run in check mode: kubeadm init phase upload-certs would make a new certificate key".into())
+            (check.status, check.summary.as_deref(), check.result),
+            (
+                Status::Changed,
+                Some("upload the control-plane certificates with a new certificate key"),
+                Value::Null
+            )
         );
         let (tok, certs) = lab
             .fresh_join_values(json!({"action": "token", "ttl": "1h"}))
             .await;
-        assert_eq!(tok.status, Status::Ok);
+        assert_eq!(
+            (tok.status.clone(), tok.summary.as_deref()),
+            (
+                Status::Changed,
+                Some("create a bootstrap token (valid for 1h)")
+            )
+        );
+        assert_eq!(certs.status, Status::Changed);
         assert_hidden(&shown(&tok), &[tok.result["token"].as_str().unwrap()]);
         let key = certs.result["certificate_key"].as_str().unwrap();
         assert_hidden(&shown(&certs), &[key]);
