@@ -37,6 +37,11 @@ pub mod x509;
 pub mod yum;
 pub mod yum_repository;
 
+/// The plan of a module that only reads (debug, assert, fail, set_fact, wait_for): no value of it
+/// exists, so such a module cannot report a change, and the trait's default `apply` is never
+/// reached.
+pub enum NoChange {}
+
 /// Registers every module of this crate.
 pub fn register_all(registry: &mut engine::Registry) {
     registry.register(apt::Apt);
