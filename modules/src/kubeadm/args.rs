@@ -1,0 +1,469 @@
+//! The arguments, and which of them each action takes.
+
+use std::collections::BTreeMap;
+
+use serde::Deserialize;
+use serde_json::Value;
+
+use super::config::{self, ApiEndpoint, ApiVersion, ExtraArgs, NodeRegistration, Taint};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Action {
+    Init,
+    Join,
+    Token,
+    UploadCerts,
+    DeleteTokens,
+    Reset,
+}
+
+impl Action {
+    pub(super) fn name(self) -> &'static str {
+        match self {
+            Action::Init => "init",
+            Action::Join => "join",
+            Action::Token => "token",
+            Action::UploadCerts => "upload_certs",
+            Action::DeleteTokens => "delete_tokens",
+            Action::Reset => "reset",
+        }
+    }
+}
+
+/// An external etcd cluster (`etcd.external`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EtcdExternal {
+    /// Client URLs of the members (`https://10.0.0.21:2379`).
+    pub endpoints: Vec<String>,
+    /// CA that signed the members' server certificates.
+    pub ca_file: Option<String>,
+    /// Client certificate and key of the apiservers.
+    pub cert_file: Option<String>,
+    pub key_file: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Args {
+    /// What to do: "init", "join", "token", "upload_certs" or "reset".
+    pub action: Action,
+    /// Kubernetes version ("1.31.2"); chooses the config API: 1.31+ → kubeadm.k8s.io/v1beta4,
+    /// 1.22–1.30 → v1beta3, older is refused. init: required unless `config_template`.
+    /// join: default from `from`, else `kubeadm version` on the node.
+    pub kubernetes_version: Option<String>,
+    /// A template (relative to the playbook) rendering the whole kubeadm config file instead of
+    /// the fields below. It is parsed and checked before anything is written.
+    pub config_template: Option<String>,
+    /// init: the stable address of the control plane (`VIP:port`).
+    pub control_plane_endpoint: Option<String>,
+    /// init, control-plane join: this node's apiserver address (`localAPIEndpoint`).
+    pub advertise_address: Option<String>,
+    /// init, control-plane join: this node's apiserver port (default 6443).
+    pub bind_port: Option<u16>,
+    /// init, join: the node's name (`nodeRegistration.name`).
+    pub node_name: Option<String>,
+    /// init, join: the CRI socket (`unix:///run/containerd/containerd.sock`).
+    pub cri_socket: Option<String>,
+    /// init, join: node taints, each `{key, value, effect}`.
+    pub taints: Option<Vec<Taint>>,
+    /// init, join: extra kubelet flags, name → value.
+    pub kubelet_extra_args: Option<BTreeMap<String, Value>>,
+    /// init: `networking.podSubnet`.
+    pub pod_subnet: Option<String>,
+    /// init: `networking.serviceSubnet`.
+    pub service_subnet: Option<String>,
+    /// init: `networking.dnsDomain`.
+    pub dns_domain: Option<String>,
+    /// init: extra names and addresses in the apiserver certificate (the VIP, every master).
+    pub cert_sans: Option<Vec<String>>,
+    /// init: extra kube-apiserver flags, name → value.
+    pub api_server_extra_args: Option<BTreeMap<String, Value>>,
+    /// init: extra kube-controller-manager flags.
+    pub controller_manager_extra_args: Option<BTreeMap<String, Value>>,
+    /// init: extra kube-scheduler flags.
+    pub scheduler_extra_args: Option<BTreeMap<String, Value>>,
+    /// init: use this external etcd cluster instead of stacked etcd.
+    pub etcd_external: Option<EtcdExternal>,
+    /// init: `clusterName`.
+    pub cluster_name: Option<String>,
+    /// init: `imageRepository`.
+    pub image_repository: Option<String>,
+    /// init: pass `--upload-certs` (default true) so control-plane nodes can join with the
+    /// certificate key.
+    pub upload_certs: Option<bool>,
+    /// init on an already initialised node: create a fresh token and certificate key so the
+    /// result still carries join values (default true).
+    pub refresh_join_info: Option<bool>,
+    /// init, join: preflight checks whose errors become warnings (`--ignore-preflight-errors`).
+    pub ignore_preflight_errors: Option<Vec<String>>,
+    /// join: the result of the `init` task (or a list of results, e.g. of `token` and
+    /// `upload_certs`, merged in order); explicit fields below win.
+    pub from: Option<Value>,
+    /// join: the API endpoint to join (`VIP:port`).
+    pub api_endpoint: Option<String>,
+    /// join: the bootstrap token (a secret).
+    pub token: Option<String>,
+    /// join: the discovery-token-ca-cert-hash (`sha256:…`).
+    pub ca_cert_hash: Option<String>,
+    /// join: join as a control-plane node (default false).
+    pub control_plane: Option<bool>,
+    /// init: the key to encrypt the uploaded certificates with (default: kubeadm makes one).
+    /// join: the key to download them with (a secret).
+    pub certificate_key: Option<String>,
+    /// token: the token's lifetime (kubeadm's default 24h).
+    pub ttl: Option<String>,
+    /// reset: must be true.
+    pub confirm: Option<bool>,
+}
+
+/// True when a value is still a template (plan time): its checks wait for the rendered value.
+pub fn templated(s: &str) -> bool {
+    engine::template::is_template(s)
+}
+
+fn flag_text(v: &Value) -> Result<String, String> {
+    match v {
+        Value::String(s) => Ok(s.clone()),
+        Value::Number(n) => Ok(n.to_string()),
+        Value::Bool(b) => Ok(b.to_string()),
+        other => Err(format!(
+            "a flag value must be a string, number or bool, not {other}"
+        )),
+    }
+}
+
+pub(super) fn flags(
+    map: &Option<BTreeMap<String, Value>>,
+    field: &str,
+) -> Result<Option<BTreeMap<String, String>>, String> {
+    let Some(map) = map else { return Ok(None) };
+    let mut out = BTreeMap::new();
+    for (k, v) in map {
+        let name = k.trim_start_matches('-');
+        if name.is_empty() || name.contains(char::is_whitespace) || name.contains('=') {
+            return Err(format!("{field}: {k:?} is not a flag name"));
+        }
+        out.insert(
+            name.to_string(),
+            flag_text(v).map_err(|e| format!("{field}.{k}: {e}"))?,
+        );
+    }
+    Ok(Some(out))
+}
+
+/// Fields that only build a config (not allowed with `config_template`).
+const BUILD_FIELDS: &[&str] = &[
+    "control_plane_endpoint",
+    "advertise_address",
+    "bind_port",
+    "node_name",
+    "cri_socket",
+    "taints",
+    "kubelet_extra_args",
+    "pod_subnet",
+    "service_subnet",
+    "dns_domain",
+    "cert_sans",
+    "api_server_extra_args",
+    "controller_manager_extra_args",
+    "scheduler_extra_args",
+    "etcd_external",
+    "cluster_name",
+    "image_repository",
+];
+
+impl Args {
+    /// The names of the fields given (besides `action`).
+    fn given(&self) -> Vec<&'static str> {
+        let mut v = Vec::new();
+        let mut add = |present: bool, name: &'static str| {
+            if present {
+                v.push(name)
+            }
+        };
+        add(self.kubernetes_version.is_some(), "kubernetes_version");
+        add(self.config_template.is_some(), "config_template");
+        add(
+            self.control_plane_endpoint.is_some(),
+            "control_plane_endpoint",
+        );
+        add(self.advertise_address.is_some(), "advertise_address");
+        add(self.bind_port.is_some(), "bind_port");
+        add(self.node_name.is_some(), "node_name");
+        add(self.cri_socket.is_some(), "cri_socket");
+        add(self.taints.is_some(), "taints");
+        add(self.kubelet_extra_args.is_some(), "kubelet_extra_args");
+        add(self.pod_subnet.is_some(), "pod_subnet");
+        add(self.service_subnet.is_some(), "service_subnet");
+        add(self.dns_domain.is_some(), "dns_domain");
+        add(self.cert_sans.is_some(), "cert_sans");
+        add(
+            self.api_server_extra_args.is_some(),
+            "api_server_extra_args",
+        );
+        add(
+            self.controller_manager_extra_args.is_some(),
+            "controller_manager_extra_args",
+        );
+        add(self.scheduler_extra_args.is_some(), "scheduler_extra_args");
+        add(self.etcd_external.is_some(), "etcd_external");
+        add(self.cluster_name.is_some(), "cluster_name");
+        add(self.image_repository.is_some(), "image_repository");
+        add(self.upload_certs.is_some(), "upload_certs");
+        add(self.refresh_join_info.is_some(), "refresh_join_info");
+        add(
+            self.ignore_preflight_errors.is_some(),
+            "ignore_preflight_errors",
+        );
+        add(self.from.is_some(), "from");
+        add(self.api_endpoint.is_some(), "api_endpoint");
+        add(self.token.is_some(), "token");
+        add(self.ca_cert_hash.is_some(), "ca_cert_hash");
+        add(self.control_plane.is_some(), "control_plane");
+        add(self.certificate_key.is_some(), "certificate_key");
+        add(self.ttl.is_some(), "ttl");
+        add(self.confirm.is_some(), "confirm");
+        v
+    }
+
+    fn allowed(&self) -> &'static [&'static str] {
+        match self.action {
+            Action::Init => &[
+                "kubernetes_version",
+                "config_template",
+                "control_plane_endpoint",
+                "advertise_address",
+                "bind_port",
+                "node_name",
+                "cri_socket",
+                "taints",
+                "kubelet_extra_args",
+                "pod_subnet",
+                "service_subnet",
+                "dns_domain",
+                "cert_sans",
+                "api_server_extra_args",
+                "controller_manager_extra_args",
+                "scheduler_extra_args",
+                "etcd_external",
+                "cluster_name",
+                "image_repository",
+                "upload_certs",
+                "refresh_join_info",
+                "ignore_preflight_errors",
+                "certificate_key",
+            ],
+            Action::Join => &[
+                "kubernetes_version",
+                "config_template",
+                "advertise_address",
+                "bind_port",
+                "node_name",
+                "cri_socket",
+                "taints",
+                "kubelet_extra_args",
+                "ignore_preflight_errors",
+                "from",
+                "api_endpoint",
+                "token",
+                "ca_cert_hash",
+                "control_plane",
+                "certificate_key",
+            ],
+            Action::Token => &["ttl"],
+            Action::UploadCerts => &[],
+            Action::DeleteTokens => &["from"],
+            Action::Reset => &["confirm"],
+        }
+    }
+
+    pub(super) fn check(&self) -> Result<(), String> {
+        let allowed = self.allowed();
+        for f in self.given() {
+            if !allowed.contains(&f) {
+                return Err(format!(
+                    "`{f}` is not used by action \"{}\"{}",
+                    self.action.name(),
+                    if allowed.is_empty() {
+                        String::new()
+                    } else {
+                        format!(" (it takes {})", allowed.join(", "))
+                    }
+                ));
+            }
+        }
+        if self.config_template.is_some() {
+            if let Some(f) = self.given().into_iter().find(|f| BUILD_FIELDS.contains(f)) {
+                return Err(format!(
+                    "`{f}` cannot be combined with config_template: the template writes the \
+                     whole configuration"
+                ));
+            }
+        }
+        if let Some(v) = self.kubernetes_version.as_deref().filter(|v| !templated(v)) {
+            ApiVersion::for_kubernetes(v)?;
+        }
+        for e in self.ignore_preflight_errors.iter().flatten() {
+            let ok = !e.is_empty()
+                && e.chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '.');
+            if !ok && !templated(e) {
+                return Err(format!(
+                    "ignore_preflight_errors: {e:?} is not a preflight check name \
+                     (e.g. \"Swap\", \"NumCPU\", \"all\")"
+                ));
+            }
+        }
+        for (field, m) in [
+            ("kubelet_extra_args", &self.kubelet_extra_args),
+            ("api_server_extra_args", &self.api_server_extra_args),
+            (
+                "controller_manager_extra_args",
+                &self.controller_manager_extra_args,
+            ),
+            ("scheduler_extra_args", &self.scheduler_extra_args),
+        ] {
+            flags(m, field)?;
+        }
+        if let Some(k) = &self.certificate_key {
+            config::check_certificate_key(k).map_err(|e| format!("certificate_key: {e}"))?;
+        }
+        if let Some(t) = &self.token {
+            config::check_token(t).map_err(|e| format!("token: {e}"))?;
+        }
+        if let Some(h) = &self.ca_cert_hash {
+            config::check_ca_hash(h)?;
+        }
+        match self.action {
+            Action::Init => {
+                if self.config_template.is_none() && self.kubernetes_version.is_none() {
+                    return Err(
+                        "init needs `kubernetes_version` (or a `config_template`)".to_string()
+                    );
+                }
+            }
+            Action::Join => {
+                let cp = self.control_plane == Some(true);
+                for (f, present) in [
+                    ("advertise_address", self.advertise_address.is_some()),
+                    ("bind_port", self.bind_port.is_some()),
+                    ("certificate_key", self.certificate_key.is_some()),
+                ] {
+                    if present && !cp && self.config_template.is_none() {
+                        return Err(format!(
+                            "`{f}` is only for control-plane joins (control_plane: true)"
+                        ));
+                    }
+                }
+            }
+            Action::Reset => {
+                if self.confirm != Some(true) {
+                    return Err(
+                        "reset wipes the node's Kubernetes state: set `confirm: true`".into(),
+                    );
+                }
+            }
+            Action::Token => {
+                if let Some(t) = self.ttl.as_deref().filter(|t| !templated(t)) {
+                    let ok =
+                        !t.is_empty() && t.chars().all(|c| c.is_ascii_alphanumeric() || c == '.');
+                    if !ok {
+                        return Err(format!(
+                            "ttl {t:?} is not a duration like \"2h\" or \"30m\""
+                        ));
+                    }
+                }
+            }
+            Action::UploadCerts => {}
+            Action::DeleteTokens => {
+                if self.from.is_none() {
+                    return Err(
+                        "delete_tokens: give `from`, the tasks that made the tokens (init, token)"
+                            .into(),
+                    );
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+pub(super) fn preflight(args: &Args) -> Option<String> {
+    args.ignore_preflight_errors
+        .as_ref()
+        .filter(|l| !l.is_empty())
+        .map(|l| format!("--ignore-preflight-errors={}", l.join(",")))
+}
+
+pub(super) fn node_registration(args: &Args, v: ApiVersion) -> Result<Option<NodeRegistration>, String> {
+    let kubelet = flags(&args.kubelet_extra_args, "kubelet_extra_args")?;
+    let n = NodeRegistration {
+        name: args.node_name.clone(),
+        cri_socket: args.cri_socket.clone(),
+        taints: args.taints.clone(),
+        kubelet_extra_args: kubelet.map(|m| ExtraArgs::new(v, &m)),
+        ..Default::default()
+    };
+    Ok((n != NodeRegistration::default()).then_some(n))
+}
+
+pub(super) fn local_endpoint(args: &Args) -> Option<ApiEndpoint> {
+    (args.advertise_address.is_some() || args.bind_port.is_some()).then(|| ApiEndpoint {
+        advertise_address: args.advertise_address.clone(),
+        bind_port: args.bind_port,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::kubeadm::tests::init_args;
+    use crate::kubeadm::Kubeadm;
+    use engine::module::DynModule;
+    use serde_json::json;
+
+    #[test]
+    fn arguments_are_checked_per_action() {
+        let m = Kubeadm::default();
+        assert!(m.validate(&init_args()).is_ok());
+        let e = m.validate(&json!({"action": "reset"})).unwrap_err();
+        assert!(e.contains("confirm: true"), "{e}");
+        let e = m
+            .validate(&json!({"action": "token", "control_plane": true}))
+            .unwrap_err();
+        assert!(
+            e.contains("`control_plane` is not used by action \"token\""),
+            "{e}"
+        );
+        let e = m
+            .validate(&json!({"action": "init", "config_template": "t.j2", "pod_subnet": "x"}))
+            .unwrap_err();
+        assert!(e.contains("config_template"), "{e}");
+        let e = m.validate(&json!({"action": "init"})).unwrap_err();
+        assert!(e.contains("kubernetes_version"), "{e}");
+        let e = m.validate(&json!({"action": "bootstrap"})).unwrap_err();
+        assert!(e.contains("upload_certs"), "{e}");
+        let e = m
+            .validate(&json!({"action": "join", "certificate_key": "0".repeat(64)}))
+            .unwrap_err();
+        assert!(e.contains("control-plane joins"), "{e}");
+        let e = m
+            .validate(&json!({"action": "join", "ignore_preflight_errors": ["Swap --x"]}))
+            .unwrap_err();
+        assert!(e.contains("preflight"), "{e}");
+        let e = m
+            .validate(&json!({"action": "join", "token": "NOT-A-TOKEN-abcdefgh"}))
+            .unwrap_err();
+        assert!(!e.contains("NOT-A-TOKEN"), "a token is never shown: {e}");
+        let e = m
+            .validate(&json!({"action": "init", "kubernetes_version": "1.31", "pod_subnt": "x"}))
+            .unwrap_err();
+        assert!(e.contains("unknown field `pod_subnt`"), "{e}");
+        // Templates wait for their values.
+        assert!(m
+            .validate(&json!({"action": "init", "kubernetes_version": "{{ k8s_version }}"}))
+            .is_ok());
+    }
+
+}
