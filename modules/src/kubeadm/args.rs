@@ -2,12 +2,12 @@
 
 use std::collections::BTreeMap;
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use super::config::{self, ApiEndpoint, ApiVersion, ExtraArgs, NodeRegistration, Taint};
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Action {
     Init,
@@ -19,6 +19,16 @@ pub enum Action {
 }
 
 impl Action {
+    #[cfg(test)]
+    pub(super) const ALL: [Action; 6] = [
+        Action::Init,
+        Action::Join,
+        Action::Token,
+        Action::UploadCerts,
+        Action::DeleteTokens,
+        Action::Reset,
+    ];
+
     pub(super) fn name(self) -> &'static str {
         match self {
             Action::Init => "init",
@@ -32,7 +42,7 @@ impl Action {
 }
 
 /// An external etcd cluster (`etcd.external`).
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct EtcdExternal {
     /// Client URLs of the members (`https://10.0.0.21:2379`).
@@ -44,10 +54,11 @@ pub struct EtcdExternal {
     pub key_file: Option<String>,
 }
 
-#[derive(Debug, Deserialize)]
+// Serialize: which fields were given is read from the serialised form (`given`).
+#[derive(Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct Args {
-    /// What to do: "init", "join", "token", "upload_certs" or "reset".
+    /// What to do: "init", "join", "token", "upload_certs", "delete_tokens" or "reset".
     pub action: Action,
     /// Kubernetes version ("1.31.2"); chooses the config API: 1.31+ → kubeadm.k8s.io/v1beta4,
     /// 1.22–1.30 → v1beta3, older is refused. init: required unless `config_template`.
@@ -175,61 +186,20 @@ const BUILD_FIELDS: &[&str] = &[
 ];
 
 impl Args {
-    /// The names of the fields given (besides `action`).
+    /// The names of the fields given (besides `action`), in their declared order.
     fn given(&self) -> Vec<&'static str> {
-        let mut v = Vec::new();
-        let mut add = |present: bool, name: &'static str| {
-            if present {
-                v.push(name)
-            }
-        };
-        add(self.kubernetes_version.is_some(), "kubernetes_version");
-        add(self.config_template.is_some(), "config_template");
-        add(
-            self.control_plane_endpoint.is_some(),
-            "control_plane_endpoint",
-        );
-        add(self.advertise_address.is_some(), "advertise_address");
-        add(self.bind_port.is_some(), "bind_port");
-        add(self.node_name.is_some(), "node_name");
-        add(self.cri_socket.is_some(), "cri_socket");
-        add(self.taints.is_some(), "taints");
-        add(self.kubelet_extra_args.is_some(), "kubelet_extra_args");
-        add(self.pod_subnet.is_some(), "pod_subnet");
-        add(self.service_subnet.is_some(), "service_subnet");
-        add(self.dns_domain.is_some(), "dns_domain");
-        add(self.cert_sans.is_some(), "cert_sans");
-        add(
-            self.api_server_extra_args.is_some(),
-            "api_server_extra_args",
-        );
-        add(
-            self.controller_manager_extra_args.is_some(),
-            "controller_manager_extra_args",
-        );
-        add(self.scheduler_extra_args.is_some(), "scheduler_extra_args");
-        add(self.etcd_external.is_some(), "etcd_external");
-        add(self.cluster_name.is_some(), "cluster_name");
-        add(self.image_repository.is_some(), "image_repository");
-        add(self.upload_certs.is_some(), "upload_certs");
-        add(self.refresh_join_info.is_some(), "refresh_join_info");
-        add(
-            self.ignore_preflight_errors.is_some(),
-            "ignore_preflight_errors",
-        );
-        add(self.from.is_some(), "from");
-        add(self.api_endpoint.is_some(), "api_endpoint");
-        add(self.token.is_some(), "token");
-        add(self.ca_cert_hash.is_some(), "ca_cert_hash");
-        add(self.control_plane.is_some(), "control_plane");
-        add(self.certificate_key.is_some(), "certificate_key");
-        add(self.ttl.is_some(), "ttl");
-        add(self.confirm.is_some(), "confirm");
-        v
+        let set = serde_json::to_value(self).expect("arguments serialise");
+        engine::fields::struct_fields::<Args>()
+            .iter()
+            .copied()
+            .filter(|f| *f != "action" && !set[f].is_null())
+            .collect()
     }
 
-    fn allowed(&self) -> &'static [&'static str] {
-        match self.action {
+    /// The fields `action` takes besides `action` itself (the DOC's table says the same; a test
+    /// checks).
+    pub(super) fn allowed(action: Action) -> &'static [&'static str] {
+        match action {
             Action::Init => &[
                 "kubernetes_version",
                 "config_template",
@@ -280,7 +250,7 @@ impl Args {
     }
 
     pub(super) fn check(&self) -> Result<(), String> {
-        let allowed = self.allowed();
+        let allowed = Args::allowed(self.action);
         for f in self.given() {
             if !allowed.contains(&f) {
                 return Err(format!(
@@ -466,4 +436,26 @@ mod tests {
             .is_ok());
     }
 
+
+    /// The DOC's argument table says which actions take each field; `allowed` decides it.
+    #[test]
+    fn the_doc_table_names_the_actions_each_field_is_for() {
+        use super::{Action, Args};
+        let mut documented = std::collections::BTreeMap::new();
+        for row in crate::kubeadm::DOC.lines().filter(|l| l.starts_with("| `")) {
+            let cells: Vec<&str> = row.split('|').map(str::trim).collect();
+            let field = cells[1].trim_matches('`');
+            let actions: Vec<&str> = cells[2].split(", ").collect();
+            documented.insert(field, actions);
+        }
+        assert_eq!(documented.remove("action"), Some(vec!["all"]));
+        for (field, actions) in documented {
+            let allowed: Vec<&str> = Action::ALL
+                .into_iter()
+                .filter(|a| Args::allowed(*a).contains(&field))
+                .map(|a| a.name())
+                .collect();
+            assert_eq!(actions, allowed, "the actions that take `{field}`");
+        }
+    }
 }
