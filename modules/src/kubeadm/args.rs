@@ -164,26 +164,52 @@ pub(super) fn flags(
     Ok(Some(out))
 }
 
-/// Fields that only build a config (not allowed with `config_template`).
-const BUILD_FIELDS: &[&str] = &[
-    "control_plane_endpoint",
-    "advertise_address",
-    "bind_port",
-    "node_name",
-    "cri_socket",
-    "taints",
-    "kubelet_extra_args",
-    "pod_subnet",
-    "service_subnet",
-    "dns_domain",
-    "cert_sans",
-    "api_server_extra_args",
-    "controller_manager_extra_args",
-    "scheduler_extra_args",
-    "etcd_external",
-    "cluster_name",
-    "image_repository",
-];
+/// Which actions take each field, and whether it only builds a config (then it cannot be
+/// combined with `config_template`), in the order Args declares them. The DOC's table says the
+/// same; a test checks.
+const FIELDS: &[(&str, &[Action], Builds)] = {
+    use Action::*;
+    use Builds::{Config, No};
+    &[
+        ("kubernetes_version", &[Init, Join], No),
+        ("config_template", &[Init, Join], No),
+        ("control_plane_endpoint", &[Init], Config),
+        ("advertise_address", &[Init, Join], Config),
+        ("bind_port", &[Init, Join], Config),
+        ("node_name", &[Init, Join], Config),
+        ("cri_socket", &[Init, Join], Config),
+        ("taints", &[Init, Join], Config),
+        ("kubelet_extra_args", &[Init, Join], Config),
+        ("pod_subnet", &[Init], Config),
+        ("service_subnet", &[Init], Config),
+        ("dns_domain", &[Init], Config),
+        ("cert_sans", &[Init], Config),
+        ("api_server_extra_args", &[Init], Config),
+        ("controller_manager_extra_args", &[Init], Config),
+        ("scheduler_extra_args", &[Init], Config),
+        ("etcd_external", &[Init], Config),
+        ("cluster_name", &[Init], Config),
+        ("image_repository", &[Init], Config),
+        ("upload_certs", &[Init], No),
+        ("refresh_join_info", &[Init], No),
+        ("ignore_preflight_errors", &[Init, Join], No),
+        ("from", &[Join, DeleteTokens], No),
+        ("api_endpoint", &[Join], No),
+        ("token", &[Join], No),
+        ("ca_cert_hash", &[Join], No),
+        ("control_plane", &[Join], No),
+        ("certificate_key", &[Init, Join], No),
+        ("ttl", &[Token], No),
+        ("confirm", &[Reset], No),
+    ]
+};
+
+#[derive(PartialEq)]
+enum Builds {
+    /// Only builds the config file: `config_template` writes the whole file instead.
+    Config,
+    No,
+}
 
 impl Args {
     /// The names of the fields given (besides `action`), in their declared order.
@@ -196,57 +222,13 @@ impl Args {
             .collect()
     }
 
-    /// The fields `action` takes besides `action` itself (the DOC's table says the same; a test
-    /// checks).
-    pub(super) fn allowed(action: Action) -> &'static [&'static str] {
-        match action {
-            Action::Init => &[
-                "kubernetes_version",
-                "config_template",
-                "control_plane_endpoint",
-                "advertise_address",
-                "bind_port",
-                "node_name",
-                "cri_socket",
-                "taints",
-                "kubelet_extra_args",
-                "pod_subnet",
-                "service_subnet",
-                "dns_domain",
-                "cert_sans",
-                "api_server_extra_args",
-                "controller_manager_extra_args",
-                "scheduler_extra_args",
-                "etcd_external",
-                "cluster_name",
-                "image_repository",
-                "upload_certs",
-                "refresh_join_info",
-                "ignore_preflight_errors",
-                "certificate_key",
-            ],
-            Action::Join => &[
-                "kubernetes_version",
-                "config_template",
-                "advertise_address",
-                "bind_port",
-                "node_name",
-                "cri_socket",
-                "taints",
-                "kubelet_extra_args",
-                "ignore_preflight_errors",
-                "from",
-                "api_endpoint",
-                "token",
-                "ca_cert_hash",
-                "control_plane",
-                "certificate_key",
-            ],
-            Action::Token => &["ttl"],
-            Action::UploadCerts => &[],
-            Action::DeleteTokens => &["from"],
-            Action::Reset => &["confirm"],
-        }
+    /// The fields `action` takes besides `action` itself.
+    pub(super) fn allowed(action: Action) -> Vec<&'static str> {
+        FIELDS
+            .iter()
+            .filter(|(_, actions, _)| actions.contains(&action))
+            .map(|(name, ..)| *name)
+            .collect()
     }
 
     pub(super) fn check(&self) -> Result<(), String> {
@@ -265,7 +247,12 @@ impl Args {
             }
         }
         if self.config_template.is_some() {
-            if let Some(f) = self.given().into_iter().find(|f| BUILD_FIELDS.contains(f)) {
+            let builds = |f: &&str| {
+                FIELDS
+                    .iter()
+                    .any(|(name, _, b)| name == f && *b == Builds::Config)
+            };
+            if let Some(f) = self.given().into_iter().find(builds) {
                 return Err(format!(
                     "`{f}` cannot be combined with config_template: the template writes the \
                      whole configuration"
