@@ -7,7 +7,7 @@ use serde_json::json;
 use super::build::{init_command, init_config};
 use super::config::{Config, Purpose};
 use super::tokens::Fresh;
-use super::{Args, JoinInfo, Kubeadm, Plan, ADMIN_CONF, INIT_CONFIG};
+use super::{ran, Args, JoinInfo, Kubeadm, Plan, ADMIN_CONF, INIT_CONFIG};
 
 impl Kubeadm {
 
@@ -124,11 +124,7 @@ impl Kubeadm {
             }
         }
         let cmd = init_command(args, &self.path(INIT_CONFIG));
-        let summary = if cx.check {
-            format!("would run kubeadm {}", cmd.join(" "))
-        } else {
-            format!("ran kubeadm {}", cmd.join(" "))
-        };
+        let summary = ran(cx, &format!("kubeadm {}", cmd.join(" ")));
         let diff = self.diff(cx, &self.path(INIT_CONFIG), &config, &secrets);
         Ok(Probe::change(
             Plan::Init { config, info: base },

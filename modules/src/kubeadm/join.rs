@@ -6,7 +6,7 @@ use serde_json::json;
 
 use super::build::{join_command, join_config};
 use super::config::{ApiVersion, Config, Purpose};
-use super::{scrub, Args, JoinInfo, Kubeadm, Plan, JOIN_CONFIG, KUBELET_CONF};
+use super::{ran, scrub, Args, JoinInfo, Kubeadm, Plan, JOIN_CONFIG, KUBELET_CONF};
 
 impl Kubeadm {
     pub(super) async fn probe_join(
@@ -120,11 +120,7 @@ impl Kubeadm {
                 (text, info.secrets(), display)
             }
         };
-        let summary = if cx.check {
-            format!("would run {display}")
-        } else {
-            format!("ran {display}")
-        };
+        let summary = ran(cx, &display);
         let diff = self.diff(cx, &self.path(JOIN_CONFIG), &config, &secrets);
         Ok(Probe::change(Plan::Join { config, display }, summary, diff))
     }

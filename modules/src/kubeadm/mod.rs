@@ -185,6 +185,16 @@ pub enum Plan {
     Unknown,
 }
 
+/// The summary of a change that runs `command`: said before it runs in check mode, after it ran
+/// otherwise (the summary is made by probe, before apply).
+fn ran(cx: &ModuleContext<'_>, command: &str) -> String {
+    if cx.check {
+        format!("would run {command}")
+    } else {
+        format!("ran {command}")
+    }
+}
+
 /// What probe reads on the node in one round trip.
 #[derive(Debug, Default)]
 struct NodeState {

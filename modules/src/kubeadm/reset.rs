@@ -4,7 +4,7 @@ use engine::host::quote;
 use engine::{Applied, ModuleContext, ModuleError, Probe};
 use serde_json::json;
 
-use super::{Kubeadm, Plan, INIT_CONFIG, JOIN_CONFIG};
+use super::{ran, Kubeadm, Plan, INIT_CONFIG, JOIN_CONFIG};
 
 impl Kubeadm {
     pub(super) async fn probe_reset(&self, cx: &ModuleContext<'_>) -> Result<Probe<Plan>, ModuleError> {
@@ -17,11 +17,7 @@ impl Kubeadm {
         if !anything {
             return Ok(Probe::Unchanged(json!({ "msg": "nothing to reset" })));
         }
-        let summary = if cx.check {
-            "would run kubeadm reset -f"
-        } else {
-            "ran kubeadm reset -f"
-        };
+        let summary = ran(cx, "kubeadm reset -f");
         Ok(Probe::change(Plan::Reset, summary, None))
     }
 
