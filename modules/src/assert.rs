@@ -1,7 +1,8 @@
 //! `assert`: fails unless every condition holds.
 
+use crate::NoChange;
 use async_trait::async_trait;
-use engine::{Applied, Module, ModuleContext, ModuleError, Probe};
+use engine::{Module, ModuleContext, ModuleError, Probe};
 use serde::Deserialize;
 use serde_json::json;
 
@@ -61,9 +62,13 @@ impl Module for Assert {
     const NAME: &'static str = "assert";
     const DOC: &'static str = DOC;
     type Args = Args;
-    type Plan = ();
+    type Plan = NoChange;
 
-    async fn probe(&self, args: &Args, cx: &ModuleContext<'_>) -> Result<Probe<()>, ModuleError> {
+    async fn probe(
+        &self,
+        args: &Args,
+        cx: &ModuleContext<'_>,
+    ) -> Result<Probe<NoChange>, ModuleError> {
         let all = match &args.that {
             That::One(c) => vec![c.clone()],
             That::All(v) => v.clone(),
@@ -93,10 +98,6 @@ impl Module for Assert {
             .as_deref()
             .unwrap_or("All assertions passed");
         Ok(Probe::Unchanged(json!({ "msg": msg })))
-    }
-
-    async fn apply(&self, _: &Args, _: (), _: &ModuleContext<'_>) -> Result<Applied, ModuleError> {
-        unreachable!("assert never reports a change")
     }
 }
 

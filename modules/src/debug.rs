@@ -1,7 +1,8 @@
 //! `debug`: shows a message or a variable.
 
+use crate::NoChange;
 use async_trait::async_trait;
-use engine::{Applied, Module, ModuleContext, ModuleError, Probe};
+use engine::{Module, ModuleContext, ModuleError, Probe};
 use serde::Deserialize;
 use serde_json::{json, Value};
 
@@ -65,7 +66,7 @@ impl Module for Debug {
     const SHOWS_MSG: bool = true;
     const DOC: &'static str = DOC;
     type Args = Args;
-    type Plan = ();
+    type Plan = NoChange;
 
     fn check_args(args: &Args) -> Result<(), String> {
         if args.msg.is_some() && args.var.is_some() {
@@ -74,7 +75,11 @@ impl Module for Debug {
         Ok(())
     }
 
-    async fn probe(&self, args: &Args, cx: &ModuleContext<'_>) -> Result<Probe<()>, ModuleError> {
+    async fn probe(
+        &self,
+        args: &Args,
+        cx: &ModuleContext<'_>,
+    ) -> Result<Probe<NoChange>, ModuleError> {
         Ok(Probe::Unchanged(match &args.var {
             Some(name) => json!({
                 "var": name,
@@ -82,10 +87,6 @@ impl Module for Debug {
             }),
             None => json!({ "msg": args.msg.clone().unwrap_or_else(|| json!("Hello world!")) }),
         }))
-    }
-
-    async fn apply(&self, _: &Args, _: (), _: &ModuleContext<'_>) -> Result<Applied, ModuleError> {
-        unreachable!("debug never reports a change")
     }
 }
 

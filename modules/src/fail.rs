@@ -1,7 +1,8 @@
 //! `fail`: stops the host with a message.
 
+use crate::NoChange;
 use async_trait::async_trait;
-use engine::{Applied, Module, ModuleContext, ModuleError, Probe};
+use engine::{Module, ModuleContext, ModuleError, Probe};
 use serde::Deserialize;
 
 pub struct Fail;
@@ -36,18 +37,18 @@ impl Module for Fail {
     const NAME: &'static str = "fail";
     const DOC: &'static str = DOC;
     type Args = Args;
-    type Plan = ();
+    type Plan = NoChange;
 
-    async fn probe(&self, args: &Args, _: &ModuleContext<'_>) -> Result<Probe<()>, ModuleError> {
+    async fn probe(
+        &self,
+        args: &Args,
+        _: &ModuleContext<'_>,
+    ) -> Result<Probe<NoChange>, ModuleError> {
         Err(ModuleError::Failed(
             args.msg
                 .clone()
                 .unwrap_or_else(|| "Failed as requested from task".into()),
         ))
-    }
-
-    async fn apply(&self, _: &Args, _: (), _: &ModuleContext<'_>) -> Result<Applied, ModuleError> {
-        unreachable!("fail fails in probe")
     }
 }
 

@@ -12,58 +12,53 @@ mod pkg;
 #[cfg(test)]
 mod testutil;
 
-pub mod apt;
-pub mod assert;
-pub mod command;
-pub mod copy;
-pub mod debug;
-pub mod fail;
-pub mod fetch;
-pub mod file;
-pub mod file_template;
-pub mod get_url;
-pub mod k8s;
-pub mod kubeadm;
-pub mod lineinfile;
-pub mod modprobe;
-pub mod package;
-pub mod set_fact;
-pub mod shell;
-pub mod swap;
-pub mod sysctl;
-pub mod systemd_unit;
-pub mod wait_for;
-pub mod x509;
-pub mod yum;
-pub mod yum_repository;
+/// Declares each module's file and registers it: one list, so a module cannot be in one and
+/// missing from the other. Each file is named as playbooks call the module (a test checks).
+macro_rules! modules {
+    ($($file:ident => $module:expr),* $(,)?) => {
+        $(pub mod $file;)*
 
-/// Registers every module of this crate.
-pub fn register_all(registry: &mut engine::Registry) {
-    registry.register(apt::Apt);
-    registry.register(assert::Assert);
-    registry.register(command::Command);
-    registry.register(copy::Copy);
-    registry.register(debug::Debug);
-    registry.register(fail::Fail);
-    registry.register(fetch::Fetch);
-    registry.register(file::File);
-    registry.register(file_template::FileTemplate);
-    registry.register(get_url::GetUrl);
-    registry.register(k8s::K8s);
-    registry.register(kubeadm::Kubeadm::default());
-    registry.register(lineinfile::LineInFile);
-    registry.register(modprobe::Modprobe);
-    registry.register(package::Package);
-    registry.register(set_fact::SetFact);
-    registry.register(shell::Shell);
-    registry.register(swap::Swap);
-    registry.register(sysctl::Sysctl);
-    registry.register(systemd_unit::SystemdUnit);
-    registry.register(wait_for::WaitFor);
-    registry.register(x509::X509);
-    registry.register(yum::Yum);
-    registry.register(yum_repository::YumRepository);
+        /// Registers every module of this crate.
+        pub fn register_all(registry: &mut engine::Registry) {
+            $(registry.register($module);)*
+        }
+
+        #[cfg(test)]
+        const FILES: &[&str] = &[$(stringify!($file)),*];
+    };
 }
+
+modules! {
+    apt => apt::Apt,
+    assert => assert::Assert,
+    command => command::Command,
+    copy => copy::Copy,
+    debug => debug::Debug,
+    fail => fail::Fail,
+    fetch => fetch::Fetch,
+    file => file::File,
+    file_template => file_template::FileTemplate,
+    get_url => get_url::GetUrl,
+    k8s => k8s::K8s,
+    kubeadm => kubeadm::Kubeadm::default(),
+    lineinfile => lineinfile::LineInFile,
+    modprobe => modprobe::Modprobe,
+    package => package::Package,
+    set_fact => set_fact::SetFact,
+    shell => shell::Shell,
+    swap => swap::Swap,
+    sysctl => sysctl::Sysctl,
+    systemd_unit => systemd_unit::SystemdUnit,
+    wait_for => wait_for::WaitFor,
+    x509 => x509::X509,
+    yum => yum::Yum,
+    yum_repository => yum_repository::YumRepository,
+}
+
+/// The plan of a module that only reads (debug, assert, fail, set_fact, wait_for): no value of it
+/// exists, so such a module cannot report a change, and the trait's default `apply` is never
+/// reached.
+pub enum NoChange {}
 
 #[cfg(test)]
 mod tests {
@@ -265,49 +260,46 @@ mod tests {
         );
     }
 
+    /// The names in the first column of a DOC's argument table (the table whose header starts
+    /// with "name" or "argument"; a row may name several: "`owner`, `group`").
+    fn argument_table(doc: &str) -> std::collections::BTreeSet<String> {
+        let mut names = std::collections::BTreeSet::new();
+        let mut in_table = false;
+        for line in doc.lines() {
+            let first = line.split('|').nth(1).map(str::trim);
+            match first {
+                None => in_table = false,
+                Some("name" | "argument") => in_table = true,
+                Some(cell) if in_table => {
+                    names.extend(cell.split('`').skip(1).step_by(2).map(String::from));
+                }
+                Some(_) => {}
+            }
+        }
+        names
+    }
+
+    /// Every module is registered under its file's name, has an example, and its DOC's argument
+    /// table lists exactly the fields its Args accepts: a field added, renamed or removed without
+    /// its row fails here.
     #[test]
     fn every_module_is_registered_and_documents_its_fields() {
         let mut r = engine::Registry::new();
         super::register_all(&mut r);
         let names: Vec<_> = r.names().collect();
-        assert_eq!(
-            names,
-            [
-                "apt",
-                "assert",
-                "command",
-                "copy",
-                "debug",
-                "fail",
-                "fetch",
-                "file",
-                "file_template",
-                "get_url",
-                "k8s",
-                "kubeadm",
-                "lineinfile",
-                "modprobe",
-                "package",
-                "set_fact",
-                "shell",
-                "swap",
-                "sysctl",
-                "systemd_unit",
-                "wait_for",
-                "x509",
-                "yum",
-                "yum_repository"
-            ]
-        );
+        let mut files = super::FILES.to_vec();
+        files.sort();
+        assert_eq!(names, files, "each module is named as its file");
         for m in r.iter() {
             assert!(m.doc().contains("```rhai"), "{} has an example", m.name());
-            for f in m.fields() {
-                assert!(
-                    m.doc().contains(&format!("`{f}`")),
-                    "{} documents `{f}`",
-                    m.name()
-                );
-            }
+            let fields: std::collections::BTreeSet<String> =
+                m.fields().iter().map(|f| f.to_string()).collect();
+            assert_eq!(
+                argument_table(m.doc()),
+                fields,
+                "{}: the DOC's argument table against the Args fields",
+                m.name()
+            );
         }
     }
 }

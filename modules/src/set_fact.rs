@@ -1,7 +1,8 @@
 //! `set_fact`: sets variables for later tasks on the same host.
 
+use crate::NoChange;
 use async_trait::async_trait;
-use engine::{Applied, Module, ModuleContext, ModuleError, Probe};
+use engine::{Module, ModuleContext, ModuleError, Probe};
 use serde::Deserialize;
 use serde_json::{Map, Value};
 
@@ -31,7 +32,7 @@ impl Module for SetFact {
     const NAME: &'static str = "set_fact";
     const DOC: &'static str = DOC;
     type Args = Args;
-    type Plan = ();
+    type Plan = NoChange;
 
     fn check_args(args: &Args) -> Result<(), String> {
         if args.0.is_empty() {
@@ -44,16 +45,16 @@ impl Module for SetFact {
         }
     }
 
-    async fn probe(&self, args: &Args, cx: &ModuleContext<'_>) -> Result<Probe<()>, ModuleError> {
+    async fn probe(
+        &self,
+        args: &Args,
+        cx: &ModuleContext<'_>,
+    ) -> Result<Probe<NoChange>, ModuleError> {
         let mut facts = cx.facts.lock().unwrap_or_else(|e| e.into_inner());
         for (k, v) in &args.0 {
             facts.insert(k.clone(), v.clone());
         }
         Ok(Probe::Unchanged(Value::Object(args.0.clone())))
-    }
-
-    async fn apply(&self, _: &Args, _: (), _: &ModuleContext<'_>) -> Result<Applied, ModuleError> {
-        unreachable!("set_fact never reports a change")
     }
 }
 

@@ -5,7 +5,7 @@ use std::sync::{Arc, Mutex};
 
 use engine::host::Host;
 use engine::module::{
-    DynModule, ModuleContext, ModuleError, Outcome, Prefetched, Status, Templates,
+    DynModule, Module, ModuleContext, ModuleError, Outcome, Prefetched, Probe, Status, Templates,
 };
 use engine::template::TemplateEngine;
 use engine::transport::LocalTransport;
@@ -28,6 +28,38 @@ impl Templates for EnvTemplates {
     fn eval(&self, expr: &str) -> Result<Value, ModuleError> {
         Ok(self.engine.eval(expr, "test", &self.vars)?)
     }
+}
+
+/// Binds `$cx`, a `ModuleContext` over the `Env`'s host, variables and scratch directory, for
+/// `$body` (the context borrows values that live only as long as this block).
+macro_rules! with_context {
+    ($env:expr, $check:expr, |$cx:ident| $body:expr) => {{
+        let env: &Env = $env;
+        let base = env.base();
+        let templates = EnvTemplates {
+            engine: TemplateEngine::new(&base),
+            vars: Value::Object(env.vars.clone()),
+        };
+        let gathered = tokio::sync::OnceCell::new();
+        let system = engine::facts::Cached {
+            host: &env.host,
+            cell: &gathered,
+        };
+        let secrets = engine::secret::Redactor::default();
+        let $cx = ModuleContext {
+            secrets: &secrets,
+            system: &system,
+            host: &env.host,
+            check: $check,
+            want_diff: env.want_diff,
+            base_dir: &base,
+            templates: &templates,
+            vars: &env.vars,
+            facts: &env.facts,
+            after_predicted_change: $check && env.after_predicted_change,
+        };
+        $body
+    }};
 }
 
 /// A scratch directory on the local host, standing for both the playbook directory and the
@@ -83,32 +115,29 @@ impl Env {
         check: bool,
         batched: bool,
     ) -> Vec<Result<Outcome, ModuleError>> {
-        let base = self.base();
-        let templates = EnvTemplates {
-            engine: TemplateEngine::new(&base),
-            vars: Value::Object(self.vars.clone()),
-        };
-        let gathered = tokio::sync::OnceCell::new();
-        let system = engine::facts::Cached {
-            host: &self.host,
-            cell: &gathered,
-        };
-        let secrets = engine::secret::Redactor::default();
-        let cx = ModuleContext {
-            secrets: &secrets,
-            system: &system,
-            host: &self.host,
-            check,
-            want_diff: self.want_diff,
-            base_dir: &base,
-            templates: &templates,
-            vars: &self.vars,
-            facts: &self.facts,
-            after_predicted_change: check && self.after_predicted_change,
-        };
+        with_context!(self, check, |cx| self.run_in(&cx, tasks, batched).await)
+    }
+
+    /// Only the probe, as a real run (not check mode) makes it before it decides to apply.
+    pub async fn probe<M: Module>(
+        &self,
+        module: &M,
+        args: Value,
+    ) -> Result<Probe<M::Plan>, ModuleError> {
+        let args: M::Args = engine::module::parse_args(&args).map_err(ModuleError::Args)?;
+        M::check_args(&args).map_err(ModuleError::Args)?;
+        with_context!(self, false, |cx| module.probe(&args, &cx).await)
+    }
+
+    async fn run_in(
+        &self,
+        cx: &ModuleContext<'_>,
+        tasks: &[(&dyn DynModule, Value)],
+        batched: bool,
+    ) -> Vec<Result<Outcome, ModuleError>> {
         let scripts: Vec<Option<String>> = tasks
             .iter()
-            .map(|(m, a)| batched.then(|| m.batch_probe_script(a, &cx)).flatten())
+            .map(|(m, a)| batched.then(|| m.batch_probe_script(a, cx)).flatten())
             .collect();
         let sent: Vec<&str> = scripts.iter().flatten().map(String::as_str).collect();
         let mut outputs = match sent.is_empty() {
@@ -126,7 +155,7 @@ impl Env {
             });
             outs.push(
                 module
-                    .run_prefetched(args.clone(), &cx, prefetched, &())
+                    .run_prefetched(args.clone(), cx, prefetched, &())
                     .await,
             );
         }

@@ -3,9 +3,10 @@
 
 use std::time::{Duration, Instant};
 
+use crate::NoChange;
 use async_trait::async_trait;
 use engine::host::quote;
-use engine::{Applied, Module, ModuleContext, ModuleError, Probe};
+use engine::{Module, ModuleContext, ModuleError, Probe};
 use serde::Deserialize;
 use serde_json::json;
 
@@ -228,7 +229,7 @@ impl Module for WaitFor {
     const NAME: &'static str = "wait_for";
     const DOC: &'static str = DOC;
     type Args = Args;
-    type Plan = ();
+    type Plan = NoChange;
 
     fn check_args(args: &Args) -> Result<(), String> {
         if args.interval == Some(0) {
@@ -237,7 +238,11 @@ impl Module for WaitFor {
         args.target().map(|_| ())
     }
 
-    async fn probe(&self, args: &Args, cx: &ModuleContext<'_>) -> Result<Probe<()>, ModuleError> {
+    async fn probe(
+        &self,
+        args: &Args,
+        cx: &ModuleContext<'_>,
+    ) -> Result<Probe<NoChange>, ModuleError> {
         let target = args.target().map_err(ModuleError::Args)?;
         let script = target.script().map_err(ModuleError::Args)?;
         let timeout = Duration::from_secs(args.timeout.unwrap_or(300));
@@ -269,10 +274,6 @@ impl Module for WaitFor {
             }
             tokio::time::sleep(interval.min(timeout - waited)).await;
         }
-    }
-
-    async fn apply(&self, _: &Args, _: (), _: &ModuleContext<'_>) -> Result<Applied, ModuleError> {
-        unreachable!("wait_for never plans a change")
     }
 }
 
