@@ -80,7 +80,7 @@ files. The mode of a symbolic link itself is never changed; its owner and group 
 
 | name | type | |
 |---|---|---|
-| `path` | string | the path (required; aliases `dest`, `name`) |
+| `path` (aliases `dest`, `name`) | string | the path (required) |
 | `state` | string | see above |
 | `src` | string | link target (state `link`) |
 | `mode` | string or number | "0755" or "u=rwx,go=rx"; a number is the mode's value (YAML's `0755` arrives as 493), as in Ansible |

@@ -97,7 +97,7 @@ look-around). With `--diff` the change is shown as a diff.
 
 | name | type | |
 |---|---|---|
-| `path` | string | the file (required; aliases `dest`, `name`) |
+| `path` (aliases `dest`, `name`) | string | the file (required) |
 | `line` | string | the line |
 | `regexp` / `search_string` | string | which line to replace or remove |
 | `state` | string | `present` (default) or `absent` |
