@@ -2,9 +2,11 @@
 //! (`dest: "{{ root }}/etc/x"`) and `when:` expressions all go through [`TemplateEngine`].
 //!
 //! It behaves like Ansible's Jinja2 where playbooks notice: undefined variables are errors
-//! (naming the file, the line and the variable), `trim_blocks` and `keep_trailing_newline` are on,
-//! nothing is auto-escaped, and the filters and tests Ansible templates use most are there
-//! (`to_nice_yaml`, `regex_replace`, `b64encode`, `bool`, `quote`, `combine`, …).
+//! (naming the file, the line and the variable), `trim_blocks` is on, trailing newlines follow
+//! Ansible's rule, nothing is auto-escaped, Python's str/dict/list methods work, and the filters
+//! and tests Ansible templates use most are there, with Ansible's output (`to_json`,
+//! `to_nice_yaml`, `regex_replace`, `b64encode`, `bool`, `quote`, `combine`, `hash`, `flatten`,
+//! `difference`, `urlsplit`, …). tests/ansible.rs compares them with real ansible-core.
 
 use std::collections::{BTreeSet, HashSet};
 use std::fmt;
@@ -47,6 +49,15 @@ impl From<TemplateError> for crate::module::ModuleError {
     }
 }
 
+/// Ansible's templates end with as many newlines as their source does, unless what they render
+/// ends with more.
+fn pad_newlines(source: &str, mut out: String) -> String {
+    let count = |s: &str| s.len() - s.trim_end_matches('\n').len();
+    let missing = count(source).saturating_sub(count(&out));
+    out.push_str(&"\n".repeat(missing));
+    out
+}
+
 /// True when `s` contains template syntax and has to be rendered.
 pub fn is_template(s: &str) -> bool {
     s.contains("{{") || s.contains("{%")
@@ -85,7 +96,9 @@ impl TemplateEngine {
         let mut env = Environment::new();
         env.set_undefined_behavior(UndefinedBehavior::Strict);
         env.set_trim_blocks(true);
-        env.set_keep_trailing_newline(true);
+        // Ansible's rule for trailing newlines: Jinja drops the template's last one, and the
+        // result is then padded back to as many as the template ends with (`pad_newlines`).
+        env.set_keep_trailing_newline(false);
         env.set_auto_escape_callback(|_| AutoEscape::None);
         env.set_debug(true);
         let base = base_dir.to_path_buf();
@@ -116,6 +129,7 @@ impl TemplateEngine {
             .get_template(path)
             .map_err(|e| self.error(e, path, None, false, ctx))?;
         tmpl.render(ctx)
+            .map(|out| pad_newlines(tmpl.source(), out))
             .map_err(|e| self.error(e, path, Some(tmpl.source()), false, ctx))
     }
 
@@ -132,6 +146,7 @@ impl TemplateEngine {
             .template_from_named_str(origin, source)
             .map_err(|e| self.error(e, origin, Some(source), false, ctx))?;
         tmpl.render(ctx)
+            .map(|out| pad_newlines(source, out))
             .map_err(|e| self.error(e, origin, Some(source), false, ctx))
     }
 
@@ -465,6 +480,14 @@ fn register_filters(env: &mut Environment<'static>) {
     env.add_filter("items2dict", items2dict);
     env.add_filter("ternary", ternary);
     env.add_filter("mandatory", mandatory);
+    env.add_filter("indent", indent);
+    env.add_filter("hash", hash);
+    env.add_filter("difference", difference);
+    env.add_filter("intersect", intersect);
+    env.add_filter("union", union);
+    env.add_filter("symmetric_difference", symmetric_difference);
+    env.add_filter("flatten", flatten);
+    env.add_filter("urlsplit", urlsplit);
     env.add_test("match", test_match);
     env.add_test("search", test_search);
     env.add_test("regex", test_search);
@@ -497,8 +520,228 @@ fn json_of(value: &Value) -> Result<serde_json::Value, Error> {
         .map_err(|e| invalid(format!("cannot convert to JSON: {e}")))
 }
 
+/// Ansible's to_json is Python's json.dumps: ", " and ": " between items, non-ASCII escaped.
 fn to_json(value: &Value) -> Result<String, Error> {
-    serde_json::to_string(&json_of(value)?).map_err(|e| invalid(e.to_string()))
+    let mut out = String::new();
+    python_json(&json_of(value)?, &mut out);
+    Ok(out)
+}
+
+fn python_json(v: &serde_json::Value, out: &mut String) {
+    match v {
+        serde_json::Value::Object(m) => {
+            out.push('{');
+            for (i, (k, v)) in m.iter().enumerate() {
+                if i > 0 {
+                    out.push_str(", ");
+                }
+                python_json_str(k, out);
+                out.push_str(": ");
+                python_json(v, out);
+            }
+            out.push('}');
+        }
+        serde_json::Value::Array(a) => {
+            out.push('[');
+            for (i, v) in a.iter().enumerate() {
+                if i > 0 {
+                    out.push_str(", ");
+                }
+                python_json(v, out);
+            }
+            out.push(']');
+        }
+        serde_json::Value::String(s) => python_json_str(s, out),
+        other => out.push_str(&other.to_string()),
+    }
+}
+
+/// A JSON string with every non-ASCII character as \uXXXX (ensure_ascii).
+fn python_json_str(s: &str, out: &mut String) {
+    let quoted = serde_json::Value::String(s.to_string()).to_string();
+    for c in quoted.chars() {
+        if c.is_ascii() {
+            out.push(c);
+        } else {
+            let mut units = [0u16; 2];
+            for u in c.encode_utf16(&mut units) {
+                out.push_str(&format!("\\u{u:04x}"));
+            }
+        }
+    }
+}
+
+/// Jinja's indent: every line but the first (and the first with `first=true`), blank lines only
+/// with `blank=true`; the text's trailing newline is kept.
+fn indent(
+    text: String,
+    width: Option<Value>,
+    first: Option<bool>,
+    blank: Option<bool>,
+) -> Result<String, Error> {
+    let pad = match &width {
+        None => " ".repeat(4),
+        Some(w) if w.as_str().is_some() => w.as_str().unwrap_or_default().to_string(),
+        Some(w) => " ".repeat(
+            usize::try_from(w.clone())
+                .map_err(|_| invalid("indent: width must be a number or a string"))?,
+        ),
+    };
+    let (first, blank) = (first.unwrap_or(false), blank.unwrap_or(false));
+    let trailing = text.ends_with('\n');
+    let body = if trailing {
+        &text[..text.len() - 1]
+    } else {
+        &text[..]
+    };
+    let mut out = String::new();
+    for (i, line) in body.split('\n').enumerate() {
+        if i > 0 {
+            out.push('\n');
+        }
+        if (i > 0 || first) && (blank || !line.is_empty()) {
+            out.push_str(&pad);
+        }
+        out.push_str(line);
+    }
+    if trailing {
+        out.push('\n');
+    }
+    Ok(out)
+}
+
+/// Ansible's hash: the hex digest of the text (sha1 by default).
+fn hash(text: String, algorithm: Option<String>) -> Result<String, Error> {
+    use sha2::Digest;
+    let data = text.as_bytes();
+    let hex = |b: &[u8]| b.iter().map(|x| format!("{x:02x}")).collect::<String>();
+    Ok(match algorithm.as_deref().unwrap_or("sha1") {
+        "sha1" => hex(&sha1::Sha1::digest(data)),
+        "sha256" => hex(&sha2::Sha256::digest(data)),
+        "sha512" => hex(&sha2::Sha512::digest(data)),
+        "sha224" => hex(&sha2::Sha224::digest(data)),
+        "sha384" => hex(&sha2::Sha384::digest(data)),
+        "md5" => hex(&md5::Md5::digest(data)),
+        other => return Err(invalid(format!("hash: unknown algorithm {other:?}"))),
+    })
+}
+
+fn items(v: &Value) -> Result<Vec<Value>, Error> {
+    Ok(v.try_iter()?.collect())
+}
+
+/// Ansible's set filters keep the first operand's order, each item once.
+fn set_op(a: &Value, b: &Value, keep: impl Fn(bool) -> bool) -> Result<Value, Error> {
+    let other = items(b)?;
+    let mut out: Vec<Value> = Vec::new();
+    for x in items(a)? {
+        if keep(other.contains(&x)) && !out.contains(&x) {
+            out.push(x);
+        }
+    }
+    Ok(Value::from(out))
+}
+
+fn difference(a: &Value, b: &Value) -> Result<Value, Error> {
+    set_op(a, b, |in_b| !in_b)
+}
+
+fn intersect(a: &Value, b: &Value) -> Result<Value, Error> {
+    set_op(a, b, |in_b| in_b)
+}
+
+fn union(a: &Value, b: &Value) -> Result<Value, Error> {
+    let mut out: Vec<Value> = Vec::new();
+    for x in items(a)?.into_iter().chain(items(b)?) {
+        if !out.contains(&x) {
+            out.push(x);
+        }
+    }
+    Ok(Value::from(out))
+}
+
+fn symmetric_difference(a: &Value, b: &Value) -> Result<Value, Error> {
+    let left = difference(a, b)?;
+    let right = difference(b, a)?;
+    union(&left, &right)
+}
+
+/// Ansible's flatten: nested lists into one, `levels` deep (all when not given).
+fn flatten(v: &Value, levels: Option<usize>) -> Result<Value, Error> {
+    fn walk(v: &Value, depth: Option<usize>, out: &mut Vec<Value>) -> Result<(), Error> {
+        for x in v.try_iter()? {
+            let nested = x.kind() == minijinja::value::ValueKind::Seq;
+            if nested && depth != Some(0) {
+                walk(&x, depth.map(|d| d - 1), out)?;
+            } else {
+                out.push(x);
+            }
+        }
+        Ok(())
+    }
+    let mut out = Vec::new();
+    walk(v, levels, &mut out)?;
+    Ok(Value::from(out))
+}
+
+/// Ansible's urlsplit: the parts of a URL, or one of them.
+fn urlsplit(url: String, part: Option<String>) -> Result<Value, Error> {
+    let (scheme, rest) = url.split_once("://").unwrap_or(("", url.as_str()));
+    let (netloc, path_query) = match rest.find('/') {
+        Some(i) => (&rest[..i], &rest[i..]),
+        None => (rest, ""),
+    };
+    let (path_query, fragment) = path_query.split_once('#').unwrap_or((path_query, ""));
+    let (path, query) = path_query.split_once('?').unwrap_or((path_query, ""));
+    let (userinfo, hostport) = match netloc.rsplit_once('@') {
+        Some((u, h)) => (Some(u), h),
+        None => (None, netloc),
+    };
+    let (username, password) = match userinfo {
+        Some(u) => match u.split_once(':') {
+            Some((n, p)) => (Value::from(n), Value::from(p)),
+            None => (Value::from(u), Value::from(())),
+        },
+        None => (Value::from(()), Value::from(())),
+    };
+    let (hostname, port) = if let Some(rest) = hostport.strip_prefix('[') {
+        let (h, after) = rest.split_once(']').unwrap_or((rest, ""));
+        (h.to_string(), after.strip_prefix(':'))
+    } else {
+        match hostport.rsplit_once(':') {
+            Some((h, p)) => (h.to_string(), Some(p)),
+            None => (hostport.to_string(), None),
+        }
+    };
+    let port = match port.map(str::parse::<u16>) {
+        Some(Ok(p)) => Value::from(p),
+        Some(Err(_)) => return Err(invalid(format!("urlsplit: bad port in {url}"))),
+        None => Value::from(()),
+    };
+    let hostname = if hostname.is_empty() {
+        Value::from(())
+    } else {
+        Value::from(hostname.to_lowercase())
+    };
+    let parts = [
+        ("scheme", Value::from(scheme)),
+        ("netloc", Value::from(netloc)),
+        ("path", Value::from(path)),
+        ("query", Value::from(query)),
+        ("fragment", Value::from(fragment)),
+        ("username", username),
+        ("password", password),
+        ("hostname", hostname),
+        ("port", port),
+    ];
+    match part {
+        None => Ok(Value::from_iter(parts.iter().map(|(k, v)| (*k, v.clone())))),
+        Some(p) => parts
+            .iter()
+            .find(|(k, _)| *k == p)
+            .map(|(_, v)| v.clone())
+            .ok_or_else(|| invalid(format!("urlsplit: unknown URL component {p:?}"))),
+    }
 }
 
 /// Ansible's to_nice_json: four spaces of indentation, keys sorted.
@@ -1225,7 +1468,7 @@ mod tests {
         let ctx = json!({"m": {"b": [1, 2], "a": "x"}});
         assert_eq!(
             r(&e, "{{ m | to_json }}", ctx.clone()),
-            r#"{"a":"x","b":[1,2]}"#
+            r#"{"a": "x", "b": [1, 2]}"#
         );
         assert_eq!(
             r(&e, "{{ m | to_nice_json }}", ctx.clone()),
@@ -1414,7 +1657,7 @@ mod tests {
         let c = json!({"a": {"x": 1, "n": {"p": 1}}, "b": {"y": 2, "n": {"q": 2}}, "t": true});
         assert_eq!(
             r(&e, "{{ a | combine(b) | to_json }}", c.clone()),
-            r#"{"n":{"q":2},"x":1,"y":2}"#
+            r#"{"n": {"q": 2}, "x": 1, "y": 2}"#
         );
         assert_eq!(
             r(
@@ -1422,11 +1665,11 @@ mod tests {
                 "{{ a | combine(b, recursive=true) | to_json }}",
                 c.clone()
             ),
-            r#"{"n":{"p":1,"q":2},"x":1,"y":2}"#
+            r#"{"n": {"p": 1, "q": 2}, "x": 1, "y": 2}"#
         );
         assert_eq!(
             r(&e, "{{ {'k': 'v'} | dict2items | to_json }}", c.clone()),
-            r#"[{"key":"k","value":"v"}]"#
+            r#"[{"key": "k", "value": "v"}]"#
         );
         assert_eq!(
             r(
@@ -1434,7 +1677,7 @@ mod tests {
                 "{{ [{'key': 'k', 'value': 1}] | items2dict | to_json }}",
                 c.clone()
             ),
-            r#"{"k":1}"#
+            r#"{"k": 1}"#
         );
         assert_eq!(
             r(
