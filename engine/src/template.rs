@@ -49,6 +49,64 @@ impl From<TemplateError> for crate::module::ModuleError {
     }
 }
 
+/// Python's repr of a value, as Jinja in Ansible prints lists and dicts.
+fn python_repr(v: &Value, out: &mut String) {
+    use minijinja::value::ValueKind;
+    match v.kind() {
+        ValueKind::Seq | ValueKind::Iterable => {
+            out.push('[');
+            for (i, x) in v.try_iter().into_iter().flatten().enumerate() {
+                if i > 0 {
+                    out.push_str(", ");
+                }
+                python_repr(&x, out);
+            }
+            out.push(']');
+        }
+        ValueKind::Map => {
+            out.push('{');
+            for (i, k) in v.try_iter().into_iter().flatten().enumerate() {
+                if i > 0 {
+                    out.push_str(", ");
+                }
+                python_repr(&k, out);
+                out.push_str(": ");
+                python_repr(&v.get_item(&k).unwrap_or_default(), out);
+            }
+            out.push('}');
+        }
+        ValueKind::String => {
+            let s = v.as_str().unwrap_or_default();
+            let q = if s.contains('\'') && !s.contains('"') {
+                '"'
+            } else {
+                '\''
+            };
+            out.push(q);
+            for c in s.chars() {
+                match c {
+                    '\\' => out.push_str("\\\\"),
+                    '\n' => out.push_str("\\n"),
+                    '\r' => out.push_str("\\r"),
+                    '\t' => out.push_str("\\t"),
+                    c if c == q => {
+                        out.push('\\');
+                        out.push(c);
+                    }
+                    c if (c as u32) < 0x20 || c as u32 == 0x7f => {
+                        out.push_str(&format!("\\x{:02x}", c as u32));
+                    }
+                    c => out.push(c),
+                }
+            }
+            out.push(q);
+        }
+        ValueKind::Bool => out.push_str(if v.is_true() { "True" } else { "False" }),
+        ValueKind::None | ValueKind::Undefined => out.push_str("None"),
+        _ => out.push_str(&v.to_string()),
+    }
+}
+
 /// Ansible's templates end with as many newlines as their source does, unless what they render
 /// ends with more.
 fn pad_newlines(source: &str, mut out: String) -> String {
@@ -107,6 +165,19 @@ impl TemplateEngine {
         // Python's str/dict/list methods that Ansible's Jinja allows (`.items()`, `.split()`,
         // `.startswith()`, `.get()`…): templates written for Ansible use them.
         env.set_unknown_method_callback(minijinja_contrib::pycompat::unknown_method_callback);
+        // A list or dict printed into text reads as Python prints it (`['a', 'b']`), as in
+        // Ansible's output.
+        env.set_formatter(|out, state, value| {
+            use minijinja::value::ValueKind;
+            if matches!(value.kind(), ValueKind::Seq | ValueKind::Map) {
+                let mut text = String::new();
+                python_repr(value, &mut text);
+                return out
+                    .write_str(&text)
+                    .map_err(|_| Error::from(ErrorKind::WriteFailure));
+            }
+            minijinja::escape_formatter(out, state, value)
+        });
         TemplateEngine {
             env,
             base_dir: base_dir.to_path_buf(),
@@ -1232,11 +1303,11 @@ mod tests {
         );
         assert_eq!(
             r(&e, "{{ m.keys() | list }} {{ m.get('z', 0) }}", ctx.clone()),
-            "[\"a\", \"b\"] 0"
+            "['a', 'b'] 0"
         );
         assert_eq!(
             r(&e, "{{ s.strip().split(',') }}", ctx.clone()),
-            "[\"x\", \"y\"]"
+            "['x', 'y']"
         );
         assert_eq!(
             r(
