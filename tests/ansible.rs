@@ -153,6 +153,10 @@ const TEMPLATE_CASES: &[(&str, &str)] = &[
         "{{ 'abcb' | regex_replace('(b)', '\\\\1\\\\1') }}\n",
     ),
     (
+        "regex_lookaround",
+        "{{ 'a=1 b=2' | regex_replace('(?<=b=)\\\\d', '9') }} {{ 'abab x' | regex_search('(ab)\\\\1') }}\n",
+    ),
+    (
         "default_ternary",
         "{{ missing | default('dflt') }} {{ flag | ternary('on', 'off') }} {{ 'yes' | bool }}\n",
     ),
@@ -272,6 +276,7 @@ const TEMPLATES_IDENTICAL: &[&str] = &[
     "indent",
     "indent_first",
     "regex_backref",
+    "regex_lookaround",
     "default_ternary",
     "join_map",
     "items_loop",

@@ -862,15 +862,25 @@ fn b64decode(value: &str) -> Result<String, Error> {
     String::from_utf8(bytes).map_err(|_| invalid("b64decode: the decoded value is not UTF-8 text"))
 }
 
-/// Compiles a Python-style pattern with Ansible's `ignorecase` and `multiline` flags.
-fn build_regex(pattern: &str, kwargs: &Kwargs) -> Result<regex::Regex, Error> {
+/// Compiles a Python-style pattern with Ansible's `ignorecase` and `multiline` flags. Python's
+/// look-around and backreferences in the pattern work (fancy-regex; plain patterns run on the
+/// `regex` crate underneath).
+fn build_regex(pattern: &str, kwargs: &Kwargs) -> Result<fancy_regex::Regex, Error> {
     let ignorecase: Option<bool> = kwargs.get("ignorecase")?;
     let multiline: Option<bool> = kwargs.get("multiline")?;
-    regex::RegexBuilder::new(pattern)
+    let flagged = if multiline.unwrap_or(false) {
+        format!("(?m){pattern}")
+    } else {
+        pattern.to_string()
+    };
+    fancy_regex::RegexBuilder::new(&flagged)
         .case_insensitive(ignorecase.unwrap_or(false))
-        .multi_line(multiline.unwrap_or(false))
         .build()
         .map_err(|e| invalid(format!("invalid regular expression {pattern:?}: {e}")))
+}
+
+fn regex_failed(e: fancy_regex::Error) -> Error {
+    invalid(format!("regular expression: {e}"))
 }
 
 /// Converts a Python-style regex replacement to the `regex` crate's syntax, for
@@ -947,7 +957,8 @@ fn regex_replace(
     kwargs.assert_all_used()?;
     let rep = python_replacement_to_rust(replacement.unwrap_or(""));
     Ok(re
-        .replacen(value, count.unwrap_or(0), rep.as_str())
+        .try_replacen(value, count.unwrap_or(0), rep.as_str())
+        .map_err(regex_failed)?
         .into_owned())
 }
 
@@ -961,7 +972,7 @@ fn regex_search(
 ) -> Result<Value, Error> {
     let re = build_regex(pattern, &kwargs)?;
     kwargs.assert_all_used()?;
-    let Some(caps) = re.captures(value) else {
+    let Some(caps) = re.captures(value).map_err(regex_failed)? else {
         return Ok(Value::from(()));
     };
     if groups.is_empty() {
@@ -993,6 +1004,7 @@ fn regex_findall(value: &str, pattern: &str, kwargs: Kwargs) -> Result<Value, Er
     let groups = re.captures_len() - 1;
     let mut out = Vec::new();
     for caps in re.captures_iter(value) {
+        let caps = caps.map_err(regex_failed)?;
         let text = |i: usize| Value::from(caps.get(i).map(|m| m.as_str()).unwrap_or(""));
         out.push(match groups {
             0 => text(0),
@@ -1224,13 +1236,13 @@ fn mandatory(value: Value, msg: Option<String>) -> Result<Value, Error> {
 fn test_match(value: &str, pattern: &str, kwargs: Kwargs) -> Result<bool, Error> {
     let re = build_regex(&format!("^(?:{pattern})"), &kwargs)?;
     kwargs.assert_all_used()?;
-    Ok(re.is_match(value))
+    re.is_match(value).map_err(regex_failed)
 }
 
 fn test_search(value: &str, pattern: &str, kwargs: Kwargs) -> Result<bool, Error> {
     let re = build_regex(pattern, &kwargs)?;
     kwargs.assert_all_used()?;
-    Ok(re.is_match(value))
+    re.is_match(value).map_err(regex_failed)
 }
 
 /// `version is version("1.28", ">=")`: compares dotted versions part by part, numerically where
