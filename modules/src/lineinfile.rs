@@ -6,7 +6,7 @@ use engine::remote::FileKind;
 use engine::template::python_replacement_to_rust;
 use engine::transport::ExecOutput;
 use engine::{Applied, Module, ModuleContext, ModuleError, Probe};
-use regex::{Captures, Regex};
+use fancy_regex::{Captures, Regex};
 use serde::Deserialize;
 use serde_json::json;
 
@@ -172,7 +172,7 @@ fn expand(template: &str, caps: &Captures) -> String {
 }
 
 /// Applies `spec` to `text` with state present.
-fn present(text: &str, s: &Spec) -> (String, Edit) {
+fn present(text: &str, s: &Spec) -> Result<(String, Edit), String> {
     let mut lines: Vec<String> = text.split_inclusive('\n').map(String::from).collect();
     let line = s.line.unwrap_or_default();
     let with_nl = |l: &str| {
@@ -205,7 +205,7 @@ fn present(text: &str, s: &Spec) -> (String, Edit) {
     let mut found: Option<(usize, Option<Captures>)> = None;
     for (i, l) in lines.iter().enumerate() {
         let hit = match (&s.regexp, s.search_string) {
-            (Some(re), _) => re.captures(strip(l)).map(Some),
+            (Some(re), _) => re.captures(strip(l)).map_err(regex_failed)?.map(Some),
             (None, Some(ss)) => l.contains(ss).then_some(None),
             (None, None) => None,
         };
@@ -222,7 +222,13 @@ fn present(text: &str, s: &Spec) -> (String, Edit) {
         for (i, l) in lines.iter().enumerate() {
             if strip(l) == line {
                 index = Some(i);
-            } else if ins_re.as_ref().is_some_and(|re| re.is_match(strip(l))) {
+            } else if ins_re
+                .as_ref()
+                .map(|re| re.is_match(strip(l)))
+                .transpose()
+                .map_err(regex_failed)?
+                .unwrap_or(false)
+            {
                 insert_at = Some(if s.insertbefore.is_some() { i } else { i + 1 });
                 if s.firstmatch {
                     break;
@@ -237,13 +243,13 @@ fn present(text: &str, s: &Spec) -> (String, Edit) {
             _ => with_nl(line),
         };
         if lines[i] == new_line {
-            return (text.to_string(), Edit::Unchanged);
+            return Ok((text.to_string(), Edit::Unchanged));
         }
         lines[i] = new_line;
-        return (lines.concat(), Edit::Replaced);
+        return Ok((lines.concat(), Edit::Replaced));
     }
     if s.backrefs {
-        return (text.to_string(), Edit::Unchanged);
+        return Ok((text.to_string(), Edit::Unchanged));
     }
     let new_line = with_nl(line);
     if s.insertbefore == Some("BOF") || insertafter == Some("BOF") {
@@ -256,12 +262,12 @@ fn present(text: &str, s: &Spec) -> (String, Edit) {
         if s.insertafter.is_some() {
             if at == lines.len() {
                 if strip(&lines[at - 1]) == line {
-                    return (text.to_string(), Edit::Unchanged);
+                    return Ok((text.to_string(), Edit::Unchanged));
                 }
                 ensure_last_newline(&mut lines);
                 lines.push(new_line);
             } else if strip(&lines[at]) == line {
-                return (text.to_string(), Edit::Unchanged);
+                return Ok((text.to_string(), Edit::Unchanged));
             } else {
                 lines.insert(at, new_line);
             }
@@ -269,30 +275,35 @@ fn present(text: &str, s: &Spec) -> (String, Edit) {
             lines.insert(at, new_line);
         }
     }
-    (lines.concat(), Edit::Added)
+    Ok((lines.concat(), Edit::Added))
 }
 
 /// Applies `spec` to `text` with state absent.
-fn absent(text: &str, s: &Spec) -> (String, Edit) {
+fn absent(text: &str, s: &Spec) -> Result<(String, Edit), String> {
     let mut removed = 0;
-    let kept: String = text
-        .split_inclusive('\n')
-        .filter(|l| {
-            let hit = match (&s.regexp, s.search_string, s.line) {
-                (Some(re), _, _) => re.is_match(strip(l)),
-                (None, Some(ss), _) => l.contains(ss),
-                (None, None, Some(line)) => strip(l) == line,
-                _ => false,
-            };
-            removed += usize::from(hit);
-            !hit
-        })
-        .collect();
-    if removed == 0 {
+    let mut kept = String::new();
+    for l in text.split_inclusive('\n') {
+        let hit = match (&s.regexp, s.search_string, s.line) {
+            (Some(re), _, _) => re.is_match(strip(l)).map_err(regex_failed)?,
+            (None, Some(ss), _) => l.contains(ss),
+            (None, None, Some(line)) => strip(l) == line,
+            _ => false,
+        };
+        removed += usize::from(hit);
+        if !hit {
+            kept.push_str(l);
+        }
+    }
+    Ok(if removed == 0 {
         (text.to_string(), Edit::Unchanged)
     } else {
         (kept, Edit::Removed(removed))
-    }
+    })
+}
+
+/// A pattern that could not be matched (fancy-regex gives up on runaway backtracking).
+fn regex_failed(e: fancy_regex::Error) -> String {
+    format!("regexp: {e}")
 }
 
 impl Args {
@@ -434,7 +445,8 @@ impl Module for LineInFile {
         let (new, edit) = match args.state() {
             State::Present => present(&text, &spec),
             State::Absent => absent(&text, &spec),
-        };
+        }
+        .map_err(ModuleError::Failed)?;
         let msg = edit.message();
         let label = match &edit {
             Edit::Unchanged => None,
@@ -518,6 +530,17 @@ mod tests {
             State::Present => present(text, &spec),
             State::Absent => absent(text, &spec),
         }
+        .unwrap()
+    }
+
+    /// Python's look-ahead and a backreference in the pattern, as Ansible's regexp takes them.
+    #[test]
+    fn regexp_takes_pythons_regex_features() {
+        let t = "#Port 22\nPort 2222\nx\n";
+        let (out, e) = edit(t, serde_json::json!({ "path": "f", "regexp": "^(?!#)Port ", "line": "Port 2200" }));
+        assert_eq!((out.as_str(), e), ("#Port 22\nPort 2200\nx\n", Edit::Replaced));
+        let (out, e) = edit("a a\nb c\n", serde_json::json!({ "path": "f", "regexp": "^(\\w) \\1$", "state": "absent" }));
+        assert_eq!((out.as_str(), e), ("b c\n", Edit::Removed(1)));
     }
 
     #[test]
