@@ -222,13 +222,10 @@ fn present(text: &str, s: &Spec) -> Result<(String, Edit), String> {
         for (i, l) in lines.iter().enumerate() {
             if strip(l) == line {
                 index = Some(i);
-            } else if ins_re
-                .as_ref()
-                .map(|re| re.is_match(strip(l)))
-                .transpose()
-                .map_err(regex_failed)?
-                .unwrap_or(false)
-            {
+            } else if match &ins_re {
+                Some(re) => re.is_match(strip(l)).map_err(regex_failed)?,
+                None => false,
+            } {
                 insert_at = Some(if s.insertbefore.is_some() { i } else { i + 1 });
                 if s.firstmatch {
                     break;
