@@ -2,6 +2,7 @@
 //! and the module contract. It knows no module by name.
 
 pub mod batch;
+pub mod bridge;
 pub mod diff;
 pub mod error;
 pub mod events;

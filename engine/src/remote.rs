@@ -3,8 +3,8 @@
 
 use sha2::Digest;
 
+use crate::error::ModuleError;
 use crate::host::{quote, Host, Script};
-use crate::module::ModuleError;
 
 /// What is at a path on the target.
 #[derive(Debug, Clone, PartialEq, Eq)]

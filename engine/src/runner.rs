@@ -10,6 +10,7 @@ use std::time::Instant;
 use serde_json::{Map, Value};
 use tokio::sync::{watch, OnceCell, Semaphore};
 
+use crate::bridge::{with_exec_scope, ExecScope, HostApi};
 use crate::events::{Event, EventSink, HostCounts, TaskEnd, TaskStatus};
 use crate::facts::SystemFacts;
 use crate::host::Host;
@@ -18,7 +19,6 @@ use crate::module::{
     ModuleContext, ModuleError, Outcome, Prefetched, ReadAfter, Status, Templates,
 };
 use crate::plan::{Action, Arg, Closure, Condition, Deferred, Plan, TaskId};
-use crate::script::{with_exec_scope, ExecScope};
 use crate::template::TemplateEngine;
 use crate::transport::{Connector, ExecOutput, TransportError};
 
@@ -1377,99 +1377,4 @@ fn custom_outcome(v: rhai::Dynamic) -> Result<Outcome, TaskError> {
         )));
     }
     Ok(outcome)
-}
-
-/// The host as a custom task's closure sees it: `h.run(cmd)`, `h.read_file(path)`,
-/// `h.write_file(path, content)`, `h.vars`, `h.name`, `h.check`.
-#[derive(Clone)]
-pub struct HostApi {
-    host: Host,
-    check: bool,
-    vars: Map<String, Value>,
-    rt: Option<tokio::runtime::Handle>,
-}
-
-impl HostApi {
-    fn block_on<T>(
-        &self,
-        f: impl std::future::Future<Output = T>,
-    ) -> Result<T, Box<rhai::EvalAltResult>> {
-        match &self.rt {
-            Some(rt) => Ok(rt.block_on(f)),
-            None => Err("no runtime to reach the host".into()),
-        }
-    }
-
-    /// Registers the host API type on a Rhai engine.
-    pub fn register(engine: &mut rhai::Engine) {
-        engine.register_type_with_name::<HostApi>("Host");
-        engine.register_get("name", |h: &mut HostApi| h.host.name.clone());
-        engine.register_get("check", |h: &mut HostApi| h.check);
-        engine.register_get(
-            "facts",
-            |h: &mut HostApi| -> Result<rhai::Dynamic, Box<rhai::EvalAltResult>> {
-                rhai::serde::to_dynamic(h.vars.get("facts").cloned().unwrap_or_default())
-            },
-        );
-        engine.register_get(
-            "vars",
-            |h: &mut HostApi| -> Result<rhai::Dynamic, Box<rhai::EvalAltResult>> {
-                rhai::serde::to_dynamic(&h.vars)
-            },
-        );
-        engine.register_fn(
-            "run",
-            |h: &mut HostApi, cmd: &str| -> Result<rhai::Map, Box<rhai::EvalAltResult>> {
-                let out = h.block_on(h.host.run(cmd))?.map_err(|e| e.to_string())?;
-                let mut m = rhai::Map::new();
-                m.insert("rc".into(), (out.status as i64).into());
-                m.insert(
-                    "stdout".into(),
-                    out.stdout_text().trim_end_matches('\n').to_string().into(),
-                );
-                m.insert(
-                    "stderr".into(),
-                    out.stderr_text().trim_end_matches('\n').to_string().into(),
-                );
-                Ok(m)
-            },
-        );
-        engine.register_fn(
-            "read_file",
-            |h: &mut HostApi, path: &str| -> Result<rhai::Dynamic, Box<rhai::EvalAltResult>> {
-                let data = h
-                    .block_on(crate::remote::read_file(&h.host, path))?
-                    .map_err(|e| e.to_string())?;
-                Ok(match data {
-                    Some(bytes) => String::from_utf8_lossy(&bytes).into_owned().into(),
-                    None => rhai::Dynamic::UNIT,
-                })
-            },
-        );
-        // Returns whether the content differed; in check mode it only compares.
-        engine.register_fn(
-            "write_file",
-            |h: &mut HostApi,
-             path: &str,
-             content: &str|
-             -> Result<bool, Box<rhai::EvalAltResult>> {
-                let old = h
-                    .block_on(crate::remote::read_file(&h.host, path))?
-                    .map_err(|e| e.to_string())?;
-                if old.as_deref() == Some(content.as_bytes()) {
-                    return Ok(false);
-                }
-                if !h.check {
-                    h.block_on(crate::remote::write_file(
-                        &h.host,
-                        path,
-                        content.as_bytes(),
-                        &Default::default(),
-                    ))?
-                    .map_err(|e| e.to_string())?;
-                }
-                Ok(true)
-            },
-        );
-    }
 }

@@ -41,12 +41,6 @@ impl fmt::Display for TemplateError {
     }
 }
 
-impl From<TemplateError> for crate::module::ModuleError {
-    fn from(e: TemplateError) -> Self {
-        crate::module::ModuleError::Failed(e.to_string())
-    }
-}
-
 /// True when `s` contains template syntax and has to be rendered.
 pub fn is_template(s: &str) -> bool {
     s.contains("{{") || s.contains("{%")
