@@ -3,6 +3,7 @@
 
 pub mod batch;
 pub mod bridge;
+pub mod connection;
 pub mod diff;
 pub mod error;
 pub mod events;
@@ -13,6 +14,7 @@ pub mod inventory;
 pub mod module;
 pub mod pattern;
 pub mod plan;
+pub mod quote;
 pub mod remote;
 pub mod report;
 pub mod runner;

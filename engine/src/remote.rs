@@ -4,7 +4,8 @@
 use sha2::Digest;
 
 use crate::error::ModuleError;
-use crate::host::{quote, Host, Script};
+use crate::host::{Host, Script};
+use crate::quote::quote;
 
 /// What is at a path on the target.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -852,7 +852,7 @@ fn register_api(engine: &mut Engine, builder: &Arc<Mutex<Builder>>, registry: &R
     engine.register_fn(
         "quote",
         |ctx: NativeCallContext, s: &str| -> Result<String, Box<EvalAltResult>> {
-            crate::host::quote(s).map_err(|e| runtime_err(e, &ctx))
+            crate::quote::quote(s).map_err(|e| runtime_err(e, &ctx))
         },
     );
 

@@ -771,7 +771,7 @@ fn quote(value: &Value) -> Result<String, Error> {
         return Err(Error::from(ErrorKind::UndefinedError));
     }
     let text = value.to_string();
-    crate::host::quote(&text).map_err(invalid)
+    crate::quote::quote(&text).map_err(invalid)
 }
 
 /// Ansible's combine: merges mappings left to right; `recursive=true` merges nested mappings.
@@ -1247,7 +1247,7 @@ mod tests {
         );
         assert_eq!(
             r(&e, "{{ \"it's $x\" | quote }}", c.clone()),
-            crate::host::quote("it's $x").unwrap()
+            crate::quote::quote("it's $x").unwrap()
         );
         assert_eq!(r(&e, "{{ 'plain' | quote }}", c), "plain");
     }
