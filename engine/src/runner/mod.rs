@@ -119,6 +119,8 @@ struct HostRt {
 struct TaskRt {
     finished: watch::Sender<usize>,
     reads: Reads,
+    /// Whether the task only checks in this run (--check, or the task's own `check_mode`).
+    checks: bool,
     /// `throttle`: the hosts that may run the task at once.
     throttle: Option<Semaphore>,
 }
@@ -235,6 +237,7 @@ pub async fn run_until(
         .map(|t| TaskRt {
             finished: watch::channel(0).0,
             reads: Reads::of(t, &templates),
+            checks: t.checks(opts.check),
             throttle: t.throttle.map(Semaphore::new),
         })
         .collect();
@@ -429,7 +432,7 @@ impl State {
 
     /// Reports a task as skipped on `host` without running it.
     fn skip(&self, tid: TaskId, host: &str, why: &str) {
-        let check = self.plan.tasks[tid].checks(self.opts.check);
+        let check = self.tasks[tid].checks;
         let mut end = self.task_end(tid, host, check);
         self.sink.emit(&Event::TaskStart {
             phase: end.phase.clone(),
@@ -522,28 +525,8 @@ impl State {
         // The run's mode decides whether predictions upstream matter; the task's own mode decides
         // whether this task only checks (`.check_mode(false)` tasks run for real).
         let check_run = self.opts.check;
-        let check = task.checks(check_run);
-        // Wait for the tasks whose results this one reads or that it must run after.
-        let mut upstream_predicted = false;
-        let mut upstream_failure = None;
-        for &d in &task.needs {
-            self.wait_for(d).await;
-            let done = self.done.lock().unwrap_or_else(|e| e.into_inner());
-            for dh in &self.plan.tasks[d].hosts {
-                match done.get(&(d, dh.clone())) {
-                    Some(Done::Predicted) => upstream_predicted = true,
-                    Some(Done::Failed) | Some(Done::NotRun { selected: true }) => {
-                        upstream_failure.get_or_insert_with(|| {
-                            format!(
-                                "depends on '{}' (line {}), which failed or did not run on {dh}",
-                                self.plan.tasks[d].name, self.plan.tasks[d].pos.line
-                            )
-                        });
-                    }
-                    _ => {}
-                }
-            }
-        }
+        let check = self.tasks[tid].checks;
+        let (upstream_predicted, upstream_failure) = self.wait_upstream(tid).await;
         self.sink.emit(&Event::TaskStart {
             phase: phase.clone(),
             task: task.name.clone(),
@@ -569,7 +552,53 @@ impl State {
             Err(_) => Vec::new(),
         };
         let mut end = self.task_end(tid, host, check);
-        let done = match result {
+        let done = self.record(tid, host, result, check_run && upstream_predicted, &mut end);
+        end.duration_ms = started.elapsed().as_millis() as u64;
+        self.end_task(tid, host, end, done);
+        acted.then_some(read_after)
+    }
+
+    /// Waits for the tasks this one reads or must run after. Returns whether any of them only
+    /// predicted a change, and why this task cannot run if one failed or did not run.
+    async fn wait_upstream(&self, tid: TaskId) -> (bool, Option<String>) {
+        let mut upstream_predicted = false;
+        let mut upstream_failure = None;
+        for &d in &self.plan.tasks[tid].needs {
+            self.wait_for(d).await;
+            let done = self.done.lock().unwrap_or_else(|e| e.into_inner());
+            for dh in &self.plan.tasks[d].hosts {
+                match done.get(&(d, dh.clone())) {
+                    Some(Done::Predicted) => upstream_predicted = true,
+                    Some(Done::Failed) | Some(Done::NotRun { selected: true }) => {
+                        upstream_failure.get_or_insert_with(|| {
+                            format!(
+                                "depends on '{}' (line {}), which failed or did not run on {dh}",
+                                self.plan.tasks[d].name, self.plan.tasks[d].pos.line
+                            )
+                        });
+                    }
+                    _ => {}
+                }
+            }
+        }
+        (upstream_predicted, upstream_failure)
+    }
+
+    /// Fills `end` from a task's result on a host and records what later tasks see: its
+    /// registered result, handlers notified, the host failed or predicted to change.
+    /// `after_prediction`: a failure may be due to a change only predicted above (check mode).
+    fn record(
+        &self,
+        tid: TaskId,
+        host: &str,
+        result: Result<Outcome, TaskError>,
+        after_prediction: bool,
+        end: &mut TaskEnd,
+    ) -> Done {
+        let task = &self.plan.tasks[tid];
+        let h = &self.hosts[host];
+        let check = end.check;
+        match result {
             Ok(outcome) => {
                 end.summary = outcome.summary;
                 end.diff = outcome.diff.filter(|_| self.opts.diff);
@@ -627,7 +656,7 @@ impl State {
                 end.msg = Some(format!("depends on a change above: {why}"));
                 Done::Predicted
             }
-            Err(TaskError::Failed(why)) if check_run && upstream_predicted => {
+            Err(TaskError::Failed(why)) if after_prediction => {
                 end.status = TaskStatus::Skipped;
                 end.msg = Some(format!(
                     "depends on a change above; in a real run it might not fail: {why}"
@@ -651,10 +680,7 @@ impl State {
                 h.dead.store(true, Ordering::SeqCst);
                 Done::Failed
             }
-        };
-        end.duration_ms = started.elapsed().as_millis() as u64;
-        self.end_task(tid, host, end, done);
-        acted.then_some(read_after)
+        }
     }
 
     async fn connection(&self, host: &str) -> Result<Host, TaskError> {
@@ -780,7 +806,7 @@ impl<'a> TaskCx<'a> {
     ) -> Self {
         let task = &state.plan.tasks[tid];
         let h = &state.hosts[host];
-        let check = task.checks(state.opts.check);
+        let check = state.tasks[tid].checks;
         TaskCx {
             state,
             host: h,

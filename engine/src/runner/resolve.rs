@@ -201,7 +201,7 @@ impl State {
         };
         let api = HostApi {
             host: conn.clone(),
-            check: task.checks(self.opts.check),
+            check: self.tasks[tid].checks,
             vars: vars.clone(),
             rt: tokio::runtime::Handle::try_current().ok(),
         };
