@@ -589,7 +589,17 @@ fn register_api(engine: &mut Engine, builder: &Arc<Mutex<Builder>>, registry: &R
     engine.register_type_with_name::<TaskRef>("TaskRef");
     engine.register_type_with_name::<Deferred>("Deferred");
     crate::bridge::HostApi::register(engine);
+    register_modules(engine, builder, registry);
+    register_custom_task(engine, builder);
+    register_task_options(engine, builder);
+    register_placement(engine, builder);
+    register_planning_values(engine, builder);
+    register_results(engine);
+}
 
+/// Every module of the registry as a constructor: `shell(#{ .. })`, or a custom syntax for
+/// the modules whose names Rhai reserves.
+fn register_modules(engine: &mut Engine, builder: &Arc<Mutex<Builder>>, registry: &Registry) {
     // Modules: each is a function taking a map of arguments.
     for module in registry.iter() {
         let make = {
@@ -654,7 +664,10 @@ fn register_api(engine: &mut Engine, builder: &Arc<Mutex<Builder>>, registry: &R
             );
         }
     }
+}
 
+/// `task(name, |h| ..)`: a task whose body is a playbook closure.
+fn register_custom_task(engine: &mut Engine, builder: &Arc<Mutex<Builder>>) {
     let b = builder.clone();
     engine.register_fn(
         "task",
@@ -669,7 +682,10 @@ fn register_api(engine: &mut Engine, builder: &Arc<Mutex<Builder>>, registry: &R
             spec
         },
     );
+}
 
+/// Options chained on a task: `.name`, `.register`, `.when`, `.notify`, `.after`, `.tags`, ….
+fn register_task_options(engine: &mut Engine, builder: &Arc<Mutex<Builder>>) {
     // Task options, chained: shell(#{..}).name("x").register("out").when("x == 1")
     engine.register_fn("name", |t: &mut TaskSpec, name: &str| -> TaskSpec {
         t.name = Some(name.to_string());
@@ -766,7 +782,10 @@ fn register_api(engine: &mut Engine, builder: &Arc<Mutex<Builder>>, registry: &R
             Ok(t.clone())
         },
     );
+}
 
+/// Placing tasks on hosts and grouping them: `phase`, `on`, `handler`.
+fn register_placement(engine: &mut Engine, builder: &Arc<Mutex<Builder>>) {
     // Placing tasks.
     let b = builder.clone();
     engine.register_fn(
@@ -847,7 +866,10 @@ fn register_api(engine: &mut Engine, builder: &Arc<Mutex<Builder>>, registry: &R
             Ok(())
         },
     );
+}
 
+/// Values for planning: `quote`, `vars`, `defaults`, `hosts`, `first`, `rest`, `host_vars`.
+fn register_planning_values(engine: &mut Engine, builder: &Arc<Mutex<Builder>>) {
     // Building shell commands from values: the same quoting as the `quote` template filter.
     engine.register_fn(
         "quote",
@@ -920,7 +942,10 @@ fn register_api(engine: &mut Engine, builder: &Arc<Mutex<Builder>>, registry: &R
             rhai::serde::to_dynamic(b.inventory.host_vars(host, &b.defaults, &b.extra_vars))
         },
     );
+}
 
+/// Reading earlier tasks' results from their handles (`tok.stdout`, `tok.on_host("h1")`).
+fn register_results(engine: &mut Engine) {
     // Results of earlier tasks: tok.stdout, tok["rc"], tok.on_host("h1").stdout
     engine.register_indexer_get(
         |r: &mut TaskRef, key: &str| -> Result<Dynamic, Box<EvalAltResult>> {
