@@ -24,6 +24,8 @@ use crate::transport::{Connector, ExecOutput, TransportError};
 
 mod readahead;
 mod resolve;
+#[cfg(test)]
+mod tests;
 
 use readahead::Follow;
 use resolve::{has_closure, HostTemplates, Prepared, Reads};
