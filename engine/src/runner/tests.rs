@@ -141,6 +141,24 @@ connection = "local"
 struct Run {
     fake: Arc<Fake>,
     recap: super::Recap,
+    events: Arc<Collector>,
+}
+
+impl Run {
+    /// Status and message of each task's end on a host, in order.
+    fn ends(&self, host: &str) -> Vec<(String, String)> {
+        let events = self.events.events.lock().unwrap();
+        events
+            .iter()
+            .filter_map(|e| match e {
+                crate::events::Event::TaskEnd(end) if end.host == host => Some((
+                    format!("{:?}", end.status),
+                    end.msg.clone().unwrap_or_default(),
+                )),
+                _ => None,
+            })
+            .collect()
+    }
 }
 
 async fn run_playbook(playbook: &str, check: bool) -> Run {
@@ -165,8 +183,12 @@ async fn run_playbook(playbook: &str, check: bool) -> Run {
         check,
         ..RunOptions::default()
     };
-    let recap = run(Arc::new(plan), inventory, fake.clone(), opts, sink).await;
-    Run { fake, recap }
+    let recap = run(Arc::new(plan), inventory, fake.clone(), opts, sink.clone()).await;
+    Run {
+        fake,
+        recap,
+        events: sink,
+    }
 }
 
 /// The scripts custom tasks ran (`echo NAME`), in the order a host was sent them.
@@ -303,4 +325,33 @@ async fn check_mode_probes_and_never_applies() {
         assert!(scripts.iter().all(|s| !s.contains("apply-")), "{scripts:?}");
         assert_eq!(r.recap.hosts[host].changed, 2);
     }
+}
+
+#[tokio::test]
+async fn a_closure_reading_a_predicted_result_depends_on_a_change_above() {
+    let r = run_playbook(
+        r#"
+        fn read(t) { t.changed }
+        let x = on("a", mark(#{ name: "x", present: false }));
+        on("a", task("direct", |h| { h.run("echo " + x.changed); "ok" }));
+        on("a", task("through a function", |h| { h.run("echo " + read(x)); "ok" }));
+        on("a", task("in a condition", |h| { h.run("echo cond"); "ok" }).when(|h| x.changed));
+        "#,
+        true,
+    )
+    .await;
+    let ends = r.ends("a");
+    assert_eq!(ends.len(), 4, "{ends:?}");
+    for (status, msg) in &ends[1..] {
+        assert_eq!(status, "Skipped", "{ends:?}");
+        assert!(msg.starts_with("depends on a change above: "), "{msg}");
+        assert!(!msg.contains('\u{1}') && !msg.contains("(line "), "{msg}");
+    }
+    let scripts = r.fake.scripts("a");
+    assert!(
+        scripts
+            .iter()
+            .all(|s| !s.contains("echo cond") && !s.contains("echo true")),
+        "{scripts:?}"
+    );
 }
