@@ -11,7 +11,32 @@ use crate::host::Host;
 use crate::plan::Deferred;
 
 /// Reads an earlier task's result for the host a closure runs on.
-pub type Resolver = dyn Fn(&Deferred) -> Result<Value, String>;
+pub type Resolver = dyn Fn(&Deferred) -> Result<Value, Unresolved>;
+
+/// Why an earlier task's result cannot be read.
+#[derive(Debug, Clone)]
+pub enum Unresolved {
+    Failed(String),
+    /// Check mode only predicted that task's change: there is no real result to read.
+    DependsOnChange(String),
+}
+
+/// What a closure throws when it reads a result check mode only predicted: a value of its own
+/// type, so the runner tells it from any other error however deep in the script it was thrown.
+#[derive(Debug, Clone)]
+pub struct DependsOnChange(pub String);
+
+impl DependsOnChange {
+    /// The one a closure's error carries, through the calls of playbook functions it crossed.
+    pub fn in_error(e: &EvalAltResult) -> Option<DependsOnChange> {
+        match e {
+            EvalAltResult::ErrorRuntime(v, _) => v.clone().try_cast::<DependsOnChange>(),
+            EvalAltResult::ErrorInFunctionCall(_, _, inner, _)
+            | EvalAltResult::ErrorInModule(_, inner, _) => Self::in_error(inner),
+            _ => None,
+        }
+    }
+}
 
 /// Set while the runner calls a playbook closure: task handles then read real results.
 pub struct ExecScope {
@@ -40,7 +65,11 @@ pub(crate) fn read_deferred(d: Deferred) -> Result<Dynamic, Box<EvalAltResult>> 
     match resolved {
         None => Ok(Dynamic::from(d)),
         Some(Ok(v)) => rhai::serde::to_dynamic(v),
-        Some(Err(msg)) => Err(msg.into()),
+        Some(Err(Unresolved::Failed(msg))) => Err(msg.into()),
+        Some(Err(Unresolved::DependsOnChange(msg))) => Err(Box::new(EvalAltResult::ErrorRuntime(
+            Dynamic::from(DependsOnChange(msg)),
+            rhai::Position::NONE,
+        ))),
     }
 }
 

@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use serde_json::{Map, Value};
 
-use crate::bridge::{with_exec_scope, ExecScope, HostApi};
+use crate::bridge::{with_exec_scope, DependsOnChange, ExecScope, HostApi, Unresolved};
 use crate::host::Host;
 use crate::module::{ModuleError, Outcome, Status, Templates};
 use crate::plan::{Action, Arg, Closure, Condition, Deferred, TaskId};
@@ -77,8 +77,6 @@ impl Reads {
     }
 }
 
-pub(super) const DEPENDS_MARK: &str = "\u{1}depends:";
-
 pub(super) fn has_closure(arg: &Arg) -> bool {
     match arg {
         Arg::Closure(_) => true,
@@ -89,14 +87,10 @@ pub(super) fn has_closure(arg: &Arg) -> bool {
 }
 
 pub(super) fn closure_error(e: &rhai::EvalAltResult, origin: &str) -> TaskError {
-    let text = e.to_string();
-    if let Some(i) = text.find(DEPENDS_MARK) {
-        let rest = &text[i + DEPENDS_MARK.len()..];
-        return TaskError::DependsOnChange(
-            rest.split(" (line ").next().unwrap_or(rest).to_string(),
-        );
+    match DependsOnChange::in_error(e) {
+        Some(DependsOnChange(why)) => TaskError::DependsOnChange(why),
+        None => TaskError::Failed(format!("{origin}: {e}")),
     }
-    TaskError::Failed(format!("{origin}: {text}"))
 }
 
 pub(super) enum Prepared {
@@ -193,8 +187,8 @@ impl State {
                 let host = host.to_string();
                 move |d: &Deferred| {
                     st.resolve_deferred(d, &host).map_err(|e| match e {
-                        TaskError::Failed(m) | TaskError::Unreachable(m) => m,
-                        TaskError::DependsOnChange(m) => format!("{DEPENDS_MARK}{m}"),
+                        TaskError::Failed(m) | TaskError::Unreachable(m) => Unresolved::Failed(m),
+                        TaskError::DependsOnChange(m) => Unresolved::DependsOnChange(m),
                     })
                 }
             }),
