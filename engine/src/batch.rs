@@ -8,7 +8,8 @@
 
 use std::io::Read as _;
 
-use crate::host::{quote, Host, Script};
+use crate::host::{Host, Script};
+use crate::quote::quote;
 use crate::transport::{ExecOutput, TransportError};
 
 /// Above this many bytes of script, a batch is split (one remote argument is at most 128 KiB on

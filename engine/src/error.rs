@@ -1,9 +1,24 @@
-//! Errors about the user's files, carrying the position they point at so the CLI can show the
-//! line.
+//! Errors: the user's files carrying the position they point at (so the CLI can show the
+//! line), and a module's failure on a host.
 
 use miette::{LabeledSpan, NamedSource, SourceCode};
 
-use crate::plan::SourcePos;
+use crate::template::TemplateError;
+use crate::transport::TransportError;
+
+/// Where something was written in a playbook.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SourcePos {
+    pub file: String,
+    pub line: usize,
+    pub column: usize,
+}
+
+impl std::fmt::Display for SourcePos {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}:{}:{}", self.file, self.line, self.column)
+    }
+}
 
 /// A playbook that cannot be planned. Display reads `FILE:LINE:COL: message`.
 #[derive(Debug, thiserror::Error)]
@@ -51,6 +66,31 @@ impl miette::Diagnostic for PlanError {
         Some(Box::new(std::iter::once(LabeledSpan::at_offset(
             offset, "here",
         ))))
+    }
+}
+
+/// Why a module failed on a host.
+#[derive(Debug, thiserror::Error)]
+pub enum ModuleError {
+    /// The arguments are wrong; found before any host is touched wherever possible.
+    #[error("{0}")]
+    Args(String),
+    /// The task ran and failed.
+    #[error("{0}")]
+    Failed(String),
+    #[error(transparent)]
+    Transport(#[from] TransportError),
+}
+
+impl From<String> for ModuleError {
+    fn from(s: String) -> Self {
+        ModuleError::Failed(s)
+    }
+}
+
+impl From<TemplateError> for ModuleError {
+    fn from(e: TemplateError) -> Self {
+        ModuleError::Failed(e.to_string())
     }
 }
 

@@ -6,8 +6,8 @@ use async_trait::async_trait;
 use serde_json::{json, Map, Value};
 use tokio::sync::OnceCell;
 
+use crate::error::ModuleError;
 use crate::host::Host;
-use crate::module::ModuleError;
 
 /// Prints `key=value` lines; `addr=IFACE FAMILY ADDRESS/PREFIX` once per address.
 const GATHER: &str = r#"

@@ -3,16 +3,10 @@
 
 use std::sync::Arc;
 
-use crate::secret::Secret;
+pub use crate::connection::Become;
+// Modules quote through `engine::host::quote`; the function lives apart so transports can use it.
+pub use crate::quote::quote;
 use crate::transport::{ExecOutput, Transport, TransportError};
-
-/// Privilege escalation through sudo.
-#[derive(Debug, Clone)]
-pub struct Become {
-    pub user: String,
-    /// Without a password sudo runs with `-n` and fails instead of prompting.
-    pub password: Option<Secret>,
-}
 
 /// A script and what it reads on stdin (content to write, a command's input): one remote command.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -105,33 +99,10 @@ fn strip_prompt(stderr: &mut Vec<u8>) {
     }
 }
 
-/// Quotes one argument for POSIX sh. NUL cannot be passed to a program and is rejected.
-pub fn quote(arg: &str) -> Result<String, String> {
-    shlex::try_quote(arg).map(|q| q.into_owned()).map_err(|_| {
-        format!(
-            "argument contains a NUL byte: {:?}",
-            arg.replace('\0', "\\0")
-        )
-    })
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::transport::LocalTransport;
-
-    #[test]
-    fn quote_rejects_nul_and_round_trips_through_sh() {
-        assert!(quote("a\0b").is_err());
-        let nasty = "it's $(rm -rf /) `x` \"q\" \n new line ünï";
-        let q = quote(nasty).unwrap();
-        let out = std::process::Command::new("/bin/sh")
-            .arg("-c")
-            .arg(format!("printf %s {q}"))
-            .output()
-            .unwrap();
-        assert_eq!(String::from_utf8(out.stdout).unwrap(), nasty);
-    }
 
     #[tokio::test]
     async fn become_prompt_is_stripped() {

@@ -40,31 +40,9 @@ use serde::Deserialize;
 use serde_json::{Map, Value};
 use serde_spanned::Spanned;
 
+use crate::connection::Become;
+pub use crate::connection::Connection;
 use crate::secret::Secret;
-
-/// How the engine reaches a host.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Connection {
-    Ssh,
-    Local,
-}
-
-impl Connection {
-    pub const NAMES: &'static [&'static str] = &["ssh", "local"];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Connection::Ssh => "ssh",
-            Connection::Local => "local",
-        }
-    }
-}
-
-impl fmt::Display for Connection {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
 
 /// One host with the `[defaults]` merged in.
 #[derive(Debug, Clone, PartialEq)]
@@ -86,8 +64,8 @@ pub struct HostEntry {
 
 impl HostEntry {
     /// The sudo settings tasks on this host run with, if `become` is on.
-    pub fn become_config(&self) -> Option<crate::host::Become> {
-        self.become_.then(|| crate::host::Become {
+    pub fn become_config(&self) -> Option<Become> {
+        self.become_.then(|| Become {
             user: self.become_user.clone(),
             password: self.become_password.clone(),
         })

@@ -11,26 +11,9 @@ use serde::de::DeserializeOwned;
 use serde_json::{Map, Value};
 
 use crate::diff::FileDiff;
+pub use crate::error::ModuleError;
 use crate::host::{Host, Script};
-use crate::transport::{ExecOutput, TransportError};
-
-#[derive(Debug, thiserror::Error)]
-pub enum ModuleError {
-    /// The arguments are wrong; found before any host is touched wherever possible.
-    #[error("{0}")]
-    Args(String),
-    /// The task ran and failed.
-    #[error("{0}")]
-    Failed(String),
-    #[error(transparent)]
-    Transport(#[from] TransportError),
-}
-
-impl From<String> for ModuleError {
-    fn from(s: String) -> Self {
-        ModuleError::Failed(s)
-    }
-}
+use crate::transport::ExecOutput;
 
 /// Renders template files for the host a task runs on (its variables, facts and earlier results).
 pub trait Templates: Send + Sync {

@@ -9,22 +9,25 @@ use petgraph::graph::{DiGraph, NodeIndex};
 use serde_json::Value;
 
 use crate::error::PlanError;
+pub use crate::error::SourcePos;
 use crate::module::DynModule;
 
 pub type TaskId = usize;
 
-/// Where something was written in a playbook.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct SourcePos {
+/// The evaluated playbook, kept so closures can be called while the plan runs.
+pub struct Script {
+    pub engine: rhai::Engine,
+    pub ast: rhai::AST,
     pub file: String,
-    pub line: usize,
-    pub column: usize,
+    pub dir: std::path::PathBuf,
 }
 
-impl std::fmt::Display for SourcePos {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}:{}:{}", self.file, self.line, self.column)
-    }
+/// A handle to a placed task, returned by `on(...)`. Reading a field of it (`tok.stdout`) gives
+/// a value that is filled in when the task has run.
+#[derive(Clone, Debug)]
+pub struct TaskRef {
+    pub id: TaskId,
+    pub host: Option<String>,
 }
 
 /// A Rhai closure kept for execution time.
@@ -108,7 +111,7 @@ pub fn closure_refs(c: &Closure, out: &mut Vec<TaskId>) {
 }
 
 fn collect_refs(d: &rhai::Dynamic, out: &mut Vec<TaskId>) {
-    if let Some(r) = d.clone().try_cast::<crate::script::TaskRef>() {
+    if let Some(r) = d.clone().try_cast::<TaskRef>() {
         out.push(r.id);
     } else if let Some(x) = d.clone().try_cast::<Deferred>() {
         out.push(x.task);
@@ -214,7 +217,7 @@ pub struct Plan {
     pub file: String,
     /// Playbook defaults: the lowest variable precedence.
     pub defaults: serde_json::Map<String, Value>,
-    pub script: Arc<crate::script::Script>,
+    pub script: Arc<Script>,
 }
 
 impl Plan {

@@ -3,8 +3,9 @@
 
 use sha2::Digest;
 
-use crate::host::{quote, Host, Script};
-use crate::module::ModuleError;
+use crate::error::ModuleError;
+use crate::host::{Host, Script};
+use crate::quote::quote;
 
 /// What is at a path on the target.
 #[derive(Debug, Clone, PartialEq, Eq)]

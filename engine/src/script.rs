@@ -2,7 +2,6 @@
 //! [`Plan`]. Evaluation only plans: nothing here touches a host. Closures that a playbook passes
 //! (conditions, computed arguments, custom tasks) are kept and called by the runner.
 
-use std::cell::RefCell;
 use std::collections::BTreeSet;
 use std::path::{Component, Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -17,6 +16,7 @@ use crate::module::Registry;
 use crate::plan::{
     link, Action, Arg, Closure, Condition, Deferred, Phase, Plan, SourcePos, Task, TaskId,
 };
+pub use crate::plan::{Script, TaskRef};
 
 /// Words Rhai reserves; a module with such a name is called through a custom syntax.
 const RHAI_KEYWORDS: &[&str] = &[
@@ -81,14 +81,6 @@ const API_FUNCTIONS: &[&str] = &[
 const MAX_OPERATIONS: u64 = 20_000_000;
 const MAX_CALL_LEVELS: usize = 64;
 
-/// The evaluated playbook, kept so closures can be called while the plan runs.
-pub struct Script {
-    pub engine: Engine,
-    pub ast: AST,
-    pub file: String,
-    pub dir: PathBuf,
-}
-
 /// What evaluation needs besides the playbook itself.
 pub struct PlanInput<'a> {
     pub playbook: &'a Path,
@@ -98,14 +90,6 @@ pub struct PlanInput<'a> {
     pub limit: Option<BTreeSet<String>>,
     pub extra_vars: Map<String, Value>,
     pub sink: Arc<dyn EventSink>,
-}
-
-/// A handle to a placed task, returned by `on(...)`. Reading a field of it (`tok.stdout`) gives
-/// a value that is filled in when the task has run.
-#[derive(Clone, Debug)]
-pub struct TaskRef {
-    pub id: TaskId,
-    pub host: Option<String>,
 }
 
 /// A task described but not yet placed on hosts.
@@ -143,40 +127,6 @@ impl TaskSpec {
             check_mode: None,
             pos,
         }
-    }
-}
-
-/// Reads an earlier task's result for the host a closure runs on.
-pub type Resolver = dyn Fn(&Deferred) -> Result<Value, String>;
-
-/// Set while the runner calls a playbook closure: task handles then read real results.
-pub struct ExecScope {
-    pub host: String,
-    pub resolve: Box<Resolver>,
-}
-
-thread_local! {
-    static EXEC: RefCell<Option<ExecScope>> = const { RefCell::new(None) };
-}
-
-/// Runs `f` with `scope` active on this thread.
-pub fn with_exec_scope<T>(scope: ExecScope, f: impl FnOnce() -> T) -> T {
-    EXEC.with(|e| *e.borrow_mut() = Some(scope));
-    let out = f();
-    EXEC.with(|e| *e.borrow_mut() = None);
-    out
-}
-
-fn exec_host() -> Option<String> {
-    EXEC.with(|e| e.borrow().as_ref().map(|s| s.host.clone()))
-}
-
-fn read_deferred(d: Deferred) -> Result<Dynamic, Box<EvalAltResult>> {
-    let resolved = EXEC.with(|e| e.borrow().as_ref().map(|s| (s.resolve)(&d)));
-    match resolved {
-        None => Ok(Dynamic::from(d)),
-        Some(Ok(v)) => rhai::serde::to_dynamic(v),
-        Some(Err(msg)) => Err(msg.into()),
     }
 }
 
@@ -532,7 +482,7 @@ pub fn plan(input: PlanInput<'_>) -> Result<Plan, PlanError> {
     let sink = input.sink.clone();
     engine.on_print(move |text| {
         sink.emit(&Event::Print {
-            host: exec_host(),
+            host: crate::bridge::exec_host(),
             text: text.to_string(),
         })
     });
@@ -638,8 +588,18 @@ fn register_api(engine: &mut Engine, builder: &Arc<Mutex<Builder>>, registry: &R
     engine.register_type_with_name::<TaskSpec>("Task");
     engine.register_type_with_name::<TaskRef>("TaskRef");
     engine.register_type_with_name::<Deferred>("Deferred");
-    crate::runner::HostApi::register(engine);
+    crate::bridge::HostApi::register(engine);
+    register_modules(engine, builder, registry);
+    register_custom_task(engine, builder);
+    register_task_options(engine, builder);
+    register_placement(engine, builder);
+    register_planning_values(engine, builder);
+    register_results(engine);
+}
 
+/// Every module of the registry as a constructor: `shell(#{ .. })`, or a custom syntax for
+/// the modules whose names Rhai reserves.
+fn register_modules(engine: &mut Engine, builder: &Arc<Mutex<Builder>>, registry: &Registry) {
     // Modules: each is a function taking a map of arguments.
     for module in registry.iter() {
         let make = {
@@ -704,7 +664,10 @@ fn register_api(engine: &mut Engine, builder: &Arc<Mutex<Builder>>, registry: &R
             );
         }
     }
+}
 
+/// `task(name, |h| ..)`: a task whose body is a playbook closure.
+fn register_custom_task(engine: &mut Engine, builder: &Arc<Mutex<Builder>>) {
     let b = builder.clone();
     engine.register_fn(
         "task",
@@ -719,7 +682,10 @@ fn register_api(engine: &mut Engine, builder: &Arc<Mutex<Builder>>, registry: &R
             spec
         },
     );
+}
 
+/// Options chained on a task: `.name`, `.register`, `.when`, `.notify`, `.after`, `.tags`, ….
+fn register_task_options(engine: &mut Engine, builder: &Arc<Mutex<Builder>>) {
     // Task options, chained: shell(#{..}).name("x").register("out").when("x == 1")
     engine.register_fn("name", |t: &mut TaskSpec, name: &str| -> TaskSpec {
         t.name = Some(name.to_string());
@@ -816,7 +782,10 @@ fn register_api(engine: &mut Engine, builder: &Arc<Mutex<Builder>>, registry: &R
             Ok(t.clone())
         },
     );
+}
 
+/// Placing tasks on hosts and grouping them: `phase`, `on`, `handler`.
+fn register_placement(engine: &mut Engine, builder: &Arc<Mutex<Builder>>) {
     // Placing tasks.
     let b = builder.clone();
     engine.register_fn(
@@ -897,12 +866,15 @@ fn register_api(engine: &mut Engine, builder: &Arc<Mutex<Builder>>, registry: &R
             Ok(())
         },
     );
+}
 
+/// Values for planning: `quote`, `vars`, `defaults`, `hosts`, `first`, `rest`, `host_vars`.
+fn register_planning_values(engine: &mut Engine, builder: &Arc<Mutex<Builder>>) {
     // Building shell commands from values: the same quoting as the `quote` template filter.
     engine.register_fn(
         "quote",
         |ctx: NativeCallContext, s: &str| -> Result<String, Box<EvalAltResult>> {
-            crate::host::quote(s).map_err(|e| runtime_err(e, &ctx))
+            crate::quote::quote(s).map_err(|e| runtime_err(e, &ctx))
         },
     );
 
@@ -970,11 +942,14 @@ fn register_api(engine: &mut Engine, builder: &Arc<Mutex<Builder>>, registry: &R
             rhai::serde::to_dynamic(b.inventory.host_vars(host, &b.defaults, &b.extra_vars))
         },
     );
+}
 
+/// Reading earlier tasks' results from their handles (`tok.stdout`, `tok.on_host("h1")`).
+fn register_results(engine: &mut Engine) {
     // Results of earlier tasks: tok.stdout, tok["rc"], tok.on_host("h1").stdout
     engine.register_indexer_get(
         |r: &mut TaskRef, key: &str| -> Result<Dynamic, Box<EvalAltResult>> {
-            read_deferred(Deferred {
+            crate::bridge::read_deferred(Deferred {
                 task: r.id,
                 host: r.host.clone(),
                 path: vec![key.to_string()],

@@ -43,12 +43,6 @@ impl fmt::Display for TemplateError {
     }
 }
 
-impl From<TemplateError> for crate::module::ModuleError {
-    fn from(e: TemplateError) -> Self {
-        crate::module::ModuleError::Failed(e.to_string())
-    }
-}
-
 /// Python's repr of a value, as Jinja in Ansible prints lists and dicts.
 fn python_repr(v: &Value, out: &mut String) {
     use minijinja::value::ValueKind;
@@ -1106,7 +1100,7 @@ fn quote(value: &Value) -> Result<String, Error> {
         return Err(Error::from(ErrorKind::UndefinedError));
     }
     let text = value.to_string();
-    crate::host::quote(&text).map_err(invalid)
+    crate::quote::quote(&text).map_err(invalid)
 }
 
 /// Ansible's combine: merges mappings left to right; `recursive=true` merges nested mappings.
@@ -1613,7 +1607,7 @@ mod tests {
         );
         assert_eq!(
             r(&e, "{{ \"it's $x\" | quote }}", c.clone()),
-            crate::host::quote("it's $x").unwrap()
+            crate::quote::quote("it's $x").unwrap()
         );
         assert_eq!(r(&e, "{{ 'plain' | quote }}", c), "plain");
     }

@@ -31,7 +31,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 use tokio::sync::Semaphore;
 
 use super::{ExecOutput, Transport, TransportError};
-use crate::host::quote;
+use crate::quote::quote;
 
 /// How many SSH handshakes may run at once to one destination (address and port). sshd's default
 /// `MaxStartups 10:30:100` starts dropping unauthenticated connections beyond 10, so bursts to one

@@ -1,6 +1,9 @@
 //! Runs a plan: phase by phase; inside a phase every host at once, each host's tasks in the
 //! order of the graph; handlers at the end of a phase. Values that tasks pass to each other are
 //! read here, when the consuming task runs.
+//!
+//! This file schedules and records; `readahead` batches probes into fewer round trips and
+//! `resolve` computes what a task runs with on one host.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -14,13 +17,18 @@ use crate::events::{Event, EventSink, HostCounts, TaskEnd, TaskStatus};
 use crate::facts::SystemFacts;
 use crate::host::Host;
 use crate::inventory::{HostEntry, Inventory};
-use crate::module::{
-    ModuleContext, ModuleError, Outcome, Prefetched, ReadAfter, Status, Templates,
-};
-use crate::plan::{Action, Arg, Closure, Condition, Deferred, Plan, TaskId};
-use crate::script::{with_exec_scope, ExecScope};
+use crate::module::{ModuleContext, ModuleError, Outcome, Prefetched, ReadAfter, Status};
+use crate::plan::{Action, Condition, Plan, TaskId};
 use crate::template::TemplateEngine;
 use crate::transport::{Connector, ExecOutput, TransportError};
+
+mod readahead;
+mod resolve;
+#[cfg(test)]
+mod tests;
+
+use readahead::Follow;
+use resolve::{has_closure, HostTemplates, Prepared, Reads};
 
 #[derive(Debug, Clone)]
 pub struct RunOptions {
@@ -113,70 +121,10 @@ struct HostRt {
 struct TaskRt {
     finished: watch::Sender<usize>,
     reads: Reads,
+    /// Whether the task only checks in this run (--check, or the task's own `check_mode`).
+    checks: bool,
     /// `throttle`: the hosts that may run the task at once.
     throttle: Option<Semaphore>,
-}
-
-/// What a task's templates and condition read beyond the host's own variables: only those are
-/// provided (facts cost a round trip, `hostvars` a copy of every host's variables).
-#[derive(Debug, Clone, Copy, Default)]
-struct Reads {
-    facts: bool,
-    hostvars: bool,
-    groups: bool,
-}
-
-impl Reads {
-    const ALL: Reads = Reads {
-        facts: true,
-        hostvars: true,
-        groups: true,
-    };
-
-    fn of(task: &crate::plan::Task, templates: &TemplateEngine) -> Reads {
-        let mut strings = Vec::new();
-        task.args.strings(&mut strings);
-        if let Some(Condition::Expr(e)) = &task.when {
-            strings.push(e.clone());
-        }
-        // Strings are searched as text: not all of them are templates (assert's `that` is an
-        // expression), and a name that is only mentioned costs at most what it used to.
-        let has = |name: &str| strings.iter().any(|s| s.contains(name));
-        let mut reads = Reads {
-            facts: has("facts"),
-            hostvars: has("hostvars"),
-            groups: has("groups"),
-        };
-        if let Action::Module(m) = &task.action {
-            if m.renders_templates() {
-                // Template files are read only when rendered: their names, when the module can
-                // say which files they are and they name everything they read.
-                let files = task
-                    .args
-                    .as_plain()
-                    .and_then(|a| m.template_files(&a))
-                    .filter(|fs| fs.iter().all(|f| !crate::template::is_template(f)));
-                let names: Option<Vec<_>> = files.and_then(|fs| {
-                    fs.iter()
-                        .map(|f| templates.referenced_names_in_file(f))
-                        .collect()
-                });
-                match names {
-                    Some(names) => {
-                        for n in names.iter().flatten() {
-                            reads.facts |= n == "facts";
-                            reads.hostvars |= n == "hostvars";
-                            reads.groups |= n == "groups";
-                        }
-                    }
-                    None => reads = Reads::ALL,
-                }
-            }
-        }
-        // `hostvars` carries this host's facts too.
-        reads.facts |= reads.hostvars;
-        reads
-    }
 }
 
 struct State {
@@ -291,6 +239,7 @@ pub async fn run_until(
         .map(|t| TaskRt {
             finished: watch::channel(0).0,
             reads: Reads::of(t, &templates),
+            checks: t.checks(opts.check),
             throttle: t.throttle.map(Semaphore::new),
         })
         .collect();
@@ -433,98 +382,6 @@ impl State {
             .clear();
     }
 
-    /// Runs the probe scripts of `tasks` (the host's next tasks, as `next_probes` finds them) in
-    /// one round trip and keeps their outputs for the tasks. Returns how many tasks it considered
-    /// (those after them are not read ahead).
-    async fn probe_ahead(self: &Arc<Self>, host: &str, tasks: &[TaskId], limit: usize) -> usize {
-        let h = &self.hosts[host];
-        if h.dead.load(Ordering::SeqCst) {
-            return 0;
-        }
-        let Ok(conn) = self.connection(host).await else {
-            return 0;
-        };
-        let (batch, considered) = self.next_probes(host, &conn, tasks, limit).await;
-        // One probe alone gains nothing from a batch: its task probes as usual.
-        if batch.len() < 2 {
-            return considered;
-        }
-        let _permit = self
-            .forks
-            .acquire()
-            .await
-            .expect("semaphore is never closed");
-        let scripts: Vec<&str> = batch.iter().map(|(_, s)| s.as_str()).collect();
-        // A batch that fails leaves every task to probe alone, and to report what went wrong.
-        let Ok(outputs) = crate::batch::run(&conn, &scripts).await else {
-            return 0;
-        };
-        let mut pre = h.prefetched.lock().unwrap_or_else(|e| e.into_inner());
-        for ((tid, script), output) in batch.into_iter().zip(outputs) {
-            pre.insert(tid, Prefetched { script, output });
-        }
-        considered
-    }
-
-    /// The probe scripts of `tasks` (the host's next tasks), up to `limit` of them and
-    /// `batch::MAX_SCRIPT_BYTES` in all, with how many tasks they cover. Stops at the first task
-    /// whose probe cannot be known now: a custom task, closures, a task waiting for another (the
-    /// one running, say), a module whose probe is not one script, arguments that do not render
-    /// yet.
-    async fn next_probes(
-        self: &Arc<Self>,
-        host: &str,
-        conn: &Host,
-        tasks: &[TaskId],
-        limit: usize,
-    ) -> (Vec<(TaskId, String)>, usize) {
-        let mut batch: Vec<(TaskId, String)> = Vec::new();
-        let mut bytes = 0;
-        let mut considered = 0;
-        for &tid in tasks {
-            if batch.len() >= limit {
-                break;
-            }
-            let task = &self.plan.tasks[tid];
-            if !self.selected(tid) {
-                considered += 1;
-                continue;
-            }
-            let Action::Module(module) = &task.action else {
-                break;
-            };
-            let finished =
-                |&d: &TaskId| *self.tasks[d].finished.borrow() >= self.plan.tasks[d].hosts.len();
-            if !module.script_probe()
-                || matches!(task.when, Some(Condition::Closure(_)))
-                || has_closure(&task.args)
-                || !task.needs.iter().all(finished)
-            {
-                break;
-            }
-            if self.tasks[tid].reads.facts && self.gather_facts(host, conn).await.is_err() {
-                break;
-            }
-            let script = match self.prepare(tid, host, conn) {
-                Ok(Prepared::Run { args, vars }) => {
-                    let tc = TaskCx::new(self, tid, host, conn, vars);
-                    module.batch_probe_script(&args, &tc.cx())
-                }
-                Ok(Prepared::Skip(_)) => None,
-                Ok(Prepared::Custom(_)) | Err(_) => break,
-            };
-            if let Some(script) = script {
-                bytes += script.len();
-                if bytes > crate::batch::MAX_SCRIPT_BYTES && !batch.is_empty() {
-                    break;
-                }
-                batch.push((tid, script));
-            }
-            considered += 1;
-        }
-        (batch, considered)
-    }
-
     async fn run_handlers(self: &Arc<Self>, phase: usize) {
         let plan = self.plan.clone();
         for &hid in &plan.phases[phase].handlers {
@@ -577,7 +434,7 @@ impl State {
 
     /// Reports a task as skipped on `host` without running it.
     fn skip(&self, tid: TaskId, host: &str, why: &str) {
-        let check = self.plan.tasks[tid].checks(self.opts.check);
+        let check = self.tasks[tid].checks;
         let mut end = self.task_end(tid, host, check);
         self.sink.emit(&Event::TaskStart {
             phase: end.phase.clone(),
@@ -670,28 +527,8 @@ impl State {
         // The run's mode decides whether predictions upstream matter; the task's own mode decides
         // whether this task only checks (`.check_mode(false)` tasks run for real).
         let check_run = self.opts.check;
-        let check = task.checks(check_run);
-        // Wait for the tasks whose results this one reads or that it must run after.
-        let mut upstream_predicted = false;
-        let mut upstream_failure = None;
-        for &d in &task.needs {
-            self.wait_for(d).await;
-            let done = self.done.lock().unwrap_or_else(|e| e.into_inner());
-            for dh in &self.plan.tasks[d].hosts {
-                match done.get(&(d, dh.clone())) {
-                    Some(Done::Predicted) => upstream_predicted = true,
-                    Some(Done::Failed) | Some(Done::NotRun { selected: true }) => {
-                        upstream_failure.get_or_insert_with(|| {
-                            format!(
-                                "depends on '{}' (line {}), which failed or did not run on {dh}",
-                                self.plan.tasks[d].name, self.plan.tasks[d].pos.line
-                            )
-                        });
-                    }
-                    _ => {}
-                }
-            }
-        }
+        let check = self.tasks[tid].checks;
+        let (upstream_predicted, upstream_failure) = self.wait_upstream(tid).await;
         self.sink.emit(&Event::TaskStart {
             phase: phase.clone(),
             task: task.name.clone(),
@@ -717,7 +554,53 @@ impl State {
             Err(_) => Vec::new(),
         };
         let mut end = self.task_end(tid, host, check);
-        let done = match result {
+        let done = self.record(tid, host, result, check_run && upstream_predicted, &mut end);
+        end.duration_ms = started.elapsed().as_millis() as u64;
+        self.end_task(tid, host, end, done);
+        acted.then_some(read_after)
+    }
+
+    /// Waits for the tasks this one reads or must run after. Returns whether any of them only
+    /// predicted a change, and why this task cannot run if one failed or did not run.
+    async fn wait_upstream(&self, tid: TaskId) -> (bool, Option<String>) {
+        let mut upstream_predicted = false;
+        let mut upstream_failure = None;
+        for &d in &self.plan.tasks[tid].needs {
+            self.wait_for(d).await;
+            let done = self.done.lock().unwrap_or_else(|e| e.into_inner());
+            for dh in &self.plan.tasks[d].hosts {
+                match done.get(&(d, dh.clone())) {
+                    Some(Done::Predicted) => upstream_predicted = true,
+                    Some(Done::Failed) | Some(Done::NotRun { selected: true }) => {
+                        upstream_failure.get_or_insert_with(|| {
+                            format!(
+                                "depends on '{}' (line {}), which failed or did not run on {dh}",
+                                self.plan.tasks[d].name, self.plan.tasks[d].pos.line
+                            )
+                        });
+                    }
+                    _ => {}
+                }
+            }
+        }
+        (upstream_predicted, upstream_failure)
+    }
+
+    /// Fills `end` from a task's result on a host and records what later tasks see: its
+    /// registered result, handlers notified, the host failed or predicted to change.
+    /// `after_prediction`: a failure may be due to a change only predicted above (check mode).
+    fn record(
+        &self,
+        tid: TaskId,
+        host: &str,
+        result: Result<Outcome, TaskError>,
+        after_prediction: bool,
+        end: &mut TaskEnd,
+    ) -> Done {
+        let task = &self.plan.tasks[tid];
+        let h = &self.hosts[host];
+        let check = end.check;
+        match result {
             Ok(outcome) => {
                 end.summary = outcome.summary;
                 end.diff = outcome.diff.filter(|_| self.opts.diff);
@@ -775,7 +658,7 @@ impl State {
                 end.msg = Some(format!("depends on a change above: {why}"));
                 Done::Predicted
             }
-            Err(TaskError::Failed(why)) if check_run && upstream_predicted => {
+            Err(TaskError::Failed(why)) if after_prediction => {
                 end.status = TaskStatus::Skipped;
                 end.msg = Some(format!(
                     "depends on a change above; in a real run it might not fail: {why}"
@@ -799,10 +682,7 @@ impl State {
                 h.dead.store(true, Ordering::SeqCst);
                 Done::Failed
             }
-        };
-        end.duration_ms = started.elapsed().as_millis() as u64;
-        self.end_task(tid, host, end, done);
-        acted.then_some(read_after)
+        }
     }
 
     async fn connection(&self, host: &str) -> Result<Host, TaskError> {
@@ -904,301 +784,6 @@ impl State {
         .get()
         .await
     }
-
-    /// Evaluates the condition and the arguments (may call playbook closures: runs on a
-    /// blocking thread then).
-    fn prepare(
-        self: &Arc<Self>,
-        tid: TaskId,
-        host: &str,
-        conn: &Host,
-    ) -> Result<Prepared, TaskError> {
-        let task = &self.plan.tasks[tid];
-        let origin = format!("{} (task '{}')", task.pos, task.name);
-        let vars = self.template_vars(host, self.tasks[tid].reads);
-        let ctx = Value::Object(vars.clone());
-        let scope = || ExecScope {
-            host: host.to_string(),
-            resolve: Box::new({
-                let st = self.clone();
-                let host = host.to_string();
-                move |d: &Deferred| {
-                    st.resolve_deferred(d, &host).map_err(|e| match e {
-                        TaskError::Failed(m) | TaskError::Unreachable(m) => m,
-                        TaskError::DependsOnChange(m) => format!("{DEPENDS_MARK}{m}"),
-                    })
-                }
-            }),
-        };
-        let api = HostApi {
-            host: conn.clone(),
-            check: task.checks(self.opts.check),
-            vars: vars.clone(),
-            rt: tokio::runtime::Handle::try_current().ok(),
-        };
-        let call = |c: &Closure| -> Result<rhai::Dynamic, TaskError> {
-            let script = &self.plan.script;
-            with_exec_scope(scope(), || {
-                let r =
-                    c.0.call::<rhai::Dynamic>(&script.engine, &script.ast, (api.clone(),));
-                match r {
-                    Err(e) if matches!(*e, rhai::EvalAltResult::ErrorFunctionNotFound(..)) => {
-                        c.0.call::<rhai::Dynamic>(&script.engine, &script.ast, ())
-                    }
-                    other => other,
-                }
-            })
-            .map_err(|e| closure_error(&e, &origin))
-        };
-        match &task.when {
-            None => {}
-            Some(Condition::Expr(expr)) => {
-                let v = self
-                    .templates
-                    .eval(expr, &origin, &ctx)
-                    .map_err(|e| self.template_failure(host, e.to_string()))?;
-                if !crate::template::is_truthy(&v) {
-                    return Ok(Prepared::Skip(format!("condition is false: {expr}")));
-                }
-            }
-            Some(Condition::Closure(c)) => {
-                let v = call(c)?;
-                if !v.as_bool().unwrap_or(!v.is_unit()) {
-                    return Ok(Prepared::Skip("condition is false".into()));
-                }
-            }
-        }
-        if let Action::Custom(body) = &task.action {
-            let v = call(body)?;
-            return custom_outcome(v).map(Prepared::Custom);
-        }
-        let unknown_ok =
-            matches!(&task.action, Action::Module(m) if m.predicts_with_unknown_results());
-        let args = self.resolve_arg(&task.args, host, &ctx, &origin, &call, unknown_ok)?;
-        Ok(Prepared::Run { args, vars })
-    }
-
-    fn template_failure(&self, host: &str, msg: String) -> TaskError {
-        if self.opts.check && self.hosts[host].predicted_change.load(Ordering::SeqCst) {
-            TaskError::DependsOnChange(msg)
-        } else {
-            TaskError::Failed(msg)
-        }
-    }
-
-    fn resolve_arg(
-        &self,
-        arg: &Arg,
-        host: &str,
-        ctx: &Value,
-        origin: &str,
-        call: &dyn Fn(&Closure) -> Result<rhai::Dynamic, TaskError>,
-        unknown_ok: bool,
-    ) -> Result<Value, TaskError> {
-        Ok(match arg {
-            Arg::Value(v) => self.render_value(v, host, ctx, origin)?,
-            Arg::Deferred(d) => match self.resolve_deferred(d, host) {
-                // Only predicted: the module predicts without it (Module::PREDICTS_WITH_UNKNOWN_RESULTS).
-                Err(TaskError::DependsOnChange(_)) if unknown_ok => Value::Null,
-                other => other?,
-            },
-            Arg::Closure(c) => {
-                let d = call(c)?;
-                rhai::serde::from_dynamic::<Value>(&d).map_err(|e| {
-                    TaskError::Failed(format!(
-                        "{origin}: a closure returned an unusable value: {e}"
-                    ))
-                })?
-            }
-            Arg::Map(m) => Value::Object(
-                m.iter()
-                    .map(|(k, a)| {
-                        let origin = format!("{origin} arg {k}");
-                        self.resolve_arg(a, host, ctx, &origin, call, unknown_ok)
-                            .map(|v| (k.clone(), v))
-                    })
-                    .collect::<Result<_, _>>()?,
-            ),
-            Arg::List(l) => Value::Array(
-                l.iter()
-                    .map(|a| self.resolve_arg(a, host, ctx, origin, call, unknown_ok))
-                    .collect::<Result<_, _>>()?,
-            ),
-        })
-    }
-
-    fn render_value(
-        &self,
-        v: &Value,
-        host: &str,
-        ctx: &Value,
-        origin: &str,
-    ) -> Result<Value, TaskError> {
-        Ok(match v {
-            Value::String(s) if crate::template::is_template(s) => Value::String(
-                self.templates
-                    .render_str(s, origin, ctx)
-                    .map_err(|e| self.template_failure(host, e.to_string()))?,
-            ),
-            Value::Array(a) => Value::Array(
-                a.iter()
-                    .map(|x| self.render_value(x, host, ctx, origin))
-                    .collect::<Result<_, _>>()?,
-            ),
-            Value::Object(o) => Value::Object(
-                o.iter()
-                    .map(|(k, x)| {
-                        self.render_value(x, host, ctx, origin)
-                            .map(|x| (k.clone(), x))
-                    })
-                    .collect::<Result<_, _>>()?,
-            ),
-            other => other.clone(),
-        })
-    }
-
-    /// Reads a field of an earlier task's result for `host`: the task's result on this host if
-    /// it ran here, else on its only host, else on the host the playbook named.
-    fn resolve_deferred(&self, d: &Deferred, host: &str) -> Result<Value, TaskError> {
-        let src = &self.plan.tasks[d.task];
-        let from = match &d.host {
-            Some(h) => h.clone(),
-            None if src.hosts.iter().any(|h| h == host) => host.to_string(),
-            None if src.hosts.len() == 1 => src.hosts[0].clone(),
-            None => {
-                return Err(TaskError::Failed(format!(
-                    "the result of '{}' is ambiguous here: it ran on {}; pick one with .on_host(\"{}\")",
-                    src.name,
-                    src.hosts.join(", "),
-                    src.hosts.first().map(String::as_str).unwrap_or("HOST")
-                )))
-            }
-        };
-        let done = self
-            .done
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .get(&(d.task, from.clone()))
-            .cloned();
-        let mut value = match done {
-            Some(Done::Ran(v)) => v,
-            Some(Done::Predicted) => {
-                return Err(TaskError::DependsOnChange(format!(
-                    "'{}' on {from} would change, so its result is not known in check mode",
-                    src.name
-                )))
-            }
-            _ => {
-                return Err(TaskError::Failed(format!(
-                    "'{}' has no result on {from} (it failed, was skipped or did not run)",
-                    src.name
-                )))
-            }
-        };
-        for key in &d.path {
-            value = match value.get(key) {
-                Some(v) => v.clone(),
-                None => {
-                    return Err(TaskError::Failed(format!(
-                        "the result of '{}' on {from} has no field '{key}'",
-                        src.name
-                    )))
-                }
-            };
-        }
-        Ok(value)
-    }
-
-    /// The variables templates see on `host`: its variables, facts and registered results,
-    /// results registered on a single other host, and (when read) every host's variables and
-    /// the groups.
-    fn template_vars(&self, host: &str, reads: Reads) -> Map<String, Value> {
-        let h = &self.hosts[host];
-        let mut vars = h.vars.clone();
-        if let Some(f) = h.gathered.get() {
-            vars.insert("facts".into(), f.clone());
-        }
-        vars.extend(h.facts.lock().unwrap_or_else(|e| e.into_inner()).clone());
-        // Extra vars win over everything, facts set while running included (as in Ansible).
-        vars.extend(self.opts.extra_vars.clone());
-        let done = self.done.lock().unwrap_or_else(|e| e.into_inner());
-        for t in &self.plan.tasks {
-            if let (Some(name), [only]) = (&t.register, t.hosts.as_slice()) {
-                if only != host && !vars.contains_key(name) {
-                    if let Some(Done::Ran(v)) = done.get(&(t.id, only.clone())) {
-                        vars.insert(name.clone(), v.clone());
-                    }
-                }
-            }
-        }
-        drop(done);
-        if reads.hostvars {
-            let hostvars: Map<String, Value> = self
-                .inventory
-                .hosts()
-                .map(|e| {
-                    let v = match self.hosts.get(&e.name) {
-                        Some(rt) => {
-                            let mut v = rt.vars.clone();
-                            if let Some(f) = rt.gathered.get() {
-                                v.insert("facts".into(), f.clone());
-                            }
-                            v.extend(rt.facts.lock().unwrap_or_else(|e| e.into_inner()).clone());
-                            v
-                        }
-                        None => self.inventory.host_vars(
-                            &e.name,
-                            &self.plan.defaults,
-                            &self.opts.extra_vars,
-                        ),
-                    };
-                    (e.name.clone(), Value::Object(v))
-                })
-                .collect();
-            vars.insert("hostvars".into(), Value::Object(hostvars));
-        }
-        if reads.groups {
-            let groups: Map<String, Value> = self
-                .inventory
-                .groups()
-                .iter()
-                .map(|(g, hs)| (g.clone(), Value::from(hs.clone())))
-                .collect();
-            vars.insert("groups".into(), Value::Object(groups));
-        }
-        vars
-    }
-}
-
-const DEPENDS_MARK: &str = "\u{1}depends:";
-
-fn has_closure(arg: &Arg) -> bool {
-    match arg {
-        Arg::Closure(_) => true,
-        Arg::Map(m) => m.values().any(has_closure),
-        Arg::List(l) => l.iter().any(has_closure),
-        _ => false,
-    }
-}
-
-fn closure_error(e: &rhai::EvalAltResult, origin: &str) -> TaskError {
-    let text = e.to_string();
-    if let Some(i) = text.find(DEPENDS_MARK) {
-        let rest = &text[i + DEPENDS_MARK.len()..];
-        return TaskError::DependsOnChange(
-            rest.split(" (line ").next().unwrap_or(rest).to_string(),
-        );
-    }
-    TaskError::Failed(format!("{origin}: {text}"))
-}
-
-enum Prepared {
-    Skip(String),
-    Custom(Outcome),
-    Run {
-        args: Value,
-        vars: Map<String, Value>,
-    },
 }
 
 /// What a module's context borrows, for one task on one host.
@@ -1223,7 +808,7 @@ impl<'a> TaskCx<'a> {
     ) -> Self {
         let task = &state.plan.tasks[tid];
         let h = &state.hosts[host];
-        let check = task.checks(state.opts.check);
+        let check = state.tasks[tid].checks;
         TaskCx {
             state,
             host: h,
@@ -1256,220 +841,5 @@ impl<'a> TaskCx<'a> {
             facts: &self.host.facts,
             after_predicted_change: self.after_predicted_change,
         }
-    }
-}
-
-/// The probes of the tasks after the running one on its host, read after its apply in the same
-/// round trip: what they read is the host as that change left it.
-struct Follow<'a> {
-    state: &'a Arc<State>,
-    host: &'a str,
-    tasks: &'a [TaskId],
-    limit: usize,
-    /// The probes handed out, by task, and how many tasks they cover.
-    sent: Mutex<(Vec<(TaskId, String)>, usize)>,
-}
-
-impl<'a> Follow<'a> {
-    fn new(state: &'a Arc<State>, host: &'a str, tasks: &'a [TaskId], limit: usize) -> Self {
-        Follow {
-            state,
-            host,
-            tasks,
-            limit,
-            sent: Mutex::new((Vec::new(), 0)),
-        }
-    }
-
-    /// The probe outputs read after the apply, by task, and how many tasks they cover; nothing
-    /// when they did not all come back.
-    fn take(&self, outputs: Vec<ExecOutput>) -> (Vec<(TaskId, Prefetched)>, usize) {
-        let (sent, considered) =
-            std::mem::take(&mut *self.sent.lock().unwrap_or_else(|e| e.into_inner()));
-        if outputs.len() != sent.len() {
-            return (Vec::new(), 0);
-        }
-        let fresh = sent
-            .into_iter()
-            .zip(outputs)
-            .map(|((tid, script), output)| (tid, Prefetched { script, output }))
-            .collect();
-        (fresh, considered)
-    }
-}
-
-#[async_trait::async_trait]
-impl ReadAfter for Follow<'_> {
-    async fn scripts(&self) -> Vec<String> {
-        let Ok(conn) = self.state.connection(self.host).await else {
-            return Vec::new();
-        };
-        let next = self
-            .state
-            .next_probes(self.host, &conn, self.tasks, self.limit)
-            .await;
-        let scripts = next.0.iter().map(|(_, s)| s.clone()).collect();
-        *self.sent.lock().unwrap_or_else(|e| e.into_inner()) = next;
-        scripts
-    }
-}
-
-struct HostTemplates<'a> {
-    engine: &'a TemplateEngine,
-    ctx: Value,
-    origin: String,
-}
-
-impl Templates for HostTemplates<'_> {
-    fn render_file(&self, path: &str) -> Result<String, ModuleError> {
-        self.engine
-            .render_file(path, &self.ctx)
-            .map_err(|e| ModuleError::Failed(e.to_string()))
-    }
-    fn eval(&self, expr: &str) -> Result<Value, ModuleError> {
-        self.engine
-            .eval(expr, &self.origin, &self.ctx)
-            .map_err(|e| ModuleError::Failed(e.to_string()))
-    }
-}
-
-/// What a custom task returns: "changed", "ok", "skipped", a bool (changed), or a map with
-/// `changed`, `msg` and `result`.
-fn custom_outcome(v: rhai::Dynamic) -> Result<Outcome, TaskError> {
-    // A custom task may run anything on the host, even in check mode.
-    let mut outcome = Outcome {
-        status: Status::Ok,
-        summary: None,
-        diff: None,
-        result: Value::Null,
-        acted: true,
-        read_after: Vec::new(),
-    };
-    if let Some(s) = v.read_lock::<rhai::ImmutableString>() {
-        outcome.status = match s.as_str() {
-            "changed" => Status::Changed,
-            "ok" => Status::Ok,
-            "skipped" => Status::Skipped("skipped by the task".into()),
-            other => {
-                return Err(TaskError::Failed(format!(
-                    "a custom task returns \"changed\", \"ok\", \"skipped\", a bool or a map, not \"{other}\""
-                )))
-            }
-        };
-    } else if let Ok(b) = v.as_bool() {
-        outcome.status = if b { Status::Changed } else { Status::Ok };
-    } else if v.is_unit() {
-    } else if let Some(m) = v.read_lock::<rhai::Map>() {
-        let changed = m
-            .get("changed")
-            .and_then(|c| c.as_bool().ok())
-            .unwrap_or(false);
-        outcome.status = if changed { Status::Changed } else { Status::Ok };
-        outcome.summary = m.get("msg").map(|d| d.to_string());
-        if let Some(r) = m.get("result") {
-            outcome.result =
-                rhai::serde::from_dynamic(r).map_err(|e| TaskError::Failed(e.to_string()))?;
-        }
-    } else {
-        return Err(TaskError::Failed(format!(
-            "a custom task returns \"changed\", \"ok\", \"skipped\", a bool or a map, not {}",
-            v.type_name()
-        )));
-    }
-    Ok(outcome)
-}
-
-/// The host as a custom task's closure sees it: `h.run(cmd)`, `h.read_file(path)`,
-/// `h.write_file(path, content)`, `h.vars`, `h.name`, `h.check`.
-#[derive(Clone)]
-pub struct HostApi {
-    host: Host,
-    check: bool,
-    vars: Map<String, Value>,
-    rt: Option<tokio::runtime::Handle>,
-}
-
-impl HostApi {
-    fn block_on<T>(
-        &self,
-        f: impl std::future::Future<Output = T>,
-    ) -> Result<T, Box<rhai::EvalAltResult>> {
-        match &self.rt {
-            Some(rt) => Ok(rt.block_on(f)),
-            None => Err("no runtime to reach the host".into()),
-        }
-    }
-
-    /// Registers the host API type on a Rhai engine.
-    pub fn register(engine: &mut rhai::Engine) {
-        engine.register_type_with_name::<HostApi>("Host");
-        engine.register_get("name", |h: &mut HostApi| h.host.name.clone());
-        engine.register_get("check", |h: &mut HostApi| h.check);
-        engine.register_get(
-            "facts",
-            |h: &mut HostApi| -> Result<rhai::Dynamic, Box<rhai::EvalAltResult>> {
-                rhai::serde::to_dynamic(h.vars.get("facts").cloned().unwrap_or_default())
-            },
-        );
-        engine.register_get(
-            "vars",
-            |h: &mut HostApi| -> Result<rhai::Dynamic, Box<rhai::EvalAltResult>> {
-                rhai::serde::to_dynamic(&h.vars)
-            },
-        );
-        engine.register_fn(
-            "run",
-            |h: &mut HostApi, cmd: &str| -> Result<rhai::Map, Box<rhai::EvalAltResult>> {
-                let out = h.block_on(h.host.run(cmd))?.map_err(|e| e.to_string())?;
-                let mut m = rhai::Map::new();
-                m.insert("rc".into(), (out.status as i64).into());
-                m.insert(
-                    "stdout".into(),
-                    out.stdout_text().trim_end_matches('\n').to_string().into(),
-                );
-                m.insert(
-                    "stderr".into(),
-                    out.stderr_text().trim_end_matches('\n').to_string().into(),
-                );
-                Ok(m)
-            },
-        );
-        engine.register_fn(
-            "read_file",
-            |h: &mut HostApi, path: &str| -> Result<rhai::Dynamic, Box<rhai::EvalAltResult>> {
-                let data = h
-                    .block_on(crate::remote::read_file(&h.host, path))?
-                    .map_err(|e| e.to_string())?;
-                Ok(match data {
-                    Some(bytes) => String::from_utf8_lossy(&bytes).into_owned().into(),
-                    None => rhai::Dynamic::UNIT,
-                })
-            },
-        );
-        // Returns whether the content differed; in check mode it only compares.
-        engine.register_fn(
-            "write_file",
-            |h: &mut HostApi,
-             path: &str,
-             content: &str|
-             -> Result<bool, Box<rhai::EvalAltResult>> {
-                let old = h
-                    .block_on(crate::remote::read_file(&h.host, path))?
-                    .map_err(|e| e.to_string())?;
-                if old.as_deref() == Some(content.as_bytes()) {
-                    return Ok(false);
-                }
-                if !h.check {
-                    h.block_on(crate::remote::write_file(
-                        &h.host,
-                        path,
-                        content.as_bytes(),
-                        &Default::default(),
-                    ))?
-                    .map_err(|e| e.to_string())?;
-                }
-                Ok(true)
-            },
-        );
     }
 }

@@ -1,0 +1,434 @@
+//! What a task is run with, on one host: which variables its templates read (`Reads`), its
+//! condition, and its arguments resolved (templates rendered with the host's variables, facts and
+//! registered results; earlier tasks' results; playbook closures called through the bridge).
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use serde_json::{Map, Value};
+
+use crate::bridge::{with_exec_scope, DependsOnChange, ExecScope, HostApi, Unresolved};
+use crate::host::Host;
+use crate::module::{ModuleError, Outcome, Status, Templates};
+use crate::plan::{Action, Arg, Closure, Condition, Deferred, TaskId};
+use crate::template::TemplateEngine;
+
+use super::{Done, State, TaskError};
+
+/// What a task's templates and condition read beyond the host's own variables: only those are
+/// provided (facts cost a round trip, `hostvars` a copy of every host's variables).
+#[derive(Debug, Clone, Copy, Default)]
+pub(super) struct Reads {
+    pub(super) facts: bool,
+    pub(super) hostvars: bool,
+    pub(super) groups: bool,
+}
+
+impl Reads {
+    pub(super) const ALL: Reads = Reads {
+        facts: true,
+        hostvars: true,
+        groups: true,
+    };
+
+    pub(super) fn of(task: &crate::plan::Task, templates: &TemplateEngine) -> Reads {
+        let mut strings = Vec::new();
+        task.args.strings(&mut strings);
+        if let Some(Condition::Expr(e)) = &task.when {
+            strings.push(e.clone());
+        }
+        // Strings are searched as text: not all of them are templates (assert's `that` is an
+        // expression), and a name that is only mentioned costs at most what it used to.
+        let has = |name: &str| strings.iter().any(|s| s.contains(name));
+        let mut reads = Reads {
+            facts: has("facts"),
+            hostvars: has("hostvars"),
+            groups: has("groups"),
+        };
+        if let Action::Module(m) = &task.action {
+            if m.renders_templates() {
+                // Template files are read only when rendered: their names, when the module can
+                // say which files they are and they name everything they read.
+                let files = task
+                    .args
+                    .as_plain()
+                    .and_then(|a| m.template_files(&a))
+                    .filter(|fs| fs.iter().all(|f| !crate::template::is_template(f)));
+                let names: Option<Vec<_>> = files.and_then(|fs| {
+                    fs.iter()
+                        .map(|f| templates.referenced_names_in_file(f))
+                        .collect()
+                });
+                match names {
+                    Some(names) => {
+                        for n in names.iter().flatten() {
+                            reads.facts |= n == "facts";
+                            reads.hostvars |= n == "hostvars";
+                            reads.groups |= n == "groups";
+                        }
+                    }
+                    None => reads = Reads::ALL,
+                }
+            }
+        }
+        // `hostvars` carries this host's facts too.
+        reads.facts |= reads.hostvars;
+        reads
+    }
+}
+
+pub(super) fn has_closure(arg: &Arg) -> bool {
+    match arg {
+        Arg::Closure(_) => true,
+        Arg::Map(m) => m.values().any(has_closure),
+        Arg::List(l) => l.iter().any(has_closure),
+        _ => false,
+    }
+}
+
+pub(super) fn closure_error(e: &rhai::EvalAltResult, origin: &str) -> TaskError {
+    match DependsOnChange::in_error(e) {
+        Some(DependsOnChange(why)) => TaskError::DependsOnChange(why),
+        None => TaskError::Failed(format!("{origin}: {e}")),
+    }
+}
+
+pub(super) enum Prepared {
+    Skip(String),
+    Custom(Outcome),
+    Run {
+        args: Value,
+        vars: Map<String, Value>,
+    },
+}
+
+pub(super) struct HostTemplates<'a> {
+    pub(super) engine: &'a TemplateEngine,
+    pub(super) ctx: Value,
+    pub(super) origin: String,
+}
+
+impl Templates for HostTemplates<'_> {
+    fn render_file(&self, path: &str) -> Result<String, ModuleError> {
+        self.engine
+            .render_file(path, &self.ctx)
+            .map_err(|e| ModuleError::Failed(e.to_string()))
+    }
+    fn eval(&self, expr: &str) -> Result<Value, ModuleError> {
+        self.engine
+            .eval(expr, &self.origin, &self.ctx)
+            .map_err(|e| ModuleError::Failed(e.to_string()))
+    }
+}
+
+/// What a custom task returns: "changed", "ok", "skipped", a bool (changed), or a map with
+/// `changed`, `msg` and `result`.
+pub(super) fn custom_outcome(v: rhai::Dynamic) -> Result<Outcome, TaskError> {
+    // A custom task may run anything on the host, even in check mode.
+    let mut outcome = Outcome {
+        status: Status::Ok,
+        summary: None,
+        diff: None,
+        result: Value::Null,
+        acted: true,
+        read_after: Vec::new(),
+    };
+    if let Some(s) = v.read_lock::<rhai::ImmutableString>() {
+        outcome.status = match s.as_str() {
+            "changed" => Status::Changed,
+            "ok" => Status::Ok,
+            "skipped" => Status::Skipped("skipped by the task".into()),
+            other => {
+                return Err(TaskError::Failed(format!(
+                    "a custom task returns \"changed\", \"ok\", \"skipped\", a bool or a map, not \"{other}\""
+                )))
+            }
+        };
+    } else if let Ok(b) = v.as_bool() {
+        outcome.status = if b { Status::Changed } else { Status::Ok };
+    } else if v.is_unit() {
+    } else if let Some(m) = v.read_lock::<rhai::Map>() {
+        let changed = m
+            .get("changed")
+            .and_then(|c| c.as_bool().ok())
+            .unwrap_or(false);
+        outcome.status = if changed { Status::Changed } else { Status::Ok };
+        outcome.summary = m.get("msg").map(|d| d.to_string());
+        if let Some(r) = m.get("result") {
+            outcome.result =
+                rhai::serde::from_dynamic(r).map_err(|e| TaskError::Failed(e.to_string()))?;
+        }
+    } else {
+        return Err(TaskError::Failed(format!(
+            "a custom task returns \"changed\", \"ok\", \"skipped\", a bool or a map, not {}",
+            v.type_name()
+        )));
+    }
+    Ok(outcome)
+}
+
+impl State {
+    /// Evaluates the condition and the arguments (may call playbook closures: runs on a
+    /// blocking thread then).
+    pub(super) fn prepare(
+        self: &Arc<Self>,
+        tid: TaskId,
+        host: &str,
+        conn: &Host,
+    ) -> Result<Prepared, TaskError> {
+        let task = &self.plan.tasks[tid];
+        let origin = format!("{} (task '{}')", task.pos, task.name);
+        let vars = self.template_vars(host, self.tasks[tid].reads);
+        let ctx = Value::Object(vars.clone());
+        let scope = || ExecScope {
+            host: host.to_string(),
+            resolve: Box::new({
+                let st = self.clone();
+                let host = host.to_string();
+                move |d: &Deferred| {
+                    st.resolve_deferred(d, &host).map_err(|e| match e {
+                        TaskError::Failed(m) | TaskError::Unreachable(m) => Unresolved::Failed(m),
+                        TaskError::DependsOnChange(m) => Unresolved::DependsOnChange(m),
+                    })
+                }
+            }),
+        };
+        let api = HostApi {
+            host: conn.clone(),
+            check: self.tasks[tid].checks,
+            vars: vars.clone(),
+            rt: tokio::runtime::Handle::try_current().ok(),
+        };
+        let call = |c: &Closure| -> Result<rhai::Dynamic, TaskError> {
+            let script = &self.plan.script;
+            with_exec_scope(scope(), || {
+                let r =
+                    c.0.call::<rhai::Dynamic>(&script.engine, &script.ast, (api.clone(),));
+                match r {
+                    Err(e) if matches!(*e, rhai::EvalAltResult::ErrorFunctionNotFound(..)) => {
+                        c.0.call::<rhai::Dynamic>(&script.engine, &script.ast, ())
+                    }
+                    other => other,
+                }
+            })
+            .map_err(|e| closure_error(&e, &origin))
+        };
+        match &task.when {
+            None => {}
+            Some(Condition::Expr(expr)) => {
+                let v = self
+                    .templates
+                    .eval(expr, &origin, &ctx)
+                    .map_err(|e| self.template_failure(host, e.to_string()))?;
+                if !crate::template::is_truthy(&v) {
+                    return Ok(Prepared::Skip(format!("condition is false: {expr}")));
+                }
+            }
+            Some(Condition::Closure(c)) => {
+                let v = call(c)?;
+                if !v.as_bool().unwrap_or(!v.is_unit()) {
+                    return Ok(Prepared::Skip("condition is false".into()));
+                }
+            }
+        }
+        if let Action::Custom(body) = &task.action {
+            let v = call(body)?;
+            return custom_outcome(v).map(Prepared::Custom);
+        }
+        let unknown_ok =
+            matches!(&task.action, Action::Module(m) if m.predicts_with_unknown_results());
+        let args = self.resolve_arg(&task.args, host, &ctx, &origin, &call, unknown_ok)?;
+        Ok(Prepared::Run { args, vars })
+    }
+
+    pub(super) fn template_failure(&self, host: &str, msg: String) -> TaskError {
+        if self.opts.check && self.hosts[host].predicted_change.load(Ordering::SeqCst) {
+            TaskError::DependsOnChange(msg)
+        } else {
+            TaskError::Failed(msg)
+        }
+    }
+
+    pub(super) fn resolve_arg(
+        &self,
+        arg: &Arg,
+        host: &str,
+        ctx: &Value,
+        origin: &str,
+        call: &dyn Fn(&Closure) -> Result<rhai::Dynamic, TaskError>,
+        unknown_ok: bool,
+    ) -> Result<Value, TaskError> {
+        Ok(match arg {
+            Arg::Value(v) => self.render_value(v, host, ctx, origin)?,
+            Arg::Deferred(d) => match self.resolve_deferred(d, host) {
+                // Only predicted: the module predicts without it (Module::PREDICTS_WITH_UNKNOWN_RESULTS).
+                Err(TaskError::DependsOnChange(_)) if unknown_ok => Value::Null,
+                other => other?,
+            },
+            Arg::Closure(c) => {
+                let d = call(c)?;
+                rhai::serde::from_dynamic::<Value>(&d).map_err(|e| {
+                    TaskError::Failed(format!(
+                        "{origin}: a closure returned an unusable value: {e}"
+                    ))
+                })?
+            }
+            Arg::Map(m) => Value::Object(
+                m.iter()
+                    .map(|(k, a)| {
+                        let origin = format!("{origin} arg {k}");
+                        self.resolve_arg(a, host, ctx, &origin, call, unknown_ok)
+                            .map(|v| (k.clone(), v))
+                    })
+                    .collect::<Result<_, _>>()?,
+            ),
+            Arg::List(l) => Value::Array(
+                l.iter()
+                    .map(|a| self.resolve_arg(a, host, ctx, origin, call, unknown_ok))
+                    .collect::<Result<_, _>>()?,
+            ),
+        })
+    }
+
+    pub(super) fn render_value(
+        &self,
+        v: &Value,
+        host: &str,
+        ctx: &Value,
+        origin: &str,
+    ) -> Result<Value, TaskError> {
+        Ok(match v {
+            Value::String(s) if crate::template::is_template(s) => Value::String(
+                self.templates
+                    .render_str(s, origin, ctx)
+                    .map_err(|e| self.template_failure(host, e.to_string()))?,
+            ),
+            Value::Array(a) => Value::Array(
+                a.iter()
+                    .map(|x| self.render_value(x, host, ctx, origin))
+                    .collect::<Result<_, _>>()?,
+            ),
+            Value::Object(o) => Value::Object(
+                o.iter()
+                    .map(|(k, x)| {
+                        self.render_value(x, host, ctx, origin)
+                            .map(|x| (k.clone(), x))
+                    })
+                    .collect::<Result<_, _>>()?,
+            ),
+            other => other.clone(),
+        })
+    }
+
+    /// Reads a field of an earlier task's result for `host`: the task's result on this host if
+    /// it ran here, else on its only host, else on the host the playbook named.
+    pub(super) fn resolve_deferred(&self, d: &Deferred, host: &str) -> Result<Value, TaskError> {
+        let src = &self.plan.tasks[d.task];
+        let from = match &d.host {
+            Some(h) => h.clone(),
+            None if src.hosts.iter().any(|h| h == host) => host.to_string(),
+            None if src.hosts.len() == 1 => src.hosts[0].clone(),
+            None => {
+                return Err(TaskError::Failed(format!(
+                    "the result of '{}' is ambiguous here: it ran on {}; pick one with .on_host(\"{}\")",
+                    src.name,
+                    src.hosts.join(", "),
+                    src.hosts.first().map(String::as_str).unwrap_or("HOST")
+                )))
+            }
+        };
+        let done = self
+            .done
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&(d.task, from.clone()))
+            .cloned();
+        let mut value = match done {
+            Some(Done::Ran(v)) => v,
+            Some(Done::Predicted) => {
+                return Err(TaskError::DependsOnChange(format!(
+                    "'{}' on {from} would change, so its result is not known in check mode",
+                    src.name
+                )))
+            }
+            _ => {
+                return Err(TaskError::Failed(format!(
+                    "'{}' has no result on {from} (it failed, was skipped or did not run)",
+                    src.name
+                )))
+            }
+        };
+        for key in &d.path {
+            value = match value.get(key) {
+                Some(v) => v.clone(),
+                None => {
+                    return Err(TaskError::Failed(format!(
+                        "the result of '{}' on {from} has no field '{key}'",
+                        src.name
+                    )))
+                }
+            };
+        }
+        Ok(value)
+    }
+
+    /// The variables templates see on `host`: its variables, facts and registered results,
+    /// results registered on a single other host, and (when read) every host's variables and
+    /// the groups.
+    pub(super) fn template_vars(&self, host: &str, reads: Reads) -> Map<String, Value> {
+        let h = &self.hosts[host];
+        let mut vars = h.vars.clone();
+        if let Some(f) = h.gathered.get() {
+            vars.insert("facts".into(), f.clone());
+        }
+        vars.extend(h.facts.lock().unwrap_or_else(|e| e.into_inner()).clone());
+        // Extra vars win over everything, facts set while running included (as in Ansible).
+        vars.extend(self.opts.extra_vars.clone());
+        let done = self.done.lock().unwrap_or_else(|e| e.into_inner());
+        for t in &self.plan.tasks {
+            if let (Some(name), [only]) = (&t.register, t.hosts.as_slice()) {
+                if only != host && !vars.contains_key(name) {
+                    if let Some(Done::Ran(v)) = done.get(&(t.id, only.clone())) {
+                        vars.insert(name.clone(), v.clone());
+                    }
+                }
+            }
+        }
+        drop(done);
+        if reads.hostvars {
+            let hostvars: Map<String, Value> = self
+                .inventory
+                .hosts()
+                .map(|e| {
+                    let v = match self.hosts.get(&e.name) {
+                        Some(rt) => {
+                            let mut v = rt.vars.clone();
+                            if let Some(f) = rt.gathered.get() {
+                                v.insert("facts".into(), f.clone());
+                            }
+                            v.extend(rt.facts.lock().unwrap_or_else(|e| e.into_inner()).clone());
+                            v
+                        }
+                        None => self.inventory.host_vars(
+                            &e.name,
+                            &self.plan.defaults,
+                            &self.opts.extra_vars,
+                        ),
+                    };
+                    (e.name.clone(), Value::Object(v))
+                })
+                .collect();
+            vars.insert("hostvars".into(), Value::Object(hostvars));
+        }
+        if reads.groups {
+            let groups: Map<String, Value> = self
+                .inventory
+                .groups()
+                .iter()
+                .map(|(g, hs)| (g.clone(), Value::from(hs.clone())))
+                .collect();
+            vars.insert("groups".into(), Value::Object(groups));
+        }
+        vars
+    }
+}

@@ -1,0 +1,357 @@
+//! The scheduler against a transport that records every script it is sent (and runs it with the
+//! local sh, so probes and batches read real output): order, phases, handlers, read-ahead and
+//! check mode, with no module crate and no host.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+
+use async_trait::async_trait;
+use serde::Deserialize;
+use serde_json::Value;
+
+use super::{run, RunOptions};
+use crate::events::Collector;
+use crate::inventory::{HostEntry, Inventory};
+use crate::module::{Applied, Module, ModuleContext, ModuleError, Probe, Registry};
+use crate::plan::Plan;
+use crate::script::{plan, PlanInput};
+use crate::transport::{Connector, ExecOutput, LocalTransport, Transport, TransportError};
+
+type Log = Arc<Mutex<Vec<(String, String)>>>;
+
+struct Recording {
+    host: String,
+    log: Log,
+}
+
+#[async_trait]
+impl Transport for Recording {
+    async fn exec(&self, script: &str, stdin: &[u8]) -> Result<ExecOutput, TransportError> {
+        self.log
+            .lock()
+            .unwrap()
+            .push((self.host.clone(), script.to_string()));
+        LocalTransport.exec(script, stdin).await
+    }
+
+    async fn close(&self) {}
+}
+
+#[derive(Default)]
+struct Fake {
+    log: Log,
+    connects: Mutex<Vec<String>>,
+}
+
+#[async_trait]
+impl Connector for Fake {
+    async fn connect(&self, host: &HostEntry) -> Result<Arc<dyn Transport>, TransportError> {
+        self.connects.lock().unwrap().push(host.name.clone());
+        Ok(Arc::new(Recording {
+            host: host.name.clone(),
+            log: self.log.clone(),
+        }))
+    }
+}
+
+impl Fake {
+    /// The scripts one host was sent, in order.
+    fn scripts(&self, host: &str) -> Vec<String> {
+        let log = self.log.lock().unwrap();
+        log.iter()
+            .filter(|(h, _)| h == host)
+            .map(|(_, s)| s.clone())
+            .collect()
+    }
+}
+
+/// A module made of one probe script and one apply script: the probe prints `present` when
+/// the marker `name` is already there; the apply prints what it would have created.
+struct Mark;
+
+#[derive(Deserialize)]
+struct MarkArgs {
+    name: String,
+    present: bool,
+}
+
+#[async_trait]
+impl Module for Mark {
+    const NAME: &'static str = "mark";
+    const DOC: &'static str = "test module";
+    type Args = MarkArgs;
+    type Plan = String;
+    const SCRIPT_PROBE: bool = true;
+    const SCRIPT_APPLY: bool = true;
+
+    fn probe_script(
+        &self,
+        args: &MarkArgs,
+        _cx: &ModuleContext<'_>,
+    ) -> Result<Option<String>, ModuleError> {
+        let said = if args.present { "present" } else { "absent" };
+        Ok(Some(format!("echo probe-{} {said}", args.name)))
+    }
+
+    async fn decide(
+        &self,
+        args: &MarkArgs,
+        out: Option<ExecOutput>,
+        _cx: &ModuleContext<'_>,
+    ) -> Result<Probe<String>, ModuleError> {
+        let out = out.expect("a probe script ran").stdout_text();
+        Ok(if out.contains("present") {
+            Probe::Unchanged(Value::Null)
+        } else {
+            Probe::change(args.name.clone(), format!("create {}", args.name), None)
+        })
+    }
+
+    fn apply_script(
+        &self,
+        _args: &MarkArgs,
+        plan: &String,
+        _cx: &ModuleContext<'_>,
+    ) -> Result<crate::host::Script, ModuleError> {
+        Ok(crate::host::Script {
+            text: format!("echo apply-{plan}"),
+            stdin: Vec::new(),
+        })
+    }
+
+    async fn applied(
+        &self,
+        _args: &MarkArgs,
+        _plan: String,
+        _out: ExecOutput,
+        _cx: &ModuleContext<'_>,
+    ) -> Result<Applied, ModuleError> {
+        Ok(Applied::changed(Value::Null))
+    }
+}
+
+const INVENTORY: &str = r#"
+[hosts.a]
+connection = "local"
+
+[hosts.b]
+connection = "local"
+"#;
+
+struct Run {
+    fake: Arc<Fake>,
+    recap: super::Recap,
+    events: Arc<Collector>,
+}
+
+impl Run {
+    /// Status and message of each task's end on a host, in order.
+    fn ends(&self, host: &str) -> Vec<(String, String)> {
+        let events = self.events.events.lock().unwrap();
+        events
+            .iter()
+            .filter_map(|e| match e {
+                crate::events::Event::TaskEnd(end) if end.host == host => Some((
+                    format!("{:?}", end.status),
+                    end.msg.clone().unwrap_or_default(),
+                )),
+                _ => None,
+            })
+            .collect()
+    }
+}
+
+async fn run_playbook(playbook: &str, check: bool) -> Run {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("play.rhai");
+    std::fs::write(&file, playbook).unwrap();
+    let inventory = Arc::new(Inventory::parse(INVENTORY, "inventory.toml").unwrap());
+    let mut registry = Registry::new();
+    registry.register(Mark);
+    let sink = Arc::new(Collector::default());
+    let plan: Plan = plan(PlanInput {
+        playbook: &file,
+        inventory: inventory.clone(),
+        registry: &registry,
+        limit: None,
+        extra_vars: Default::default(),
+        sink: sink.clone(),
+    })
+    .unwrap();
+    let fake = Arc::new(Fake::default());
+    let opts = RunOptions {
+        check,
+        ..RunOptions::default()
+    };
+    let recap = run(Arc::new(plan), inventory, fake.clone(), opts, sink.clone()).await;
+    Run {
+        fake,
+        recap,
+        events: sink,
+    }
+}
+
+/// The scripts custom tasks ran (`echo NAME`), in the order a host was sent them.
+fn echoes(scripts: &[String]) -> Vec<String> {
+    scripts
+        .iter()
+        .filter_map(|s| s.strip_prefix("echo "))
+        .map(str::to_string)
+        .collect()
+}
+
+#[tokio::test]
+async fn tasks_run_in_order_phase_by_phase_with_one_connection_per_host() {
+    let r = run_playbook(
+        r#"
+        phase("one", || {
+            on("all", [
+                task("first", |h| { h.run("echo first"); "ok" }),
+                task("second", |h| { h.run("echo second"); "changed" }),
+            ]);
+        });
+        phase("two", || {
+            on("b", task("third", |h| { h.run("echo third"); "ok" }));
+        });
+        "#,
+        false,
+    )
+    .await;
+    assert_eq!(echoes(&r.fake.scripts("a")), ["first", "second"]);
+    assert_eq!(echoes(&r.fake.scripts("b")), ["first", "second", "third"]);
+    // Phase two starts only when phase one has ended on every host.
+    let log = r.fake.log.lock().unwrap();
+    let third = log.iter().position(|(_, s)| s == "echo third").unwrap();
+    assert!(
+        log[..third]
+            .iter()
+            .filter(|(_, s)| s == "echo second")
+            .count()
+            == 2
+    );
+    drop(log);
+    let mut connects = r.fake.connects.lock().unwrap().clone();
+    connects.sort();
+    assert_eq!(connects, ["a", "b"]);
+    let counts: BTreeMap<_, _> = r
+        .recap
+        .hosts
+        .iter()
+        .map(|(h, c)| (h.as_str(), (c.ok, c.changed)))
+        .collect();
+    assert_eq!(counts, BTreeMap::from([("a", (1, 1)), ("b", (2, 1))]));
+}
+
+#[tokio::test]
+async fn handlers_run_once_at_the_end_of_the_phase_on_notified_hosts() {
+    let r = run_playbook(
+        r#"
+        phase("one", || {
+            on("a", task("notifies", |h| { h.run("echo notifies"); "changed" }).notify("h"));
+            on("b", task("quiet", |h| { h.run("echo quiet"); "ok" }).notify("h"));
+            on("all", task("after", |h| { h.run("echo after"); "changed" }).notify("h"));
+            handler("h", task("handler", |h| { h.run("echo handler"); "ok" }));
+        });
+        "#,
+        false,
+    )
+    .await;
+    assert_eq!(
+        echoes(&r.fake.scripts("a")),
+        ["notifies", "after", "handler"]
+    );
+    assert_eq!(echoes(&r.fake.scripts("b")), ["quiet", "after", "handler"]);
+}
+
+#[tokio::test]
+async fn unchanged_probes_are_read_ahead_in_one_round_trip() {
+    let r = run_playbook(
+        r#"
+        on("a", [
+            mark(#{ name: "x", present: true }),
+            mark(#{ name: "y", present: true }),
+            mark(#{ name: "z", present: true }),
+        ]);
+        "#,
+        false,
+    )
+    .await;
+    let scripts = r.fake.scripts("a");
+    assert_eq!(scripts.len(), 1, "one batch: {scripts:?}");
+    for name in ["x", "y", "z"] {
+        assert!(scripts[0].contains(&format!("echo probe-{name} present")));
+    }
+    assert_eq!(r.recap.hosts["a"].round_trips, 1);
+    assert_eq!(r.recap.hosts["a"].ok, 3);
+}
+
+#[tokio::test]
+async fn a_change_carries_the_next_probes_in_its_round_trip() {
+    let r = run_playbook(
+        r#"
+        on("a", [
+            mark(#{ name: "x", present: false }),
+            mark(#{ name: "y", present: true }),
+        ]);
+        "#,
+        false,
+    )
+    .await;
+    let scripts = r.fake.scripts("a");
+    // The batch reads both probes; x's apply then takes y's probe along, read after it.
+    assert_eq!(scripts.len(), 2, "{scripts:?}");
+    let apply = &scripts[1];
+    let (before, after) = apply.split_at(apply.find("echo apply-x").expect("x applied"));
+    assert!(!before.contains("probe-y"));
+    assert!(after.contains("echo probe-y present"));
+    assert_eq!(r.recap.hosts["a"].changed, 1);
+    assert_eq!(r.recap.hosts["a"].ok, 1);
+}
+
+#[tokio::test]
+async fn check_mode_probes_and_never_applies() {
+    let r = run_playbook(
+        r#"
+        on("all", [
+            mark(#{ name: "x", present: false }),
+            mark(#{ name: "y", present: false }),
+        ]);
+        "#,
+        true,
+    )
+    .await;
+    for host in ["a", "b"] {
+        let scripts = r.fake.scripts(host);
+        assert!(scripts.iter().all(|s| !s.contains("apply-")), "{scripts:?}");
+        assert_eq!(r.recap.hosts[host].changed, 2);
+    }
+}
+
+#[tokio::test]
+async fn a_closure_reading_a_predicted_result_depends_on_a_change_above() {
+    let r = run_playbook(
+        r#"
+        fn read(t) { t.changed }
+        let x = on("a", mark(#{ name: "x", present: false }));
+        on("a", task("direct", |h| { h.run("echo " + x.changed); "ok" }));
+        on("a", task("through a function", |h| { h.run("echo " + read(x)); "ok" }));
+        on("a", task("in a condition", |h| { h.run("echo cond"); "ok" }).when(|h| x.changed));
+        "#,
+        true,
+    )
+    .await;
+    let ends = r.ends("a");
+    assert_eq!(ends.len(), 4, "{ends:?}");
+    for (status, msg) in &ends[1..] {
+        assert_eq!(status, "Skipped", "{ends:?}");
+        assert!(msg.starts_with("depends on a change above: "), "{msg}");
+        assert!(!msg.contains('\u{1}') && !msg.contains("(line "), "{msg}");
+    }
+    let scripts = r.fake.scripts("a");
+    assert!(
+        scripts
+            .iter()
+            .all(|s| !s.contains("echo cond") && !s.contains("echo true")),
+        "{scripts:?}"
+    );
+}
