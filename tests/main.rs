@@ -5,6 +5,7 @@ mod support;
 
 mod bad_input;
 mod cli;
+mod el;
 mod ha;
 mod kubeadm;
 mod packages;
