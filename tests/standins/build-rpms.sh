@@ -58,32 +58,10 @@ for version in "$@"; do
     for p in kubelet kubeadm kubectl kube-apiserver kube-controller-manager kube-scheduler kube-vip; do
         sed "s/\"v1\.31\.2\")\$/\"$kube\")/" "$here/$p" >"$work/files/$p"
     done
-    # pkgs.k8s.io's kubelet.service and kubeadm's drop-in, as build-debs.sh has them.
-    cat >"$work/files/kubelet.service" <<'EOF'
-[Unit]
-Description=kubelet: The Kubernetes Node Agent (STAND-IN for tests)
-Documentation=https://kubernetes.io/docs/
-Wants=network-online.target
-After=network-online.target
-
-[Service]
-ExecStart=/usr/bin/kubelet
-Restart=always
-StartLimitInterval=0
-RestartSec=10
-
-[Install]
-WantedBy=multi-user.target
-EOF
-    cat >"$work/files/10-kubeadm.conf" <<'EOF'
-[Service]
-Environment="KUBELET_KUBECONFIG_ARGS=--bootstrap-kubeconfig=/etc/kubernetes/bootstrap-kubelet.conf --kubeconfig=/etc/kubernetes/kubelet.conf"
-Environment="KUBELET_CONFIG_ARGS=--config=/var/lib/kubelet/config.yaml"
-EnvironmentFile=-/var/lib/kubelet/kubeadm-flags.env
-EnvironmentFile=-/etc/sysconfig/kubelet
-ExecStart=
-ExecStart=/usr/bin/kubelet $KUBELET_KUBECONFIG_ARGS $KUBELET_CONFIG_ARGS $KUBELET_KUBEADM_ARGS $KUBELET_EXTRA_ARGS
-EOF
+    # pkgs.k8s.io's kubelet.service and kubeadm's drop-in; an rpm's drop-in reads
+    # /etc/sysconfig/kubelet where a deb's reads /etc/default/kubelet.
+    cp "$here/kubelet.service" "$work/files/kubelet.service"
+    sed 's|/etc/default/kubelet|/etc/sysconfig/kubelet|' "$here/10-kubeadm.conf" >"$work/files/10-kubeadm.conf"
     f=$work/files
     images=/usr/lib/kubelet-standin/images
     rpm kubelet "${version%-*}" "${version#*-}" "$repo" "" "
