@@ -352,3 +352,216 @@ fn el_nodes_and_load_balancer_converge_with_dnf_on_a_rocky_host() {
     );
     assert!(on("s1", "rpm -q etcd || true").contains("not installed"));
 }
+
+/// Light hosts that look like Rocky 9 and run the firewall-cmd STAND-IN
+/// (tests/standins/firewall-cmd: firewalld's permanent and runtime configurations, its outputs
+/// and exit codes; it filters nothing): name, lab host, address. Put back as they were on drop.
+const FIREWALLED: [(&str, &str, &str); 2] =
+    [("m1", "h9", "10.77.0.19"), ("w1", "h10", "10.77.0.20")];
+
+struct RockyLightHosts;
+
+impl Drop for RockyLightHosts {
+    fn drop(&mut self) {
+        for (_, h, _) in FIREWALLED {
+            let _ = lab_sh(&[
+                "exec",
+                h,
+                "sh",
+                "-c",
+                "rm -f /etc/os-release /usr/local/bin/firewall-cmd && \
+                 ln -s ../usr/lib/os-release /etc/os-release && rm -rf /var/lib/firewalld-standin",
+            ]);
+        }
+    }
+}
+
+/// The items (`port 6443/tcp`, `rich-rule ...`) of a host's firewalld configuration (`permanent`
+/// or `runtime`) in `zone`, sorted.
+fn firewall_items(host: &str, which: &str, zone: &str) -> Vec<String> {
+    let text = on(
+        host,
+        &format!("cat /var/lib/firewalld-standin/{which}/{zone} 2>/dev/null || true"),
+    );
+    let mut v: Vec<String> = text.lines().map(str::to_string).collect();
+    v.sort();
+    v
+}
+
+#[test]
+fn el_firewalld_opens_each_roles_ports_where_it_runs() {
+    let test = "el_firewalld_opens_each_roles_ports_where_it_runs";
+    let Some(p) = Project::lab(test) else {
+        return;
+    };
+    if crate::support::lab_hosts().unwrap_or(0) < 10 {
+        lab_skip(test, "needs the lab with 10 light hosts");
+        return;
+    }
+    let _restore = RockyLightHosts;
+    let q = |s: &str| format!("'{}'", s.replace('\'', "'\\''"));
+    for (_, h, _) in FIREWALLED {
+        lab_exec(
+            h,
+            &format!(
+                "set -e; rm -rf /var/lib/firewalld-standin; rm -f /etc/os-release; \
+                 printf %s {os} > /etc/os-release; \
+                 install -m 0755 {dir}/tests/standins/firewall-cmd /usr/local/bin/firewall-cmd; \
+                 firewall-cmd --standin-start",
+                os = q(ROCKY_OS_RELEASE),
+                dir = env!("CARGO_MANIFEST_DIR")
+            ),
+        );
+    }
+    // firewalld was running when this host's ssh port was made permanent: the stand-in needs
+    // it running for --permanent too, as firewall-cmd does.
+    for (_, h, _) in FIREWALLED {
+        on(h, "firewall-cmd --permanent --add-port=22/tcp >/dev/null && firewall-cmd --reload >/dev/null");
+    }
+    // The worker's kubelet port is open until the next reload only: the run must make it
+    // permanent, and leave the runtime alone.
+    on("h10", "firewall-cmd --add-port=10250/tcp >/dev/null");
+    p.file(
+        "inventory.toml",
+        &format!(
+            "[defaults]\nconnection = \"ssh\"\nuser = \"root\"\n\
+             identity_file = \"{LAB_DIR}/keys/id_lab\"\nknown_hosts = \"{LAB_DIR}/known_hosts\"\n\n\
+             [vars]\nvip = \"10.77.0.100\"\nlb_port = 9443\n\n\
+             [hosts.m1]\naddress = \"{}\"\n[hosts.w1]\naddress = \"{}\"\n\n\
+             [groups.masters]\nhosts = [\"m1\"]\n[groups.workers]\nhosts = [\"w1\"]\n\
+             [groups.k8s]\nchildren = [\"masters\", \"workers\"]\n",
+            FIREWALLED[0].2, FIREWALLED[1].2
+        ),
+    );
+    let (ok, out) = sh(&format!(
+        "cp -r {}/playbooks/lib {}/",
+        env!("CARGO_MANIFEST_DIR"),
+        p.path().display()
+    ));
+    assert!(ok, "{out}");
+    p.file(
+        "fw.rhai",
+        "import \"lib/defaults\" as d;\nimport \"lib/el\" as el;\n\
+         d::ha_defaults();\nel::prepare_red_hat(\"stacked\");\n",
+    );
+    let state = || {
+        FIREWALLED
+            .iter()
+            .flat_map(|(_, h, _)| {
+                ["permanent", "runtime"].map(|w| (h.to_string(), w, firewall_items(h, w, "public")))
+            })
+            .collect::<Vec<_>>()
+    };
+
+    let before = state();
+    let check = play(&p, "fw.rhai", &["--check"]);
+    check.assert_code(0);
+    assert_eq!(
+        before,
+        state(),
+        "check mode changed firewalld's configuration"
+    );
+    let predicted = tasks(&check, "changed");
+    let apply = play(&p, "fw.rhai", &[]);
+    apply.assert_code(0);
+    let changed = tasks(&apply, "changed");
+    assert_eq!(predicted, changed);
+    let pairs = |v: &[(&str, &str)]| -> BTreeSet<(String, String)> {
+        v.iter()
+            .map(|(h, t)| (h.to_string(), t.to_string()))
+            .collect()
+    };
+    assert_eq!(
+        changed,
+        pairs(&[
+            ("m1", "firewalld: open what masters serve"),
+            ("m1", "firewalld: open what the pod network's nodes serve"),
+            ("w1", "firewalld: open what the pod network's nodes serve"),
+            ("w1", "firewalld: open what workers serve"),
+        ])
+    );
+    // kubeadm's ports per role, haproxy's, VRRP for keepalived, flannel's VXLAN: permanent and
+    // running, beside what was there.
+    let master: Vec<String> = [
+        "port 10250/tcp",
+        "port 10257/tcp",
+        "port 10259/tcp",
+        "port 22/tcp",
+        "port 2379-2380/tcp",
+        "port 6443/tcp",
+        "port 8472/udp",
+        "port 9443/tcp",
+        "rich-rule rule protocol value=\"vrrp\" accept",
+    ]
+    .map(String::from)
+    .to_vec();
+    let worker: Vec<String> = [
+        "port 10250/tcp",
+        "port 10256/tcp",
+        "port 22/tcp",
+        "port 30000-32767/tcp",
+        "port 8472/udp",
+    ]
+    .map(String::from)
+    .to_vec();
+    for which in ["permanent", "runtime"] {
+        assert_eq!(firewall_items("h9", which, "public"), master, "m1 {which}");
+        assert_eq!(firewall_items("h10", which, "public"), worker, "w1 {which}");
+    }
+    // What is permanent survives a reload.
+    on("h9", "firewall-cmd --reload >/dev/null");
+    assert_eq!(firewall_items("h9", "runtime", "public"), master);
+
+    // Converged.
+    let again = play(&p, "fw.rhai", &[]);
+    again.assert_code(0);
+    assert_eq!(again.total("changed"), 0, "{}", again.stdout);
+    let check2 = play(&p, "fw.rhai", &["--check"]);
+    check2.assert_code(0);
+    assert_eq!(check2.total("changed"), 0, "{}", check2.stdout);
+
+    // Another zone (firewalld_zone): the same ports there.
+    let zoned = play(
+        &p,
+        "fw.rhai",
+        &["-e", "firewalld_zone=internal", "--limit", "m1"],
+    );
+    zoned.assert_code(0);
+    let mut internal = master.clone();
+    internal.retain(|i| i != "port 22/tcp");
+    assert_eq!(firewall_items("h9", "permanent", "internal"), internal);
+    assert_eq!(firewall_items("h9", "runtime", "internal"), internal);
+
+    // firewalld stopped: nothing to do, nothing written.
+    on(
+        "h10",
+        "firewall-cmd --standin-stop && rm -rf /var/lib/firewalld-standin/permanent",
+    );
+    let stopped = play(&p, "fw.rhai", &["--limit", "w1"]);
+    stopped.assert_code(0);
+    assert_eq!(stopped.total("changed"), 0, "{}", stopped.stdout);
+    assert_eq!(
+        firewall_items("h10", "permanent", "public"),
+        Vec::<String>::new()
+    );
+
+    // Not the Red Hat family: skipped, whatever runs there.
+    on(
+        "h9",
+        "rm -f /etc/os-release && ln -s ../usr/lib/os-release /etc/os-release && \
+         rm -rf /var/lib/firewalld-standin && firewall-cmd --standin-start",
+    );
+    let debian = play(&p, "fw.rhai", &["--limit", "m1"]);
+    debian.assert_code(0);
+    assert_eq!(debian.total("changed"), 0, "{}", debian.stdout);
+    assert_eq!(
+        debian.total("skipped") as usize,
+        debian.task_ends().len(),
+        "{}",
+        debian.stdout
+    );
+    assert_eq!(
+        firewall_items("h9", "permanent", "public"),
+        Vec::<String>::new()
+    );
+}
