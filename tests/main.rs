@@ -6,6 +6,7 @@ mod support;
 mod ansible;
 mod bad_input;
 mod cli;
+mod el;
 mod ha;
 mod kubeadm;
 mod packages;

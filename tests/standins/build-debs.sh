@@ -48,36 +48,13 @@ for image in kube-apiserver kube-controller-manager kube-scheduler kube-vip; do
 done
 mkdir -p "$work/kubelet/lib/systemd/system"
 # pkgs.k8s.io's kubelet.service
-cat >"$work/kubelet/lib/systemd/system/kubelet.service" <<'EOF'
-[Unit]
-Description=kubelet: The Kubernetes Node Agent (STAND-IN for tests)
-Documentation=https://kubernetes.io/docs/
-Wants=network-online.target
-After=network-online.target
-
-[Service]
-ExecStart=/usr/bin/kubelet
-Restart=always
-StartLimitInterval=0
-RestartSec=10
-
-[Install]
-WantedBy=multi-user.target
-EOF
+cp "$here/kubelet.service" "$work/kubelet/lib/systemd/system/kubelet.service"
 
 control kubeadm "kubelet (>= 1.30.0), kubectl (>= 1.30.0)" "kubeadm"
 put kubeadm "$here/kubeadm" /usr/bin/kubeadm 0755
 mkdir -p "$work/kubeadm/lib/systemd/system/kubelet.service.d"
 # pkgs.k8s.io's drop-in: the kubelet reads what kubeadm init/join wrote
-cat >"$work/kubeadm/lib/systemd/system/kubelet.service.d/10-kubeadm.conf" <<'EOF'
-[Service]
-Environment="KUBELET_KUBECONFIG_ARGS=--bootstrap-kubeconfig=/etc/kubernetes/bootstrap-kubelet.conf --kubeconfig=/etc/kubernetes/kubelet.conf"
-Environment="KUBELET_CONFIG_ARGS=--config=/var/lib/kubelet/config.yaml"
-EnvironmentFile=-/var/lib/kubelet/kubeadm-flags.env
-EnvironmentFile=-/etc/default/kubelet
-ExecStart=
-ExecStart=/usr/bin/kubelet $KUBELET_KUBECONFIG_ARGS $KUBELET_CONFIG_ARGS $KUBELET_KUBEADM_ARGS $KUBELET_EXTRA_ARGS
-EOF
+cp "$here/10-kubeadm.conf" "$work/kubeadm/lib/systemd/system/kubelet.service.d/10-kubeadm.conf"
 
 control kubectl "" "kubectl"
 put kubectl "$here/kubectl" /usr/bin/kubectl 0755
