@@ -418,7 +418,7 @@ impl Module for Apt {
         out: Option<ExecOutput>,
         cx: &ModuleContext<'_>,
     ) -> Result<Probe<Plan>, ModuleError> {
-        let out = out.ok_or_else(|| ModuleError::Failed("querying packages: no output".into()))?;
+        let out = crate::inspect::probe_output(out, "querying packages")?;
         let report = args.read_report(&out)?;
         let names = args.names();
         let update = args.update_due(&report);

@@ -184,12 +184,14 @@ impl Inspect<'_> {
 
     /// Reads the output a module's `decide` was given (see `engine::Module::probe_script`).
     pub fn read_probe(&self, out: Option<ExecOutput>) -> Result<Current, ModuleError> {
-        self.read(
-            &out.ok_or_else(|| {
-                ModuleError::Failed(format!("inspecting {}: no output", self.path))
-            })?,
-        )
+        self.read(&probe_output(out, &format!("inspecting {}", self.path))?)
     }
+}
+
+/// The output a `SCRIPT_PROBE` module's `decide` was given: its probe script always has one, so
+/// none is an error naming what was being read.
+pub fn probe_output(out: Option<ExecOutput>, what: &str) -> Result<ExecOutput, ModuleError> {
+    out.ok_or_else(|| ModuleError::Failed(format!("{what}: no output")))
 }
 
 /// Shows what changes in a file with --diff, without reading or showing large content.

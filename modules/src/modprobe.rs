@@ -229,9 +229,7 @@ impl Module for Modprobe {
     ) -> Result<Probe<Plan>, ModuleError> {
         let files = persist_files(args);
         let inspects = inspects(&files);
-        let out = out.ok_or_else(|| {
-            ModuleError::Failed(format!("inspecting module {}: no output", args.name))
-        })?;
+        let out = crate::inspect::probe_output(out, &format!("inspecting module {}", args.name))?;
         if !out.success() {
             return Err(ModuleError::Failed(format!(
                 "cannot inspect module {}: {}",

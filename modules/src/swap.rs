@@ -140,7 +140,7 @@ impl Module for Swap {
         cx: &ModuleContext<'_>,
     ) -> Result<Probe<Plan>, ModuleError> {
         let inspect = args.inspect();
-        let out = out.ok_or_else(|| ModuleError::Failed("reading swap state: no output".into()))?;
+        let out = crate::inspect::probe_output(out, "reading swap state")?;
         if !out.success() {
             return Err(ModuleError::Failed(format!(
                 "cannot read swap state: {}",

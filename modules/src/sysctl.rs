@@ -222,8 +222,7 @@ impl Module for Sysctl {
         cx: &ModuleContext<'_>,
     ) -> Result<Probe<Plan>, ModuleError> {
         let inspect = args.inspect();
-        let out = out
-            .ok_or_else(|| ModuleError::Failed(format!("inspecting {}: no output", args.file())))?;
+        let out = crate::inspect::probe_output(out, &format!("inspecting {}", args.file()))?;
         if !out.success() {
             return Err(ModuleError::Failed(format!(
                 "cannot inspect {}: {}",

@@ -581,8 +581,7 @@ impl Module for SystemdUnit {
         let unit = args.unit();
         let files = args.files(cx)?;
         let inspects = inspects(&files);
-        let out =
-            out.ok_or_else(|| ModuleError::Failed(format!("inspecting {unit}: no output")))?;
+        let out = crate::inspect::probe_output(out, &format!("inspecting {unit}"))?;
         if !out.success() {
             return Err(ModuleError::Failed(format!(
                 "cannot inspect {unit}: {}",

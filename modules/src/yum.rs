@@ -349,7 +349,7 @@ impl Module for Yum {
         out: Option<ExecOutput>,
         cx: &ModuleContext<'_>,
     ) -> Result<Probe<Changes>, ModuleError> {
-        let out = out.ok_or_else(|| ModuleError::Failed("querying packages: no output".into()))?;
+        let out = crate::inspect::probe_output(out, "querying packages")?;
         let report = parse_report(&out.stdout_text()).map_err(ModuleError::Failed)?;
         if !out.success() || report.mgr.is_empty() {
             return Err(ModuleError::Failed(format!(
