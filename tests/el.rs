@@ -400,16 +400,23 @@ fn el_firewalld_opens_each_roles_ports_where_it_runs() {
     }
     let _restore = RockyLightHosts;
     let q = |s: &str| format!("'{}'", s.replace('\'', "'\\''"));
+    // Through the lab's shared directory: the checkout may lie where the hosts see something
+    // else (/tmp, /home… are their own).
+    let shared = format!("{LAB_DIR}/shared/firewall-cmd");
+    std::fs::copy(
+        concat!(env!("CARGO_MANIFEST_DIR"), "/tests/standins/firewall-cmd"),
+        &shared,
+    )
+    .unwrap();
     for (_, h, _) in FIREWALLED {
         lab_exec(
             h,
             &format!(
                 "set -e; rm -rf /var/lib/firewalld-standin; rm -f /etc/os-release; \
                  printf %s {os} > /etc/os-release; \
-                 install -m 0755 {dir}/tests/standins/firewall-cmd /usr/local/bin/firewall-cmd; \
+                 install -m 0755 {shared} /usr/local/bin/firewall-cmd; \
                  firewall-cmd --standin-start",
                 os = q(ROCKY_OS_RELEASE),
-                dir = env!("CARGO_MANIFEST_DIR")
             ),
         );
     }
