@@ -13,11 +13,10 @@
 
 use std::collections::BTreeSet;
 use std::path::PathBuf;
-use std::process::Command;
 
 use crate::support::{
-    lab_exec, lab_sh, lab_skip, lab_systemd_hosts, playbook, snapshot_tree, Conn, Output, Project,
-    LAB_DIR,
+    lab_exec, lab_sh, lab_skip, lab_systemd_hosts, playbook, sh, snapshot_tree, Conn, Output,
+    Project, LAB_DIR,
 };
 
 /// The hosts that play Rocky 9 masters (two: keepalived wants a peer): name, lab host, address.
@@ -69,18 +68,6 @@ impl Drop for FreshSystemdHosts {
         }
         let _ = std::fs::remove_dir_all(REPO);
     }
-}
-
-fn sh(script: &str) -> (bool, String) {
-    let out = Command::new("sh").args(["-c", script]).output().unwrap();
-    (
-        out.status.success(),
-        format!(
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        ),
-    )
 }
 
 /// A command's output on a host (it must succeed).

@@ -11,12 +11,11 @@
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use crate::support::{
-    lab_exec, lab_sh, lab_skip, lab_systemd_hosts, playbook, snapshot_tree, Conn, Output, Project,
-    LAB_DIR,
+    lab_exec, lab_sh, lab_skip, lab_systemd_hosts, playbook, sh, snapshot_tree, Conn, Output,
+    Project, LAB_DIR,
 };
 
 const VIP: &str = "10.77.0.100";
@@ -70,18 +69,6 @@ fn lab(args: &[&str]) {
         "lab.sh {args:?}: {}",
         String::from_utf8_lossy(&out.stderr)
     );
-}
-
-fn sh(script: &str) -> (bool, String) {
-    let out = Command::new("sh").args(["-c", script]).output().unwrap();
-    (
-        out.status.success(),
-        format!(
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        ),
-    )
 }
 
 fn address(lab_host: &str) -> String {
@@ -226,7 +213,7 @@ fn start_services_as_their_packages_do(services: &[&str]) {
             .iter()
             .copied()
             .filter(|s| match *s {
-                "haproxy" | "keepalived" => name.starts_with('m'),
+                "haproxy" | "keepalived" => MASTERS.iter().any(|(m, _)| m == name),
                 "containerd" => true,
                 _ => false,
             })

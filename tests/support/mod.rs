@@ -127,6 +127,19 @@ pub fn lab_sh(args: &[&str]) -> std::process::Output {
 }
 
 /// Runs a command inside a lab host's namespaces (no ssh).
+/// Runs `script` with sh on the controller: whether it succeeded, and its stdout then stderr.
+pub fn sh(script: &str) -> (bool, String) {
+    let out = Command::new("sh").args(["-c", script]).output().unwrap();
+    (
+        out.status.success(),
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ),
+    )
+}
+
 pub fn lab_exec(host: &str, script: &str) -> std::process::Output {
     let out = lab_sh(&["exec", host, "sh", "-c", script]);
     assert!(
