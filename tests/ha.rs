@@ -361,6 +361,16 @@ fn cluster_secrets(port: u16) -> Vec<String> {
     v
 }
 
+/// Where a run's time went (seen with --nocapture and on failure): the tasks that took over 5 s.
+fn report_slow_tasks(run: &str, out: &Output) {
+    for e in out.task_ends() {
+        let ms = e["duration_ms"].as_u64().unwrap_or(0);
+        if ms > 5000 {
+            eprintln!("{run}: {} on {} took {ms} ms", e["task"], e["host"]);
+        }
+    }
+}
+
 /// The steps every layout shares; returns the outputs of all runs (for the secrets check).
 fn converge_and_prove(lab: &Lab, file: &str, services: &[&str]) -> Vec<Output> {
     start_services_as_their_packages_do(services);
@@ -383,6 +393,7 @@ fn converge_and_prove(lab: &Lab, file: &str, services: &[&str]) -> Vec<Output> {
 
     // The real run converges and does exactly what check mode said.
     let apply = lab.play(file, &[]);
+    report_slow_tasks("apply", &apply);
     apply.assert_code(0);
     assert_eq!(apply.total("failed"), 0, "{}", apply.stdout);
     let changed = with_status(&apply, |e| e["status"] == "changed");
@@ -399,6 +410,7 @@ fn converge_and_prove(lab: &Lab, file: &str, services: &[&str]) -> Vec<Output> {
 
     // Idempotent, and check mode on converged hosts agrees.
     let again = lab.play(file, &[]);
+    report_slow_tasks("second run", &again);
     again.assert_code(0);
     assert_eq!(again.total("changed"), 0, "second run:\n{}", again.stdout);
     let check2 = lab.play(file, &["--check"]);

@@ -70,11 +70,26 @@ impl Output {
 
     pub fn assert_code(&self, code: i32) -> &Self {
         assert_eq!(
-            self.code, code,
-            "exit code\n--- stdout\n{}\n--- stderr\n{}",
-            self.stdout, self.stderr
+            self.code,
+            code,
+            "exit code\n--- failed tasks\n{}\n--- stderr\n{}\n--- stdout\n{}",
+            self.failures(),
+            self.stderr,
+            self.stdout
         );
         self
+    }
+
+    /// The failed task events and the error events, one per line: a CI log keeps only the head
+    /// of a long message, so the cause goes first.
+    pub fn failures(&self) -> String {
+        self.stdout
+            .lines()
+            .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+            .filter(|e| e["status"] == "failed" || e["event"] == "error")
+            .map(|e| e.to_string())
+            .collect::<Vec<_>>()
+            .join("\n")
     }
 }
 
