@@ -83,25 +83,80 @@ fn dependency_cycle_names_every_task_with_its_line() {
     );
 }
 
+/// Template mistakes are bad input too: found while planning, before the first task runs.
 #[test]
-fn undefined_template_variable_names_the_template_file_and_line() {
+fn undefined_name_in_a_template_file_is_refused_before_any_host_is_touched() {
     let p = project(
         "on(\"all\", file_template(#{ src: \"templates/t.j2\", dest: \"{{ root }}/t\" }));\n",
     );
     p.file("templates/t.j2", "line one\nvalue = {{ missing_var }}\n");
-    let out = p.play("bad.rhai", &[]);
-    // Templates render on the host at run time: the task fails (exit 2) and names the place.
-    out.assert_code(2);
-    let failed: Vec<_> = out
-        .task_ends()
-        .into_iter()
-        .filter(|e| e["status"] == "failed")
-        .collect();
-    assert_eq!(failed.len(), 2);
-    let msg = failed[0]["msg"].as_str().unwrap();
-    assert!(msg.contains("templates/t.j2:2"), "{msg}");
-    assert!(msg.contains("missing_var"), "{msg}");
-    assert!(!p.root("a").join("t").exists());
+    expect_error(
+        &p,
+        &[],
+        &["bad.rhai:2:11", "reads 'missing_var'", "is defined"],
+    );
+}
+
+#[test]
+fn a_mistyped_variable_gets_did_you_mean() {
+    let p =
+        project("on(\"all\", copy(#{ dest: \"{{ root }}/c\", content: \"{{ db_pasword }}\" }));\n");
+    p.file(
+        "inventory.toml",
+        &format!(
+            "{}\n[vars]\ndb_password = \"x\"\n",
+            std::fs::read_to_string(p.path().join("inventory.toml")).unwrap()
+        ),
+    );
+    expect_error(
+        &p,
+        &[],
+        &[
+            "bad.rhai:2:11",
+            "'db_pasword'",
+            "did you mean 'db_password'?",
+        ],
+    );
+}
+
+#[test]
+fn template_syntax_errors_name_the_place() {
+    let p = project("on(\"all\", copy(#{ dest: \"{{ root }}/c\", content: \"{{ root \" }));\n");
+    expect_error(&p, &[], &["bad.rhai:2:11", "an argument", "syntax error"]);
+    let p = project(
+        "on(\"all\", file_template(#{ src: \"templates/t.j2\", dest: \"{{ root }}/t\" }));\n",
+    );
+    p.file("templates/t.j2", "a\n{% if root %}\nb\n");
+    expect_error(&p, &[], &["templates/t.j2", "syntax error"]);
+    let p = project("on(\"all\", shell(#{ cmd: \"true\" }).when(\"root ==\"));\n");
+    expect_error(&p, &[], &["bad.rhai:2:11", "its condition"]);
+}
+
+#[test]
+fn a_missing_template_file_is_refused_before_any_host_is_touched() {
+    let p = project(
+        "on(\"all\", file_template(#{ src: \"templates/none.j2\", dest: \"{{ root }}/t\" }));\n",
+    );
+    expect_error(&p, &[], &["bad.rhai:2:11", "templates/none.j2"]);
+}
+
+/// What a run can provide is not refused: guarded names, registered results, set_fact keys,
+/// extra vars, facts, and names a closure condition may guard.
+#[test]
+fn names_a_run_provides_or_guards_are_accepted() {
+    let p = project(
+        "on(\"all\", shell(#{ cmd: \"echo hi\" }).register(\"out\"));\n\
+         on(\"all\", set_fact(#{ later: \"x\" }));\n\
+         on(\"all\", copy(#{ dest: \"{{ root }}/c\", content: \"{{ out.stdout }} {{ later }} {{ extra }} {{ facts.os_family | default('') }} {{ opt | default('none') }}\" }));\n\
+         on(\"all\", copy(#{ dest: \"{{ root }}/d\", content: \"{{ maybe }}\" }).when(\"maybe is defined\"));\n\
+         on(\"all\", copy(#{ dest: \"{{ root }}/e\", content: \"{{ anything }}\" }).when(|h| false));\n",
+    );
+    let out = p.play("bad.rhai", &["-e", "extra=1"]);
+    out.assert_code(0);
+    let c = std::fs::read_to_string(p.root("a").join("c")).unwrap();
+    assert!(c.starts_with("hi x 1 "), "{c}");
+    assert!(c.ends_with(" none"), "{c}");
+    assert!(!p.root("a").join("d").exists());
 }
 
 #[test]

@@ -22,6 +22,7 @@ pub mod runner;
 pub mod script;
 pub mod secret;
 pub mod template;
+pub mod template_check;
 pub mod transport;
 
 pub use module::{Applied, Change, Module, ModuleContext, ModuleError, Probe, Registry};

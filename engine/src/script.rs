@@ -503,7 +503,15 @@ pub fn plan(input: PlanInput<'_>) -> Result<Plan, PlanError> {
     let defaults = std::mem::take(&mut b.defaults);
     drop(b);
     // Template references to registered results imply dependencies too.
-    imply_register_deps(&mut tasks, &crate::template::TemplateEngine::new(&dir));
+    let templates = crate::template::TemplateEngine::new(&dir);
+    imply_register_deps(&mut tasks, &templates);
+    crate::template_check::check_templates(
+        &tasks,
+        &templates,
+        &input.inventory,
+        &defaults,
+        &input.extra_vars,
+    )?;
     check_notify(&tasks, &phases)?;
     link(&mut tasks, &phases)?;
     // The playbook's own functions win over a library's of the same name.

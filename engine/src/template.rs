@@ -271,6 +271,22 @@ impl TemplateEngine {
         Some(self.without_globals(tmpl.undeclared_variables(false)))
     }
 
+    /// Loads and compiles a template file as rendering would, for checking before a run: its
+    /// source, and the names it reads (None when it includes, imports or extends others).
+    pub fn compile_file(
+        &self,
+        path: &str,
+    ) -> Result<(String, Option<BTreeSet<String>>), TemplateError> {
+        let tmpl = self
+            .env
+            .get_template(path)
+            .map_err(|e| self.error(e, path, None, false, &serde_json::Value::Null))?;
+        Ok((
+            tmpl.source().to_string(),
+            self.referenced_names_in_file(path),
+        ))
+    }
+
     /// Like [`referenced_names`](Self::referenced_names) for a bare expression (a `when:`).
     pub fn referenced_names_in_expr(&self, expr: &str) -> Result<BTreeSet<String>, TemplateError> {
         let env: &Environment<'_> = &self.env;

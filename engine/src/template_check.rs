@@ -1,0 +1,155 @@
+//! Template mistakes found while planning, before any host is touched: a syntax error in an
+//! argument, a condition or a template file, a template file that is not there, and a name that
+//! nothing can define (`db_pasword`). Names are checked against everything a run could provide:
+//! any host's variables, the playbook's defaults, extra vars, registered results, `set_fact` keys
+//! and the run's own names (`facts`, `hostvars`, `groups`). A name used under a guard
+//! (`is defined`, `| default`) may be missing, and a task with a closure condition may guard
+//! anything, so neither is checked.
+
+use std::collections::BTreeSet;
+
+use serde_json::{Map, Value};
+
+use crate::error::{closest, PlanError};
+use crate::inventory::Inventory;
+use crate::plan::{Action, Condition, Task};
+use crate::template::{is_template, TemplateEngine, TemplateError};
+
+/// Names a run provides beside the variables.
+const RUN_NAMES: [&str; 4] = ["facts", "hostvars", "groups", "loop"];
+
+pub fn check_templates(
+    tasks: &[Task],
+    templates: &TemplateEngine,
+    inventory: &Inventory,
+    defaults: &Map<String, Value>,
+    extra_vars: &Map<String, Value>,
+) -> Result<(), PlanError> {
+    let known = known_names(tasks, inventory, defaults, extra_vars);
+    for task in tasks {
+        let Action::Module(module) = &task.action else {
+            continue;
+        };
+        let guards = match &task.when {
+            Some(Condition::Expr(e)) => Some(e.clone()),
+            Some(Condition::Closure(_)) => None,
+            None => Some(String::new()),
+        };
+        let mut reads: Vec<(String, BTreeSet<String>)> = Vec::new();
+        if let Some(Condition::Expr(e)) = &task.when {
+            let names = templates
+                .referenced_names_in_expr(e)
+                .map_err(|err| in_task(task, "its condition", &err))?;
+            reads.push((e.clone(), names));
+        }
+        let mut strings = Vec::new();
+        task.args.strings(&mut strings);
+        for s in strings.into_iter().filter(|s| is_template(s)) {
+            let names = templates
+                .referenced_names(&s)
+                .map_err(|err| in_task(task, "an argument", &err))?;
+            reads.push((s, names));
+        }
+        let files = if module.renders_templates() {
+            task.args
+                .as_plain()
+                .and_then(|a| module.template_files(&a))
+                .unwrap_or_default()
+        } else {
+            Vec::new()
+        };
+        for file in files.iter().filter(|f| !is_template(f)) {
+            let (source, names) = templates
+                .compile_file(file)
+                .map_err(|err| in_task(task, "its template", &err))?;
+            reads.push((source, names.unwrap_or_default()));
+        }
+        let Some(guards) = guards else { continue };
+        for (source, names) in &reads {
+            for name in names {
+                if known.contains(name) || guarded(name, source) || guarded(name, &guards) {
+                    continue;
+                }
+                let candidates = known.iter().map(String::as_str);
+                let hint = closest(name, candidates.filter(|c| !RUN_NAMES.contains(c)))
+                    .map(|c| format!(" (did you mean '{c}'?)"))
+                    .unwrap_or_default();
+                return Err(PlanError::at(
+                    task.pos.clone(),
+                    format!(
+                        "task '{}' reads '{name}', which no host's variables, default, extra var, \
+                         registered result or set_fact defines{hint}; guard it with \
+                         `{name} is defined` or `{name} | default(...)` if it may be missing",
+                        task.name
+                    ),
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
+fn known_names(
+    tasks: &[Task],
+    inventory: &Inventory,
+    defaults: &Map<String, Value>,
+    extra_vars: &Map<String, Value>,
+) -> BTreeSet<String> {
+    let mut known: BTreeSet<String> = RUN_NAMES.iter().map(|s| s.to_string()).collect();
+    known.extend(defaults.keys().cloned());
+    known.extend(extra_vars.keys().cloned());
+    for h in inventory.hosts() {
+        known.extend(
+            inventory
+                .host_vars(&h.name, defaults, extra_vars)
+                .keys()
+                .cloned(),
+        );
+    }
+    for t in tasks {
+        known.extend(t.register.clone());
+        if t.module_name() == "set_fact" {
+            if let crate::plan::Arg::Map(m) = &t.args {
+                known.extend(m.keys().cloned());
+            } else if let Some(Value::Object(m)) = t.args.as_plain() {
+                known.extend(m.keys().cloned());
+            }
+        }
+    }
+    known
+}
+
+/// Whether `source` uses `name` only where it may be missing: `name is defined`,
+/// `name is undefined`, `name | default(...)` (also after attribute access), or `name in ...`
+/// tests on `vars`.
+fn guarded(name: &str, source: &str) -> bool {
+    let pattern = format!(
+        r"\b{}\b(\s*(\.\w+|\[[^\]]*\]))*\s*(is\s+(not\s+)?(defined|undefined|none)\b|\|\s*(default|d)\b)",
+        regex::escape(name)
+    );
+    regex::Regex::new(&pattern)
+        .map(|r| r.is_match(source))
+        .unwrap_or(false)
+}
+
+fn in_task(task: &Task, what: &str, err: &TemplateError) -> PlanError {
+    PlanError::at(
+        task.pos.clone(),
+        format!("task '{}': {what}: {err}", task.name),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::guarded;
+
+    #[test]
+    fn guards_are_recognised() {
+        assert!(guarded("x", "{{ x | default('a') }}"));
+        assert!(guarded("x", "{% if x is defined %}{{ x }}{% endif %}"));
+        assert!(guarded("x", "{{ x.port|d(80) }}"));
+        assert!(guarded("x", "x['a'] is not defined"));
+        assert!(!guarded("x", "{{ x }}"));
+        assert!(!guarded("x", "{{ xy | default(1) }} {{ x }}"));
+    }
+}
