@@ -179,6 +179,27 @@ fn limit_matching_no_host_is_an_error() {
     );
 }
 
+/// A value made on a host --limit excludes cannot be read: said while planning, with the fix.
+#[test]
+fn limit_excluding_the_producer_of_a_read_value_names_the_hosts_to_add() {
+    let p = project(
+        "let tok = on(\"a\", shell(#{ cmd: \"echo t\" }).name(\"read token\"));\n\
+         on(\"b\", copy(#{ dest: \"{{ root }}/t\", content: tok.stdout }).name(\"use token\"));\n",
+    );
+    expect_error(
+        &p,
+        &["--limit", "b"],
+        &[
+            "bad.rhai:3:9",
+            "'use token' reads the result of 'read token', which runs on a, outside --limit",
+            "add a to --limit",
+        ],
+    );
+    let both = p.play("bad.rhai", &["--limit", "a:b"]);
+    both.assert_code(0);
+    assert_eq!(std::fs::read_to_string(p.root("b").join("t")).unwrap(), "t");
+}
+
 #[test]
 fn notify_of_an_unknown_handler_is_an_error() {
     let p = project("on(\"all\", shell(#{ cmd: \"true\" }).notify(\"restart hapoxy\"));\nhandler(\"restart haproxy\", shell(#{ cmd: \"true\" }));\n");

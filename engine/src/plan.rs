@@ -360,3 +360,44 @@ pub fn link(tasks: &mut [Task], phases: &[Phase]) -> Result<(), PlanError> {
     }
     Ok(())
 }
+
+/// With --limit, a task that reads the result of a task whose hosts the limit all excludes could
+/// only fail when it runs ("has no result"): refused while planning, naming the hosts to add.
+pub fn check_limited_producers(
+    tasks: &[Task],
+    inventory: &crate::inventory::Inventory,
+    limit: &BTreeSet<String>,
+) -> Result<(), PlanError> {
+    for t in tasks.iter().filter(|t| !t.hosts.is_empty()) {
+        let mut reads = Vec::new();
+        t.args.deferred(&mut reads);
+        if let Some(Condition::Closure(c)) = &t.when {
+            closure_refs(c, &mut reads);
+        }
+        for p in reads.into_iter().map(|id| &tasks[id]) {
+            if !p.hosts.is_empty() {
+                continue;
+            }
+            let outside: Vec<String> = crate::pattern::select(inventory, &p.target)
+                .unwrap_or_default()
+                .into_iter()
+                .filter(|h| !limit.contains(h))
+                .collect();
+            if outside.is_empty() {
+                continue;
+            }
+            return Err(PlanError::at(
+                t.pos.clone(),
+                format!(
+                    "task '{}' reads the result of '{}', which runs on {}, outside --limit: \
+                     add {} to --limit",
+                    t.name,
+                    p.name,
+                    outside.join(", "),
+                    outside.join(":")
+                ),
+            ));
+        }
+    }
+    Ok(())
+}

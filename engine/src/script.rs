@@ -513,6 +513,9 @@ pub fn plan(input: PlanInput<'_>) -> Result<Plan, PlanError> {
         &input.extra_vars,
     )?;
     check_notify(&tasks, &phases)?;
+    if let Some(limit) = &input.limit {
+        crate::plan::check_limited_producers(&tasks, &input.inventory, limit)?;
+    }
     link(&mut tasks, &phases)?;
     // The playbook's own functions win over a library's of the same name.
     let closure_ast = libraries
