@@ -220,6 +220,29 @@ fn import_outside_the_playbook_directory_is_refused() {
     expect_error(&p, &[], &["bad.rhai:2", "outside the playbook's directory"]);
 }
 
+/// Through a symbolic link as through `..`: imports and templates refuse it alike.
+#[test]
+fn import_through_a_link_out_of_the_playbook_directory_is_refused() {
+    let outside = tempfile::tempdir().unwrap();
+    std::fs::write(outside.path().join("lib.rhai"), "fn f() { 1 }\n").unwrap();
+    let p = project("import \"shared/lib\" as x;\n");
+    std::os::unix::fs::symlink(outside.path(), p.path().join("shared")).unwrap();
+    expect_error(
+        &p,
+        &[],
+        &[
+            "bad.rhai:2",
+            "outside the playbook's directory",
+            "symbolic link",
+        ],
+    );
+    let t =
+        project("on(\"all\", file_template(#{ src: \"shared/t.j2\", dest: \"{{ root }}/t\" }));\n");
+    std::fs::write(outside.path().join("t.j2"), "x\n").unwrap();
+    std::os::unix::fs::symlink(outside.path(), t.path().join("shared")).unwrap();
+    expect_error(&t, &[], &["outside the playbook directory"]);
+}
+
 #[test]
 fn endless_loop_is_stopped() {
     let p = project("loop { }\n");

@@ -412,11 +412,18 @@ impl rhai::ModuleResolver for SandboxResolver {
         let escapes = p.is_absolute()
             || p.components()
                 .any(|c| matches!(c, Component::ParentDir | Component::Prefix(_)));
-        if escapes {
+        let file = self.inner.get_file_path(path, source.map(Path::new));
+        // A symlink may lead out as `..` does; templates refuse the same.
+        let leaves_by_link = match (file.canonicalize(), self.root.canonicalize()) {
+            (Ok(real), Ok(root)) => !real.starts_with(root),
+            _ => false,
+        };
+        if escapes || leaves_by_link {
             return Err(EvalAltResult::ErrorRuntime(
                 format!(
-                    "import \"{path}\" is outside the playbook's directory {}; imports must be relative paths under it",
-                    self.root.display()
+                    "import \"{path}\" is outside the playbook's directory {}; imports must be relative paths under it{}",
+                    self.root.display(),
+                    if leaves_by_link { " (a symbolic link leads out of it)" } else { "" }
                 )
                 .into(),
                 pos,
@@ -425,7 +432,6 @@ impl rhai::ModuleResolver for SandboxResolver {
         }
         let module = self.inner.resolve(engine, source, path, pos)?;
         // The resolver caches the module but not its AST: compile each file once more, once.
-        let file = self.inner.get_file_path(path, source.map(Path::new));
         let mut libraries = self.libraries.lock().unwrap_or_else(|e| e.into_inner());
         if let std::collections::btree_map::Entry::Vacant(slot) = libraries.entry(file) {
             if let Ok(ast) = engine.compile_file(slot.key().clone()) {
