@@ -132,6 +132,29 @@ struct RunArgs {
     /// Seconds one remote command may run.
     #[arg(long, value_name = "SECONDS")]
     timeout: Option<u64>,
+    /// Connect as this user where the inventory names none (as Ansible's -u).
+    #[arg(short = 'u', long = "user", value_name = "USER")]
+    user: Option<String>,
+    /// SSH private key for hosts the inventory gives no identity_file.
+    #[arg(long, value_name = "FILE")]
+    private_key: Option<PathBuf>,
+    /// Run tasks with sudo on hosts the inventory does not set `become` for.
+    #[arg(short = 'b', long = "become")]
+    become_: bool,
+    /// The user `become` switches to where the inventory names none (default root).
+    #[arg(long, value_name = "USER")]
+    become_user: Option<String>,
+}
+
+impl RunArgs {
+    fn connection_settings(&self) -> engine::inventory::CommandLineSettings {
+        engine::inventory::CommandLineSettings {
+            user: self.user.clone(),
+            identity_file: self.private_key.clone(),
+            become_: self.become_,
+            become_user: self.become_user.clone(),
+        }
+    }
 }
 
 fn main() -> ExitCode {
@@ -189,8 +212,13 @@ fn registry() -> Registry {
     r
 }
 
-fn load_inventory(path: &Path) -> Result<Arc<Inventory>, Report> {
-    Inventory::load(path).map(Arc::new).map_err(Report::new)
+fn load_inventory(
+    path: &Path,
+    cli: &engine::inventory::CommandLineSettings,
+) -> Result<Arc<Inventory>, Report> {
+    Inventory::load_with(path, cli)
+        .map(Arc::new)
+        .map_err(Report::new)
 }
 
 fn extra_vars(args: &[String]) -> Result<serde_json::Map<String, serde_json::Value>, Report> {
@@ -203,10 +231,11 @@ fn extra_vars(args: &[String]) -> Result<serde_json::Map<String, serde_json::Val
 
 fn build_plan(
     args: &PlanArgs,
+    cli: &engine::inventory::CommandLineSettings,
     sink: Arc<dyn EventSink>,
     secrets: &Redactor,
 ) -> Result<(Plan, Arc<Inventory>), Report> {
-    let inventory = load_inventory(&args.inventory)?;
+    let inventory = load_inventory(&args.inventory, cli)?;
     for h in inventory.hosts() {
         if let Some(pw) = &h.become_password {
             secrets.add(pw.expose());
@@ -259,7 +288,12 @@ fn real_main(cli: Cli) -> Result<u8, Report> {
                 None
             };
             if args.list_hosts || args.list_tasks || args.syntax_check {
-                let (plan, _) = build_plan(&args.plan, Arc::new(Collector::default()), &secrets)?;
+                let (plan, _) = build_plan(
+                    &args.plan,
+                    &args.connection_settings(),
+                    Arc::new(Collector::default()),
+                    &secrets,
+                )?;
                 if args.syntax_check {
                     println!("playbook: {}", args.plan.playbook.display());
                 }
@@ -268,7 +302,12 @@ fn real_main(cli: Cli) -> Result<u8, Report> {
                 }
                 return Ok(0);
             }
-            let (plan, inventory) = match build_plan(&args.plan, sink.clone(), &secrets) {
+            let (plan, inventory) = match build_plan(
+                &args.plan,
+                &args.connection_settings(),
+                sink.clone(),
+                &secrets,
+            ) {
                 Ok(built) => built,
                 Err(report) => {
                     // Programs reading the events learn why nothing ran, and where.
@@ -305,14 +344,22 @@ fn real_main(cli: Cli) -> Result<u8, Report> {
             Ok(recap.exit_code() as u8)
         }
         Command::Plan(args) => {
-            let (plan, _) =
-                build_plan(&args, Arc::new(Collector::default()), &Redactor::default())?;
+            let (plan, _) = build_plan(
+                &args,
+                &Default::default(),
+                Arc::new(Collector::default()),
+                &Redactor::default(),
+            )?;
             print!("{}", describe_plan(&plan));
             Ok(0)
         }
         Command::Graph(args) => {
-            let (plan, _) =
-                build_plan(&args, Arc::new(Collector::default()), &Redactor::default())?;
+            let (plan, _) = build_plan(
+                &args,
+                &Default::default(),
+                Arc::new(Collector::default()),
+                &Redactor::default(),
+            )?;
             print!("{}", plan.to_dot());
             Ok(0)
         }
@@ -333,7 +380,7 @@ fn real_main(cli: Cli) -> Result<u8, Report> {
             extra_vars: extra,
             ..
         } => {
-            let inv = load_inventory(&inventory)?;
+            let inv = load_inventory(&inventory, &Default::default())?;
             let extra = extra_vars(&extra)?;
             print!("{}", describe_inventory(&inv, host.as_deref(), &extra)?);
             Ok(0)

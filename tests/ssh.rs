@@ -1089,6 +1089,58 @@ on("all", assert(#{ that: ["who.stdout == 'root'"] }).name("is root"));
     assert!(!on_host("h1", &dest_wrong).exists());
 }
 
+/// `-u`, `--private-key`, `-b` and `--become-user` fill in what the inventory leaves unset, and
+/// the inventory's own settings win, as in Ansible.
+#[test]
+fn command_line_user_key_and_become_apply_where_the_inventory_is_silent() {
+    let Some(p) =
+        Project::lab("command_line_user_key_and_become_apply_where_the_inventory_is_silent")
+    else {
+        return;
+    };
+    p.file(
+        "who.rhai",
+        "on(\"all\", command(#{ argv: [\"id\", \"-un\"], changed_when: false }).register(\"who\").name(\"who\"));\n\
+         on(\"all\", assert(#{ that: [\"who.stdout == expected\"] }).name(\"as expected\"));\n",
+    );
+    let bare = format!(
+        "[defaults]\nconnection = \"ssh\"\nknown_hosts = \"{LAB_DIR}/known_hosts\"\n\n[hosts.h1]\naddress = \"{}\"\n",
+        address("h1")
+    );
+    let key = format!("{LAB_DIR}/keys/id_lab");
+    let runs_as = |inventory: &str, expected: &str, args: &[&str]| {
+        p.file("inventory.toml", inventory);
+        let expect = format!("expected={expected}");
+        let mut all = vec!["-e", &expect];
+        all.extend_from_slice(args);
+        p.play("who.rhai", &all).assert_code(0);
+    };
+    runs_as(&bare, "deploy", &["-u", "deploy", "--private-key", &key]);
+    runs_as(
+        &bare,
+        "deploy",
+        &[
+            "-u",
+            "root",
+            "--private-key",
+            &key,
+            "-b",
+            "--become-user",
+            "deploy",
+        ],
+    );
+    let with_user = bare.replace(
+        "[defaults]\n",
+        &format!("[defaults]\nuser = \"root\"\nidentity_file = \"{key}\"\n"),
+    );
+    // The inventory's user and key win over -u and --private-key.
+    runs_as(
+        &with_user,
+        "root",
+        &["-u", "deploy", "--private-key", "/nonexistent"],
+    );
+}
+
 // ---------------------------------------------------------------------------------------------
 // 6. Ctrl-C.
 

@@ -72,6 +72,17 @@ impl HostEntry {
     }
 }
 
+/// Connection settings given on the command line (`-u`, `--private-key`, `-b`, `--become-user`).
+/// As in Ansible, the inventory's own settings win: these fill in what it leaves unset.
+#[derive(Debug, Clone, Default)]
+pub struct CommandLineSettings {
+    pub user: Option<String>,
+    /// As given: relative to the working directory, not to the inventory.
+    pub identity_file: Option<PathBuf>,
+    pub become_: bool,
+    pub become_user: Option<String>,
+}
+
 /// Where a resolved variable came from (see [`Inventory::host_vars`] for the precedence).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum VarSource {
@@ -470,8 +481,14 @@ impl Inventory {
     /// Reads and parses the inventory at `path`: TOML, or Ansible's INI or YAML (with the
     /// `group_vars/` and `host_vars/` beside it), which is turned into TOML first.
     pub fn load(path: &Path) -> Result<Inventory, InventoryError> {
+        Inventory::load_with(path, &CommandLineSettings::default())
+    }
+
+    /// Like [`load`](Self::load), with connection settings from the command line filling in what
+    /// the inventory leaves unset.
+    pub fn load_with(path: &Path, cli: &CommandLineSettings) -> Result<Inventory, InventoryError> {
         let text = Inventory::load_toml(path)?;
-        Inventory::parse(&text, &path.display().to_string())
+        Inventory::parse_with(&text, &path.display().to_string(), cli)
     }
 
     /// The inventory at `path` as TOML text: as it is, or converted from Ansible's INI or YAML.
@@ -498,6 +515,14 @@ impl Inventory {
 
     /// Parses inventory text; `file_name` is used in errors and as the base for relative paths.
     pub fn parse(source: &str, file_name: &str) -> Result<Inventory, InventoryError> {
+        Inventory::parse_with(source, file_name, &CommandLineSettings::default())
+    }
+
+    fn parse_with(
+        source: &str,
+        file_name: &str,
+        cli: &CommandLineSettings,
+    ) -> Result<Inventory, InventoryError> {
         let src = Source {
             file: file_name.to_string(),
             text: source,
@@ -558,22 +583,27 @@ impl Inventory {
                     .map(Spanned::into_inner)
                     .unwrap_or_else(|| name_s.clone()),
                 port: h.port.or(defaults.port).unwrap_or(22),
-                user: h.user.or_else(|| defaults.user.clone()),
+                user: h
+                    .user
+                    .or_else(|| defaults.user.clone())
+                    .or_else(|| cli.user.clone()),
                 connection,
                 identity_file: h
                     .identity_file
                     .as_deref()
                     .or(defaults.identity_file.as_deref())
-                    .map(resolve),
+                    .map(resolve)
+                    .or_else(|| cli.identity_file.clone()),
                 known_hosts: h
                     .known_hosts
                     .as_deref()
                     .or(defaults.known_hosts.as_deref())
                     .map(resolve),
-                become_: h.become_.or(defaults.become_).unwrap_or(false),
+                become_: h.become_.or(defaults.become_).unwrap_or(cli.become_),
                 become_user: h
                     .become_user
                     .or_else(|| defaults.become_user.clone())
+                    .or_else(|| cli.become_user.clone())
                     .unwrap_or_else(|| "root".to_string()),
                 become_password,
                 name: name_s.clone(),
