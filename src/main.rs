@@ -108,6 +108,12 @@ struct RunArgs {
     /// stop (nothing is run).
     #[arg(long)]
     syntax_check: bool,
+    /// List every phase's tags, and stop (nothing is run).
+    #[arg(long)]
+    list_tags: bool,
+    /// Start at the first task of this name: the tasks declared before it do not run.
+    #[arg(long, value_name = "TASK NAME")]
+    start_at_task: Option<String>,
     /// Only tasks with one of these tags (comma separated).
     #[arg(long, value_delimiter = ',')]
     tags: Vec<String>,
@@ -287,7 +293,7 @@ fn real_main(cli: Cli) -> Result<u8, Report> {
             } else {
                 None
             };
-            if args.list_hosts || args.list_tasks || args.syntax_check {
+            if args.list_hosts || args.list_tasks || args.list_tags || args.syntax_check {
                 let (plan, _) = build_plan(
                     &args.plan,
                     &args.connection_settings(),
@@ -297,8 +303,11 @@ fn real_main(cli: Cli) -> Result<u8, Report> {
                 if args.syntax_check {
                     println!("playbook: {}", args.plan.playbook.display());
                 }
-                if args.list_hosts || args.list_tasks {
-                    print!("{}", list_plan(&plan, args.list_hosts, args.list_tasks));
+                if args.list_hosts || args.list_tasks || args.list_tags {
+                    print!(
+                        "{}",
+                        list_plan(&plan, args.list_hosts, args.list_tasks, args.list_tags)
+                    );
                 }
                 return Ok(0);
             }
@@ -315,12 +324,17 @@ fn real_main(cli: Cli) -> Result<u8, Report> {
                     return Err(report);
                 }
             };
+            let start_at = match &args.start_at_task {
+                None => None,
+                Some(name) => Some(start_task(&plan, name)?),
+            };
             let opts = RunOptions {
                 check: args.check,
                 diff: args.diff,
                 forks: args.forks as usize,
                 tags: args.tags,
                 skip_tags: args.skip_tags,
+                start_at,
                 extra_vars: extra_vars(&args.plan.extra_vars)?,
                 become_password,
                 secrets,
@@ -479,7 +493,22 @@ fn ask_become_pass() -> Result<engine::secret::Secret, Report> {
 
 /// Ansible's `--list-hosts` / `--list-tasks`: per phase, the hosts its tasks run on and the tasks
 /// with their tags.
-fn list_plan(plan: &Plan, hosts: bool, tasks: bool) -> String {
+/// The first task (not a handler) named `name`, for --start-at-task.
+fn start_task(plan: &Plan, name: &str) -> Result<engine::plan::TaskId, Report> {
+    let tasks = || plan.tasks.iter().filter(|t| !t.is_handler);
+    if let Some(t) = tasks().find(|t| t.name == name) {
+        return Ok(t.id);
+    }
+    let hint = engine::error::closest(name, tasks().map(|t| t.name.as_str()))
+        .map(|c| format!(" (did you mean '{c}'?)"))
+        .unwrap_or_default();
+    Err(miette::miette!(
+        "--start-at-task: no task is named '{name}' in {}{hint}",
+        plan.file
+    ))
+}
+
+fn list_plan(plan: &Plan, hosts: bool, tasks: bool, tags: bool) -> String {
     let mut out = format!("playbook: {}\n", plan.file);
     for phase in &plan.phases {
         out.push_str(&format!("\n  phase {}\n", phase.name));
@@ -507,6 +536,15 @@ fn list_plan(plan: &Plan, hosts: bool, tasks: bool) -> String {
                     t.tags.join(", ")
                 ));
             }
+        }
+        if tags {
+            let all: BTreeSet<&str> = phase
+                .tasks
+                .iter()
+                .flat_map(|&id| plan.task(id).tags.iter().map(String::as_str))
+                .collect();
+            let all: Vec<&str> = all.into_iter().collect();
+            out.push_str(&format!("    TASK TAGS: [{}]\n", all.join(", ")));
         }
     }
     out

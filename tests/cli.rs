@@ -386,6 +386,14 @@ fn listing_flags_and_the_default_inventory_run_nothing() {
             out.stdout
         );
     }
+    let tags = p.run(&["run", "site.rhai", "-i", "inventory.toml", "--list-tags"]);
+    tags.assert_code(0);
+    assert!(
+        tags.stdout
+            .contains("phase prepare\n    TASK TAGS: [files]\n\n  phase use\n    TASK TAGS: []\n"),
+        "{}",
+        tags.stdout
+    );
     let syntax = p.run(&["run", "site.rhai", "-i", "inventory.toml", "--syntax-check"]);
     syntax.assert_code(0);
     assert_eq!(syntax.stdout, "playbook: site.rhai\n");
@@ -465,4 +473,43 @@ fn every_module_is_documented_and_listed_in_the_readme() {
     ] {
         assert!(rhai.stdout.contains(needle), "{needle} in doc rhai");
     }
+}
+
+/// --start-at-task skips what is declared before the named task, and names a mistyped one.
+#[test]
+fn start_at_task_runs_from_the_named_task_on() {
+    let p = project();
+    for h in ["a", "b", "c"] {
+        p.mkroot(h);
+    }
+    let out = p.play("site.rhai", &["--start-at-task", "say hi"]);
+    out.assert_code(0);
+    assert!(!p.root("a").join("x").exists(), "'write x' came before");
+    assert_eq!(
+        std::fs::read_to_string(p.root("c").join("hi")).unwrap(),
+        "hi"
+    );
+    assert_eq!(
+        out.tasks_where(|e| e["status"] == "changed"),
+        [
+            ("a".to_string(), "react".to_string()),
+            ("a".to_string(), "say hi".to_string()),
+            ("c".to_string(), "write hi".to_string())
+        ]
+    );
+    let bad = p.run(&[
+        "run",
+        "site.rhai",
+        "-i",
+        "inventory.toml",
+        "--start-at-task",
+        "sya hi",
+    ]);
+    bad.assert_code(1);
+    assert!(
+        bad.stderr.contains("no task is named 'sya hi'")
+            && bad.stderr.contains("did you mean 'say hi'?"),
+        "{}",
+        bad.stderr
+    );
 }

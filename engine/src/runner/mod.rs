@@ -37,6 +37,8 @@ pub struct RunOptions {
     pub forks: usize,
     pub tags: Vec<String>,
     pub skip_tags: Vec<String>,
+    /// `--start-at-task`: tasks declared before this one are not run (handlers still are).
+    pub start_at: Option<TaskId>,
     pub extra_vars: Map<String, Value>,
     /// The sudo password given at the prompt (--ask-become-pass); wins over the inventory's.
     pub become_password: Option<crate::secret::Secret>,
@@ -52,6 +54,7 @@ impl Default for RunOptions {
             forks: 50,
             tags: vec![],
             skip_tags: vec![],
+            start_at: None,
             extra_vars: Map::new(),
             become_password: None,
             secrets: Arc::default(),
@@ -483,6 +486,9 @@ impl State {
     fn selected(&self, tid: TaskId) -> bool {
         let t = &self.plan.tasks[tid];
         if t.tags.iter().any(|g| self.opts.skip_tags.contains(g)) {
+            return false;
+        }
+        if self.opts.start_at.is_some_and(|s| tid < s && !t.is_handler) {
             return false;
         }
         self.opts.tags.is_empty()
