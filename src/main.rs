@@ -19,7 +19,8 @@ use miette::Report;
 /// Exit codes, as documented in the README.
 const EXIT_BAD_INPUT: u8 = 1;
 const EXIT_CODES: &str = "Exit codes: 0 all ok; 1 bad input (command line, inventory, playbook, \
-templates), nothing was run; 2 a task failed; 3 a host was unreachable; 130 interrupted.";
+templates), nothing was run; 2 a task failed; 3 a host was unreachable; 130 interrupted (Ctrl-C); \
+143 stopped by SIGTERM.";
 
 #[derive(Parser)]
 #[command(
@@ -344,8 +345,23 @@ fn real_main(cli: Cli) -> Result<u8, Report> {
                 command_timeout: args.timeout.map(std::time::Duration::from_secs),
             };
             let rt = tokio::runtime::Runtime::new().map_err(|e| miette::miette!("{e}"))?;
-            let interrupt = async {
-                let _ = tokio::signal::ctrl_c().await;
+            // SIGTERM (a service manager, `timeout`, CI) stops a run as Ctrl-C does, with the
+            // recap; the exit code tells which it was (128 + the signal).
+            let terminated = Arc::new(std::sync::atomic::AtomicBool::new(false));
+            let interrupt = {
+                let terminated = terminated.clone();
+                async move {
+                    use tokio::signal::unix::{signal, SignalKind};
+                    match signal(SignalKind::terminate()) {
+                        Ok(mut term) => tokio::select! {
+                            _ = tokio::signal::ctrl_c() => {}
+                            _ = term.recv() => terminated.store(true, std::sync::atomic::Ordering::SeqCst),
+                        },
+                        Err(_) => {
+                            let _ = tokio::signal::ctrl_c().await;
+                        }
+                    }
+                }
             };
             let recap = rt.block_on(engine::runner::run_until(
                 Arc::new(plan),
@@ -355,6 +371,9 @@ fn real_main(cli: Cli) -> Result<u8, Report> {
                 sink,
                 interrupt,
             ));
+            if recap.interrupted && terminated.load(std::sync::atomic::Ordering::SeqCst) {
+                return Ok(143);
+            }
             Ok(recap.exit_code() as u8)
         }
         Command::Plan(args) => {

@@ -1222,6 +1222,11 @@ impl Drop for RemoteSleeps {
 /// `strict` they must be gone while the remote commands still run; otherwise the remote commands
 /// (which outlive the run: the mux protocol cannot signal them) are ended first.
 fn interrupt_a_run(p: &Project, strict: bool) {
+    stop_a_run(p, strict, "-INT", 130);
+}
+
+/// Like [`interrupt_a_run`], by `signal` (a `kill` option), expecting exit code `code`.
+fn stop_a_run(p: &Project, strict: bool, signal: &str, code: i32) {
     let mut sleeps = RemoteSleeps(Vec::new());
     let mut run = Background::spawn(
         p.path(),
@@ -1247,14 +1252,14 @@ fn interrupt_a_run(p: &Project, strict: bool) {
     assert_eq!(masters.len(), 3, "one ssh master per host: {masters:?}");
     sleeps.0 = masters.clone();
     let kill = Command::new("kill")
-        .args(["-INT", &run.child.id().to_string()])
+        .args([signal, &run.child.id().to_string()])
         .status()
         .unwrap();
     assert!(kill.success());
     let (out, took) = run.finish(Duration::from_secs(20));
     // Well before the 30 s the remote commands would take, even on a loaded machine.
     assert!(took < Duration::from_secs(15), "took {took:?} to stop");
-    out.assert_code(130);
+    out.assert_code(code);
     let recap = out.recap();
     assert_eq!(recap["interrupted"], true, "{recap}");
     let events = out.events();
@@ -1306,6 +1311,15 @@ fn ctrl_c_stops_the_run_within_seconds() {
         return;
     };
     interrupt_a_run(&p, false);
+}
+
+/// SIGTERM (a service manager, `timeout`) stops a run as Ctrl-C does, recap included; exit 143.
+#[test]
+fn sigterm_stops_the_run_like_ctrl_c() {
+    let Some((p, _clean)) = interrupt_project("sigterm_stops_the_run_like_ctrl_c") else {
+        return;
+    };
+    stop_a_run(&p, false, "-TERM", 143);
 }
 
 /// The same, but no ssh process may be left while the interrupted remote commands still run.
