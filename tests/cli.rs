@@ -513,3 +513,84 @@ fn start_at_task_runs_from_the_named_task_on() {
         bad.stderr
     );
 }
+
+/// docs/EVENTS.md documents every field of every JSON event a run prints (changes, a failure, a
+/// skip, `print`, `--diff`, and a bad input's `error`), and every event has its timestamp.
+#[test]
+fn every_json_event_field_is_documented() {
+    let doc =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/docs/EVENTS.md")).unwrap();
+    let section = |event: &str| -> String {
+        let start = doc
+            .find(&format!("## `{event}`"))
+            .unwrap_or_else(|| panic!("docs/EVENTS.md has no section for `{event}`"));
+        let rest = &doc[start + 3..];
+        rest[..rest.find("\n## ").unwrap_or(rest.len())].to_string()
+    };
+    let p = project();
+    for h in ["a", "b", "c"] {
+        p.mkroot(h);
+    }
+    p.file(
+        "events.rhai",
+        r#"
+print("planning");
+on("web", copy(#{ dest: "{{ root }}/x", content: "x\n" }).name("write x"));
+on("a", shell(#{ cmd: "exit 3" }).name("fails").ignore_errors(true));
+on("b", shell(#{ cmd: "true" }).name("skipped").when("false"));
+on("c", shell(#{ cmd: "false" }).name("fails for real"));
+"#,
+    );
+    let run = p.play("events.rhai", &["--diff"]);
+    run.assert_code(2);
+    p.file("broken.rhai", "let x = ;\n");
+    let bad = p.play("broken.rhai", &[]);
+    bad.assert_code(1);
+    let mut seen = std::collections::BTreeSet::new();
+    for e in run.events().into_iter().chain(bad.events()) {
+        let obj = e.as_object().unwrap();
+        let kind = obj["event"].as_str().unwrap().to_string();
+        let ts = obj["ts"].as_str().unwrap_or_else(|| panic!("no ts: {e}"));
+        assert!(
+            ts.len() == 24 && ts.ends_with('Z') && ts.as_bytes()[10] == b'T',
+            "{ts}"
+        );
+        let text = section(&kind);
+        for (field, value) in obj {
+            if field == "event" || field == "ts" {
+                continue;
+            }
+            assert!(
+                text.contains(&format!("`{field}`")),
+                "docs/EVENTS.md does not document `{field}` of `{kind}`"
+            );
+            if let Some(inner) = value.as_object().filter(|_| field == "diff") {
+                for k in inner.keys() {
+                    assert!(text.contains(&format!("`{k}`")), "diff field `{k}`");
+                }
+            }
+            seen.insert(format!("{kind}.{field}"));
+        }
+    }
+    for must in [
+        "run_start.schema",
+        "task_end.diff",
+        "task_end.msg",
+        "task_end.summary",
+        "print.text",
+        "recap.hosts",
+        "error.schema",
+        "error.line",
+    ] {
+        assert!(seen.contains(must), "the run printed no {must}: {seen:?}");
+    }
+    let diff = run
+        .task_ends()
+        .into_iter()
+        .find(|e| e["task"] == "write x")
+        .unwrap();
+    assert!(
+        diff["diff"]["unified"].as_str().unwrap().contains("+x"),
+        "{diff}"
+    );
+}

@@ -1,14 +1,26 @@
 //! File changes as the user sees them with --diff.
 
-use serde::Serialize;
+use serde::ser::{Serialize, SerializeStruct, Serializer};
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FileDiff {
     pub path: String,
     /// None when the file does not exist yet.
     pub before: Option<String>,
     /// None when the file is removed.
     pub after: Option<String>,
+}
+
+/// In JSON events: the two sides, and the unified diff a program would otherwise have to make.
+impl Serialize for FileDiff {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let mut s = serializer.serialize_struct("FileDiff", 4)?;
+        s.serialize_field("path", &self.path)?;
+        s.serialize_field("before", &self.before)?;
+        s.serialize_field("after", &self.after)?;
+        s.serialize_field("unified", &self.unified())?;
+        s.end()
+    }
 }
 
 impl FileDiff {

@@ -16,14 +16,54 @@ pub struct JsonReporter {
     out: Mutex<()>,
 }
 
+/// The version of the JSON events' shape (docs/EVENTS.md), in every `run_start` and `error`
+/// event: raised when a field changes meaning or goes away, not when one is added.
+pub const EVENTS_SCHEMA: u32 = 1;
+
 impl EventSink for JsonReporter {
     fn emit(&self, event: &Event) {
-        let _guard = self.out.lock().unwrap_or_else(|e| e.into_inner());
-        if let Ok(line) = serde_json::to_string(event) {
-            let mut out = std::io::stdout().lock();
-            let _ = writeln!(out, "{line}");
+        // Every event is a JSON object that starts with "event": the added fields go at its end.
+        let Ok(mut line) = serde_json::to_string(event) else {
+            return;
+        };
+        line.pop();
+        if matches!(event, Event::RunStart { .. } | Event::Error { .. }) {
+            line.push_str(&format!(",\"schema\":{EVENTS_SCHEMA}"));
         }
+        line.push_str(&format!(",\"ts\":\"{}\"}}", now_rfc3339()));
+        let _guard = self.out.lock().unwrap_or_else(|e| e.into_inner());
+        let mut out = std::io::stdout().lock();
+        let _ = writeln!(out, "{line}");
     }
+}
+
+/// The time now as RFC 3339 in UTC with milliseconds (`2026-12-05T09:12:44.123Z`).
+fn now_rfc3339() -> String {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    rfc3339(now.as_secs(), now.subsec_millis())
+}
+
+fn rfc3339(secs: u64, millis: u32) -> String {
+    let (days, rem) = (secs / 86_400, secs % 86_400);
+    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
+    let z = days as i64 + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{:03}Z",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60,
+        millis
+    )
 }
 
 /// Human output. Live progress is one bar however many hosts run: the bar counts finished
@@ -248,5 +288,18 @@ impl EventSink for TextReporter {
                 self.line(&t);
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn timestamps_are_rfc3339_utc() {
+        assert_eq!(super::rfc3339(0, 0), "1970-01-01T00:00:00.000Z");
+        assert_eq!(super::rfc3339(951_782_400, 7), "2000-02-29T00:00:00.007Z");
+        assert_eq!(
+            super::rfc3339(4_107_542_399, 999),
+            "2100-02-28T23:59:59.999Z"
+        );
     }
 }
