@@ -584,6 +584,15 @@ on("c", shell(#{ cmd: "false" }).name("fails for real"));
     ] {
         assert!(seen.contains(must), "the run printed no {must}: {seen:?}");
     }
+    let phase = run
+        .events()
+        .into_iter()
+        .find(|e| e["event"] == "phase_start")
+        .unwrap();
+    assert_eq!(
+        phase["runs"], 5,
+        "write x on a and b, one task each on a, b, c"
+    );
     let diff = run
         .task_ends()
         .into_iter()

@@ -94,6 +94,9 @@ pub enum Event {
         phase: String,
         hosts: usize,
         tasks: usize,
+        /// Task runs the phase will make (each task once per host it targets; handlers apart):
+        /// the progress total from the start.
+        runs: usize,
     },
     TaskStart {
         phase: String,

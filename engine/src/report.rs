@@ -73,6 +73,8 @@ pub struct TextReporter {
     bar: ProgressBar,
     interactive: bool,
     running: Mutex<Vec<(String, String)>>,
+    /// Task runs started in this phase: handlers, which the phase's total leaves out, extend it.
+    started: std::sync::atomic::AtomicU64,
 }
 
 /// In-flight runs named on the progress line; the rest are counted.
@@ -97,6 +99,7 @@ impl TextReporter {
             bar,
             interactive,
             running: Mutex::new(Vec::new()),
+            started: Default::default(),
         }
     }
 
@@ -205,17 +208,25 @@ impl EventSink for TextReporter {
                 phase,
                 hosts,
                 tasks,
+                runs,
             } => {
                 self.bar.set_prefix(phase.clone());
-                self.bar.set_length(0);
+                self.bar.set_length(*runs as u64);
                 self.bar.set_position(0);
+                self.started.store(0, std::sync::atomic::Ordering::SeqCst);
                 self.line(&format!(
                     "{} {phase} ({tasks} task(s), {hosts} host(s))",
                     style("== phase").bold()
                 ));
             }
             Event::TaskStart { host, task, .. } => {
-                self.bar.inc_length(1);
+                let started = self
+                    .started
+                    .fetch_add(1, std::sync::atomic::Ordering::SeqCst)
+                    + 1;
+                if started > self.bar.length().unwrap_or(0) {
+                    self.bar.set_length(started);
+                }
                 self.running
                     .lock()
                     .unwrap_or_else(|e| e.into_inner())
@@ -261,9 +272,10 @@ impl EventSink for TextReporter {
                     "\n{}{}\n{:<width$}  {:>6} {:>8} {:>7} {:>8} {:>12} {:>8}\n",
                     style("RECAP").bold(),
                     if *check {
-                        " (check mode: nothing was changed; \"changed\" = would change)"
+                        " (check mode: nothing was changed; \"changed\" = would change; \
+                         each task run counts once: ok = unchanged)"
                     } else {
-                        ""
+                        " (each task run counts once: ok = unchanged, not Ansible's ok + changed)"
                     },
                     "host",
                     "ok",

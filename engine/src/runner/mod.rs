@@ -323,6 +323,7 @@ impl State {
             phase: phase.name.clone(),
             hosts: phase_hosts.len(),
             tasks: phase.tasks.len(),
+            runs: phase.tasks.iter().map(|&t| plan.tasks[t].hosts.len()).sum(),
         });
         let mut joins = tokio::task::JoinSet::new();
         for h in phase_hosts {
