@@ -603,3 +603,35 @@ on("c", shell(#{ cmd: "false" }).name("fails for real"));
         "{diff}"
     );
 }
+
+/// Tasks and errors from an imported library name its file as it is on disk, not its import path.
+#[test]
+fn plan_and_errors_name_library_files() {
+    let p = project();
+    p.file(
+        "lib/tasks.rhai",
+        "fn place(target) {\n    on(target, shell(#{ cmd: \"true\" }).name(\"from lib\"));\n}\n",
+    );
+    p.file(
+        "uses.rhai",
+        "import \"lib/tasks\" as t;\nt::place(\"web\");\n",
+    );
+    let out = p.run(&["plan", "uses.rhai", "-i", "inventory.toml"]);
+    out.assert_code(0);
+    assert!(
+        out.stdout.contains("from lib  (shell at lib/tasks.rhai:2)"),
+        "{}",
+        out.stdout
+    );
+    p.file(
+        "bad.rhai",
+        "import \"lib/tasks\" as t;\nt::place(\"nosuchgroup\");\n",
+    );
+    let bad = p.run(&["plan", "bad.rhai", "-i", "inventory.toml"]);
+    bad.assert_code(1);
+    assert!(
+        bad.stderr.contains("lib/tasks.rhai:2:5") && bad.stderr.contains("nosuchgroup"),
+        "{}",
+        bad.stderr
+    );
+}

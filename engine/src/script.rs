@@ -294,10 +294,7 @@ fn default_name(spec: &TaskSpec) -> String {
 fn pos_of(ctx: &NativeCallContext, file: &str) -> SourcePos {
     let p = ctx.call_position();
     SourcePos {
-        file: ctx
-            .call_source()
-            .map(str::to_string)
-            .unwrap_or_else(|| file.to_string()),
+        file: source_file(ctx.call_source().unwrap_or(file), file),
         line: p.line().unwrap_or(0),
         column: p.position().unwrap_or(0),
     }
@@ -1016,7 +1013,15 @@ fn eval_error(e: &EvalAltResult, file: &str, dir: &Path, registry: &Registry) ->
             eval_error(inner, &module_file(dir, path), dir, registry)
         }
         EvalAltResult::ErrorInFunctionCall(_, src, inner, _) => {
-            let f = if src.is_empty() { file.to_string() } else { src.clone() };
+            // A library's functions carry its import path as their source; the playbook's its
+            // own file name.
+            let f = if src.is_empty() {
+                file.to_string()
+            } else if Path::new(src).is_file() {
+                src.clone()
+            } else {
+                module_file(dir, src)
+            };
             eval_error(inner, &f, dir, registry)
         }
         EvalAltResult::ErrorParsing(p, pos) => {
@@ -1053,6 +1058,16 @@ fn eval_error(e: &EvalAltResult, file: &str, dir: &Path, registry: &Registry) ->
         }
         other => PlanError::at(position(file, other.position()), strip_position(&other.to_string())),
     }
+}
+
+/// The file a Rhai source name stands for: the playbook itself, or an imported library, whose
+/// source is its import path (`lib/node`) under the playbook's directory.
+fn source_file(source: &str, playbook: &str) -> String {
+    if source == playbook {
+        return playbook.to_string();
+    }
+    let dir = Path::new(playbook).parent().unwrap_or(Path::new(""));
+    module_file(dir, source)
 }
 
 fn module_file(dir: &Path, path: &str) -> String {
