@@ -265,7 +265,9 @@ fn a_published_flannel_manifest_with_another_pod_subnet_is_refused() {
     assert!(
         out.stderr
             .contains("whose network is 10.244.0.0/16, but pod_subnet is 10.200.0.0/16")
-            && out.stderr.contains("lib/control_plane:"),
+            && out
+                .stderr
+                .contains("playbooks/lib/control_plane.rhai:66:21"),
         "{}",
         out.stderr
     );
