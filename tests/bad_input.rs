@@ -192,3 +192,36 @@ fn bad_input_is_one_json_error_event() {
         "{e}"
     );
 }
+
+#[test]
+fn bad_execution_control_options_name_their_place() {
+    for (option, needle) in [
+        (
+            "retries(-1)",
+            "retries(-1): the number of tries after the first is 0 or more",
+        ),
+        (
+            "delay(-2)",
+            "delay(-2): seconds between tries are 0 or more",
+        ),
+        ("timeout(0)", "timeout(0): a task needs at least one second"),
+        (
+            "environment(#{ \"A-B\": \"x\" })",
+            "environment: 'A-B' is not a variable name",
+        ),
+        (
+            "environment(#{ A: [1] })",
+            "environment: the value of A is a array, not a string",
+        ),
+        ("become_user(\"\")", "become_user(\"\"): name a user"),
+    ] {
+        let p = project(&format!(
+            "on(\"all\", shell(#{{ cmd: \"true\" }}).name(\"t\").{option});\n"
+        ));
+        let col = format!(
+            "bad.rhai:2:{}",
+            "on(\"all\", shell(#{ cmd: \"true\" }).name(\"t\").".len() + 1
+        );
+        expect_error(&p, &[], &[&col, needle]);
+    }
+}
