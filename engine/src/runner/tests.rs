@@ -162,10 +162,14 @@ impl Run {
 }
 
 async fn run_playbook(playbook: &str, check: bool) -> Run {
+    run_with_inventory(playbook, INVENTORY, check).await
+}
+
+async fn run_with_inventory(playbook: &str, inventory: &str, check: bool) -> Run {
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("play.rhai");
     std::fs::write(&file, playbook).unwrap();
-    let inventory = Arc::new(Inventory::parse(INVENTORY, "inventory.toml").unwrap());
+    let inventory = Arc::new(Inventory::parse(inventory, "inventory.toml").unwrap());
     let mut registry = Registry::new();
     registry.register(Mark);
     let sink = Arc::new(Collector::default());
@@ -530,4 +534,37 @@ async fn a_task_past_its_timeout_fails_and_its_process_is_stopped() {
     assert!(started.elapsed() < std::time::Duration::from_millis(2900));
     std::thread::sleep(std::time::Duration::from_millis(2500));
     assert!(!f.exists(), "the command was stopped, not left to finish");
+}
+
+#[tokio::test]
+async fn become_false_turns_the_inventorys_sudo_off_for_one_task() {
+    let r = run_with_inventory(
+        r#"
+        on("a", [
+            mark(#{ name: "x", present: true }).become(false),
+            mark(#{ name: "y", present: true }),
+            mark(#{ name: "z", present: true }).become_user("deploy"),
+        ]);
+        "#,
+        "[hosts.a]\nconnection = \"local\"\nbecome = true\nbecome_user = \"app\"\n",
+        false,
+    )
+    .await;
+    let scripts = r.fake.scripts("a");
+    let probe = |n: &str| {
+        scripts
+            .iter()
+            .find(|s| s.contains(&format!("probe-{n}")))
+            .unwrap()
+            .clone()
+    };
+    assert!(probe("x").starts_with("echo probe-x"), "{scripts:?}");
+    assert!(
+        probe("y").starts_with("sudo -n -H -u app -- "),
+        "{scripts:?}"
+    );
+    assert!(
+        probe("z").starts_with("sudo -n -H -u deploy -- "),
+        "{scripts:?}"
+    );
 }
