@@ -214,6 +214,10 @@ fn bad_execution_control_options_name_their_place() {
             "environment: the value of A is a array, not a string",
         ),
         ("become_user(\"\")", "become_user(\"\"): name a user"),
+        (
+            "delegate_to(\"c\")",
+            "delegate_to(\"c\"): no such host in the inventory; did you mean 'a'?",
+        ),
     ] {
         let p = project(&format!(
             "on(\"all\", shell(#{{ cmd: \"true\" }}).name(\"t\").{option});\n"

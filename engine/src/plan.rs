@@ -201,6 +201,8 @@ pub struct Control {
     /// `Some(false)` turns the host's become off for the task, `Some(true)` on.
     pub become_: Option<bool>,
     pub become_user: Option<String>,
+    /// Runs the task through this host's connection, with the task's host's variables.
+    pub delegate_to: Option<String>,
 }
 
 impl Control {
@@ -228,6 +230,7 @@ impl Control {
             && self.environment.is_empty()
             && self.become_.is_none()
             && self.become_user.is_none()
+            && self.delegate_to.is_none()
     }
 }
 
@@ -283,6 +286,18 @@ impl Plan {
                 }
             }
         }
+        out
+    }
+
+    /// Hosts tasks are delegated to, which the run connects to without running tasks of their own.
+    pub fn delegates(&self) -> Vec<String> {
+        let mut out: Vec<String> = self
+            .tasks
+            .iter()
+            .filter_map(|t| t.control.delegate_to.clone())
+            .collect();
+        out.sort();
+        out.dedup();
         out
     }
 

@@ -598,7 +598,7 @@ fn register_api(engine: &mut Engine, builder: &Arc<Mutex<Builder>>, registry: &R
     register_modules(engine, builder, registry);
     register_custom_task(engine, builder);
     register_task_options(engine, builder);
-    register_control_options(engine);
+    register_control_options(engine, builder);
     register_placement(engine, builder);
     register_planning_values(engine, builder);
     register_results(engine);
@@ -794,7 +794,7 @@ fn register_task_options(engine: &mut Engine, builder: &Arc<Mutex<Builder>>) {
 /// Options on how a task runs: `retries`, `retry_until` (Ansible's `until`, a keyword in Rhai:
 /// `do { } until x`), `delay`, `run_once`, `timeout`,
 /// `environment`, `become`, `become_user`.
-fn register_control_options(engine: &mut Engine) {
+fn register_control_options(engine: &mut Engine, builder: &Arc<Mutex<Builder>>) {
     fn count(
         ctx: &NativeCallContext,
         what: &str,
@@ -853,6 +853,28 @@ fn register_control_options(engine: &mut Engine) {
                 1,
                 "a task needs at least one second",
             )?);
+            Ok(t.clone())
+        },
+    );
+    let b = builder.clone();
+    engine.register_fn(
+        "delegate_to",
+        move |ctx: NativeCallContext,
+              t: &mut TaskSpec,
+              host: &str|
+              -> Result<TaskSpec, Box<EvalAltResult>> {
+            let b = b.lock().unwrap_or_else(|e| e.into_inner());
+            if b.inventory.host(host).is_none() {
+                let names: Vec<String> = b.inventory.hosts().map(|h| h.name.clone()).collect();
+                let hint = closest(host, names.iter().map(String::as_str))
+                    .map(|c| format!("; did you mean '{c}'?"))
+                    .unwrap_or_default();
+                return Err(runtime_err(
+                    format!("delegate_to(\"{host}\"): no such host in the inventory{hint}"),
+                    &ctx,
+                ));
+            }
+            t.control.delegate_to = Some(host.to_string());
             Ok(t.clone())
         },
     );

@@ -207,11 +207,15 @@ pub async fn run_until(
         secrets: opts.secrets.clone(),
     });
     let mut hosts = BTreeMap::new();
-    for name in plan.hosts() {
-        let Some(entry) = inventory.host(&name) else {
+    let targets = plan.hosts();
+    for name in targets.iter().chain(&plan.delegates()) {
+        if hosts.contains_key(name) {
+            continue;
+        }
+        let Some(entry) = inventory.host(name) else {
             continue;
         };
-        let vars = inventory.host_vars(&name, &plan.defaults, &opts.extra_vars);
+        let vars = inventory.host_vars(name, &plan.defaults, &opts.extra_vars);
         hosts.insert(
             name.clone(),
             HostRt {
@@ -228,8 +232,10 @@ pub async fn run_until(
             },
         );
     }
-    let counts = hosts
-        .keys()
+    // Hosts only delegated to run no task of their own: not in the recap.
+    let counts = targets
+        .iter()
+        .filter(|h| hosts.contains_key(*h))
         .map(|h| (h.clone(), HostCounts::default()))
         .collect();
     let templates = TemplateEngine::new(&plan.script.dir);
@@ -855,11 +861,17 @@ impl State {
         let needs_closures = matches!(task.action, Action::Custom(_))
             || matches!(task.when, Some(Condition::Closure(_)))
             || has_closure(&task.args);
-        let base = self.connection(host).await?;
+        // Facts are the task's host's own, even when another host runs the task.
         if needs_closures || self.tasks[tid].reads.facts {
-            self.gather_facts(host, &base).await?;
+            let own = self.connection(host).await?;
+            self.gather_facts(host, &own).await?;
         }
-        let conn = self.task_host(tid, host, base);
+        let via = task.control.delegate_to.as_deref().unwrap_or(host);
+        let base = self.connection(via).await?;
+        let mut conn = self.task_host(tid, via, base);
+        // A delegated task still acts for its own host, as `h.name` says (Ansible's
+        // inventory_hostname).
+        conn.name = host.to_string();
         let prepared = if needs_closures {
             let st = self.clone();
             let hname = host.to_string();
@@ -903,13 +915,14 @@ impl State {
             .await?)
     }
 
-    /// The host as one task reaches it: the task's become, environment and deadline.
-    fn task_host(&self, tid: TaskId, host: &str, base: Host) -> Host {
+    /// The host as one task reaches it (`via`: the task's host, or the one it is delegated to):
+    /// the task's become, environment and deadline.
+    fn task_host(&self, tid: TaskId, via: &str, base: Host) -> Host {
         let control = &self.plan.tasks[tid].control;
         if control.is_plain() {
             return base;
         }
-        let entry = &self.hosts[host].entry;
+        let entry = &self.hosts[via].entry;
         let mut become_ = match control.become_ {
             Some(false) => None,
             Some(true) => Some(base.become_config().cloned().unwrap_or_else(|| {

@@ -568,3 +568,27 @@ async fn become_false_turns_the_inventorys_sudo_off_for_one_task() {
         "{scripts:?}"
     );
 }
+
+#[tokio::test]
+async fn a_delegated_task_runs_through_the_other_hosts_connection_for_its_own_host() {
+    let r = run_playbook(
+        r#"
+        on("a", [
+            mark(#{ name: "x", present: true }).delegate_to("b"),
+            task("who", |h| { h.run("echo for-" + h.name); #{ result: #{ me: h.name } } })
+                .delegate_to("b").register("who"),
+            task("read", |h| { h.run("echo read-" + h.vars.who.me); "ok" }),
+        ]);
+        "#,
+        false,
+    )
+    .await;
+    let on_b = r.fake.scripts("b");
+    assert!(on_b.iter().any(|s| s.contains("probe-x")), "{on_b:?}");
+    assert_eq!(echoes(&on_b), ["probe-x present", "for-a"]);
+    assert_eq!(echoes(&r.fake.scripts("a")), ["read-a"]);
+    assert!(r.fake.scripts("a").iter().all(|s| !s.contains("probe-x")));
+    assert_eq!(r.ends("a").len(), 3);
+    assert!(r.ends("b").is_empty());
+    assert!(!r.recap.hosts.contains_key("b"), "b ran no task of its own");
+}
