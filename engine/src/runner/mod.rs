@@ -409,6 +409,10 @@ impl State {
                 })
                 .cloned()
                 .collect();
+            let mut notified = notified;
+            if task.control.run_once {
+                notified.truncate(1);
+            }
             let group = task.throttle.unwrap_or(notified.len()).max(1);
             let mut groups = notified.chunks(group);
             for hosts in groups.by_ref() {
@@ -529,7 +533,11 @@ impl State {
             self.finish(tid, host, Done::NotRun { selected: true });
             return None;
         }
-        if task.control.run_once && task.hosts.first().is_some_and(|f| f != host) {
+        // A run_once handler is narrowed to its first notified host by `run_handlers`.
+        if task.control.run_once
+            && !task.is_handler
+            && task.hosts.first().is_some_and(|f| f != host)
+        {
             self.take_run_once(tid, host).await;
             return None;
         }

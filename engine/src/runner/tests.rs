@@ -592,3 +592,17 @@ async fn a_delegated_task_runs_through_the_other_hosts_connection_for_its_own_ho
     assert!(r.ends("b").is_empty());
     assert!(!r.recap.hosts.contains_key("b"), "b ran no task of its own");
 }
+
+#[tokio::test]
+async fn a_run_once_handler_runs_on_its_first_notified_host() {
+    let r = run_playbook(
+        r#"
+        on("b", task("notifies", |h| { h.run("echo notifies"); "changed" }).notify("h"));
+        handler("h", task("handler", |h| { h.run("echo handler-" + h.name); "ok" }).run_once());
+        "#,
+        false,
+    )
+    .await;
+    assert_eq!(echoes(&r.fake.scripts("b")), ["notifies", "handler-b"]);
+    assert!(r.fake.scripts("a").is_empty());
+}
