@@ -37,6 +37,7 @@ on_both_connections!(
     a_value_quoted_in_rhai_reaches_the_shell_as_it_is,
     a_task_retries_until_a_file_appears_and_gives_up_naming_its_attempts,
     run_once_timeout_and_environment,
+    become_per_task_runs_one_task_as_another_user,
 );
 
 /// A playbook that uses most core modules; every path is under the host's own `root`.
@@ -721,4 +722,38 @@ on("all", shell(#{ cmd: "sleep 3; touch {{ root }}/late" }).name("slow").timeout
             "the timed-out command went on on {h}"
         );
     }
+}
+
+fn become_per_task_runs_one_task_as_another_user(p: Project) {
+    p.hosts(&["a"], &[]);
+    p.mkroot("a");
+    p.file(
+        "become.rhai",
+        r#"
+on("a", shell(#{ cmd: "id -un", changed_when: false }).become(true).become_user("nobody")
+    .register("as_nobody"));
+on("a", shell(#{ cmd: "id -un", changed_when: false }).register("as_is"));
+on("a", copy(#{ dest: "{{ root }}/who", content: "{{ as_nobody.stdout }} {{ as_is.stdout }}" }));
+"#,
+    );
+    let out = p.play("become.rhai", &[]);
+    out.assert_code(0);
+    let me = String::from_utf8(
+        std::process::Command::new("id")
+            .arg("-un")
+            .output()
+            .unwrap()
+            .stdout,
+    )
+    .unwrap();
+    // Over SSH the lab's user is root, as the test runner is on CI.
+    let connecting = if p.remote_root("a").starts_with("/opt/") {
+        "root"
+    } else {
+        me.trim()
+    };
+    assert_eq!(
+        std::fs::read_to_string(p.root("a").join("who")).unwrap(),
+        format!("nobody {connecting}")
+    );
 }
