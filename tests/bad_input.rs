@@ -229,3 +229,11 @@ fn bad_execution_control_options_name_their_place() {
         expect_error(&p, &[], &[&col, needle]);
     }
 }
+
+#[test]
+fn until_as_in_ansible_points_to_retry_until() {
+    let p = project("on(\"all\", shell(#{ cmd: \"true\" }).retries(2).until(\"x\"));\n");
+    expect_error(&p, &[], &["bad.rhai:2:", "use .retry_until"]);
+    let p = project("on(\"all\", shell(#{ cmd: \"true\" }).retrys(2));\n");
+    expect_error(&p, &[], &["did you mean 'retries'?"]);
+}

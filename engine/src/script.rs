@@ -75,6 +75,15 @@ const API_FUNCTIONS: &[&str] = &[
     "rest",
     "host_vars",
     "quote",
+    "retries",
+    "retry_until",
+    "delay",
+    "run_once",
+    "timeout",
+    "environment",
+    "become",
+    "become_user",
+    "delegate_to",
 ];
 
 /// Bounds that keep a runaway playbook from hanging the controller.
@@ -496,7 +505,7 @@ pub fn plan(input: PlanInput<'_>) -> Result<Plan, PlanError> {
 
     let mut ast = engine
         .compile(&source)
-        .map_err(|e| parse_error(&e, &file))?;
+        .map_err(|e| parse_error(&e, &file, &source))?;
     ast.set_source(file.as_str());
     let mut scope = rhai::Scope::new();
     engine
@@ -1136,11 +1145,20 @@ fn position(file: &str, pos: Position) -> SourcePos {
     }
 }
 
-fn parse_error(e: &rhai::ParseError, file: &str) -> PlanError {
-    PlanError::at(
-        position(file, e.position()),
-        format!("syntax error: {}", e.err_type()),
-    )
+fn parse_error(e: &rhai::ParseError, file: &str, source: &str) -> PlanError {
+    let pos = position(file, e.position());
+    // Ansible's `until` is a Rhai keyword (`do { } until x;`): `.until(` cannot parse.
+    let at = source
+        .lines()
+        .nth(pos.line.saturating_sub(1))
+        .and_then(|l| l.get(pos.column.saturating_sub(1)..))
+        .unwrap_or("");
+    let hint = if at.starts_with("until") {
+        "; `until` is a Rhai keyword: use .retry_until(...)"
+    } else {
+        ""
+    };
+    PlanError::at(pos, format!("syntax error: {}{hint}", e.err_type()))
 }
 
 /// Finds the innermost error and the file it happened in (errors inside imported modules and
