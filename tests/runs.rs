@@ -668,6 +668,23 @@ on("all", shell(#{ cmd: "test -e {{ root }}/never" }).name("never").retries(2).d
             "{msg}"
         );
     }
+    // In text, attempts show with -v only.
+    p.file(
+        "never.rhai",
+        "on(\"a\", shell(#{ cmd: \"false\" }).name(\"never\").retries(1).delay(0));\n",
+    );
+    let text = p.run(&["run", "never.rhai", "-i", "inventory.toml", "-v"]);
+    text.assert_code(2);
+    assert!(
+        text.stdout.contains("never (attempt 1/2, again in 0 s): "),
+        "{}",
+        text.stdout
+    );
+    assert!(text
+        .stdout
+        .contains("'never' on a gave up after 2 attempts"));
+    let quiet = p.run(&["run", "never.rhai", "-i", "inventory.toml"]);
+    assert!(!quiet.stdout.contains("attempt 1/2"), "{}", quiet.stdout);
 }
 
 fn run_once_timeout_and_environment(p: Project) {
