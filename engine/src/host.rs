@@ -204,4 +204,18 @@ mod tests {
         let host = Host::new("h", Arc::new(LocalTransport));
         assert_eq!(host.run("echo hi").await.unwrap().stdout, b"hi\n");
     }
+
+    #[tokio::test]
+    async fn environment_reaches_the_script_as_written_and_exit_124_is_not_a_timeout() {
+        let host = Host::new("h", Arc::new(LocalTransport))
+            .with_env([("A".to_string(), "x'y $z \"q\"".to_string())].into())
+            .with_deadline(Some(Deadline::after(5)));
+        let out = host.run("printf %s \"$A\"").await.unwrap();
+        assert_eq!(out.stdout, b"x'y $z \"q\"");
+        let out = host.run("echo own >&2; exit 124").await.unwrap();
+        assert_eq!((out.status, out.stderr_text()), (124, "own\n".to_string()));
+        let slow = Host::new("h", Arc::new(LocalTransport)).with_deadline(Some(Deadline::after(1)));
+        let err = slow.run("sleep 5").await.unwrap_err();
+        assert_eq!(err, TransportError::Exec("timed out after 1 s".into()));
+    }
 }
