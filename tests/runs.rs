@@ -695,8 +695,8 @@ fn run_once_timeout_and_environment(p: Project) {
     p.file(
         "control.rhai",
         r#"
-on("all", shell(#{ cmd: "printf %s \"$GREETING\" > {{ root }}/env" })
-    .environment(#{ GREETING: "it's $HOME" }));
+on("all", shell(#{ cmd: "printf '%s %s' \"$GREETING\" \"$WHO\" > {{ root }}/env" })
+    .environment(#{ GREETING: "it's $HOME", WHO: "{{ inventory_hostname }}" }));
 on("all", shell(#{ cmd: "touch {{ root }}/once; echo {{ inventory_hostname }}" })
     .name("once").run_once().register("o"));
 on("all", copy(#{ dest: "{{ root }}/seen", content: "{{ o.stdout }}" }));
@@ -711,7 +711,7 @@ on("all", shell(#{ cmd: "sleep 3; touch {{ root }}/late" }).name("slow").timeout
     for h in ["a", "b"] {
         assert_eq!(
             std::fs::read_to_string(p.root(h).join("env")).unwrap(),
-            "it's $HOME"
+            format!("it's $HOME {h}")
         );
         assert_eq!(
             std::fs::read_to_string(p.root(h).join("seen")).unwrap(),

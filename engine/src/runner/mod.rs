@@ -876,7 +876,8 @@ impl State {
         }
         let via = task.control.delegate_to.as_deref().unwrap_or(host);
         let base = self.connection(via).await?;
-        let mut conn = self.task_host(tid, via, base);
+        let env = self.task_env(tid, host)?;
+        let mut conn = self.task_host(tid, via, base).with_env(env);
         // A delegated task still acts for its own host, as `h.name` says (Ansible's
         // inventory_hostname).
         conn.name = host.to_string();
@@ -923,6 +924,34 @@ impl State {
             .await?)
     }
 
+    /// The task's `environment`, its values rendered as templates with the host's variables.
+    fn task_env(
+        &self,
+        tid: TaskId,
+        host: &str,
+    ) -> Result<std::collections::BTreeMap<String, String>, TaskError> {
+        let task = &self.plan.tasks[tid];
+        if task.control.environment.is_empty() {
+            return Ok(Default::default());
+        }
+        let origin = format!("{} (task '{}', environment)", task.pos, task.name);
+        let ctx = Value::Object(self.template_vars(host, self.tasks[tid].reads));
+        task.control
+            .environment
+            .iter()
+            .map(|(k, v)| {
+                let v = if crate::template::is_template(v) {
+                    self.templates
+                        .render_str(v, &origin, &ctx)
+                        .map_err(|e| self.template_failure(host, e.to_string()))?
+                } else {
+                    v.clone()
+                };
+                Ok((k.clone(), v))
+            })
+            .collect()
+    }
+
     /// The host as one task reaches it (`via`: the task's host, or the one it is delegated to):
     /// the task's become, environment and deadline.
     fn task_host(&self, tid: TaskId, via: &str, base: Host) -> Host {
@@ -949,7 +978,6 @@ impl State {
             b.user = user.clone();
         }
         base.with_become(become_)
-            .with_env(control.environment.clone())
             .with_deadline(control.timeout.map(crate::host::Deadline::after))
     }
 

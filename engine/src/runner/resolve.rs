@@ -34,6 +34,7 @@ impl Reads {
     pub(super) fn of(task: &crate::plan::Task, templates: &TemplateEngine) -> Reads {
         let mut strings = Vec::new();
         task.args.strings(&mut strings);
+        strings.extend(task.control.environment.values().cloned());
         for cond in [&task.when, &task.control.until].into_iter().flatten() {
             if let Condition::Expr(e) = cond {
                 strings.push(e.clone());
