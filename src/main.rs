@@ -622,6 +622,47 @@ fn describe_plan(plan: &Plan) -> String {
             if let Some(n) = t.throttle {
                 out.push_str(&format!("      throttle: {n} host(s) at a time\n"));
             }
+            let c = &t.control;
+            if c.attempts() > 1 || c.until.is_some() {
+                let until = match &c.until {
+                    Some(engine::plan::Condition::Expr(e)) => format!(" until {e}"),
+                    Some(engine::plan::Condition::Closure(_)) => {
+                        " until a Rhai closure holds".into()
+                    }
+                    None => String::new(),
+                };
+                out.push_str(&format!(
+                    "      retries: at most {} attempt(s){until}, {} s apart\n",
+                    c.attempts(),
+                    c.delay().as_secs()
+                ));
+            }
+            if c.run_once {
+                out.push_str("      run once, on the first host; every host gets the result\n");
+            }
+            if let Some(s) = c.timeout {
+                out.push_str(&format!("      timeout: {s} s\n"));
+            }
+            if !c.environment.is_empty() {
+                let names: Vec<&str> = c.environment.keys().map(String::as_str).collect();
+                out.push_str(&format!("      environment: {}\n", names.join(", ")));
+            }
+            match (c.become_, &c.become_user) {
+                (Some(false), _) => out.push_str("      become: off\n"),
+                (Some(true), None) => out.push_str("      become: on\n"),
+                (b, Some(u)) => out.push_str(&format!(
+                    "      become user: {u}{}\n",
+                    if b == Some(true) {
+                        ""
+                    } else {
+                        " (when the host becomes)"
+                    }
+                )),
+                (None, None) => {}
+            }
+            if let Some(d) = &c.delegate_to {
+                out.push_str(&format!("      delegated to: {d}\n"));
+            }
         }
     }
     out

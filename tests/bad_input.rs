@@ -291,3 +291,48 @@ fn bad_input_is_one_json_error_event() {
         "{e}"
     );
 }
+
+#[test]
+fn bad_execution_control_options_name_their_place() {
+    for (option, needle) in [
+        (
+            "retries(-1)",
+            "retries(-1): the number of tries after the first is 0 or more",
+        ),
+        (
+            "delay(-2)",
+            "delay(-2): seconds between tries are 0 or more",
+        ),
+        ("timeout(0)", "timeout(0): a task needs at least one second"),
+        (
+            "environment(#{ \"A-B\": \"x\" })",
+            "environment: 'A-B' is not a variable name",
+        ),
+        (
+            "environment(#{ A: [1] })",
+            "environment: the value of A is a array, not a string",
+        ),
+        ("become_user(\"\")", "become_user(\"\"): name a user"),
+        (
+            "delegate_to(\"c\")",
+            "delegate_to(\"c\"): no such host in the inventory; did you mean 'a'?",
+        ),
+    ] {
+        let p = project(&format!(
+            "on(\"all\", shell(#{{ cmd: \"true\" }}).name(\"t\").{option});\n"
+        ));
+        let col = format!(
+            "bad.rhai:2:{}",
+            "on(\"all\", shell(#{ cmd: \"true\" }).name(\"t\").".len() + 1
+        );
+        expect_error(&p, &[], &[&col, needle]);
+    }
+}
+
+#[test]
+fn until_as_in_ansible_points_to_retry_until() {
+    let p = project("on(\"all\", shell(#{ cmd: \"true\" }).retries(2).until(\"x\"));\n");
+    expect_error(&p, &[], &["bad.rhai:2:", "use .retry_until"]);
+    let p = project("on(\"all\", shell(#{ cmd: \"true\" }).retrys(2));\n");
+    expect_error(&p, &[], &["did you mean 'retries'?"]);
+}

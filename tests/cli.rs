@@ -470,6 +470,8 @@ fn every_module_is_documented_and_listed_in_the_readme() {
     for needle in [
         "phase(name",
         ".throttle(n)",
+        ".retry_until(",
+        ".delegate_to(\"host\")",
         "task(\"name\", |h|",
         "h.read_file(path)",
     ] {
@@ -635,5 +637,38 @@ fn plan_and_errors_name_library_files() {
         bad.stderr.contains("lib/tasks.rhai:2:5") && bad.stderr.contains("nosuchgroup"),
         "{}",
         bad.stderr
+    );
+}
+
+#[test]
+fn plan_shows_how_each_task_is_run() {
+    let p = Project::new(crate::support::Conn::Local);
+    p.hosts(&["a", "b"], &[]);
+    p.file(
+        "control.rhai",
+        r#"on("all", shell(#{ cmd: "true" }).retries(2).delay(1).retry_until("result.rc == 0")
+    .run_once().timeout(9).environment(#{ TOKEN: "s3cret" }).become(true).become_user("app")
+    .delegate_to("b"));
+"#,
+    );
+    let out = p.run(&["plan", "control.rhai", "-i", "inventory.toml"]);
+    out.assert_code(0);
+    for needle in [
+        "retries: at most 3 attempt(s) until result.rc == 0, 1 s apart",
+        "run once, on the first host",
+        "timeout: 9 s",
+        "environment: TOKEN\n",
+        "become user: app\n",
+        "delegated to: b",
+    ] {
+        assert!(
+            out.stdout.contains(needle),
+            "{needle:?} missing in:\n{}",
+            out.stdout
+        );
+    }
+    assert!(
+        !out.stdout.contains("s3cret"),
+        "an environment value is shown"
     );
 }

@@ -35,6 +35,9 @@ on_both_connections!(
     closures_made_in_a_library_run_when_the_task_runs,
     check_mode_says_when_a_prediction_depends_on_a_change_above,
     a_value_quoted_in_rhai_reaches_the_shell_as_it_is,
+    a_task_retries_until_a_file_appears_and_gives_up_naming_its_attempts,
+    run_once_timeout_and_environment,
+    become_per_task_runs_one_task_as_another_user,
 );
 
 /// A playbook that uses most core modules; every path is under the host's own `root`.
@@ -603,4 +606,171 @@ on("all", [
     // Extra vars win even over set_fact (as in Ansible): n stays 9 and the assertion fails.
     assert_eq!(failed[0]["module"], "assert", "{}", failing.stdout);
     assert_eq!(failed[0]["msg"], "Assertion failed: n * 2 == 6");
+}
+
+fn a_task_retries_until_a_file_appears_and_gives_up_naming_its_attempts(p: Project) {
+    p.hosts(&["a", "b"], &[]);
+    for h in ["a", "b"] {
+        p.mkroot(h);
+    }
+    p.file(
+        "retry.rhai",
+        r#"
+on("all", shell(#{ cmd: "nohup sh -c 'sleep 2; touch {{ root }}/ready' >/dev/null 2>&1 &" }));
+on("all", shell(#{ cmd: "test -e {{ root }}/ready && echo up", changed_when: false })
+    .name("wait ready").register("r").retry_until("r.stdout == 'up'").retries(10).delay(1));
+on("all", shell(#{ cmd: "test -e {{ root }}/never" }).name("never").retries(2).delay(0));
+"#,
+    );
+    let out = p.play("retry.rhai", &[]);
+    out.assert_code(2);
+    let ok = out.tasks_where(|e| e["status"] == "ok" && e["task"] == "wait ready");
+    assert_eq!(ok.len(), 2, "{}", out.stdout);
+    let retries: Vec<_> = out
+        .events()
+        .into_iter()
+        .filter(|e| e["event"] == "task_retry")
+        .collect();
+    for h in ["a", "b"] {
+        let waits = retries
+            .iter()
+            .filter(|e| e["host"] == h && e["task"] == "wait ready")
+            .count();
+        // The file appears after 2 s, tried each second: at least 2 attempts, far fewer than 11.
+        assert!(
+            (1..=6).contains(&waits),
+            "{h}: {waits} retries\n{}",
+            out.stdout
+        );
+        let nevers: Vec<_> = retries
+            .iter()
+            .filter(|e| e["host"] == h && e["task"] == "never")
+            .map(|e| {
+                (
+                    e["attempt"].as_u64().unwrap(),
+                    e["attempts"].as_u64().unwrap(),
+                )
+            })
+            .collect();
+        assert_eq!(nevers, [(1, 3), (2, 3)]);
+    }
+    let failed: Vec<_> = out
+        .task_ends()
+        .into_iter()
+        .filter(|e| e["status"] == "failed")
+        .collect();
+    assert_eq!(failed.len(), 2, "{}", out.stdout);
+    for e in failed {
+        let msg = e["msg"].as_str().unwrap();
+        let host = e["host"].as_str().unwrap();
+        assert!(
+            msg.starts_with(&format!("'never' on {host} gave up after 3 attempts: ")),
+            "{msg}"
+        );
+    }
+    // In text, attempts show with -v only.
+    p.file(
+        "never.rhai",
+        "on(\"a\", shell(#{ cmd: \"false\" }).name(\"never\").retries(1).delay(0));\n",
+    );
+    let text = p.run(&["run", "never.rhai", "-i", "inventory.toml", "-v"]);
+    text.assert_code(2);
+    assert!(
+        text.stdout.contains("never (attempt 1/2, again in 0 s): "),
+        "{}",
+        text.stdout
+    );
+    assert!(text
+        .stdout
+        .contains("'never' on a gave up after 2 attempts"));
+    let quiet = p.run(&["run", "never.rhai", "-i", "inventory.toml"]);
+    assert!(!quiet.stdout.contains("attempt 1/2"), "{}", quiet.stdout);
+}
+
+fn run_once_timeout_and_environment(p: Project) {
+    p.hosts(&["a", "b"], &[]);
+    for h in ["a", "b"] {
+        p.mkroot(h);
+    }
+    p.file(
+        "control.rhai",
+        r#"
+on("all", shell(#{ cmd: "printf '%s %s' \"$GREETING\" \"$WHO\" > {{ root }}/env" })
+    .environment(#{ GREETING: "it's $HOME", WHO: "{{ inventory_hostname }}" }));
+on("all", shell(#{ cmd: "touch {{ root }}/once; echo {{ inventory_hostname }}" })
+    .name("once").run_once().register("o"));
+on("all", copy(#{ dest: "{{ root }}/seen", content: "{{ o.stdout }}" }));
+on("all", shell(#{ cmd: "sleep 3; touch {{ root }}/late" }).name("slow").timeout(1)
+    .ignore_errors(true));
+"#,
+    );
+    let started = std::time::Instant::now();
+    let out = p.play("control.rhai", &[]);
+    out.assert_code(0);
+    assert!(started.elapsed() < std::time::Duration::from_millis(2900));
+    for h in ["a", "b"] {
+        assert_eq!(
+            std::fs::read_to_string(p.root(h).join("env")).unwrap(),
+            format!("it's $HOME {h}")
+        );
+        assert_eq!(
+            std::fs::read_to_string(p.root(h).join("seen")).unwrap(),
+            "a",
+            "the run_once result reached {h}"
+        );
+    }
+    assert!(p.root("a").join("once").exists());
+    assert!(!p.root("b").join("once").exists(), "run_once ran on b");
+    assert_eq!(
+        out.tasks_where(|e| e["task"] == "once"),
+        [("a".to_string(), "once".to_string())]
+    );
+    let timed_out = out.tasks_where(|e| {
+        e["status"] == "failed"
+            && e["msg"]
+                .as_str()
+                .is_some_and(|m| m.contains("timed out after 1 s"))
+    });
+    assert_eq!(timed_out.len(), 2, "{}", out.stdout);
+    std::thread::sleep(std::time::Duration::from_millis(2500));
+    for h in ["a", "b"] {
+        assert!(
+            !p.root(h).join("late").exists(),
+            "the timed-out command went on on {h}"
+        );
+    }
+}
+
+fn become_per_task_runs_one_task_as_another_user(p: Project) {
+    p.hosts(&["a"], &[]);
+    p.mkroot("a");
+    p.file(
+        "become.rhai",
+        r#"
+on("a", shell(#{ cmd: "id -un", changed_when: false }).become(true).become_user("nobody")
+    .register("as_nobody"));
+on("a", shell(#{ cmd: "id -un", changed_when: false }).register("as_is"));
+on("a", copy(#{ dest: "{{ root }}/who", content: "{{ as_nobody.stdout }} {{ as_is.stdout }}" }));
+"#,
+    );
+    let out = p.play("become.rhai", &[]);
+    out.assert_code(0);
+    let me = String::from_utf8(
+        std::process::Command::new("id")
+            .arg("-un")
+            .output()
+            .unwrap()
+            .stdout,
+    )
+    .unwrap();
+    // Over SSH the lab's user is root, as the test runner is on CI.
+    let connecting = if p.remote_root("a").starts_with("/opt/") {
+        "root"
+    } else {
+        me.trim()
+    };
+    assert_eq!(
+        std::fs::read_to_string(p.root("a").join("who")).unwrap(),
+        format!("nobody {connecting}")
+    );
 }

@@ -105,6 +105,18 @@ pub enum Event {
         host: String,
     },
     TaskEnd(TaskEnd),
+    /// An attempt of a task with `retries`/`until` did not succeed; the task runs again after
+    /// `delay_s` seconds. `attempts` is the most it will make.
+    TaskRetry {
+        phase: String,
+        task: String,
+        task_id: usize,
+        host: String,
+        attempt: u32,
+        attempts: u32,
+        delay_s: u64,
+        msg: String,
+    },
     /// `print` from the playbook, at planning time (no host) or inside a closure on a host.
     Print {
         #[serde(skip_serializing_if = "Option::is_none")]
@@ -200,6 +212,10 @@ impl EventSink for Redacting {
                 }
             }
             Event::Print { text, .. } => *text = r(text),
+            Event::TaskRetry { task, msg, .. } => {
+                *task = r(task);
+                *msg = r(msg);
+            }
             Event::Error { message, .. } => *message = r(message),
             Event::RunStart { .. } | Event::PhaseStart { .. } | Event::Recap { .. } => {}
         }

@@ -18,11 +18,39 @@ pub struct Script {
 /// Marks where sudo's password prompt ends, so the prompt never mixes with real output.
 const SUDO_PROMPT: &str = "[playbook-sudo-prompt]";
 
+/// Printed on stderr when `timeout` stopped a script: its exit status 124 alone could be the
+/// script's own.
+const TIMED_OUT: &str = "[playbook-timed-out]";
+
+/// The time a task may still take: each command it sends gets what is left.
+#[derive(Debug, Clone, Copy)]
+pub struct Deadline {
+    pub at: std::time::Instant,
+    /// The task's whole allowance, for the message.
+    pub secs: u64,
+}
+
+impl Deadline {
+    pub fn after(secs: u64) -> Self {
+        Deadline {
+            at: std::time::Instant::now() + std::time::Duration::from_secs(secs),
+            secs,
+        }
+    }
+
+    pub fn message(&self) -> String {
+        format!("timed out after {} s", self.secs)
+    }
+}
+
 #[derive(Clone)]
 pub struct Host {
     pub name: String,
     transport: Arc<dyn Transport>,
     become_: Option<Become>,
+    /// Exported for every script (a task's `environment`).
+    env: std::collections::BTreeMap<String, String>,
+    deadline: Option<Deadline>,
 }
 
 impl std::fmt::Debug for Host {
@@ -37,7 +65,24 @@ impl Host {
             name: name.into(),
             transport,
             become_: None,
+            env: Default::default(),
+            deadline: None,
         }
+    }
+
+    pub fn become_config(&self) -> Option<&Become> {
+        self.become_.as_ref()
+    }
+
+    pub fn with_env(mut self, env: std::collections::BTreeMap<String, String>) -> Self {
+        self.env = env;
+        self
+    }
+
+    /// Every command after this stops (remote processes killed) when the deadline passes.
+    pub fn with_deadline(mut self, deadline: Option<Deadline>) -> Self {
+        self.deadline = deadline;
+        self
     }
 
     pub fn with_become(mut self, become_: Option<Become>) -> Self {
@@ -64,6 +109,53 @@ impl Host {
         script: &str,
         stdin: &[u8],
     ) -> Result<ExecOutput, TransportError> {
+        let mut text = String::new();
+        for (k, v) in &self.env {
+            let v = quote(v).map_err(TransportError::Exec)?;
+            text.push_str(&format!("export {k}={v}\n"));
+        }
+        let Some(deadline) = self.deadline else {
+            text.push_str(script);
+            return self.run_as(&text, stdin).await;
+        };
+        let left = deadline
+            .at
+            .saturating_duration_since(std::time::Instant::now());
+        if left.is_zero() {
+            return Err(TransportError::Exec(deadline.message()));
+        }
+        text.push_str(script);
+        // coreutils `timeout` signals the script's whole process group, so what it started dies
+        // with it; inside sudo, so it may signal root's processes. KILL follows TERM after 2 s.
+        let inner = quote(&text).map_err(TransportError::Exec)?;
+        let secs = left.as_secs_f64().ceil() as u64;
+        let marker = quote(TIMED_OUT).expect("constant quotes");
+        let wrapped = format!(
+            "timeout -k 2 {secs} /bin/sh -c {inner}\nrc=$?\n\
+             if [ $rc -eq 124 ]; then printf '%s\\n' {marker} >&2; fi\nexit $rc"
+        );
+        // Should the target not stop it (a hung connection), the controller stops waiting.
+        let limit = left + std::time::Duration::from_secs(5);
+        let started = std::time::Instant::now();
+        let mut out = tokio::time::timeout(limit, self.run_as(&wrapped, stdin))
+            .await
+            .map_err(|_| TransportError::Exec(deadline.message()))??;
+        // A script may exit 124 by itself; only one that ran until the limit was stopped.
+        let marker = TIMED_OUT.as_bytes();
+        if out.status == 124
+            && started.elapsed() + std::time::Duration::from_millis(500) >= left
+            && out.stderr.windows(marker.len()).any(|w| w == marker)
+        {
+            return Err(TransportError::Exec(deadline.message()));
+        }
+        if let Some(pos) = out.stderr.windows(marker.len()).position(|w| w == marker) {
+            out.stderr
+                .drain(pos..(pos + marker.len() + 1).min(out.stderr.len()));
+        }
+        Ok(out)
+    }
+
+    async fn run_as(&self, script: &str, stdin: &[u8]) -> Result<ExecOutput, TransportError> {
         match &self.become_ {
             None => self.transport.exec(script, stdin).await,
             Some(b) => {
@@ -111,5 +203,19 @@ mod tests {
         assert_eq!(err, b"real error");
         let host = Host::new("h", Arc::new(LocalTransport));
         assert_eq!(host.run("echo hi").await.unwrap().stdout, b"hi\n");
+    }
+
+    #[tokio::test]
+    async fn environment_reaches_the_script_as_written_and_exit_124_is_not_a_timeout() {
+        let host = Host::new("h", Arc::new(LocalTransport))
+            .with_env([("A".to_string(), "x'y $z \"q\"".to_string())].into())
+            .with_deadline(Some(Deadline::after(5)));
+        let out = host.run("printf %s \"$A\"").await.unwrap();
+        assert_eq!(out.stdout, b"x'y $z \"q\"");
+        let out = host.run("echo own >&2; exit 124").await.unwrap();
+        assert_eq!((out.status, out.stderr_text()), (124, "own\n".to_string()));
+        let slow = Host::new("h", Arc::new(LocalTransport)).with_deadline(Some(Deadline::after(1)));
+        let err = slow.run("sleep 5").await.unwrap_err();
+        assert_eq!(err, TransportError::Exec("timed out after 1 s".into()));
     }
 }

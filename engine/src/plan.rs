@@ -182,6 +182,56 @@ pub struct Task {
     /// `Some(false)`: runs for real even in check mode (a task that only reads);
     /// `Some(true)`: always only checks. None follows --check.
     pub check_mode: Option<bool>,
+    /// Retries, run_once, timeout, environment and become set on the task.
+    pub control: Control,
+}
+
+/// How a task is run, beyond what it does: `retries`/`until`/`delay`, `run_once`, `timeout`,
+/// `environment`, `become`/`become_user`.
+#[derive(Clone, Debug, Default)]
+pub struct Control {
+    pub retries: Option<u32>,
+    pub until: Option<Condition>,
+    /// Seconds between attempts.
+    pub delay: Option<u64>,
+    pub run_once: bool,
+    /// Seconds the whole task may take on a host.
+    pub timeout: Option<u64>,
+    pub environment: BTreeMap<String, String>,
+    /// `Some(false)` turns the host's become off for the task, `Some(true)` on.
+    pub become_: Option<bool>,
+    pub become_user: Option<String>,
+    /// Runs the task through this host's connection, with the task's host's variables.
+    pub delegate_to: Option<String>,
+}
+
+impl Control {
+    /// As in Ansible: `until` alone retries 3 times; `retries(n)` is n tries after the first.
+    pub fn attempts(&self) -> u32 {
+        match (self.retries, &self.until) {
+            (Some(n), _) => n + 1,
+            (None, Some(_)) => 4,
+            (None, None) => 1,
+        }
+    }
+
+    pub fn delay(&self) -> std::time::Duration {
+        std::time::Duration::from_secs(self.delay.unwrap_or(5))
+    }
+
+    /// Whether the task runs like any other: its probe may then be read ahead with the host's
+    /// other probes. A probe read ahead would escape the task's own timeout, environment and
+    /// become, run on a run_once task's other hosts, or stand in for a later attempt.
+    pub fn is_plain(&self) -> bool {
+        self.retries.is_none()
+            && self.until.is_none()
+            && !self.run_once
+            && self.timeout.is_none()
+            && self.environment.is_empty()
+            && self.become_.is_none()
+            && self.become_user.is_none()
+            && self.delegate_to.is_none()
+    }
 }
 
 impl Task {
@@ -236,6 +286,18 @@ impl Plan {
                 }
             }
         }
+        out
+    }
+
+    /// Hosts tasks are delegated to, which the run connects to without running tasks of their own.
+    pub fn delegates(&self) -> Vec<String> {
+        let mut out: Vec<String> = self
+            .tasks
+            .iter()
+            .filter_map(|t| t.control.delegate_to.clone())
+            .collect();
+        out.sort();
+        out.dedup();
         out
     }
 

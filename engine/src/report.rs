@@ -247,6 +247,20 @@ impl EventSink for TextReporter {
                 self.update_running();
                 self.task_end(e);
             }
+            Event::TaskRetry {
+                task,
+                host,
+                attempt,
+                attempts,
+                delay_s,
+                msg,
+                ..
+            } if self.verbose > 0 => self.line(&format!(
+                "{:<13} {}  {task} (attempt {attempt}/{attempts}, again in {delay_s} s): {msg}",
+                style("retrying").yellow().to_string(),
+                style(host).bold(),
+            )),
+            Event::TaskRetry { .. } => {}
             Event::Print { host, text } => match host {
                 Some(h) => self.line(&format!("{} {text}", style(format!("[{h}]")).dim())),
                 None => self.line(text),

@@ -75,6 +75,15 @@ const API_FUNCTIONS: &[&str] = &[
     "rest",
     "host_vars",
     "quote",
+    "retries",
+    "retry_until",
+    "delay",
+    "run_once",
+    "timeout",
+    "environment",
+    "become",
+    "become_user",
+    "delegate_to",
 ];
 
 /// Bounds that keep a runaway playbook from hanging the controller.
@@ -107,6 +116,7 @@ pub struct TaskSpec {
     ignore_errors: bool,
     throttle: Option<usize>,
     check_mode: Option<bool>,
+    control: crate::plan::Control,
     pos: SourcePos,
 }
 
@@ -125,6 +135,7 @@ impl TaskSpec {
             ignore_errors: false,
             throttle: None,
             check_mode: None,
+            control: Default::default(),
             pos,
         }
     }
@@ -215,6 +226,9 @@ impl Builder {
         if let Some(Condition::Closure(c)) = &spec.when {
             crate::plan::closure_refs(c, &mut deps);
         }
+        if let Some(Condition::Closure(c)) = &spec.control.until {
+            crate::plan::closure_refs(c, &mut deps);
+        }
         deps.retain(|&d| d != id);
         let name = spec.name.clone().unwrap_or_else(|| default_name(&spec));
         self.tasks.push(Task {
@@ -237,6 +251,7 @@ impl Builder {
             ignore_errors: spec.ignore_errors,
             throttle: spec.throttle,
             check_mode: spec.check_mode,
+            control: spec.control,
         });
         if handler {
             self.phases[phase].handlers.push(id);
@@ -493,7 +508,7 @@ pub fn plan(input: PlanInput<'_>) -> Result<Plan, PlanError> {
 
     let mut ast = engine
         .compile(&source)
-        .map_err(|e| parse_error(&e, &file))?;
+        .map_err(|e| parse_error(&e, &file, &source))?;
     ast.set_source(file.as_str());
     let mut scope = rhai::Scope::new();
     engine
@@ -606,6 +621,7 @@ fn register_api(engine: &mut Engine, builder: &Arc<Mutex<Builder>>, registry: &R
     register_modules(engine, builder, registry);
     register_custom_task(engine, builder);
     register_task_options(engine, builder);
+    register_control_options(engine, builder);
     register_placement(engine, builder);
     register_planning_values(engine, builder);
     register_results(engine);
@@ -792,6 +808,158 @@ fn register_task_options(engine: &mut Engine, builder: &Arc<Mutex<Builder>>) {
                         &ctx,
                     ));
                 }
+            }
+            Ok(t.clone())
+        },
+    );
+}
+
+/// Options on how a task runs: `retries`, `retry_until` (Ansible's `until`, a keyword in Rhai:
+/// `do { } until x`), `delay`, `run_once`, `timeout`,
+/// `environment`, `become`, `become_user`.
+fn register_control_options(engine: &mut Engine, builder: &Arc<Mutex<Builder>>) {
+    fn count(
+        ctx: &NativeCallContext,
+        what: &str,
+        n: i64,
+        min: i64,
+        why: &str,
+    ) -> Result<u64, Box<EvalAltResult>> {
+        if n < min || n > u32::MAX as i64 {
+            return Err(runtime_err(format!("{what}({n}): {why}"), ctx));
+        }
+        Ok(n as u64)
+    }
+    engine.register_fn(
+        "retries",
+        |ctx: NativeCallContext,
+         t: &mut TaskSpec,
+         n: i64|
+         -> Result<TaskSpec, Box<EvalAltResult>> {
+            let n = count(
+                &ctx,
+                "retries",
+                n,
+                0,
+                "the number of tries after the first is 0 or more",
+            )?;
+            t.control.retries = Some(n as u32);
+            Ok(t.clone())
+        },
+    );
+    engine.register_fn(
+        "delay",
+        |ctx: NativeCallContext,
+         t: &mut TaskSpec,
+         n: i64|
+         -> Result<TaskSpec, Box<EvalAltResult>> {
+            t.control.delay = Some(count(
+                &ctx,
+                "delay",
+                n,
+                0,
+                "seconds between tries are 0 or more",
+            )?);
+            Ok(t.clone())
+        },
+    );
+    engine.register_fn(
+        "timeout",
+        |ctx: NativeCallContext,
+         t: &mut TaskSpec,
+         n: i64|
+         -> Result<TaskSpec, Box<EvalAltResult>> {
+            t.control.timeout = Some(count(
+                &ctx,
+                "timeout",
+                n,
+                1,
+                "a task needs at least one second",
+            )?);
+            Ok(t.clone())
+        },
+    );
+    let b = builder.clone();
+    engine.register_fn(
+        "delegate_to",
+        move |ctx: NativeCallContext,
+              t: &mut TaskSpec,
+              host: &str|
+              -> Result<TaskSpec, Box<EvalAltResult>> {
+            let b = b.lock().unwrap_or_else(|e| e.into_inner());
+            if b.inventory.host(host).is_none() {
+                let names: Vec<String> = b.inventory.hosts().map(|h| h.name.clone()).collect();
+                let hint = closest(host, names.iter().map(String::as_str))
+                    .map(|c| format!("; did you mean '{c}'?"))
+                    .unwrap_or_default();
+                return Err(runtime_err(
+                    format!("delegate_to(\"{host}\"): no such host in the inventory{hint}"),
+                    &ctx,
+                ));
+            }
+            t.control.delegate_to = Some(host.to_string());
+            Ok(t.clone())
+        },
+    );
+    engine.register_fn("retry_until", |t: &mut TaskSpec, expr: &str| -> TaskSpec {
+        t.control.until = Some(Condition::Expr(expr.to_string()));
+        t.clone()
+    });
+    engine.register_fn("retry_until", |t: &mut TaskSpec, f: FnPtr| -> TaskSpec {
+        t.control.until = Some(Condition::Closure(Closure(f)));
+        t.clone()
+    });
+    engine.register_fn("run_once", |t: &mut TaskSpec| -> TaskSpec {
+        t.control.run_once = true;
+        t.clone()
+    });
+    engine.register_fn("run_once", |t: &mut TaskSpec, v: bool| -> TaskSpec {
+        t.control.run_once = v;
+        t.clone()
+    });
+    engine.register_fn("become", |t: &mut TaskSpec, v: bool| -> TaskSpec {
+        t.control.become_ = Some(v);
+        t.clone()
+    });
+    engine.register_fn(
+        "become_user",
+        |ctx: NativeCallContext,
+         t: &mut TaskSpec,
+         user: &str|
+         -> Result<TaskSpec, Box<EvalAltResult>> {
+            if user.is_empty() {
+                return Err(runtime_err("become_user(\"\"): name a user", &ctx));
+            }
+            t.control.become_user = Some(user.to_string());
+            Ok(t.clone())
+        },
+    );
+    engine.register_fn(
+        "environment",
+        |ctx: NativeCallContext, t: &mut TaskSpec, vars: rhai::Map| -> Result<TaskSpec, Box<EvalAltResult>> {
+            for (k, v) in vars {
+                let valid = k.chars().next().is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+                    && k.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+                if !valid {
+                    return Err(runtime_err(
+                        format!("environment: '{k}' is not a variable name (letters, digits, _; not a digit first)"),
+                        &ctx,
+                    ));
+                }
+                let value = if let Some(s) = v.read_lock::<rhai::ImmutableString>() {
+                    s.to_string()
+                } else if v.is_int() || v.is_float() || v.is_bool() {
+                    v.to_string()
+                } else {
+                    return Err(runtime_err(
+                        format!("environment: the value of {k} is a {}, not a string", v.type_name()),
+                        &ctx,
+                    ));
+                };
+                if value.contains('\0') {
+                    return Err(runtime_err(format!("environment: the value of {k} holds a NUL byte"), &ctx));
+                }
+                t.control.environment.insert(k.to_string(), value);
             }
             Ok(t.clone())
         },
@@ -991,11 +1159,20 @@ fn position(file: &str, pos: Position) -> SourcePos {
     }
 }
 
-fn parse_error(e: &rhai::ParseError, file: &str) -> PlanError {
-    PlanError::at(
-        position(file, e.position()),
-        format!("syntax error: {}", e.err_type()),
-    )
+fn parse_error(e: &rhai::ParseError, file: &str, source: &str) -> PlanError {
+    let pos = position(file, e.position());
+    // Ansible's `until` is a Rhai keyword (`do { } until x;`): `.until(` cannot parse.
+    let at = source
+        .lines()
+        .nth(pos.line.saturating_sub(1))
+        .and_then(|l| l.get(pos.column.saturating_sub(1)..))
+        .unwrap_or("");
+    let hint = if at.starts_with("until") {
+        "; `until` is a Rhai keyword: use .retry_until(...)"
+    } else {
+        ""
+    };
+    PlanError::at(pos, format!("syntax error: {}{hint}", e.err_type()))
 }
 
 /// Finds the innermost error and the file it happened in (errors inside imported modules and

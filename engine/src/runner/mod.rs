@@ -210,11 +210,15 @@ pub async fn run_until(
         secrets: opts.secrets.clone(),
     });
     let mut hosts = BTreeMap::new();
-    for name in plan.hosts() {
-        let Some(entry) = inventory.host(&name) else {
+    let targets = plan.hosts();
+    for name in targets.iter().chain(&plan.delegates()) {
+        if hosts.contains_key(name) {
+            continue;
+        }
+        let Some(entry) = inventory.host(name) else {
             continue;
         };
-        let vars = inventory.host_vars(&name, &plan.defaults, &opts.extra_vars);
+        let vars = inventory.host_vars(name, &plan.defaults, &opts.extra_vars);
         hosts.insert(
             name.clone(),
             HostRt {
@@ -231,8 +235,10 @@ pub async fn run_until(
             },
         );
     }
-    let counts = hosts
-        .keys()
+    // Hosts only delegated to run no task of their own: not in the recap.
+    let counts = targets
+        .iter()
+        .filter(|h| hosts.contains_key(*h))
         .map(|h| (h.clone(), HostCounts::default()))
         .collect();
     let templates = TemplateEngine::new(&plan.script.dir);
@@ -407,6 +413,10 @@ impl State {
                 })
                 .cloned()
                 .collect();
+            let mut notified = notified;
+            if task.control.run_once {
+                notified.truncate(1);
+            }
             let group = task.throttle.unwrap_or(notified.len()).max(1);
             let mut groups = notified.chunks(group);
             for hosts in groups.by_ref() {
@@ -530,6 +540,14 @@ impl State {
             self.finish(tid, host, Done::NotRun { selected: true });
             return None;
         }
+        // A run_once handler is narrowed to its first notified host by `run_handlers`.
+        if task.control.run_once
+            && !task.is_handler
+            && task.hosts.first().is_some_and(|f| f != host)
+        {
+            self.take_run_once(tid, host).await;
+            return None;
+        }
         let phase = self.plan.phases[task.phase].name.clone();
         // The run's mode decides whether predictions upstream matter; the task's own mode decides
         // whether this task only checks (`.check_mode(false)` tasks run for real).
@@ -545,7 +563,7 @@ impl State {
         let started = Instant::now();
         let mut result = match upstream_failure {
             Some(msg) => Err(TaskError::Failed(msg)),
-            None => self.execute(tid, host, after).await,
+            None => self.attempts(tid, host, after).await,
         };
         let upstream_predicted =
             upstream_predicted || (check_run && h.predicted_change.load(Ordering::SeqCst));
@@ -565,6 +583,138 @@ impl State {
         end.duration_ms = started.elapsed().as_millis() as u64;
         self.end_task(tid, host, end, done);
         acted.then_some(read_after)
+    }
+
+    /// Runs the task until it succeeds and its `until` holds, as many times as `retries` allows,
+    /// `delay` apart. A task that only checks runs once and its `until` is not read: a
+    /// prediction is no result to wait on.
+    async fn attempts(
+        self: &Arc<Self>,
+        tid: TaskId,
+        host: &str,
+        after: &dyn ReadAfter,
+    ) -> Result<Outcome, TaskError> {
+        let task = &self.plan.tasks[tid];
+        let control = &task.control;
+        let attempts = control.attempts();
+        if self.tasks[tid].checks || (attempts == 1 && control.until.is_none()) {
+            // Probes read after a change go through the changing task's connection: with its
+            // own become, environment or deadline they would not be the next tasks' probes.
+            let after = if control.is_plain() { after } else { &() };
+            return self.execute(tid, host, after).await;
+        }
+        let mut acted = false;
+        let mut attempt = 1;
+        loop {
+            // An attempt reads no probes after its change: the next attempt probes afresh, and
+            // the tasks after it probe after the last attempt.
+            let why = match self.execute(tid, host, &()).await {
+                Ok(mut outcome) => {
+                    acted |= outcome.acted;
+                    outcome.acted = acted;
+                    let holds = match (&control.until, &outcome.status) {
+                        (_, Status::Skipped(_)) | (None, _) => true,
+                        (Some(cond), status) => {
+                            let value = Value::Object(result_map(outcome.result.clone(), status));
+                            self.until_holds(tid, host, cond, value).await?
+                        }
+                    };
+                    if holds {
+                        return Ok(outcome);
+                    }
+                    match &control.until {
+                        Some(Condition::Expr(e)) => format!("until condition is false: {e}"),
+                        _ => "until condition is false".to_string(),
+                    }
+                }
+                // A failed attempt may have changed part of what it meant to.
+                Err(TaskError::Failed(why)) => {
+                    acted = true;
+                    why
+                }
+                Err(other) => return Err(other),
+            };
+            if attempt >= attempts {
+                return Err(TaskError::Failed(format!(
+                    "'{}' on {host} gave up after {attempt} attempt{}: {why}",
+                    task.name,
+                    if attempt == 1 { "" } else { "s" }
+                )));
+            }
+            self.sink.emit(&Event::TaskRetry {
+                phase: self.plan.phases[task.phase].name.clone(),
+                task: task.name.clone(),
+                task_id: tid,
+                host: host.to_string(),
+                attempt,
+                attempts,
+                delay_s: control.delay().as_secs(),
+                msg: why,
+            });
+            tokio::time::sleep(control.delay()).await;
+            attempt += 1;
+        }
+    }
+
+    /// A run_once task on one of its hosts but the first: takes the first host's outcome once
+    /// it is known (its result registered here too, as in Ansible), reporting nothing of its own
+    /// unless it failed there.
+    async fn take_run_once(&self, tid: TaskId, host: &str) {
+        let task = &self.plan.tasks[tid];
+        let first = task.hosts[0].clone();
+        let key = (tid, first.clone());
+        let mut rx = self.tasks[tid].finished.subscribe();
+        let _ = rx
+            .wait_for(|_| {
+                self.done
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .contains_key(&key)
+            })
+            .await;
+        let done = self
+            .done
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&key)
+            .cloned();
+        match done {
+            Some(Done::Ran(v)) => {
+                if let Some(name) = &task.register {
+                    self.hosts[host]
+                        .facts
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .insert(name.clone(), v.clone());
+                }
+                self.finish(tid, host, Done::Ran(v));
+            }
+            Some(Done::Predicted) => self.finish(tid, host, Done::Predicted),
+            // What failed for every host stops every host, as a failure here would.
+            Some(Done::Failed) => {
+                let mut end = self.task_end(tid, host, self.tasks[tid].checks);
+                self.sink.emit(&Event::TaskStart {
+                    phase: end.phase.clone(),
+                    task: end.task.clone(),
+                    task_id: tid,
+                    host: host.to_string(),
+                });
+                end.status = TaskStatus::Failed;
+                end.msg = Some(format!(
+                    "run_once: the task failed on {first}, where it ran for every host"
+                ));
+                self.hosts[host].dead.store(true, Ordering::SeqCst);
+                self.end_task(tid, host, end, Done::Failed);
+            }
+            Some(Done::NotRun { selected: false }) => {
+                self.finish(tid, host, Done::NotRun { selected: false })
+            }
+            Some(Done::NotRun { selected: true }) | None => self.skip(
+                tid,
+                host,
+                &format!("run_once: not run, as it did not run on {first}, its first host"),
+            ),
+        }
     }
 
     /// Waits for the tasks this one reads or must run after. Returns whether any of them only
@@ -611,11 +761,7 @@ impl State {
             Ok(outcome) => {
                 end.summary = outcome.summary;
                 end.diff = outcome.diff.filter(|_| self.opts.diff);
-                let mut registered = match outcome.result {
-                    Value::Object(m) => m,
-                    Value::Null => Map::new(),
-                    other => Map::from_iter([("value".to_string(), other)]),
-                };
+                let registered = result_map(outcome.result, &outcome.status);
                 if let Some(msg) = registered
                     .get("msg")
                     .filter(|_| matches!(&task.action, Action::Module(m) if m.shows_msg()))
@@ -636,12 +782,6 @@ impl State {
                         end.msg = Some(why);
                     }
                 }
-                registered.insert("changed".into(), Value::Bool(end.changed));
-                registered.insert(
-                    "skipped".into(),
-                    Value::Bool(end.status == TaskStatus::Skipped),
-                );
-                registered.insert("failed".into(), Value::Bool(false));
                 if end.changed {
                     let mut n = h.notified.lock().unwrap_or_else(|e| e.into_inner());
                     n.extend(task.notify.iter().cloned());
@@ -736,10 +876,18 @@ impl State {
         let needs_closures = matches!(task.action, Action::Custom(_))
             || matches!(task.when, Some(Condition::Closure(_)))
             || has_closure(&task.args);
-        let conn = self.connection(host).await?;
+        // Facts are the task's host's own, even when another host runs the task.
         if needs_closures || self.tasks[tid].reads.facts {
-            self.gather_facts(host, &conn).await?;
+            let own = self.connection(host).await?;
+            self.gather_facts(host, &own).await?;
         }
+        let via = task.control.delegate_to.as_deref().unwrap_or(host);
+        let base = self.connection(via).await?;
+        let env = self.task_env(tid, host)?;
+        let mut conn = self.task_host(tid, via, base).with_env(env);
+        // A delegated task still acts for its own host, as `h.name` says (Ansible's
+        // inventory_hostname).
+        conn.name = host.to_string();
         let prepared = if needs_closures {
             let st = self.clone();
             let hname = host.to_string();
@@ -783,6 +931,63 @@ impl State {
             .await?)
     }
 
+    /// The task's `environment`, its values rendered as templates with the host's variables.
+    fn task_env(
+        &self,
+        tid: TaskId,
+        host: &str,
+    ) -> Result<std::collections::BTreeMap<String, String>, TaskError> {
+        let task = &self.plan.tasks[tid];
+        if task.control.environment.is_empty() {
+            return Ok(Default::default());
+        }
+        let origin = format!("{} (task '{}', environment)", task.pos, task.name);
+        let ctx = Value::Object(self.template_vars(host, self.tasks[tid].reads));
+        task.control
+            .environment
+            .iter()
+            .map(|(k, v)| {
+                let v = if crate::template::is_template(v) {
+                    self.templates
+                        .render_str(v, &origin, &ctx)
+                        .map_err(|e| self.template_failure(host, e.to_string()))?
+                } else {
+                    v.clone()
+                };
+                Ok((k.clone(), v))
+            })
+            .collect()
+    }
+
+    /// The host as one task reaches it (`via`: the task's host, or the one it is delegated to):
+    /// the task's become, environment and deadline.
+    fn task_host(&self, tid: TaskId, via: &str, base: Host) -> Host {
+        let control = &self.plan.tasks[tid].control;
+        if control.is_plain() {
+            return base;
+        }
+        let entry = &self.hosts[via].entry;
+        let mut become_ = match control.become_ {
+            Some(false) => None,
+            Some(true) => Some(base.become_config().cloned().unwrap_or_else(|| {
+                crate::host::Become {
+                    user: entry.become_user.clone(),
+                    password: self
+                        .opts
+                        .become_password
+                        .clone()
+                        .or_else(|| entry.become_password.clone()),
+                }
+            })),
+            None => base.become_config().cloned(),
+        };
+        if let (Some(b), Some(user)) = (&mut become_, &control.become_user) {
+            b.user = user.clone();
+        }
+        base.with_become(become_)
+            .with_deadline(control.timeout.map(crate::host::Deadline::after))
+    }
+
     async fn gather_facts(&self, host: &str, conn: &Host) -> Result<Value, ModuleError> {
         crate::facts::Cached {
             host: conn,
@@ -791,6 +996,26 @@ impl State {
         .get()
         .await
     }
+}
+
+/// A task's result as `register` keeps it and `until` reads it: the module's result with
+/// `changed`, `skipped` and `failed`.
+fn result_map(result: Value, status: &Status) -> Map<String, Value> {
+    let mut map = match result {
+        Value::Object(m) => m,
+        Value::Null => Map::new(),
+        other => Map::from_iter([("value".to_string(), other)]),
+    };
+    map.insert(
+        "changed".into(),
+        Value::Bool(matches!(status, Status::Changed)),
+    );
+    map.insert(
+        "skipped".into(),
+        Value::Bool(matches!(status, Status::Skipped(_))),
+    );
+    map.insert("failed".into(), Value::Bool(false));
+    map
 }
 
 /// What a module's context borrows, for one task on one host.

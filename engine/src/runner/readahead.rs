@@ -82,6 +82,7 @@ impl State {
             let finished =
                 |&d: &TaskId| *self.tasks[d].finished.borrow() >= self.plan.tasks[d].hosts.len();
             if !module.script_probe()
+                || !task.control.is_plain()
                 || matches!(task.when, Some(Condition::Closure(_)))
                 || has_closure(&task.args)
                 || !task.needs.iter().all(finished)

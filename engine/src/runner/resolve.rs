@@ -34,8 +34,11 @@ impl Reads {
     pub(super) fn of(task: &crate::plan::Task, templates: &TemplateEngine) -> Reads {
         let mut strings = Vec::new();
         task.args.strings(&mut strings);
-        if let Some(Condition::Expr(e)) = &task.when {
-            strings.push(e.clone());
+        strings.extend(task.control.environment.values().cloned());
+        for cond in [&task.when, &task.control.until].into_iter().flatten() {
+            if let Condition::Expr(e) = cond {
+                strings.push(e.clone());
+            }
         }
         // Strings are searched as text: not all of them are templates (assert's `that` is an
         // expression), and a name that is only mentioned costs at most what it used to.
@@ -180,19 +183,7 @@ impl State {
         let origin = format!("{} (task '{}')", task.pos, task.name);
         let vars = self.template_vars(host, self.tasks[tid].reads);
         let ctx = Value::Object(vars.clone());
-        let scope = || ExecScope {
-            host: host.to_string(),
-            resolve: Box::new({
-                let st = self.clone();
-                let host = host.to_string();
-                move |d: &Deferred| {
-                    st.resolve_deferred(d, &host).map_err(|e| match e {
-                        TaskError::Failed(m) | TaskError::Unreachable(m) => Unresolved::Failed(m),
-                        TaskError::DependsOnChange(m) => Unresolved::DependsOnChange(m),
-                    })
-                }
-            }),
-        };
+        let scope = || self.exec_scope(host);
         let api = HostApi {
             host: conn.clone(),
             check: self.tasks[tid].checks,
@@ -239,6 +230,67 @@ impl State {
             matches!(&task.action, Action::Module(m) if m.predicts_with_unknown_results());
         let args = self.resolve_arg(&task.args, host, &ctx, &origin, &call, unknown_ok)?;
         Ok(Prepared::Run { args, vars })
+    }
+
+    /// Where a closure run for `host` reads earlier tasks' results.
+    fn exec_scope(self: &Arc<Self>, host: &str) -> ExecScope {
+        ExecScope {
+            host: host.to_string(),
+            resolve: Box::new({
+                let st = self.clone();
+                let host = host.to_string();
+                move |d: &Deferred| {
+                    st.resolve_deferred(d, &host).map_err(|e| match e {
+                        TaskError::Failed(m) | TaskError::Unreachable(m) => Unresolved::Failed(m),
+                        TaskError::DependsOnChange(m) => Unresolved::DependsOnChange(m),
+                    })
+                }
+            }),
+        }
+    }
+
+    /// Whether `until` holds over an attempt's result: an expression sees it as `result` (and
+    /// by its registered name), a closure is given it.
+    pub(super) async fn until_holds(
+        self: &Arc<Self>,
+        tid: TaskId,
+        host: &str,
+        cond: &Condition,
+        result: Value,
+    ) -> Result<bool, TaskError> {
+        let task = &self.plan.tasks[tid];
+        let origin = format!("{} (task '{}', until)", task.pos, task.name);
+        match cond {
+            Condition::Expr(expr) => {
+                let mut vars = self.template_vars(host, self.tasks[tid].reads);
+                if let Some(name) = &task.register {
+                    vars.insert(name.clone(), result.clone());
+                }
+                vars.insert("result".into(), result);
+                let v = self
+                    .templates
+                    .eval(expr, &origin, &Value::Object(vars))
+                    .map_err(|e| TaskError::Failed(e.to_string()))?;
+                Ok(crate::template::is_truthy(&v))
+            }
+            Condition::Closure(c) => {
+                let st = self.clone();
+                let host = host.to_string();
+                let c = c.clone();
+                tokio::task::spawn_blocking(move || {
+                    let script = &st.plan.script;
+                    let arg = rhai::serde::to_dynamic(&result)
+                        .map_err(|e| TaskError::Failed(format!("{origin}: {e}")))?;
+                    let v = with_exec_scope(st.exec_scope(&host), || {
+                        c.0.call::<rhai::Dynamic>(&script.engine, &script.ast, (arg,))
+                    })
+                    .map_err(|e| closure_error(&e, &origin))?;
+                    Ok(v.as_bool().unwrap_or(!v.is_unit()))
+                })
+                .await
+                .map_err(|e| TaskError::Failed(format!("until panicked: {e}")))?
+            }
+        }
     }
 
     pub(super) fn template_failure(&self, host: &str, msg: String) -> TaskError {

@@ -162,10 +162,14 @@ impl Run {
 }
 
 async fn run_playbook(playbook: &str, check: bool) -> Run {
+    run_with_inventory(playbook, INVENTORY, check).await
+}
+
+async fn run_with_inventory(playbook: &str, inventory: &str, check: bool) -> Run {
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("play.rhai");
     std::fs::write(&file, playbook).unwrap();
-    let inventory = Arc::new(Inventory::parse(INVENTORY, "inventory.toml").unwrap());
+    let inventory = Arc::new(Inventory::parse(inventory, "inventory.toml").unwrap());
     let mut registry = Registry::new();
     registry.register(Mark);
     let sink = Arc::new(Collector::default());
@@ -354,4 +358,251 @@ async fn a_closure_reading_a_predicted_result_depends_on_a_change_above() {
             .all(|s| !s.contains("echo cond") && !s.contains("echo true")),
         "{scripts:?}"
     );
+}
+
+/// Retry events of a host: (attempt, attempts, msg).
+fn retries_of(r: &Run, host: &str) -> Vec<(u32, u32, String)> {
+    let events = r.events.events.lock().unwrap();
+    events
+        .iter()
+        .filter_map(|e| match e {
+            crate::events::Event::TaskRetry {
+                host: h,
+                attempt,
+                attempts,
+                msg,
+                ..
+            } if h == host => Some((*attempt, *attempts, msg.clone())),
+            _ => None,
+        })
+        .collect()
+}
+
+/// A custom task counting its runs in a file of the temp dir: its result is `#{ n }`.
+fn counter(file: &str) -> String {
+    format!(
+        r#"task("count", |h| {{
+            let r = h.run("n=$(cat {file} 2>/dev/null || echo 0); n=$((n+1)); echo $n > {file}; echo $n");
+            #{{ result: #{{ n: parse_int(r.stdout) }} }}
+        }})"#
+    )
+}
+
+#[tokio::test]
+async fn a_task_is_retried_until_its_condition_holds_over_its_result() {
+    let dir = tempfile::tempdir().unwrap();
+    let f = dir.path().join("n");
+    let g = dir.path().join("m");
+    let r = run_playbook(
+        &format!(
+            r#"
+            on("a", {}.retry_until("result.n >= 3").retries(5).delay(0));
+            on("a", {}.register("out").retry_until(|r| r.n >= 2).delay(0));
+            "#,
+            counter(f.to_str().unwrap()),
+            counter(g.to_str().unwrap()),
+        ),
+        false,
+    )
+    .await;
+    assert_eq!(
+        r.ends("a"),
+        [("Ok".into(), String::new()), ("Ok".into(), String::new())]
+    );
+    assert_eq!(std::fs::read_to_string(&f).unwrap().trim(), "3");
+    assert_eq!(std::fs::read_to_string(&g).unwrap().trim(), "2");
+    let retries = retries_of(&r, "a");
+    assert_eq!(
+        retries,
+        [
+            (1, 6, "until condition is false: result.n >= 3".into()),
+            (2, 6, "until condition is false: result.n >= 3".into()),
+            // `until` alone: Ansible's 3 retries.
+            (1, 4, "until condition is false".into()),
+        ]
+    );
+}
+
+#[tokio::test]
+async fn a_task_whose_condition_never_holds_fails_after_its_retries() {
+    let dir = tempfile::tempdir().unwrap();
+    let f = dir.path().join("n");
+    let r = run_playbook(
+        &format!(
+            r#"on("a", {}.register("c").retry_until("c.n > 10").retries(2).delay(0));"#,
+            counter(f.to_str().unwrap())
+        ),
+        false,
+    )
+    .await;
+    let ends = r.ends("a");
+    assert_eq!(ends.len(), 1);
+    assert_eq!(ends[0].0, "Failed");
+    assert_eq!(
+        ends[0].1,
+        "'count' on a gave up after 3 attempts: until condition is false: c.n > 10"
+    );
+    assert_eq!(std::fs::read_to_string(&f).unwrap().trim(), "3");
+    assert_eq!(retries_of(&r, "a").len(), 2);
+}
+
+#[tokio::test]
+async fn retries_without_until_retry_a_failure_and_check_mode_tries_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let f = dir.path().join("n");
+    let flaky = format!(
+        r#"task("flaky", |h| {{
+            let r = h.run("n=$(cat {0} 2>/dev/null || echo 0); n=$((n+1)); echo $n > {0}; echo $n");
+            if parse_int(r.stdout) < 2 {{ throw "not yet"; }}
+            "ok"
+        }}).retries(3).delay(0)"#,
+        f.to_str().unwrap()
+    );
+    let r = run_playbook(&format!(r#"on("a", {flaky});"#), false).await;
+    assert_eq!(r.ends("a")[0].0, "Ok");
+    let retries = retries_of(&r, "a");
+    assert_eq!(retries.len(), 1, "{retries:?}");
+    assert!(retries[0].2.contains("not yet"), "{retries:?}");
+    std::fs::remove_file(&f).unwrap();
+    let r = run_playbook(&format!(r#"on("a", {flaky});"#), true).await;
+    assert_eq!(r.ends("a")[0].0, "Failed");
+    assert!(retries_of(&r, "a").is_empty());
+    assert_eq!(std::fs::read_to_string(&f).unwrap().trim(), "1");
+}
+
+#[tokio::test]
+async fn a_run_once_task_runs_on_the_first_host_and_its_result_is_everyones() {
+    let r = run_playbook(
+        r#"
+        on("all", task("once", |h| { h.run("echo once-" + h.name); #{ result: #{ by: h.name } } })
+            .run_once().register("o"));
+        on("all", task("read", |h| { h.run("echo read-" + h.vars.o.by); "ok" }));
+        "#,
+        false,
+    )
+    .await;
+    assert_eq!(echoes(&r.fake.scripts("a")), ["once-a", "read-a"]);
+    assert_eq!(echoes(&r.fake.scripts("b")), ["read-a"]);
+    assert_eq!(
+        r.ends("b").len(),
+        1,
+        "only the first host reports the run_once task"
+    );
+}
+
+#[tokio::test]
+async fn environment_and_become_wrap_the_task_scripts_only() {
+    let r = run_playbook(
+        r#"
+        on("a", [
+            mark(#{ name: "x", present: true }).environment(#{ GREETING: "it's me", N: 3 }),
+            mark(#{ name: "y", present: true }).become(true).become_user("deploy"),
+            mark(#{ name: "z", present: true }),
+        ]);
+        "#,
+        false,
+    )
+    .await;
+    let scripts = r.fake.scripts("a");
+    let x = scripts.iter().find(|s| s.contains("probe-x")).unwrap();
+    assert!(
+        x.starts_with("export GREETING=\"it's me\"\nexport N=3\n"),
+        "{x}"
+    );
+    let y = scripts.iter().find(|s| s.contains("probe-y")).unwrap();
+    assert!(y.starts_with("sudo -n -H -u deploy -- /bin/sh -c "), "{y}");
+    let z = scripts.iter().find(|s| s.contains("probe-z")).unwrap();
+    assert!(!z.contains("sudo") && !z.contains("export"), "{z}");
+}
+
+#[tokio::test]
+async fn a_task_past_its_timeout_fails_and_its_process_is_stopped() {
+    let dir = tempfile::tempdir().unwrap();
+    let f = dir.path().join("late");
+    let started = std::time::Instant::now();
+    let r = run_playbook(
+        &format!(
+            r#"on("a", task("slow", |h| {{ h.run("sleep 3; touch {}"); "ok" }}).timeout(1));"#,
+            f.to_str().unwrap()
+        ),
+        false,
+    )
+    .await;
+    let ends = r.ends("a");
+    assert_eq!(ends[0].0, "Failed");
+    assert!(ends[0].1.contains("timed out after 1 s"), "{ends:?}");
+    assert!(started.elapsed() < std::time::Duration::from_millis(2900));
+    std::thread::sleep(std::time::Duration::from_millis(2500));
+    assert!(!f.exists(), "the command was stopped, not left to finish");
+}
+
+#[tokio::test]
+async fn become_false_turns_the_inventorys_sudo_off_for_one_task() {
+    let r = run_with_inventory(
+        r#"
+        on("a", [
+            mark(#{ name: "x", present: true }).become(false),
+            mark(#{ name: "y", present: true }),
+            mark(#{ name: "z", present: true }).become_user("deploy"),
+        ]);
+        "#,
+        "[hosts.a]\nconnection = \"local\"\nbecome = true\nbecome_user = \"app\"\n",
+        false,
+    )
+    .await;
+    let scripts = r.fake.scripts("a");
+    let probe = |n: &str| {
+        scripts
+            .iter()
+            .find(|s| s.contains(&format!("probe-{n}")))
+            .unwrap()
+            .clone()
+    };
+    assert!(probe("x").starts_with("echo probe-x"), "{scripts:?}");
+    assert!(
+        probe("y").starts_with("sudo -n -H -u app -- "),
+        "{scripts:?}"
+    );
+    assert!(
+        probe("z").starts_with("sudo -n -H -u deploy -- "),
+        "{scripts:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_delegated_task_runs_through_the_other_hosts_connection_for_its_own_host() {
+    let r = run_playbook(
+        r#"
+        on("a", [
+            mark(#{ name: "x", present: true }).delegate_to("b"),
+            task("who", |h| { h.run("echo for-" + h.name); #{ result: #{ me: h.name } } })
+                .delegate_to("b").register("who"),
+            task("read", |h| { h.run("echo read-" + h.vars.who.me); "ok" }),
+        ]);
+        "#,
+        false,
+    )
+    .await;
+    let on_b = r.fake.scripts("b");
+    assert!(on_b.iter().any(|s| s.contains("probe-x")), "{on_b:?}");
+    assert_eq!(echoes(&on_b), ["probe-x present", "for-a"]);
+    assert_eq!(echoes(&r.fake.scripts("a")), ["read-a"]);
+    assert!(r.fake.scripts("a").iter().all(|s| !s.contains("probe-x")));
+    assert_eq!(r.ends("a").len(), 3);
+    assert!(r.ends("b").is_empty());
+    assert!(!r.recap.hosts.contains_key("b"), "b ran no task of its own");
+}
+
+#[tokio::test]
+async fn a_run_once_handler_runs_on_its_first_notified_host() {
+    let r = run_playbook(
+        r#"
+        on("b", task("notifies", |h| { h.run("echo notifies"); "changed" }).notify("h"));
+        handler("h", task("handler", |h| { h.run("echo handler-" + h.name); "ok" }).run_once());
+        "#,
+        false,
+    )
+    .await;
+    assert_eq!(echoes(&r.fake.scripts("b")), ["notifies", "handler-b"]);
+    assert!(r.fake.scripts("a").is_empty());
 }
