@@ -543,6 +543,7 @@ on("web", copy(#{ dest: "{{ root }}/x", content: "x\n" }).name("write x"));
 on("a", shell(#{ cmd: "exit 3" }).name("fails").ignore_errors(true));
 on("b", shell(#{ cmd: "true" }).name("skipped").when("false"));
 on("c", shell(#{ cmd: "false" }).name("fails for real"));
+on("b", shell(#{ cmd: "false" }).name("retried").retries(1).delay(0).ignore_errors(true));
 "#,
     );
     let run = p.play("events.rhai", &["--diff"]);
@@ -582,6 +583,7 @@ on("c", shell(#{ cmd: "false" }).name("fails for real"));
         "task_end.msg",
         "task_end.summary",
         "print.text",
+        "task_retry.attempt",
         "recap.hosts",
         "error.schema",
         "error.line",
@@ -594,8 +596,8 @@ on("c", shell(#{ cmd: "false" }).name("fails for real"));
         .find(|e| e["event"] == "phase_start")
         .unwrap();
     assert_eq!(
-        phase["runs"], 5,
-        "write x on a and b, one task each on a, b, c"
+        phase["runs"], 6,
+        "write x on a and b, one task each on a, b, c, b"
     );
     let diff = run
         .task_ends()
