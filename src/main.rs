@@ -275,6 +275,12 @@ fn build_plan(
     Ok((plan, inventory))
 }
 
+/// The plan alone, for commands that show it: no run's connection settings, events or secrets.
+fn plan_only(args: &PlanArgs) -> Result<Plan, Report> {
+    let quiet = Arc::new(Collector::default());
+    build_plan(args, &Default::default(), quiet, &Redactor::default()).map(|(plan, _)| plan)
+}
+
 fn real_main(cli: Cli) -> Result<u8, Report> {
     match cli.command {
         Command::Run(args) => {
@@ -377,22 +383,12 @@ fn real_main(cli: Cli) -> Result<u8, Report> {
             Ok(recap.exit_code() as u8)
         }
         Command::Plan(args) => {
-            let (plan, _) = build_plan(
-                &args,
-                &Default::default(),
-                Arc::new(Collector::default()),
-                &Redactor::default(),
-            )?;
+            let plan = plan_only(&args)?;
             print!("{}", describe_plan(&plan));
             Ok(0)
         }
         Command::Graph(args) => {
-            let (plan, _) = build_plan(
-                &args,
-                &Default::default(),
-                Arc::new(Collector::default()),
-                &Redactor::default(),
-            )?;
+            let plan = plan_only(&args)?;
             print!("{}", plan.to_dot());
             Ok(0)
         }
