@@ -28,6 +28,20 @@ pub struct Args {
     /// never reaches output, and `dest` is written with mode 0600 (else 0644).
     #[serde(default)]
     pub secret: bool,
+    /// The controller copy's mode (octal): a snapshot of a database holding secrets wants 0600
+    /// without registering its bytes as secret text.
+    #[serde(default, deserialize_with = "crate::perms::mode_arg")]
+    pub mode: Option<String>,
+}
+
+impl Args {
+    fn dest_mode(&self) -> u32 {
+        match self.mode.as_deref().and_then(crate::perms::octal) {
+            Some(m) => m,
+            None if self.secret => 0o600,
+            None => 0o644,
+        }
+    }
 }
 
 pub const DOC: &str = r#"# fetch
@@ -44,6 +58,7 @@ use it; optionally keeps a copy on the controller.
 - The file is read whole into memory on the controller: meant for certificates, tokens and
   config files, not for large data.
 - In check mode the file is still read (that only reads); `dest` is not written.
+- With `mode` or `secret`, `dest` is `changed` too when its mode differs (it is written again).
 
 ## Arguments
 
@@ -52,6 +67,7 @@ use it; optionally keeps a copy on the controller.
 | `src` | string | the file on the target (required) |
 | `dest` | string | a copy on the controller, relative to the playbook directory |
 | `secret` | bool | register the content as a secret; `dest` mode 0600 |
+| `mode` | string | `dest`'s mode (octal, e.g. "0600"); default 0644, 0600 with `secret` |
 
 ## Example
 
@@ -143,6 +159,16 @@ impl Module for Fetch {
                 return Err(format!("dest: {d:?} must name a file"));
             }
         }
+        if let Some(m) = &args.mode {
+            if crate::perms::octal(m).is_none() {
+                return Err(format!(
+                    "mode: {m:?} must be an octal mode like \"0600\" (the controller copy's)"
+                ));
+            }
+            if args.dest.is_none() {
+                return Err("mode is the controller copy's: it needs dest".into());
+            }
+        }
         Ok(())
     }
 
@@ -167,13 +193,22 @@ impl Module for Fetch {
                 )))
             }
         };
-        if old.as_deref() == Some(bytes.as_slice()) {
+        let mode_now = {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::metadata(&dest).map(|m| m.permissions().mode() & 0o7777)
+        };
+        let same_content = old.as_deref() == Some(bytes.as_slice());
+        // A default copy's mode is the user's business; a chosen or private one is kept.
+        let same_mode = (args.mode.is_none() && !args.secret)
+            || mode_now.as_ref().ok() == Some(&args.dest_mode());
+        if same_content && same_mode {
             return Ok(Probe::Unchanged(result(args, &bytes, Some(&dest))));
         }
         let shown = dest.display().to_string();
-        let summary = match old {
-            None => format!("write {shown} on the controller"),
-            Some(_) => format!("update {shown} on the controller"),
+        let summary = match (old.is_some(), same_content) {
+            (false, _) => format!("write {shown} on the controller"),
+            (true, true) => format!("set the mode of {shown} to {:04o}", args.dest_mode()),
+            (true, false) => format!("update {shown} on the controller"),
         };
         let diff = (cx.want_diff && !args.secret).then(|| {
             let before = old.as_deref().map_or(Before::Absent, Before::Content);
@@ -192,8 +227,13 @@ impl Module for Fetch {
         plan: Plan,
         _cx: &ModuleContext<'_>,
     ) -> Result<Applied, ModuleError> {
-        let mode = if args.secret { 0o600 } else { 0o644 };
+        let mode = args.dest_mode();
         write_local(&plan.dest, &plan.content, mode)?;
+        // The temporary file's mode went through the umask.
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&plan.dest, std::fs::Permissions::from_mode(mode)).map_err(
+            |e| ModuleError::Failed(format!("cannot set the mode of {}: {e}", plan.dest.display())),
+        )?;
         Ok(Applied::changed(result(
             args,
             &plan.content,
@@ -257,6 +297,25 @@ mod tests {
             .await;
         assert!(out.diff.is_none());
         assert_eq!(mode_of(&env.path("t")), 0o600);
+
+        // A private copy of a non-secret file; a mode that drifted is put back.
+        let args = json!({ "src": bin, "dest": "snap.db", "mode": "0600" });
+        assert_eq!(env.apply(&Fetch, args.clone()).await.status, Status::Changed);
+        assert_eq!(mode_of(&env.path("snap.db")), 0o600);
+        assert_eq!(env.apply(&Fetch, args.clone()).await.status, Status::Ok);
+        std::fs::set_permissions(
+            env.path("snap.db"),
+            std::os::unix::fs::PermissionsExt::from_mode(0o644),
+        )
+        .unwrap();
+        assert_eq!(env.check(&Fetch, args.clone()).await, Status::Changed);
+        assert_eq!(mode_of(&env.path("snap.db")), 0o644, "check mode wrote nothing");
+        assert_eq!(env.apply(&Fetch, args.clone()).await.status, Status::Changed);
+        assert_eq!(mode_of(&env.path("snap.db")), 0o600);
+        let err = env
+            .error(&Fetch, json!({ "src": bin, "dest": "x", "mode": "u=rw" }))
+            .await;
+        assert!(err.contains("octal mode"), "{err}");
 
         let err = env.error(&Fetch, json!({ "src": env.path("nope") })).await;
         assert!(err.contains("does not exist"), "{err}");

@@ -13,6 +13,8 @@ use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+mod day2;
+
 use crate::support::{
     lab_exec, lab_sh, lab_skip, lab_systemd_hosts, playbook, sh, snapshot_tree, Conn, Output,
     Project, LAB_DIR,
@@ -926,6 +928,8 @@ fn ha_external_etcd_converges_fails_over_and_keeps_secrets() {
     );
     prove_vip_failover(STOP_STATIC_APISERVER, START_STATIC_APISERVER);
     prove_an_etcd_restart_that_would_lose_quorum_is_refused(&lab, "ha-external-etcd.rhai");
+    day2::prove_etcd_backup_and_restore(&lab);
+    day2::prove_nodes_are_removed(&lab);
     assert_no_secrets(&outputs, true, lab.port);
 }
 
