@@ -308,7 +308,7 @@ fn templates_render_as_ansible_renders_them() {
     let mut report = String::new();
     for (name, _) in TEMPLATE_CASES {
         let ours = engine
-            .render_file(&format!("templates/{name}.j2"), &vars)
+            .render_file(&format!("templates/{name}.j2"), &vars.clone().into())
             .map(String::into_bytes)
             .map_err(|e| e.to_string());
         match (&theirs[*name], &ours) {

@@ -12,10 +12,15 @@ use std::collections::{BTreeSet, HashSet};
 use std::fmt;
 use std::ops::Range;
 use std::path::{Component, Path, PathBuf};
+use std::sync::Arc;
 
 use base64::Engine as _;
 use minijinja::value::{Kwargs, Rest};
 use minijinja::{AutoEscape, Environment, Error, ErrorKind, State, UndefinedBehavior, Value};
+
+mod vars;
+use vars::{Explained, Root, Undefined};
+pub use vars::{TemplatedVars, Vars};
 
 /// A template that failed to parse, render or evaluate, with where it happened.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -128,8 +133,10 @@ pub fn is_truthy(value: &serde_json::Value) -> bool {
 }
 
 /// The template environment: filters, tests, the loader for files under the playbook directory.
+/// Clones share it.
+#[derive(Clone)]
 pub struct TemplateEngine {
-    env: Environment<'static>,
+    env: Arc<Environment<'static>>,
     base_dir: PathBuf,
 }
 
@@ -173,7 +180,7 @@ impl TemplateEngine {
             minijinja::escape_formatter(out, state, value)
         });
         TemplateEngine {
-            env,
+            env: Arc::new(env),
             base_dir: base_dir.to_path_buf(),
         }
     }
@@ -183,19 +190,16 @@ impl TemplateEngine {
         &self.base_dir
     }
 
-    /// Renders a template file (path relative to base_dir) with `ctx`.
-    pub fn render_file(
-        &self,
-        path: &str,
-        ctx: &serde_json::Value,
-    ) -> Result<String, TemplateError> {
+    /// Renders a template file (path relative to base_dir) with `vars`.
+    pub fn render_file(&self, path: &str, vars: &Vars) -> Result<String, TemplateError> {
         let tmpl = self
             .env
             .get_template(path)
-            .map_err(|e| self.error(e, path, None, false, ctx))?;
-        tmpl.render(ctx)
+            .map_err(|e| self.error(e, path, None, false, None))?;
+        let root = Root::new(self, vars);
+        tmpl.render(root.value())
             .map(|out| pad_newlines(tmpl.source(), out))
-            .map_err(|e| self.error(e, path, Some(tmpl.source()), false, ctx))
+            .map_err(|e| self.error(e, path, Some(tmpl.source()), false, Some(&root)))
     }
 
     /// Renders a string given inline (a task argument); `origin` names where it came from for
@@ -204,15 +208,16 @@ impl TemplateEngine {
         &self,
         source: &str,
         origin: &str,
-        ctx: &serde_json::Value,
+        vars: &Vars,
     ) -> Result<String, TemplateError> {
         let env: &Environment<'_> = &self.env;
         let tmpl = env
             .template_from_named_str(origin, source)
-            .map_err(|e| self.error(e, origin, Some(source), false, ctx))?;
-        tmpl.render(ctx)
+            .map_err(|e| self.error(e, origin, Some(source), false, None))?;
+        let root = Root::new(self, vars);
+        tmpl.render(root.value())
             .map(|out| pad_newlines(source, out))
-            .map_err(|e| self.error(e, origin, Some(source), false, ctx))
+            .map_err(|e| self.error(e, origin, Some(source), false, Some(&root)))
     }
 
     /// Evaluates an expression such as `x == 1 and "k8s" in groups` (Ansible's when:) to a JSON
@@ -221,18 +226,19 @@ impl TemplateEngine {
         &self,
         expr: &str,
         origin: &str,
-        ctx: &serde_json::Value,
+        vars: &Vars,
     ) -> Result<serde_json::Value, TemplateError> {
         let env: &Environment<'_> = &self.env;
         let compiled = env
             .compile_expression(expr)
-            .map_err(|e| self.error(e, origin, Some(expr), true, ctx))?;
+            .map_err(|e| self.error(e, origin, Some(expr), true, None))?;
+        let root = Root::new(self, vars);
         let value = compiled
-            .eval(ctx)
-            .map_err(|e| self.error(e, origin, Some(expr), true, ctx))?;
+            .eval(root.value())
+            .map_err(|e| self.error(e, origin, Some(expr), true, Some(&root)))?;
         if value.is_undefined() {
             let err = Error::from(ErrorKind::UndefinedError);
-            return Err(self.error(err, origin, Some(expr), true, ctx));
+            return Err(self.error(err, origin, Some(expr), true, Some(&root)));
         }
         serde_json::to_value(&value).map_err(|e| TemplateError {
             file: origin.to_string(),
@@ -252,9 +258,7 @@ impl TemplateEngine {
         let env: &Environment<'_> = &self.env;
         let tmpl = env
             .template_from_named_str("<string>", source)
-            .map_err(|e| {
-                self.error(e, "<string>", Some(source), false, &serde_json::Value::Null)
-            })?;
+            .map_err(|e| self.error(e, "<string>", Some(source), false, None))?;
         Ok(self.without_globals(tmpl.undeclared_variables(false)))
     }
 
@@ -280,7 +284,7 @@ impl TemplateEngine {
         let tmpl = self
             .env
             .get_template(path)
-            .map_err(|e| self.error(e, path, None, false, &serde_json::Value::Null))?;
+            .map_err(|e| self.error(e, path, None, false, None))?;
         Ok((
             tmpl.source().to_string(),
             self.referenced_names_in_file(path),
@@ -290,15 +294,9 @@ impl TemplateEngine {
     /// Like [`referenced_names`](Self::referenced_names) for a bare expression (a `when:`).
     pub fn referenced_names_in_expr(&self, expr: &str) -> Result<BTreeSet<String>, TemplateError> {
         let env: &Environment<'_> = &self.env;
-        let compiled = env.compile_expression(expr).map_err(|e| {
-            self.error(
-                e,
-                "<expression>",
-                Some(expr),
-                true,
-                &serde_json::Value::Null,
-            )
-        })?;
+        let compiled = env
+            .compile_expression(expr)
+            .map_err(|e| self.error(e, "<expression>", Some(expr), true, None))?;
         Ok(self.without_globals(compiled.undeclared_variables(false)))
     }
 
@@ -311,15 +309,42 @@ impl TemplateEngine {
     }
 
     /// Turns a minijinja error into a TemplateError that names the file, the line and (for
-    /// undefined values) the variable.
+    /// undefined values) the variable. `root` is the variables the template was rendered with.
     fn error(
         &self,
         err: Error,
         origin: &str,
         fallback_source: Option<&str>,
         is_expr: bool,
-        ctx: &serde_json::Value,
+        root: Option<&Root>,
     ) -> TemplateError {
+        self.describe(err, origin, fallback_source, is_expr, root).0
+    }
+
+    /// What went wrong in a templated variable's own template (`origin` is the variable's name).
+    fn explain(
+        &self,
+        err: Error,
+        origin: &str,
+        source: &str,
+        is_expr: bool,
+        root: &Root,
+    ) -> Explained {
+        match self.describe(err, origin, Some(source), is_expr, Some(root)) {
+            (_, Some(why)) => Explained::Undefined(why),
+            (e, None) => Explained::Error(e.message),
+        }
+    }
+
+    /// [`error`](Self::error), and why a value is undefined when that was the error.
+    fn describe(
+        &self,
+        err: Error,
+        origin: &str,
+        fallback_source: Option<&str>,
+        is_expr: bool,
+        root: Option<&Root>,
+    ) -> (TemplateError, Option<Undefined>) {
         // An error inside an included template comes wrapped; report the innermost one, which
         // names the included file and line.
         let mut err: &Error = &err;
@@ -360,13 +385,21 @@ impl TemplateEngine {
                 _ => source_line.clone(),
             }
         };
+        let mut undefined = None;
         let message = match err.kind() {
             ErrorKind::UndefinedError => {
                 let snippet = match (source, &range) {
                     (Some(src), Some(r)) => src.get(r.clone()),
                     _ => None,
                 };
-                undefined_message(self, source, is_expr, block.as_deref(), snippet, ctx)
+                let why = undefined_message(self, source, is_expr, block.as_deref(), snippet, root);
+                let message = why.message();
+                undefined = Some(why);
+                message
+            }
+            // A templated variable's error, already told with the variable it happened in.
+            _ if root.is_some_and(|r| r.explained(err)) => {
+                err.detail().unwrap_or_default().to_string()
             }
             ErrorKind::TemplateNotFound => match (err.name(), err.detail()) {
                 (Some(_), Some(detail)) => {
@@ -390,30 +423,37 @@ impl TemplateEngine {
                 m
             }
         };
-        TemplateError {
+        let e = TemplateError {
             file,
             line,
             column,
             message,
             source_line,
             range,
-        }
+        };
+        (e, undefined)
     }
 }
 
-/// Names what is undefined: the variable absent from the context, or the missing attribute.
-/// `block` is the template tag or expression the error happened in; `source` the whole template
-/// (or expression), whose free variables are the candidates.
+/// Names what is undefined: the variable absent from the context, or the missing attribute, or
+/// (for a templated variable that is undefined because its template read an undefined one) that
+/// one, through the variables it was read through. `block` is the template tag or expression the
+/// error happened in; `source` the whole template (or expression), whose free variables are the
+/// candidates.
 fn undefined_message(
     engine: &TemplateEngine,
     source: Option<&str>,
     is_expr: bool,
     block: Option<&str>,
     snippet: Option<&str>,
-    ctx: &serde_json::Value,
-) -> String {
+    root: Option<&Root>,
+) -> Undefined {
+    let plain = |cause: String| Undefined {
+        cause,
+        through: Vec::new(),
+    };
     let (Some(source), Some(block)) = (source, block) else {
-        return "undefined value".to_string();
+        return plain("undefined value".to_string());
     };
     let env: &Environment<'_> = &engine.env;
     let paths: HashSet<String> = if is_expr {
@@ -443,11 +483,14 @@ fn undefined_message(
         if !mentions(top) {
             continue;
         }
-        let Some(mut cur) = ctx.get(top) else {
+        if let Some(why) = root.and_then(|r| r.undefined(top)) {
+            return why;
+        }
+        let Some(mut cur) = root.and_then(|r| r.vars().get(top)) else {
             if env.globals().any(|(g, _)| g == top) {
                 continue;
             }
-            return format!("undefined variable '{top}'");
+            return plain(format!("undefined variable '{top}'"));
         };
         let mut seen = top.to_string();
         for part in parts {
@@ -456,11 +499,11 @@ fn undefined_message(
                     cur = next;
                     seen = format!("{seen}.{part}");
                 }
-                None => return format!("'{seen}' has no attribute '{part}'"),
+                None => return plain(format!("'{seen}' has no attribute '{part}'")),
             }
         }
     }
-    match snippet {
+    plain(match snippet {
         Some(path)
             if !path.is_empty()
                 && path.split('.').all(|p| {
@@ -470,7 +513,7 @@ fn undefined_message(
             format!("undefined value '{path}' in '{}'", block.trim())
         }
         _ => format!("undefined value in '{}'", block.trim()),
-    }
+    })
 }
 
 /// The `{{ … }}` or `{% … %}` block of `src` around `range`.
@@ -1296,19 +1339,19 @@ mod tests {
     use super::*;
     use serde_json::json;
 
-    fn engine() -> (tempfile::TempDir, TemplateEngine) {
+    pub(super) fn engine() -> (tempfile::TempDir, TemplateEngine) {
         let dir = tempfile::tempdir().unwrap();
         let e = TemplateEngine::new(dir.path());
         (dir, e)
     }
 
     fn r(e: &TemplateEngine, src: &str, ctx: serde_json::Value) -> String {
-        e.render_str(src, "test", &ctx)
+        e.render_str(src, "test", &ctx.into())
             .unwrap_or_else(|err| panic!("{src}: {err}"))
     }
 
     fn err(e: &TemplateEngine, src: &str, ctx: serde_json::Value) -> TemplateError {
-        e.render_str(src, "test", &ctx).unwrap_err()
+        e.render_str(src, "test", &ctx.into()).unwrap_err()
     }
 
     #[test]
@@ -1353,12 +1396,12 @@ mod tests {
         .unwrap();
         let ctx =
             json!({"hosts": [{"ip": "10.0.0.1", "name": "a"}, {"ip": "10.0.0.2", "name": "b"}]});
-        let out = e.render_file("templates/hosts.j2", &ctx).unwrap();
+        let out = e.render_file("templates/hosts.j2", &ctx.into()).unwrap();
         assert_eq!(out, "# hosts\n10.0.0.1 a\n10.0.0.2 b\nend\n");
         // Files named *.yaml.j2 or *.html.j2 are not escaped.
         std::fs::write(dir.path().join("templates/k.yaml.j2"), "a: {{ v }}\n").unwrap();
         let out = e
-            .render_file("templates/k.yaml.j2", &json!({"v": "<x> & \"y\""}))
+            .render_file("templates/k.yaml.j2", &json!({"v": "<x> & \"y\""}).into())
             .unwrap();
         assert_eq!(out, "a: <x> & \"y\"\n");
     }
@@ -1373,7 +1416,7 @@ mod tests {
         )
         .unwrap();
         let e1 = e
-            .render_file("templates/haproxy.cfg.j2", &json!({}))
+            .render_file("templates/haproxy.cfg.j2", &json!({}).into())
             .unwrap_err();
         assert_eq!(e1.file, "templates/haproxy.cfg.j2");
         assert_eq!(e1.line, 5);
@@ -1416,7 +1459,7 @@ mod tests {
         let (dir, e) = engine();
         std::fs::write(dir.path().join("outer.j2"), "x\n{% include 'inner.j2' %}\n").unwrap();
         std::fs::write(dir.path().join("inner.j2"), "a\nb\n{{ missing }}\n").unwrap();
-        let err = e.render_file("outer.j2", &json!({})).unwrap_err();
+        let err = e.render_file("outer.j2", &json!({}).into()).unwrap_err();
         assert_eq!(err.to_string(), "inner.j2:3: undefined variable 'missing'");
     }
 
@@ -1429,19 +1472,19 @@ mod tests {
         std::os::unix::fs::symlink(outer.path().join("secret.j2"), base.join("link.j2")).unwrap();
         let e = TemplateEngine::new(&base);
         for p in ["../secret.j2", "/etc/passwd", "link.j2"] {
-            let err = e.render_file(p, &json!({})).unwrap_err();
+            let err = e.render_file(p, &json!({}).into()).unwrap_err();
             assert!(
                 err.message.contains("outside the playbook directory"),
                 "{p}: {err}"
             );
         }
-        let err = e.render_file("nope.j2", &json!({})).unwrap_err();
+        let err = e.render_file("nope.j2", &json!({}).into()).unwrap_err();
         assert!(
             err.to_string().starts_with("nope.j2: template not found"),
             "{err}"
         );
         std::fs::write(base.join("inc.j2"), "a\n{% include 'gone.j2' %}\n").unwrap();
-        let err = e.render_file("inc.j2", &json!({})).unwrap_err();
+        let err = e.render_file("inc.j2", &json!({}).into()).unwrap_err();
         assert!(
             err.to_string()
                 .starts_with("inc.j2:2: tried to include non-existing template \"gone.j2\""),
@@ -1489,7 +1532,7 @@ mod tests {
     fn eval_when_expressions() {
         let (_d, e) = engine();
         let ctx = json!({"x": 1, "groups": ["k8s", "lb"], "s": "yes", "tok": {"rc": 0}});
-        let ev = |x: &str| e.eval(x, "site.rhai:3 when", &ctx);
+        let ev = |x: &str| e.eval(x, "site.rhai:3 when", &ctx.clone().into());
         assert_eq!(ev("x == 1 and 'k8s' in groups").unwrap(), json!(true));
         assert_eq!(ev("x == 2 or 'db' in groups").unwrap(), json!(false));
         assert_eq!(ev("s | bool").unwrap(), json!(true));
