@@ -197,9 +197,35 @@ impl TemplateEngine {
             .get_template(path)
             .map_err(|e| self.error(e, path, None, false, None))?;
         let root = Root::new(self, vars);
+        if let Some(text) = self.native_text(tmpl.source(), &root) {
+            return Ok(text);
+        }
         tmpl.render(root.value())
             .map(|out| pad_newlines(tmpl.source(), out))
             .map_err(|e| self.error(e, path, Some(tmpl.source()), false, Some(&root)))
+    }
+
+    /// A template file that is one expression whose value is not text (a list, a dict, none…)
+    /// is that value as Python prints it, none as nothing, without the newlines after the
+    /// expression: Ansible renders such a template to the value itself, then writes its text.
+    fn native_text(&self, source: &str, root: &Arc<Root>) -> Option<String> {
+        use minijinja::value::ValueKind;
+        let expr = vars::single_expression(source.trim_end_matches('\n'))?;
+        let value = self
+            .env
+            .compile_expression(expr)
+            .ok()?
+            .eval(root.value())
+            .ok()?;
+        match value.kind() {
+            ValueKind::None => Some(String::new()),
+            ValueKind::Seq | ValueKind::Map | ValueKind::Bool | ValueKind::Number => {
+                let mut text = String::new();
+                python_repr(&value, &mut text);
+                Some(text)
+            }
+            _ => None,
+        }
     }
 
     /// Renders a string given inline (a task argument); `origin` names where it came from for
@@ -621,8 +647,17 @@ fn register_filters(env: &mut Environment<'static>) {
     env.add_test("version_compare", test_version);
 }
 
-/// Converts to JSON, sorting object keys (as Ansible's `sort_keys=True` does).
+/// Converts to JSON, mappings in their order.
 fn json_of(value: &Value) -> Result<serde_json::Value, Error> {
+    if value.is_undefined() {
+        return Err(Error::from(ErrorKind::UndefinedError));
+    }
+    serde_json::to_value(value).map_err(|e| invalid(format!("cannot convert to JSON: {e}")))
+}
+
+/// Converts to JSON, mappings' keys sorted (Ansible's to_nice_json passes `sort_keys=True`, and
+/// PyYAML's dump sorts by default).
+fn sorted_json_of(value: &Value) -> Result<serde_json::Value, Error> {
     fn sort(v: serde_json::Value) -> serde_json::Value {
         match v {
             serde_json::Value::Object(m) => {
@@ -636,15 +671,11 @@ fn json_of(value: &Value) -> Result<serde_json::Value, Error> {
             other => other,
         }
     }
-    if value.is_undefined() {
-        return Err(Error::from(ErrorKind::UndefinedError));
-    }
-    serde_json::to_value(value)
-        .map(sort)
-        .map_err(|e| invalid(format!("cannot convert to JSON: {e}")))
+    json_of(value).map(sort)
 }
 
-/// Ansible's to_json is Python's json.dumps: ", " and ": " between items, non-ASCII escaped.
+/// Ansible's to_json is Python's json.dumps: ", " and ": " between items, non-ASCII escaped,
+/// mappings in their order.
 fn to_json(value: &Value) -> Result<String, Error> {
     let mut out = String::new();
     python_json(&json_of(value)?, &mut out);
@@ -877,7 +908,7 @@ fn to_nice_json(value: &Value, kwargs: Kwargs) -> Result<String, Error> {
     let mut out = Vec::new();
     let fmt = serde_json::ser::PrettyFormatter::with_indent(indent.as_bytes());
     let mut ser = serde_json::Serializer::with_formatter(&mut out, fmt);
-    json_of(value)?
+    sorted_json_of(value)?
         .serialize(&mut ser)
         .map_err(|e| invalid(e.to_string()))?;
     String::from_utf8(out).map_err(|e| invalid(e.to_string()))
@@ -889,7 +920,7 @@ fn to_yaml(value: &Value, kwargs: Kwargs) -> Result<String, Error> {
     let _: Option<usize> = kwargs.get("indent")?;
     let _: Option<usize> = kwargs.get("width")?;
     kwargs.assert_all_used()?;
-    serde_yaml::to_string(&json_of(value)?).map_err(|e| invalid(e.to_string()))
+    serde_yaml::to_string(&sorted_json_of(value)?).map_err(|e| invalid(e.to_string()))
 }
 
 fn from_json(value: &str) -> Result<Value, Error> {
@@ -1364,11 +1395,11 @@ mod tests {
                 "{% for k, v in m.items() %}{{ k }}={{ v }};{% endfor %}",
                 ctx.clone()
             ),
-            "a=1;b=2;"
+            "b=2;a=1;"
         );
         assert_eq!(
             r(&e, "{{ m.keys() | list }} {{ m.get('z', 0) }}", ctx.clone()),
-            "['a', 'b'] 0"
+            "['b', 'a'] 0"
         );
         assert_eq!(
             r(&e, "{{ s.strip().split(',') }}", ctx.clone()),
@@ -1604,7 +1635,7 @@ mod tests {
         let ctx = json!({"m": {"b": [1, 2], "a": "x"}});
         assert_eq!(
             r(&e, "{{ m | to_json }}", ctx.clone()),
-            r#"{"a": "x", "b": [1, 2]}"#
+            r#"{"b": [1, 2], "a": "x"}"#
         );
         assert_eq!(
             r(&e, "{{ m | to_nice_json }}", ctx.clone()),
@@ -1793,7 +1824,7 @@ mod tests {
         let c = json!({"a": {"x": 1, "n": {"p": 1}}, "b": {"y": 2, "n": {"q": 2}}, "t": true});
         assert_eq!(
             r(&e, "{{ a | combine(b) | to_json }}", c.clone()),
-            r#"{"n": {"q": 2}, "x": 1, "y": 2}"#
+            r#"{"x": 1, "n": {"q": 2}, "y": 2}"#
         );
         assert_eq!(
             r(
@@ -1801,7 +1832,7 @@ mod tests {
                 "{{ a | combine(b, recursive=true) | to_json }}",
                 c.clone()
             ),
-            r#"{"n": {"p": 1, "q": 2}, "x": 1, "y": 2}"#
+            r#"{"x": 1, "n": {"p": 1, "q": 2}, "y": 2}"#
         );
         assert_eq!(
             r(&e, "{{ {'k': 'v'} | dict2items | to_json }}", c.clone()),

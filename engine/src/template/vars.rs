@@ -75,12 +75,37 @@ pub(super) fn holds_template(v: &serde_json::Value) -> bool {
 
 /// The expression of a template that is nothing but one `{{ … }}`: its value is the variable's,
 /// of whatever type (Ansible's native values); any text around it makes a string.
-fn single_expression(s: &str) -> Option<&str> {
+pub(super) fn single_expression(s: &str) -> Option<&str> {
     let inner = s.strip_prefix("{{")?.strip_suffix("}}")?;
     let inner = inner.strip_prefix('-').unwrap_or(inner);
     let inner = inner.strip_suffix('-').unwrap_or(inner);
-    let more = ["{{", "}}", "{%", "%}", "{#"];
-    (!more.iter().any(|m| inner.contains(m))).then_some(inner)
+    // Braces outside string literals must pair up: `a }} text {{ b` is two expressions (and
+    // minijinja's expression lexer does not take a stray `}}`).
+    let (mut depth, mut quote, mut escaped) = (0usize, None, false);
+    let mut prev = ' ';
+    for c in inner.chars() {
+        match quote {
+            Some(q) => {
+                if escaped {
+                    escaped = false;
+                } else if c == '\\' {
+                    escaped = true;
+                } else if c == q {
+                    quote = None;
+                }
+            }
+            None => match c {
+                '\'' | '"' => quote = Some(c),
+                '{' if prev == '{' => return None,
+                '%' | '#' if prev == '{' => return None,
+                '{' => depth += 1,
+                '}' => depth = depth.checked_sub(1)?,
+                _ => {}
+            },
+        }
+        prev = if quote.is_some() { ' ' } else { c };
+    }
+    (depth == 0 && quote.is_none()).then_some(inner)
 }
 
 /// Why a templated variable is undefined: the innermost cause, and the variables it was read
@@ -451,6 +476,8 @@ mod tests {
             "loop_a": "{{ loop_b }}",
             "loop_b": "{{ loop_a }}",
             "bad_filter": "{{ 1 | no_such_filter }}",
+            "nested": "{{ {'a': {'b': base_port}} }}",
+            "twice": "{{ base_port }}{{ base_port }}",
         }))
     }
 
@@ -478,6 +505,10 @@ mod tests {
             r(&e, "{{ text }} {{ text is string }}", &v),
             "6441/tcp True"
         );
+        assert_eq!(
+            r(&e, "{{ nested.a.b + 1 }} {{ twice + 'x' }}", &v),
+            "6441 64406440x"
+        );
         // What a template renders to is a value, not a template again.
         assert_eq!(r(&e, "{{ quoted }}", &v), "{{ 1 }}");
         assert_eq!(
@@ -485,6 +516,24 @@ mod tests {
             json!(6441),
             "one expression keeps its type"
         );
+    }
+
+    #[test]
+    fn one_expression_is_told_from_several() {
+        assert_eq!(single_expression("{{ a + 1 }}"), Some(" a + 1 "));
+        assert_eq!(
+            single_expression("{{- {'a': {'b': 1}} -}}"),
+            Some(" {'a': {'b': 1}} ")
+        );
+        assert_eq!(single_expression("{{ '}}' ~ x }}"), Some(" '}}' ~ x "));
+        for several in [
+            "{{ a }}{{ b }}",
+            "{{ a }} and {{ b }}",
+            "{{ a }}{% if b %}{% endif %}{{ c }}",
+            "x{{ a }}",
+        ] {
+            assert_eq!(single_expression(several), None, "{several}");
+        }
     }
 
     #[test]
