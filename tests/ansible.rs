@@ -204,6 +204,22 @@ const TEMPLATE_CASES: &[(&str, &str)] = &[
     ),
     ("format", "{{ '%s-%d' | format('a', 3) }}\n"),
     (
+        "str_methods",
+        "{{ 'a-b-'.rstrip('-') }} {{ '--a'.lstrip('-') }} {{ 'x.conf'.endswith('.conf') }} {{ 'a\\nb'.splitlines() }} {{ 'abc'.find('c') }} {{ '12'.isdigit() }} {{ 'ab'.upper() }} {{ 'hello world'.title() }} {{ 'Ab'.lower() }} {{ 'abab'.count('a') }}\n",
+    ),
+    (
+        "str_format_join",
+        "{{ '{}:{}'.format(d.name, d.port) }} {{ '{0}-{name}'.format('x', name='y') }} {{ ','.join(xs) }} {{ 'a b'.split() }} {{ 'k=v'.partition('=') }}\n",
+    ),
+    (
+        "dict_methods",
+        "{{ d.keys() | list }} {{ d.values() | list | length }} {{ d.get('name') }} {{ d.get('x', 'dx') }} {{ d.items() | list | first }} {{ 'port' in d }}\n",
+    ),
+    (
+        "list_methods",
+        "{{ xs.index('b') }} {{ xs.count('a') }} {{ (xs + ['c'])[-1] }} {{ xs[::-1] }}\n",
+    ),
+    (
         "urlsplit_like",
         "{{ 'https://x.example:6443/p' | urlsplit('hostname') }}\n",
     ),
@@ -329,6 +345,10 @@ const TEMPLATES_IDENTICAL: &[&str] = &[
     "string_methods",
     "int_math",
     "format",
+    "str_methods",
+    "str_format_join",
+    "dict_methods",
+    "list_methods",
     "urlsplit_like",
     "selectattr",
     "none_render",

@@ -106,6 +106,46 @@ fn python_repr(v: &Value, out: &mut String) {
     }
 }
 
+/// Python's methods on values: minijinja-contrib's pycompat, and the few it lacks that Ansible's
+/// templates use.
+fn python_method(
+    state: &State,
+    value: &Value,
+    method: &str,
+    args: &[Value],
+) -> Result<Value, Error> {
+    use minijinja::value::{from_args, ValueKind};
+    match (value.kind(), method) {
+        (ValueKind::String, "partition" | "rpartition") => {
+            let s = value.as_str().unwrap_or_default();
+            let (sep,): (&str,) = from_args(args)?;
+            let found = if method == "partition" {
+                s.split_once(sep)
+            } else {
+                s.rsplit_once(sep)
+            };
+            let parts = match (found, method) {
+                (Some((a, b)), _) => [a, sep, b],
+                (None, "partition") => [s, "", ""],
+                (None, _) => ["", "", s],
+            };
+            Ok(Value::from(
+                parts.iter().map(|p| Value::from(*p)).collect::<Vec<_>>(),
+            ))
+        }
+        (ValueKind::Seq, "index") => {
+            let (needle,): (Value,) = from_args(args)?;
+            let items: Vec<Value> = value.try_iter()?.collect();
+            items
+                .iter()
+                .position(|x| *x == needle)
+                .map(Value::from)
+                .ok_or_else(|| invalid(format!("{needle} is not in list")))
+        }
+        _ => minijinja_contrib::pycompat::unknown_method_callback(state, value, method, args),
+    }
+}
+
 /// Ansible's templates end with as many newlines as their source does, unless what they render
 /// ends with more.
 fn pad_newlines(source: &str, mut out: String) -> String {
@@ -165,12 +205,15 @@ impl TemplateEngine {
         register_filters(&mut env);
         // Python's str/dict/list methods that Ansible's Jinja allows (`.items()`, `.split()`,
         // `.startswith()`, `.get()`…): templates written for Ansible use them.
-        env.set_unknown_method_callback(minijinja_contrib::pycompat::unknown_method_callback);
+        env.set_unknown_method_callback(python_method);
         // A list or dict printed into text reads as Python prints it (`['a', 'b']`), as in
         // Ansible's output.
         env.set_formatter(|out, state, value| {
             use minijinja::value::ValueKind;
-            if matches!(value.kind(), ValueKind::Seq | ValueKind::Map) {
+            if matches!(
+                value.kind(),
+                ValueKind::Seq | ValueKind::Map | ValueKind::Iterable
+            ) {
                 let mut text = String::new();
                 python_repr(value, &mut text);
                 return out
