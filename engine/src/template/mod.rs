@@ -655,7 +655,7 @@ fn register_filters(env: &mut Environment<'static>) {
     env.add_filter("to_json", to_json);
     env.add_filter("to_nice_json", to_nice_json);
     env.add_filter("to_yaml", to_yaml);
-    env.add_filter("to_nice_yaml", to_yaml);
+    env.add_filter("to_nice_yaml", to_nice_yaml);
     env.add_filter("from_json", from_json);
     env.add_filter("from_yaml", from_yaml);
     env.add_filter("b64encode", b64encode);
@@ -957,8 +957,94 @@ fn to_nice_json(value: &Value, kwargs: Kwargs) -> Result<String, Error> {
     String::from_utf8(out).map_err(|e| invalid(e.to_string()))
 }
 
-/// YAML in block style, keys sorted (to_yaml and to_nice_yaml alike); ends with a newline.
+/// Ansible's to_yaml is PyYAML's dump with its default flow style: a collection holding only
+/// scalars (or nothing) is written inline (`tags: [x, y]`, `{k: v}`), the others as blocks; keys
+/// sorted; ends with a newline.
 fn to_yaml(value: &Value, kwargs: Kwargs) -> Result<String, Error> {
+    let _: Option<usize> = kwargs.get("indent")?;
+    let _: Option<usize> = kwargs.get("width")?;
+    kwargs.assert_all_used()?;
+    let mut out = String::new();
+    pyyaml_block(&sorted_json_of(value)?, 0, &mut out)?;
+    Ok(out)
+}
+
+fn yaml_scalar(v: &serde_json::Value) -> Result<String, Error> {
+    serde_yaml::to_string(v)
+        .map(|s| s.trim_end_matches('\n').to_string())
+        .map_err(|e| invalid(e.to_string()))
+}
+
+/// A collection PyYAML writes inline by default: empty, or holding scalars only.
+fn yaml_flows(v: &serde_json::Value) -> bool {
+    let scalar = |x: &serde_json::Value| !x.is_object() && !x.is_array();
+    match v {
+        serde_json::Value::Object(m) => m.values().all(scalar),
+        serde_json::Value::Array(a) => a.iter().all(scalar),
+        _ => true,
+    }
+}
+
+fn pyyaml_flow(v: &serde_json::Value) -> Result<String, Error> {
+    Ok(match v {
+        serde_json::Value::Object(m) => {
+            let items: Result<Vec<String>, Error> = m
+                .iter()
+                .map(|(k, x)| {
+                    let key = yaml_scalar(&serde_json::Value::String(k.clone()))?;
+                    Ok(format!("{key}: {}", yaml_scalar(x)?))
+                })
+                .collect();
+            format!("{{{}}}", items?.join(", "))
+        }
+        serde_json::Value::Array(a) => {
+            let items: Result<Vec<String>, Error> = a.iter().map(yaml_scalar).collect();
+            format!("[{}]", items?.join(", "))
+        }
+        scalar => yaml_scalar(scalar)?,
+    })
+}
+
+/// Writes `v` as a block at `indent`, with lines ending in a newline.
+fn pyyaml_block(v: &serde_json::Value, indent: usize, out: &mut String) -> Result<(), Error> {
+    let pad = " ".repeat(indent);
+    if yaml_flows(v) {
+        out.push_str(&format!("{pad}{}\n", pyyaml_flow(v)?));
+        return Ok(());
+    }
+    match v {
+        serde_json::Value::Object(m) => {
+            for (k, x) in m {
+                let key = yaml_scalar(&serde_json::Value::String(k.clone()))?;
+                if yaml_flows(x) {
+                    out.push_str(&format!("{pad}{key}: {}\n", pyyaml_flow(x)?));
+                } else {
+                    out.push_str(&format!("{pad}{key}:\n"));
+                    // PyYAML does not indent a sequence under its key.
+                    let inner = if x.is_array() { indent } else { indent + 2 };
+                    pyyaml_block(x, inner, out)?;
+                }
+            }
+        }
+        serde_json::Value::Array(a) => {
+            for x in a {
+                if yaml_flows(x) {
+                    out.push_str(&format!("{pad}- {}\n", pyyaml_flow(x)?));
+                } else {
+                    // The item's first line follows the dash; the rest line up under it.
+                    let mut item = String::new();
+                    pyyaml_block(x, indent + 2, &mut item)?;
+                    out.push_str(&format!("{pad}- {}", &item[indent + 2..]));
+                }
+            }
+        }
+        _ => unreachable!("scalars flow"),
+    }
+    Ok(())
+}
+
+/// to_nice_yaml: block style throughout, keys sorted; ends with a newline.
+fn to_nice_yaml(value: &Value, kwargs: Kwargs) -> Result<String, Error> {
     // Ansible accepts indent= and width=; serde_yaml always indents by two.
     let _: Option<usize> = kwargs.get("indent")?;
     let _: Option<usize> = kwargs.get("width")?;
@@ -1688,10 +1774,7 @@ mod tests {
             r(&e, "{{ m | to_nice_json(indent=2) }}", ctx.clone()),
             "{\n  \"a\": \"x\",\n  \"b\": [\n    1,\n    2\n  ]\n}"
         );
-        assert_eq!(
-            r(&e, "{{ m | to_yaml }}", ctx.clone()),
-            "a: x\nb:\n- 1\n- 2\n"
-        );
+        assert_eq!(r(&e, "{{ m | to_yaml }}", ctx.clone()), "a: x\nb: [1, 2]\n");
         assert_eq!(
             r(&e, "{{ m | to_nice_yaml(indent=2) }}", ctx.clone()),
             "a: x\nb:\n- 1\n- 2\n"
