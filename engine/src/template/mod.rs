@@ -18,6 +18,7 @@ use base64::Engine as _;
 use minijinja::value::{Kwargs, Rest};
 use minijinja::{AutoEscape, Environment, Error, ErrorKind, State, UndefinedBehavior, Value};
 
+mod ip;
 mod vars;
 use vars::{Explained, Root, Undefined};
 pub use vars::{TemplatedVars, Vars};
@@ -681,6 +682,10 @@ fn register_filters(env: &mut Environment<'static>) {
     env.add_filter("symmetric_difference", symmetric_difference);
     env.add_filter("flatten", flatten);
     env.add_filter("urlsplit", urlsplit);
+    env.add_filter("ipwrap", ip::ipwrap);
+    env.add_filter("ipv4", ip::ipv4);
+    env.add_filter("ipv6", ip::ipv6);
+    env.add_filter("ipaddr", ip::ipaddr);
     env.add_test("match", test_match);
     env.add_test("search", test_search);
     env.add_test("regex", test_search);
