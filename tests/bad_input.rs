@@ -98,6 +98,24 @@ fn undefined_name_in_a_template_file_is_refused_before_any_host_is_touched() {
 }
 
 #[test]
+fn a_name_read_through_a_templated_variable_is_checked_too() {
+    let p = project("on(\"all\", copy(#{ dest: \"{{ root }}/c\", content: \"{{ dsn }}\" }));\n");
+    let inv = std::fs::read_to_string(p.path().join("inventory.toml")).unwrap();
+    p.file(
+        "inventory.toml",
+        &format!("{inv}\n[vars]\ndsn = \"db://{{{{ db_hots }}}}\"\ndb_host = \"x\"\n"),
+    );
+    expect_error(
+        &p,
+        &[],
+        &[
+            "reads 'dsn', whose value \"db://{{ db_hots }}\" reads 'db_hots'",
+            "did you mean 'db_host'",
+        ],
+    );
+}
+
+#[test]
 fn a_mistyped_variable_gets_did_you_mean() {
     let p =
         project("on(\"all\", copy(#{ dest: \"{{ root }}/c\", content: \"{{ db_pasword }}\" }));\n");

@@ -38,6 +38,7 @@ on_both_connections!(
     a_task_retries_until_a_file_appears_and_gives_up_naming_its_attempts,
     run_once_timeout_and_environment,
     become_per_task_runs_one_task_as_another_user,
+    templated_variables_render_when_read_as_ansible_renders_them,
 );
 
 /// A playbook that uses most core modules; every path is under the host's own `root`.
@@ -773,4 +774,57 @@ on("a", copy(#{ dest: "{{ root }}/who", content: "{{ as_nobody.stdout }} {{ as_i
         std::fs::read_to_string(p.root("a").join("who")).unwrap(),
         format!("nobody {connecting}")
     );
+}
+
+/// Group variables whose values are templates (kubespray's group_vars are full of them) render
+/// when a template reads them, recursively, each host's with its own variables, numbers staying
+/// numbers; what a task registered is never rendered again.
+fn templated_variables_render_when_read_as_ansible_renders_them(p: Project) {
+    p.hosts(&["a", "b"], &[("web", &["a", "b"][..])]);
+    let inv = std::fs::read_to_string(p.path().join("inventory.toml")).unwrap();
+    p.file(
+        "inventory.toml",
+        &format!(
+            r#"{inv}
+[groups.web.vars]
+base_port = 6440
+api_port = "{{{{ base_port + 3 }}}}"
+api_endpoint = "https://{{{{ vip | default(inventory_hostname) }}}}:{{{{ api_port }}}}"
+mode = "{{%- if groups['web'] | length > 1 -%}}ha{{%- else -%}}single{{%- endif -%}}"
+addr = "{{{{ inventory_hostname }}}}.local"
+etcd_peers = "{{% for h in groups['web'] %}}{{{{ h }}}}=https://{{{{ hostvars[h].addr }}}}:2380{{% if not loop.last %}},{{% endif %}}{{% endfor %}}"
+seen = "{{{{ out.stdout }}}}"
+"#
+        ),
+    );
+    p.file(
+        "templates/t.j2",
+        "api={{ api_endpoint }}\nnext={{ api_port + 1 }}\nmode={{ mode }}\npeers={{ etcd_peers }}\nout={{ out.stdout }}\n",
+    );
+    p.file(
+        "site.rhai",
+        r#"
+phase("p", || {
+    on("web", shell(#{ cmd: "printf '%s%s' '{' '{ base_port }}'", changed_when: false }).register("out"));
+    on("web", file_template(#{ src: "templates/t.j2", dest: "{{ root }}/t" }));
+    on("web", copy(#{ dest: "{{ root }}/seen", content: "{{ seen }}" }));
+});
+"#,
+    );
+    p.mkroot("a");
+    p.mkroot("b");
+    p.play("site.rhai", &[]).assert_code(0);
+    for h in ["a", "b"] {
+        assert_eq!(
+            std::fs::read_to_string(p.root(h).join("t")).unwrap(),
+            format!(
+                "api=https://{h}:6443\nnext=6444\nmode=ha\n\
+                 peers=a=https://a.local:2380,b=https://b.local:2380\nout={{{{ base_port }}}}\n"
+            )
+        );
+        assert_eq!(
+            std::fs::read_to_string(p.root(h).join("seen")).unwrap(),
+            "{{ base_port }}"
+        );
+    }
 }

@@ -267,6 +267,8 @@ pub struct Plan {
     pub file: String,
     /// Playbook defaults: the lowest variable precedence.
     pub defaults: serde_json::Map<String, Value>,
+    /// What the play's templated variables read (a task reading one reads those too).
+    pub templated: crate::template::TemplatedVars,
     pub script: Arc<Script>,
 }
 

@@ -522,10 +522,12 @@ pub fn plan(input: PlanInput<'_>) -> Result<Plan, PlanError> {
     drop(b);
     // Template references to registered results imply dependencies too.
     let templates = crate::template::TemplateEngine::new(&dir);
-    imply_register_deps(&mut tasks, &templates);
+    let templated = templated_vars(&templates, &input.inventory, &defaults, &input.extra_vars);
+    imply_register_deps(&mut tasks, &templates, &templated);
     crate::template_check::check_templates(
         &tasks,
         &templates,
+        &templated,
         &input.inventory,
         &defaults,
         &input.extra_vars,
@@ -547,6 +549,7 @@ pub fn plan(input: PlanInput<'_>) -> Result<Plan, PlanError> {
         tasks,
         file: file.clone(),
         defaults,
+        templated,
         script: Arc::new(Script {
             engine,
             // The playbook's own functions win over a library's of the same name.
@@ -584,8 +587,27 @@ fn check_notify(tasks: &[Task], phases: &[Phase]) -> Result<(), PlanError> {
     Ok(())
 }
 
-/// A task whose template strings read a name that an earlier task registers depends on that task.
-fn imply_register_deps(tasks: &mut [Task], templates: &crate::template::TemplateEngine) {
+/// What the play's templated variables read, on any host.
+pub(crate) fn templated_vars(
+    templates: &crate::template::TemplateEngine,
+    inventory: &Inventory,
+    defaults: &Map<String, Value>,
+    extra_vars: &Map<String, Value>,
+) -> crate::template::TemplatedVars {
+    let hosts: Vec<_> = inventory
+        .hosts()
+        .map(|h| inventory.host_vars(&h.name, defaults, extra_vars))
+        .collect();
+    crate::template::TemplatedVars::new(templates, hosts.iter().chain([defaults, extra_vars]))
+}
+
+/// A task whose template strings read a name that an earlier task registers depends on that task,
+/// also when it reads it through a templated variable (`join_cmd: "{{ init.stdout }}"`).
+fn imply_register_deps(
+    tasks: &mut [Task],
+    templates: &crate::template::TemplateEngine,
+    templated: &crate::template::TemplatedVars,
+) {
     for i in 0..tasks.len() {
         let mut strings = Vec::new();
         tasks[i].args.strings(&mut strings);
@@ -598,7 +620,7 @@ fn imply_register_deps(tasks: &mut [Task], templates: &crate::template::Template
         if let Some(Condition::Expr(e)) = &tasks[i].when {
             names.extend(templates.referenced_names_in_expr(e).unwrap_or_default());
         }
-        for name in names {
+        for name in templated.widen(&names) {
             let source = tasks[..i]
                 .iter()
                 .rev()

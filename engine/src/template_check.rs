@@ -13,7 +13,7 @@ use serde_json::{Map, Value};
 use crate::error::{closest, PlanError};
 use crate::inventory::Inventory;
 use crate::plan::{Action, Condition, Task};
-use crate::template::{is_template, TemplateEngine, TemplateError};
+use crate::template::{is_template, TemplateEngine, TemplateError, TemplatedVars};
 
 /// Names a run provides beside the variables.
 const RUN_NAMES: [&str; 4] = ["facts", "hostvars", "groups", "loop"];
@@ -21,6 +21,7 @@ const RUN_NAMES: [&str; 4] = ["facts", "hostvars", "groups", "loop"];
 pub fn check_templates(
     tasks: &[Task],
     templates: &TemplateEngine,
+    templated: &TemplatedVars,
     inventory: &Inventory,
     defaults: &Map<String, Value>,
     extra_vars: &Map<String, Value>,
@@ -35,12 +36,13 @@ pub fn check_templates(
             Some(Condition::Closure(_)) => None,
             None => Some(String::new()),
         };
-        let mut reads: Vec<(String, BTreeSet<String>)> = Vec::new();
+        // Each template read, with its names, and the templated variable it is the value of.
+        let mut reads: Vec<(String, BTreeSet<String>, Option<String>)> = Vec::new();
         if let Some(Condition::Expr(e)) = &task.when {
             let names = templates
                 .referenced_names_in_expr(e)
                 .map_err(|err| in_task(task, "its condition", &err))?;
-            reads.push((e.clone(), names));
+            reads.push((e.clone(), names, None));
         }
         let mut strings = Vec::new();
         task.args.strings(&mut strings);
@@ -48,7 +50,7 @@ pub fn check_templates(
             let names = templates
                 .referenced_names(&s)
                 .map_err(|err| in_task(task, "an argument", &err))?;
-            reads.push((s, names));
+            reads.push((s, names, None));
         }
         let files = if module.renders_templates() {
             task.args
@@ -62,14 +64,34 @@ pub fn check_templates(
             let (source, names) = templates
                 .compile_file(file)
                 .map_err(|err| in_task(task, "its template", &err))?;
-            reads.push((source, names.unwrap_or_default()));
+            reads.push((source, names.unwrap_or_default(), None));
         }
         let Some(guards) = guards else { continue };
-        for (source, names) in &reads {
+        // What a templated variable read unguarded reads is read too.
+        let mut widened = BTreeSet::new();
+        let mut i = 0;
+        while i < reads.len() {
+            let (source, names) = (reads[i].0.clone(), reads[i].1.clone());
+            for name in &names {
+                if guarded(name, &source) || guarded(name, &guards) || !widened.insert(name.clone())
+                {
+                    continue;
+                }
+                for (value, inner) in templated.templates(name) {
+                    reads.push((value.clone(), inner.clone(), Some(name.clone())));
+                }
+            }
+            i += 1;
+        }
+        for (source, names, via) in &reads {
             for name in names {
                 if known.contains(name) || guarded(name, source) || guarded(name, &guards) {
                     continue;
                 }
+                let read = match via {
+                    Some(var) => format!("reads '{var}', whose value {source:?} reads '{name}'"),
+                    None => format!("reads '{name}'"),
+                };
                 let candidates = known.iter().map(String::as_str);
                 let hint = closest(name, candidates.filter(|c| !RUN_NAMES.contains(c)))
                     .map(|c| format!(" (did you mean '{c}'?)"))
@@ -77,7 +99,7 @@ pub fn check_templates(
                 return Err(PlanError::at(
                     task.pos.clone(),
                     format!(
-                        "task '{}' reads '{name}', which no host's variables, default, extra var, \
+                        "task '{}' {read}, which no host's variables, default, extra var, \
                          registered result or set_fact defines{hint}; guard it with \
                          `{name} is defined` or `{name} | default(...)` if it may be missing",
                         task.name

@@ -18,7 +18,7 @@ pub fn local() -> Host {
 /// The engine's own template environment over the test's variables.
 struct EnvTemplates {
     engine: TemplateEngine,
-    vars: Value,
+    vars: engine::template::Vars,
 }
 
 impl Templates for EnvTemplates {
@@ -38,7 +38,7 @@ macro_rules! with_context {
         let base = env.base();
         let templates = EnvTemplates {
             engine: TemplateEngine::new(&base),
-            vars: Value::Object(env.vars.clone()),
+            vars: Value::Object(env.vars.clone()).into(),
         };
         let gathered = tokio::sync::OnceCell::new();
         let system = engine::facts::Cached {

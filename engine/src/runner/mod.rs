@@ -247,7 +247,7 @@ pub async fn run_until(
         .iter()
         .map(|t| TaskRt {
             finished: watch::channel(0).0,
-            reads: Reads::of(t, &templates),
+            reads: Reads::of(t, &templates, &plan.templated),
             checks: t.checks(opts.check),
             throttle: t.throttle.map(Semaphore::new),
         })
@@ -942,7 +942,7 @@ impl State {
             return Ok(Default::default());
         }
         let origin = format!("{} (task '{}', environment)", task.pos, task.name);
-        let ctx = Value::Object(self.template_vars(host, self.tasks[tid].reads));
+        let ctx = self.template_vars(host, self.tasks[tid].reads);
         task.control
             .environment
             .iter()
@@ -1036,7 +1036,7 @@ impl<'a> TaskCx<'a> {
         tid: TaskId,
         host: &str,
         conn: &'a Host,
-        vars: Map<String, Value>,
+        vars: crate::template::Vars,
     ) -> Self {
         let task = &state.plan.tasks[tid];
         let h = &state.hosts[host];
@@ -1049,14 +1049,17 @@ impl<'a> TaskCx<'a> {
             after_predicted_change: check && h.predicted_change.load(Ordering::SeqCst),
             templates: HostTemplates {
                 engine: &state.templates,
-                ctx: Value::Object(vars.clone()),
                 origin: format!("{} (task '{}')", task.pos, task.name),
+                vars: vars.clone(),
             },
             system: crate::facts::Cached {
                 host: conn,
                 cell: &h.gathered,
             },
-            vars,
+            vars: match vars.to_json() {
+                Value::Object(m) => m,
+                _ => Map::new(),
+            },
         }
     }
 

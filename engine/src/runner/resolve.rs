@@ -2,6 +2,7 @@
 //! condition, and its arguments resolved (templates rendered with the host's variables, facts and
 //! registered results; earlier tasks' results; playbook closures called through the bridge).
 
+use std::collections::BTreeSet;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
@@ -11,7 +12,7 @@ use crate::bridge::{with_exec_scope, DependsOnChange, ExecScope, HostApi, Unreso
 use crate::host::Host;
 use crate::module::{ModuleError, Outcome, Status, Templates};
 use crate::plan::{Action, Arg, Closure, Condition, Deferred, TaskId};
-use crate::template::TemplateEngine;
+use crate::template::{TemplateEngine, TemplatedVars, Vars};
 
 use super::{Done, State, TaskError};
 
@@ -31,7 +32,11 @@ impl Reads {
         groups: true,
     };
 
-    pub(super) fn of(task: &crate::plan::Task, templates: &TemplateEngine) -> Reads {
+    pub(super) fn of(
+        task: &crate::plan::Task,
+        templates: &TemplateEngine,
+        templated: &TemplatedVars,
+    ) -> Reads {
         let mut strings = Vec::new();
         task.args.strings(&mut strings);
         strings.extend(task.control.environment.values().cloned());
@@ -48,6 +53,16 @@ impl Reads {
             hostvars: has("hostvars"),
             groups: has("groups"),
         };
+        // What the templated variables it reads read (`etcd_peers: "{{ groups.etcd }}"`).
+        let mut names = BTreeSet::new();
+        for s in strings.iter().filter(|s| crate::template::is_template(s)) {
+            names.extend(templates.referenced_names(s).unwrap_or_default());
+        }
+        for cond in [&task.when, &task.control.until].into_iter().flatten() {
+            if let Condition::Expr(e) = cond {
+                names.extend(templates.referenced_names_in_expr(e).unwrap_or_default());
+            }
+        }
         if let Action::Module(m) = &task.action {
             if m.renders_templates() {
                 // Template files are read only when rendered: their names, when the module can
@@ -57,23 +72,25 @@ impl Reads {
                     .as_plain()
                     .and_then(|a| m.template_files(&a))
                     .filter(|fs| fs.iter().all(|f| !crate::template::is_template(f)));
-                let names: Option<Vec<_>> = files.and_then(|fs| {
+                let files_names: Option<Vec<_>> = files.and_then(|fs| {
                     fs.iter()
                         .map(|f| templates.referenced_names_in_file(f))
                         .collect()
                 });
-                match names {
-                    Some(names) => {
-                        for n in names.iter().flatten() {
-                            reads.facts |= n == "facts";
-                            reads.hostvars |= n == "hostvars";
-                            reads.groups |= n == "groups";
-                        }
-                    }
+                match files_names {
+                    Some(found) => names.extend(found.into_iter().flatten()),
                     None => reads = Reads::ALL,
                 }
             }
         }
+        // Another host's variables may read anything.
+        if names.contains("hostvars") {
+            names.extend(templated.names().map(str::to_string));
+        }
+        let names = templated.widen(&names);
+        reads.facts |= names.contains("facts");
+        reads.hostvars |= names.contains("hostvars");
+        reads.groups |= names.contains("groups");
         // `hostvars` carries this host's facts too.
         reads.facts |= reads.hostvars;
         reads
@@ -99,27 +116,24 @@ pub(super) fn closure_error(e: &rhai::EvalAltResult, origin: &str) -> TaskError 
 pub(super) enum Prepared {
     Skip(String),
     Custom(Outcome),
-    Run {
-        args: Value,
-        vars: Map<String, Value>,
-    },
+    Run { args: Value, vars: Vars },
 }
 
 pub(super) struct HostTemplates<'a> {
     pub(super) engine: &'a TemplateEngine,
-    pub(super) ctx: Value,
+    pub(super) vars: Vars,
     pub(super) origin: String,
 }
 
 impl Templates for HostTemplates<'_> {
     fn render_file(&self, path: &str) -> Result<String, ModuleError> {
         self.engine
-            .render_file(path, &self.ctx)
+            .render_file(path, &self.vars)
             .map_err(|e| ModuleError::Failed(e.to_string()))
     }
     fn eval(&self, expr: &str) -> Result<Value, ModuleError> {
         self.engine
-            .eval(expr, &self.origin, &self.ctx)
+            .eval(expr, &self.origin, &self.vars)
             .map_err(|e| ModuleError::Failed(e.to_string()))
     }
 }
@@ -181,13 +195,15 @@ impl State {
     ) -> Result<Prepared, TaskError> {
         let task = &self.plan.tasks[tid];
         let origin = format!("{} (task '{}')", task.pos, task.name);
-        let vars = self.template_vars(host, self.tasks[tid].reads);
-        let ctx = Value::Object(vars.clone());
+        let ctx = self.template_vars(host, self.tasks[tid].reads);
         let scope = || self.exec_scope(host);
         let api = HostApi {
             host: conn.clone(),
             check: self.tasks[tid].checks,
-            vars: vars.clone(),
+            vars: match ctx.to_json() {
+                Value::Object(m) => m,
+                _ => Map::new(),
+            },
             rt: tokio::runtime::Handle::try_current().ok(),
         };
         let call = |c: &Closure| -> Result<rhai::Dynamic, TaskError> {
@@ -229,7 +245,7 @@ impl State {
         let unknown_ok =
             matches!(&task.action, Action::Module(m) if m.predicts_with_unknown_results());
         let args = self.resolve_arg(&task.args, host, &ctx, &origin, &call, unknown_ok)?;
-        Ok(Prepared::Run { args, vars })
+        Ok(Prepared::Run { args, vars: ctx })
     }
 
     /// Where a closure run for `host` reads earlier tasks' results.
@@ -264,12 +280,12 @@ impl State {
             Condition::Expr(expr) => {
                 let mut vars = self.template_vars(host, self.tasks[tid].reads);
                 if let Some(name) = &task.register {
-                    vars.insert(name.clone(), result.clone());
+                    vars.literal.insert(name.clone(), result.clone());
                 }
-                vars.insert("result".into(), result);
+                vars.literal.insert("result".into(), result);
                 let v = self
                     .templates
-                    .eval(expr, &origin, &Value::Object(vars))
+                    .eval(expr, &origin, &vars)
                     .map_err(|e| TaskError::Failed(e.to_string()))?;
                 Ok(crate::template::is_truthy(&v))
             }
@@ -305,7 +321,7 @@ impl State {
         &self,
         arg: &Arg,
         host: &str,
-        ctx: &Value,
+        ctx: &Vars,
         origin: &str,
         call: &dyn Fn(&Closure) -> Result<rhai::Dynamic, TaskError>,
         unknown_ok: bool,
@@ -346,7 +362,7 @@ impl State {
         &self,
         v: &Value,
         host: &str,
-        ctx: &Value,
+        ctx: &Vars,
         origin: &str,
     ) -> Result<Value, TaskError> {
         Ok(match v {
@@ -424,63 +440,80 @@ impl State {
         Ok(value)
     }
 
-    /// The variables templates see on `host`: its variables, facts and registered results,
-    /// results registered on a single other host, and (when read) every host's variables and
-    /// the groups.
-    pub(super) fn template_vars(&self, host: &str, reads: Reads) -> Map<String, Value> {
+    /// The variables templates see on `host`: its variables (templated ones rendered when read),
+    /// facts and registered results (as they are), results registered on a single other host,
+    /// and (when read) every host's variables and the groups.
+    pub(super) fn template_vars(&self, host: &str, reads: Reads) -> Vars {
         let h = &self.hosts[host];
-        let mut vars = h.vars.clone();
-        if let Some(f) = h.gathered.get() {
-            vars.insert("facts".into(), f.clone());
-        }
-        vars.extend(h.facts.lock().unwrap_or_else(|e| e.into_inner()).clone());
-        // Extra vars win over everything, facts set while running included (as in Ansible).
-        vars.extend(self.opts.extra_vars.clone());
+        let mut vars = Vars {
+            play: h.vars.clone(),
+            ..Vars::default()
+        };
+        vars.literal = self.results_of(h);
         let done = self.done.lock().unwrap_or_else(|e| e.into_inner());
         for t in &self.plan.tasks {
             if let (Some(name), [only]) = (&t.register, t.hosts.as_slice()) {
-                if only != host && !vars.contains_key(name) {
+                if only != host && vars.get(name).is_none() {
                     if let Some(Done::Ran(v)) = done.get(&(t.id, only.clone())) {
-                        vars.insert(name.clone(), v.clone());
+                        vars.literal.insert(name.clone(), v.clone());
                     }
                 }
             }
         }
         drop(done);
-        if reads.hostvars {
-            let hostvars: Map<String, Value> = self
-                .inventory
-                .hosts()
-                .map(|e| {
-                    let v = match self.hosts.get(&e.name) {
-                        Some(rt) => {
-                            let mut v = rt.vars.clone();
-                            if let Some(f) = rt.gathered.get() {
-                                v.insert("facts".into(), f.clone());
-                            }
-                            v.extend(rt.facts.lock().unwrap_or_else(|e| e.into_inner()).clone());
-                            v
-                        }
-                        None => self.inventory.host_vars(
-                            &e.name,
-                            &self.plan.defaults,
-                            &self.opts.extra_vars,
-                        ),
-                    };
-                    (e.name.clone(), Value::Object(v))
-                })
-                .collect();
-            vars.insert("hostvars".into(), Value::Object(hostvars));
-        }
-        if reads.groups {
+        let groups = reads.groups.then(|| {
             let groups: Map<String, Value> = self
                 .inventory
                 .groups()
                 .iter()
                 .map(|(g, hs)| (g.clone(), Value::from(hs.clone())))
                 .collect();
-            vars.insert("groups".into(), Value::Object(groups));
+            Value::Object(groups)
+        });
+        if reads.hostvars {
+            let hostvars = self
+                .inventory
+                .hosts()
+                .map(|e| {
+                    let mut v = match self.hosts.get(&e.name) {
+                        Some(rt) => Vars {
+                            play: rt.vars.clone(),
+                            literal: self.results_of(rt),
+                            hostvars: None,
+                        },
+                        None => Vars {
+                            play: self.inventory.host_vars(
+                                &e.name,
+                                &self.plan.defaults,
+                                &self.opts.extra_vars,
+                            ),
+                            ..Vars::default()
+                        },
+                    };
+                    // A host's templated variables may read the groups too.
+                    if let Some(g) = &groups {
+                        v.literal.insert("groups".into(), g.clone());
+                    }
+                    (e.name.clone(), v)
+                })
+                .collect();
+            vars.hostvars = Some(hostvars);
+        }
+        if let Some(g) = groups {
+            vars.literal.insert("groups".into(), g);
         }
         vars
+    }
+
+    /// What tasks made on a host: its facts, `set_fact` values and registered results, less
+    /// what extra vars set (they win over everything, as in Ansible).
+    fn results_of(&self, h: &super::HostRt) -> Map<String, Value> {
+        let mut made = Map::new();
+        if let Some(f) = h.gathered.get() {
+            made.insert("facts".into(), f.clone());
+        }
+        made.extend(h.facts.lock().unwrap_or_else(|e| e.into_inner()).clone());
+        made.retain(|k, _| !self.opts.extra_vars.contains_key(k));
+        made
     }
 }

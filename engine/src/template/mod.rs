@@ -12,10 +12,16 @@ use std::collections::{BTreeSet, HashSet};
 use std::fmt;
 use std::ops::Range;
 use std::path::{Component, Path, PathBuf};
+use std::sync::Arc;
 
 use base64::Engine as _;
 use minijinja::value::{Kwargs, Rest};
 use minijinja::{AutoEscape, Environment, Error, ErrorKind, State, UndefinedBehavior, Value};
+
+mod ip;
+mod vars;
+use vars::{Explained, Root, Undefined};
+pub use vars::{TemplatedVars, Vars};
 
 /// A template that failed to parse, render or evaluate, with where it happened.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -101,6 +107,46 @@ fn python_repr(v: &Value, out: &mut String) {
     }
 }
 
+/// Python's methods on values: minijinja-contrib's pycompat, and the few it lacks that Ansible's
+/// templates use.
+fn python_method(
+    state: &State,
+    value: &Value,
+    method: &str,
+    args: &[Value],
+) -> Result<Value, Error> {
+    use minijinja::value::{from_args, ValueKind};
+    match (value.kind(), method) {
+        (ValueKind::String, "partition" | "rpartition") => {
+            let s = value.as_str().unwrap_or_default();
+            let (sep,): (&str,) = from_args(args)?;
+            let found = if method == "partition" {
+                s.split_once(sep)
+            } else {
+                s.rsplit_once(sep)
+            };
+            let parts = match (found, method) {
+                (Some((a, b)), _) => [a, sep, b],
+                (None, "partition") => [s, "", ""],
+                (None, _) => ["", "", s],
+            };
+            Ok(Value::from(
+                parts.iter().map(|p| Value::from(*p)).collect::<Vec<_>>(),
+            ))
+        }
+        (ValueKind::Seq, "index") => {
+            let (needle,): (Value,) = from_args(args)?;
+            let items: Vec<Value> = value.try_iter()?.collect();
+            items
+                .iter()
+                .position(|x| *x == needle)
+                .map(Value::from)
+                .ok_or_else(|| invalid(format!("{needle} is not in list")))
+        }
+        _ => minijinja_contrib::pycompat::unknown_method_callback(state, value, method, args),
+    }
+}
+
 /// Ansible's templates end with as many newlines as their source does, unless what they render
 /// ends with more.
 fn pad_newlines(source: &str, mut out: String) -> String {
@@ -128,8 +174,10 @@ pub fn is_truthy(value: &serde_json::Value) -> bool {
 }
 
 /// The template environment: filters, tests, the loader for files under the playbook directory.
+/// Clones share it.
+#[derive(Clone)]
 pub struct TemplateEngine {
-    env: Environment<'static>,
+    env: Arc<Environment<'static>>,
     base_dir: PathBuf,
 }
 
@@ -158,12 +206,15 @@ impl TemplateEngine {
         register_filters(&mut env);
         // Python's str/dict/list methods that Ansible's Jinja allows (`.items()`, `.split()`,
         // `.startswith()`, `.get()`…): templates written for Ansible use them.
-        env.set_unknown_method_callback(minijinja_contrib::pycompat::unknown_method_callback);
+        env.set_unknown_method_callback(python_method);
         // A list or dict printed into text reads as Python prints it (`['a', 'b']`), as in
         // Ansible's output.
         env.set_formatter(|out, state, value| {
             use minijinja::value::ValueKind;
-            if matches!(value.kind(), ValueKind::Seq | ValueKind::Map) {
+            if matches!(
+                value.kind(),
+                ValueKind::Seq | ValueKind::Map | ValueKind::Iterable
+            ) {
                 let mut text = String::new();
                 python_repr(value, &mut text);
                 return out
@@ -173,7 +224,7 @@ impl TemplateEngine {
             minijinja::escape_formatter(out, state, value)
         });
         TemplateEngine {
-            env,
+            env: Arc::new(env),
             base_dir: base_dir.to_path_buf(),
         }
     }
@@ -183,19 +234,42 @@ impl TemplateEngine {
         &self.base_dir
     }
 
-    /// Renders a template file (path relative to base_dir) with `ctx`.
-    pub fn render_file(
-        &self,
-        path: &str,
-        ctx: &serde_json::Value,
-    ) -> Result<String, TemplateError> {
+    /// Renders a template file (path relative to base_dir) with `vars`.
+    pub fn render_file(&self, path: &str, vars: &Vars) -> Result<String, TemplateError> {
         let tmpl = self
             .env
             .get_template(path)
-            .map_err(|e| self.error(e, path, None, false, ctx))?;
-        tmpl.render(ctx)
+            .map_err(|e| self.error(e, path, None, false, None))?;
+        let root = Root::new(self, vars);
+        if let Some(text) = self.native_text(tmpl.source(), &root) {
+            return Ok(text);
+        }
+        tmpl.render(root.value())
             .map(|out| pad_newlines(tmpl.source(), out))
-            .map_err(|e| self.error(e, path, Some(tmpl.source()), false, ctx))
+            .map_err(|e| self.error(e, path, Some(tmpl.source()), false, Some(&root)))
+    }
+
+    /// A template file that is one expression whose value is not text (a list, a dict, none…)
+    /// is that value as Python prints it, none as nothing, without the newlines after the
+    /// expression: Ansible renders such a template to the value itself, then writes its text.
+    fn native_text(&self, source: &str, root: &Arc<Root>) -> Option<String> {
+        use minijinja::value::ValueKind;
+        let expr = vars::single_expression(source.trim_end_matches('\n'))?;
+        let value = self
+            .env
+            .compile_expression(expr)
+            .ok()?
+            .eval(root.value())
+            .ok()?;
+        match value.kind() {
+            ValueKind::None => Some(String::new()),
+            ValueKind::Seq | ValueKind::Map | ValueKind::Bool | ValueKind::Number => {
+                let mut text = String::new();
+                python_repr(&value, &mut text);
+                Some(text)
+            }
+            _ => None,
+        }
     }
 
     /// Renders a string given inline (a task argument); `origin` names where it came from for
@@ -204,15 +278,16 @@ impl TemplateEngine {
         &self,
         source: &str,
         origin: &str,
-        ctx: &serde_json::Value,
+        vars: &Vars,
     ) -> Result<String, TemplateError> {
         let env: &Environment<'_> = &self.env;
         let tmpl = env
             .template_from_named_str(origin, source)
-            .map_err(|e| self.error(e, origin, Some(source), false, ctx))?;
-        tmpl.render(ctx)
+            .map_err(|e| self.error(e, origin, Some(source), false, None))?;
+        let root = Root::new(self, vars);
+        tmpl.render(root.value())
             .map(|out| pad_newlines(source, out))
-            .map_err(|e| self.error(e, origin, Some(source), false, ctx))
+            .map_err(|e| self.error(e, origin, Some(source), false, Some(&root)))
     }
 
     /// Evaluates an expression such as `x == 1 and "k8s" in groups` (Ansible's when:) to a JSON
@@ -221,18 +296,19 @@ impl TemplateEngine {
         &self,
         expr: &str,
         origin: &str,
-        ctx: &serde_json::Value,
+        vars: &Vars,
     ) -> Result<serde_json::Value, TemplateError> {
         let env: &Environment<'_> = &self.env;
         let compiled = env
             .compile_expression(expr)
-            .map_err(|e| self.error(e, origin, Some(expr), true, ctx))?;
+            .map_err(|e| self.error(e, origin, Some(expr), true, None))?;
+        let root = Root::new(self, vars);
         let value = compiled
-            .eval(ctx)
-            .map_err(|e| self.error(e, origin, Some(expr), true, ctx))?;
+            .eval(root.value())
+            .map_err(|e| self.error(e, origin, Some(expr), true, Some(&root)))?;
         if value.is_undefined() {
             let err = Error::from(ErrorKind::UndefinedError);
-            return Err(self.error(err, origin, Some(expr), true, ctx));
+            return Err(self.error(err, origin, Some(expr), true, Some(&root)));
         }
         serde_json::to_value(&value).map_err(|e| TemplateError {
             file: origin.to_string(),
@@ -252,9 +328,7 @@ impl TemplateEngine {
         let env: &Environment<'_> = &self.env;
         let tmpl = env
             .template_from_named_str("<string>", source)
-            .map_err(|e| {
-                self.error(e, "<string>", Some(source), false, &serde_json::Value::Null)
-            })?;
+            .map_err(|e| self.error(e, "<string>", Some(source), false, None))?;
         Ok(self.without_globals(tmpl.undeclared_variables(false)))
     }
 
@@ -280,7 +354,7 @@ impl TemplateEngine {
         let tmpl = self
             .env
             .get_template(path)
-            .map_err(|e| self.error(e, path, None, false, &serde_json::Value::Null))?;
+            .map_err(|e| self.error(e, path, None, false, None))?;
         Ok((
             tmpl.source().to_string(),
             self.referenced_names_in_file(path),
@@ -290,15 +364,9 @@ impl TemplateEngine {
     /// Like [`referenced_names`](Self::referenced_names) for a bare expression (a `when:`).
     pub fn referenced_names_in_expr(&self, expr: &str) -> Result<BTreeSet<String>, TemplateError> {
         let env: &Environment<'_> = &self.env;
-        let compiled = env.compile_expression(expr).map_err(|e| {
-            self.error(
-                e,
-                "<expression>",
-                Some(expr),
-                true,
-                &serde_json::Value::Null,
-            )
-        })?;
+        let compiled = env
+            .compile_expression(expr)
+            .map_err(|e| self.error(e, "<expression>", Some(expr), true, None))?;
         Ok(self.without_globals(compiled.undeclared_variables(false)))
     }
 
@@ -311,15 +379,42 @@ impl TemplateEngine {
     }
 
     /// Turns a minijinja error into a TemplateError that names the file, the line and (for
-    /// undefined values) the variable.
+    /// undefined values) the variable. `root` is the variables the template was rendered with.
     fn error(
         &self,
         err: Error,
         origin: &str,
         fallback_source: Option<&str>,
         is_expr: bool,
-        ctx: &serde_json::Value,
+        root: Option<&Root>,
     ) -> TemplateError {
+        self.describe(err, origin, fallback_source, is_expr, root).0
+    }
+
+    /// What went wrong in a templated variable's own template (`origin` is the variable's name).
+    fn explain(
+        &self,
+        err: Error,
+        origin: &str,
+        source: &str,
+        is_expr: bool,
+        root: &Root,
+    ) -> Explained {
+        match self.describe(err, origin, Some(source), is_expr, Some(root)) {
+            (_, Some(why)) => Explained::Undefined(why),
+            (e, None) => Explained::Error(e.message),
+        }
+    }
+
+    /// [`error`](Self::error), and why a value is undefined when that was the error.
+    fn describe(
+        &self,
+        err: Error,
+        origin: &str,
+        fallback_source: Option<&str>,
+        is_expr: bool,
+        root: Option<&Root>,
+    ) -> (TemplateError, Option<Undefined>) {
         // An error inside an included template comes wrapped; report the innermost one, which
         // names the included file and line.
         let mut err: &Error = &err;
@@ -360,13 +455,21 @@ impl TemplateEngine {
                 _ => source_line.clone(),
             }
         };
+        let mut undefined = None;
         let message = match err.kind() {
             ErrorKind::UndefinedError => {
                 let snippet = match (source, &range) {
                     (Some(src), Some(r)) => src.get(r.clone()),
                     _ => None,
                 };
-                undefined_message(self, source, is_expr, block.as_deref(), snippet, ctx)
+                let why = undefined_message(self, source, is_expr, block.as_deref(), snippet, root);
+                let message = why.message();
+                undefined = Some(why);
+                message
+            }
+            // A templated variable's error, already told with the variable it happened in.
+            _ if root.is_some_and(|r| r.explained(err)) => {
+                err.detail().unwrap_or_default().to_string()
             }
             ErrorKind::TemplateNotFound => match (err.name(), err.detail()) {
                 (Some(_), Some(detail)) => {
@@ -390,30 +493,37 @@ impl TemplateEngine {
                 m
             }
         };
-        TemplateError {
+        let e = TemplateError {
             file,
             line,
             column,
             message,
             source_line,
             range,
-        }
+        };
+        (e, undefined)
     }
 }
 
-/// Names what is undefined: the variable absent from the context, or the missing attribute.
-/// `block` is the template tag or expression the error happened in; `source` the whole template
-/// (or expression), whose free variables are the candidates.
+/// Names what is undefined: the variable absent from the context, or the missing attribute, or
+/// (for a templated variable that is undefined because its template read an undefined one) that
+/// one, through the variables it was read through. `block` is the template tag or expression the
+/// error happened in; `source` the whole template (or expression), whose free variables are the
+/// candidates.
 fn undefined_message(
     engine: &TemplateEngine,
     source: Option<&str>,
     is_expr: bool,
     block: Option<&str>,
     snippet: Option<&str>,
-    ctx: &serde_json::Value,
-) -> String {
+    root: Option<&Root>,
+) -> Undefined {
+    let plain = |cause: String| Undefined {
+        cause,
+        through: Vec::new(),
+    };
     let (Some(source), Some(block)) = (source, block) else {
-        return "undefined value".to_string();
+        return plain("undefined value".to_string());
     };
     let env: &Environment<'_> = &engine.env;
     let paths: HashSet<String> = if is_expr {
@@ -443,11 +553,14 @@ fn undefined_message(
         if !mentions(top) {
             continue;
         }
-        let Some(mut cur) = ctx.get(top) else {
+        if let Some(why) = root.and_then(|r| r.undefined(top)) {
+            return why;
+        }
+        let Some(mut cur) = root.and_then(|r| r.vars().get(top)) else {
             if env.globals().any(|(g, _)| g == top) {
                 continue;
             }
-            return format!("undefined variable '{top}'");
+            return plain(format!("undefined variable '{top}'"));
         };
         let mut seen = top.to_string();
         for part in parts {
@@ -456,11 +569,11 @@ fn undefined_message(
                     cur = next;
                     seen = format!("{seen}.{part}");
                 }
-                None => return format!("'{seen}' has no attribute '{part}'"),
+                None => return plain(format!("'{seen}' has no attribute '{part}'")),
             }
         }
     }
-    match snippet {
+    plain(match snippet {
         Some(path)
             if !path.is_empty()
                 && path.split('.').all(|p| {
@@ -470,7 +583,7 @@ fn undefined_message(
             format!("undefined value '{path}' in '{}'", block.trim())
         }
         _ => format!("undefined value in '{}'", block.trim()),
-    }
+    })
 }
 
 /// The `{{ … }}` or `{% … %}` block of `src` around `range`.
@@ -543,7 +656,7 @@ fn register_filters(env: &mut Environment<'static>) {
     env.add_filter("to_json", to_json);
     env.add_filter("to_nice_json", to_nice_json);
     env.add_filter("to_yaml", to_yaml);
-    env.add_filter("to_nice_yaml", to_yaml);
+    env.add_filter("to_nice_yaml", to_nice_yaml);
     env.add_filter("from_json", from_json);
     env.add_filter("from_yaml", from_yaml);
     env.add_filter("b64encode", b64encode);
@@ -569,6 +682,10 @@ fn register_filters(env: &mut Environment<'static>) {
     env.add_filter("symmetric_difference", symmetric_difference);
     env.add_filter("flatten", flatten);
     env.add_filter("urlsplit", urlsplit);
+    env.add_filter("ipwrap", ip::ipwrap);
+    env.add_filter("ipv4", ip::ipv4);
+    env.add_filter("ipv6", ip::ipv6);
+    env.add_filter("ipaddr", ip::ipaddr);
     env.add_test("match", test_match);
     env.add_test("search", test_search);
     env.add_test("regex", test_search);
@@ -578,8 +695,17 @@ fn register_filters(env: &mut Environment<'static>) {
     env.add_test("version_compare", test_version);
 }
 
-/// Converts to JSON, sorting object keys (as Ansible's `sort_keys=True` does).
+/// Converts to JSON, mappings in their order.
 fn json_of(value: &Value) -> Result<serde_json::Value, Error> {
+    if value.is_undefined() {
+        return Err(Error::from(ErrorKind::UndefinedError));
+    }
+    serde_json::to_value(value).map_err(|e| invalid(format!("cannot convert to JSON: {e}")))
+}
+
+/// Converts to JSON, mappings' keys sorted (Ansible's to_nice_json passes `sort_keys=True`, and
+/// PyYAML's dump sorts by default).
+fn sorted_json_of(value: &Value) -> Result<serde_json::Value, Error> {
     fn sort(v: serde_json::Value) -> serde_json::Value {
         match v {
             serde_json::Value::Object(m) => {
@@ -593,15 +719,11 @@ fn json_of(value: &Value) -> Result<serde_json::Value, Error> {
             other => other,
         }
     }
-    if value.is_undefined() {
-        return Err(Error::from(ErrorKind::UndefinedError));
-    }
-    serde_json::to_value(value)
-        .map(sort)
-        .map_err(|e| invalid(format!("cannot convert to JSON: {e}")))
+    json_of(value).map(sort)
 }
 
-/// Ansible's to_json is Python's json.dumps: ", " and ": " between items, non-ASCII escaped.
+/// Ansible's to_json is Python's json.dumps: ", " and ": " between items, non-ASCII escaped,
+/// mappings in their order.
 fn to_json(value: &Value) -> Result<String, Error> {
     let mut out = String::new();
     python_json(&json_of(value)?, &mut out);
@@ -834,19 +956,105 @@ fn to_nice_json(value: &Value, kwargs: Kwargs) -> Result<String, Error> {
     let mut out = Vec::new();
     let fmt = serde_json::ser::PrettyFormatter::with_indent(indent.as_bytes());
     let mut ser = serde_json::Serializer::with_formatter(&mut out, fmt);
-    json_of(value)?
+    sorted_json_of(value)?
         .serialize(&mut ser)
         .map_err(|e| invalid(e.to_string()))?;
     String::from_utf8(out).map_err(|e| invalid(e.to_string()))
 }
 
-/// YAML in block style, keys sorted (to_yaml and to_nice_yaml alike); ends with a newline.
+/// Ansible's to_yaml is PyYAML's dump with its default flow style: a collection holding only
+/// scalars (or nothing) is written inline (`tags: [x, y]`, `{k: v}`), the others as blocks; keys
+/// sorted; ends with a newline.
 fn to_yaml(value: &Value, kwargs: Kwargs) -> Result<String, Error> {
+    let _: Option<usize> = kwargs.get("indent")?;
+    let _: Option<usize> = kwargs.get("width")?;
+    kwargs.assert_all_used()?;
+    let mut out = String::new();
+    pyyaml_block(&sorted_json_of(value)?, 0, &mut out)?;
+    Ok(out)
+}
+
+fn yaml_scalar(v: &serde_json::Value) -> Result<String, Error> {
+    serde_yaml::to_string(v)
+        .map(|s| s.trim_end_matches('\n').to_string())
+        .map_err(|e| invalid(e.to_string()))
+}
+
+/// A collection PyYAML writes inline by default: empty, or holding scalars only.
+fn yaml_flows(v: &serde_json::Value) -> bool {
+    let scalar = |x: &serde_json::Value| !x.is_object() && !x.is_array();
+    match v {
+        serde_json::Value::Object(m) => m.values().all(scalar),
+        serde_json::Value::Array(a) => a.iter().all(scalar),
+        _ => true,
+    }
+}
+
+fn pyyaml_flow(v: &serde_json::Value) -> Result<String, Error> {
+    Ok(match v {
+        serde_json::Value::Object(m) => {
+            let items: Result<Vec<String>, Error> = m
+                .iter()
+                .map(|(k, x)| {
+                    let key = yaml_scalar(&serde_json::Value::String(k.clone()))?;
+                    Ok(format!("{key}: {}", yaml_scalar(x)?))
+                })
+                .collect();
+            format!("{{{}}}", items?.join(", "))
+        }
+        serde_json::Value::Array(a) => {
+            let items: Result<Vec<String>, Error> = a.iter().map(yaml_scalar).collect();
+            format!("[{}]", items?.join(", "))
+        }
+        scalar => yaml_scalar(scalar)?,
+    })
+}
+
+/// Writes `v` as a block at `indent`, with lines ending in a newline.
+fn pyyaml_block(v: &serde_json::Value, indent: usize, out: &mut String) -> Result<(), Error> {
+    let pad = " ".repeat(indent);
+    if yaml_flows(v) {
+        out.push_str(&format!("{pad}{}\n", pyyaml_flow(v)?));
+        return Ok(());
+    }
+    match v {
+        serde_json::Value::Object(m) => {
+            for (k, x) in m {
+                let key = yaml_scalar(&serde_json::Value::String(k.clone()))?;
+                if yaml_flows(x) {
+                    out.push_str(&format!("{pad}{key}: {}\n", pyyaml_flow(x)?));
+                } else {
+                    out.push_str(&format!("{pad}{key}:\n"));
+                    // PyYAML does not indent a sequence under its key.
+                    let inner = if x.is_array() { indent } else { indent + 2 };
+                    pyyaml_block(x, inner, out)?;
+                }
+            }
+        }
+        serde_json::Value::Array(a) => {
+            for x in a {
+                if yaml_flows(x) {
+                    out.push_str(&format!("{pad}- {}\n", pyyaml_flow(x)?));
+                } else {
+                    // The item's first line follows the dash; the rest line up under it.
+                    let mut item = String::new();
+                    pyyaml_block(x, indent + 2, &mut item)?;
+                    out.push_str(&format!("{pad}- {}", &item[indent + 2..]));
+                }
+            }
+        }
+        _ => unreachable!("scalars flow"),
+    }
+    Ok(())
+}
+
+/// to_nice_yaml: block style throughout, keys sorted; ends with a newline.
+fn to_nice_yaml(value: &Value, kwargs: Kwargs) -> Result<String, Error> {
     // Ansible accepts indent= and width=; serde_yaml always indents by two.
     let _: Option<usize> = kwargs.get("indent")?;
     let _: Option<usize> = kwargs.get("width")?;
     kwargs.assert_all_used()?;
-    serde_yaml::to_string(&json_of(value)?).map_err(|e| invalid(e.to_string()))
+    serde_yaml::to_string(&sorted_json_of(value)?).map_err(|e| invalid(e.to_string()))
 }
 
 fn from_json(value: &str) -> Result<Value, Error> {
@@ -1296,19 +1504,19 @@ mod tests {
     use super::*;
     use serde_json::json;
 
-    fn engine() -> (tempfile::TempDir, TemplateEngine) {
+    pub(super) fn engine() -> (tempfile::TempDir, TemplateEngine) {
         let dir = tempfile::tempdir().unwrap();
         let e = TemplateEngine::new(dir.path());
         (dir, e)
     }
 
     fn r(e: &TemplateEngine, src: &str, ctx: serde_json::Value) -> String {
-        e.render_str(src, "test", &ctx)
+        e.render_str(src, "test", &ctx.into())
             .unwrap_or_else(|err| panic!("{src}: {err}"))
     }
 
     fn err(e: &TemplateEngine, src: &str, ctx: serde_json::Value) -> TemplateError {
-        e.render_str(src, "test", &ctx).unwrap_err()
+        e.render_str(src, "test", &ctx.into()).unwrap_err()
     }
 
     #[test]
@@ -1321,11 +1529,11 @@ mod tests {
                 "{% for k, v in m.items() %}{{ k }}={{ v }};{% endfor %}",
                 ctx.clone()
             ),
-            "a=1;b=2;"
+            "b=2;a=1;"
         );
         assert_eq!(
             r(&e, "{{ m.keys() | list }} {{ m.get('z', 0) }}", ctx.clone()),
-            "['a', 'b'] 0"
+            "['b', 'a'] 0"
         );
         assert_eq!(
             r(&e, "{{ s.strip().split(',') }}", ctx.clone()),
@@ -1353,12 +1561,12 @@ mod tests {
         .unwrap();
         let ctx =
             json!({"hosts": [{"ip": "10.0.0.1", "name": "a"}, {"ip": "10.0.0.2", "name": "b"}]});
-        let out = e.render_file("templates/hosts.j2", &ctx).unwrap();
+        let out = e.render_file("templates/hosts.j2", &ctx.into()).unwrap();
         assert_eq!(out, "# hosts\n10.0.0.1 a\n10.0.0.2 b\nend\n");
         // Files named *.yaml.j2 or *.html.j2 are not escaped.
         std::fs::write(dir.path().join("templates/k.yaml.j2"), "a: {{ v }}\n").unwrap();
         let out = e
-            .render_file("templates/k.yaml.j2", &json!({"v": "<x> & \"y\""}))
+            .render_file("templates/k.yaml.j2", &json!({"v": "<x> & \"y\""}).into())
             .unwrap();
         assert_eq!(out, "a: <x> & \"y\"\n");
     }
@@ -1373,7 +1581,7 @@ mod tests {
         )
         .unwrap();
         let e1 = e
-            .render_file("templates/haproxy.cfg.j2", &json!({}))
+            .render_file("templates/haproxy.cfg.j2", &json!({}).into())
             .unwrap_err();
         assert_eq!(e1.file, "templates/haproxy.cfg.j2");
         assert_eq!(e1.line, 5);
@@ -1416,7 +1624,7 @@ mod tests {
         let (dir, e) = engine();
         std::fs::write(dir.path().join("outer.j2"), "x\n{% include 'inner.j2' %}\n").unwrap();
         std::fs::write(dir.path().join("inner.j2"), "a\nb\n{{ missing }}\n").unwrap();
-        let err = e.render_file("outer.j2", &json!({})).unwrap_err();
+        let err = e.render_file("outer.j2", &json!({}).into()).unwrap_err();
         assert_eq!(err.to_string(), "inner.j2:3: undefined variable 'missing'");
     }
 
@@ -1429,19 +1637,19 @@ mod tests {
         std::os::unix::fs::symlink(outer.path().join("secret.j2"), base.join("link.j2")).unwrap();
         let e = TemplateEngine::new(&base);
         for p in ["../secret.j2", "/etc/passwd", "link.j2"] {
-            let err = e.render_file(p, &json!({})).unwrap_err();
+            let err = e.render_file(p, &json!({}).into()).unwrap_err();
             assert!(
                 err.message.contains("outside the playbook directory"),
                 "{p}: {err}"
             );
         }
-        let err = e.render_file("nope.j2", &json!({})).unwrap_err();
+        let err = e.render_file("nope.j2", &json!({}).into()).unwrap_err();
         assert!(
             err.to_string().starts_with("nope.j2: template not found"),
             "{err}"
         );
         std::fs::write(base.join("inc.j2"), "a\n{% include 'gone.j2' %}\n").unwrap();
-        let err = e.render_file("inc.j2", &json!({})).unwrap_err();
+        let err = e.render_file("inc.j2", &json!({}).into()).unwrap_err();
         assert!(
             err.to_string()
                 .starts_with("inc.j2:2: tried to include non-existing template \"gone.j2\""),
@@ -1489,7 +1697,7 @@ mod tests {
     fn eval_when_expressions() {
         let (_d, e) = engine();
         let ctx = json!({"x": 1, "groups": ["k8s", "lb"], "s": "yes", "tok": {"rc": 0}});
-        let ev = |x: &str| e.eval(x, "site.rhai:3 when", &ctx);
+        let ev = |x: &str| e.eval(x, "site.rhai:3 when", &ctx.clone().into());
         assert_eq!(ev("x == 1 and 'k8s' in groups").unwrap(), json!(true));
         assert_eq!(ev("x == 2 or 'db' in groups").unwrap(), json!(false));
         assert_eq!(ev("s | bool").unwrap(), json!(true));
@@ -1561,7 +1769,7 @@ mod tests {
         let ctx = json!({"m": {"b": [1, 2], "a": "x"}});
         assert_eq!(
             r(&e, "{{ m | to_json }}", ctx.clone()),
-            r#"{"a": "x", "b": [1, 2]}"#
+            r#"{"b": [1, 2], "a": "x"}"#
         );
         assert_eq!(
             r(&e, "{{ m | to_nice_json }}", ctx.clone()),
@@ -1571,10 +1779,7 @@ mod tests {
             r(&e, "{{ m | to_nice_json(indent=2) }}", ctx.clone()),
             "{\n  \"a\": \"x\",\n  \"b\": [\n    1,\n    2\n  ]\n}"
         );
-        assert_eq!(
-            r(&e, "{{ m | to_yaml }}", ctx.clone()),
-            "a: x\nb:\n- 1\n- 2\n"
-        );
+        assert_eq!(r(&e, "{{ m | to_yaml }}", ctx.clone()), "a: x\nb: [1, 2]\n");
         assert_eq!(
             r(&e, "{{ m | to_nice_yaml(indent=2) }}", ctx.clone()),
             "a: x\nb:\n- 1\n- 2\n"
@@ -1750,7 +1955,7 @@ mod tests {
         let c = json!({"a": {"x": 1, "n": {"p": 1}}, "b": {"y": 2, "n": {"q": 2}}, "t": true});
         assert_eq!(
             r(&e, "{{ a | combine(b) | to_json }}", c.clone()),
-            r#"{"n": {"q": 2}, "x": 1, "y": 2}"#
+            r#"{"x": 1, "n": {"q": 2}, "y": 2}"#
         );
         assert_eq!(
             r(
@@ -1758,7 +1963,7 @@ mod tests {
                 "{{ a | combine(b, recursive=true) | to_json }}",
                 c.clone()
             ),
-            r#"{"n": {"p": 1, "q": 2}, "x": 1, "y": 2}"#
+            r#"{"x": 1, "n": {"p": 1, "q": 2}, "y": 2}"#
         );
         assert_eq!(
             r(&e, "{{ {'k': 'v'} | dict2items | to_json }}", c.clone()),
