@@ -44,6 +44,8 @@ pub struct RunOptions {
     pub become_password: Option<crate::secret::Secret>,
     /// Secrets of this run: never shown in any event.
     pub secrets: Arc<crate::secret::Redactor>,
+    /// `--keep-output`: bytes kept per stream of a command's output (head and tail).
+    pub keep_output: usize,
 }
 
 impl Default for RunOptions {
@@ -58,6 +60,7 @@ impl Default for RunOptions {
             extra_vars: Map::new(),
             become_password: None,
             secrets: Arc::default(),
+            keep_output: crate::transport::DEFAULT_KEEP_OUTPUT,
         }
     }
 }
@@ -852,7 +855,9 @@ impl State {
                             }
                             b
                         });
-                        Host::new(host, t).with_become(become_)
+                        Host::new(host, t)
+                            .with_become(become_)
+                            .with_keep_output(self.opts.keep_output)
                     })
                     .map_err(|e| match e {
                         TransportError::Unreachable(m) | TransportError::Exec(m) => m,
@@ -942,7 +947,7 @@ impl State {
             return Ok(Default::default());
         }
         let origin = format!("{} (task '{}', environment)", task.pos, task.name);
-        let ctx = Value::Object(self.template_vars(host, self.tasks[tid].reads));
+        let ctx = Value::Object(self.template_vars(host, &self.tasks[tid].reads));
         task.control
             .environment
             .iter()
@@ -1025,9 +1030,9 @@ struct TaskCx<'a> {
     conn: &'a Host,
     check: bool,
     after_predicted_change: bool,
+    /// Its `ctx` is also the module's `vars`: one copy of the variables per task.
     templates: HostTemplates<'a>,
     system: crate::facts::Cached<'a>,
-    vars: Map<String, Value>,
 }
 
 impl<'a> TaskCx<'a> {
@@ -1049,18 +1054,20 @@ impl<'a> TaskCx<'a> {
             after_predicted_change: check && h.predicted_change.load(Ordering::SeqCst),
             templates: HostTemplates {
                 engine: &state.templates,
-                ctx: Value::Object(vars.clone()),
+                ctx: Value::Object(vars),
                 origin: format!("{} (task '{}')", task.pos, task.name),
             },
             system: crate::facts::Cached {
                 host: conn,
                 cell: &h.gathered,
             },
-            vars,
         }
     }
 
     fn cx(&self) -> ModuleContext<'_> {
+        let Value::Object(vars) = &self.templates.ctx else {
+            unreachable!("made from a map in new")
+        };
         ModuleContext {
             secrets: &self.state.opts.secrets,
             system: &self.system,
@@ -1069,7 +1076,7 @@ impl<'a> TaskCx<'a> {
             want_diff: self.state.opts.diff,
             base_dir: &self.state.plan.script.dir,
             templates: &self.templates,
-            vars: &self.vars,
+            vars,
             facts: &self.host.facts,
             after_predicted_change: self.after_predicted_change,
         }

@@ -17,11 +17,16 @@ use super::{Done, State, TaskError};
 
 /// What a task's templates and condition read beyond the host's own variables: only those are
 /// provided (facts cost a round trip, `hostvars` a copy of every host's variables).
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Clone, Default)]
 pub(super) struct Reads {
     pub(super) facts: bool,
     pub(super) hostvars: bool,
     pub(super) groups: bool,
+    /// The text in which the task names the variables it reads (its strings, and the names its
+    /// template files use): a variable it does not mention is not copied for it, so a large
+    /// registered result costs nothing to the tasks that do not read it. `None`: the task may read
+    /// any variable (a closure, a template file that cannot be told).
+    pub(super) mentions: Option<Arc<str>>,
 }
 
 impl Reads {
@@ -29,7 +34,13 @@ impl Reads {
         facts: true,
         hostvars: true,
         groups: true,
+        mentions: None,
     };
+
+    /// Whether the task may read the variable `name`.
+    fn mentions(&self, name: &str) -> bool {
+        self.mentions.as_deref().is_none_or(|t| t.contains(name))
+    }
 
     pub(super) fn of(task: &crate::plan::Task, templates: &TemplateEngine) -> Reads {
         let mut strings = Vec::new();
@@ -47,7 +58,9 @@ impl Reads {
             facts: has("facts"),
             hostvars: has("hostvars"),
             groups: has("groups"),
+            mentions: None,
         };
+        let mut mentions = strings.join("\n");
         if let Action::Module(m) = &task.action {
             if m.renders_templates() {
                 // Template files are read only when rendered: their names, when the module can
@@ -68,14 +81,26 @@ impl Reads {
                             reads.facts |= n == "facts";
                             reads.hostvars |= n == "hostvars";
                             reads.groups |= n == "groups";
+                            mentions.push('\n');
+                            mentions.push_str(n);
                         }
                     }
-                    None => reads = Reads::ALL,
+                    None => return Reads::ALL,
                 }
             }
         }
         // `hostvars` carries this host's facts too.
         reads.facts |= reads.hostvars;
+        // A closure is given every variable (`h.vars`).
+        let closure = has_closure(&task.args)
+            || matches!(task.action, Action::Custom(_))
+            || [&task.when, &task.control.until]
+                .into_iter()
+                .flatten()
+                .any(|c| matches!(c, Condition::Closure(_)));
+        if !closure {
+            reads.mentions = Some(mentions.into());
+        }
         reads
     }
 }
@@ -181,17 +206,18 @@ impl State {
     ) -> Result<Prepared, TaskError> {
         let task = &self.plan.tasks[tid];
         let origin = format!("{} (task '{}')", task.pos, task.name);
-        let vars = self.template_vars(host, self.tasks[tid].reads);
-        let ctx = Value::Object(vars.clone());
+        let ctx = Value::Object(self.template_vars(host, &self.tasks[tid].reads));
         let scope = || self.exec_scope(host);
-        let api = HostApi {
+        // Made only for a closure: it holds a copy of the variables.
+        let api = || HostApi {
             host: conn.clone(),
             check: self.tasks[tid].checks,
-            vars: vars.clone(),
+            vars: ctx.as_object().cloned().unwrap_or_default(),
             rt: tokio::runtime::Handle::try_current().ok(),
         };
         let call = |c: &Closure| -> Result<rhai::Dynamic, TaskError> {
             let script = &self.plan.script;
+            let api = api();
             with_exec_scope(scope(), || {
                 let r =
                     c.0.call::<rhai::Dynamic>(&script.engine, &script.ast, (api.clone(),));
@@ -229,6 +255,9 @@ impl State {
         let unknown_ok =
             matches!(&task.action, Action::Module(m) if m.predicts_with_unknown_results());
         let args = self.resolve_arg(&task.args, host, &ctx, &origin, &call, unknown_ok)?;
+        let Value::Object(vars) = ctx else {
+            unreachable!("made as an object above")
+        };
         Ok(Prepared::Run { args, vars })
     }
 
@@ -262,7 +291,7 @@ impl State {
         let origin = format!("{} (task '{}', until)", task.pos, task.name);
         match cond {
             Condition::Expr(expr) => {
-                let mut vars = self.template_vars(host, self.tasks[tid].reads);
+                let mut vars = self.template_vars(host, &self.tasks[tid].reads);
                 if let Some(name) = &task.register {
                     vars.insert(name.clone(), result.clone());
                 }
@@ -427,19 +456,25 @@ impl State {
     /// The variables templates see on `host`: its variables, facts and registered results,
     /// results registered on a single other host, and (when read) every host's variables and
     /// the groups.
-    pub(super) fn template_vars(&self, host: &str, reads: Reads) -> Map<String, Value> {
+    pub(super) fn template_vars(&self, host: &str, reads: &Reads) -> Map<String, Value> {
         let h = &self.hosts[host];
-        let mut vars = h.vars.clone();
+        let read = |m: &Map<String, Value>| -> Vec<(String, Value)> {
+            m.iter()
+                .filter(|(k, _)| reads.mentions(k))
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect()
+        };
+        let mut vars: Map<String, Value> = read(&h.vars).into_iter().collect();
         if let Some(f) = h.gathered.get() {
             vars.insert("facts".into(), f.clone());
         }
-        vars.extend(h.facts.lock().unwrap_or_else(|e| e.into_inner()).clone());
+        vars.extend(read(&h.facts.lock().unwrap_or_else(|e| e.into_inner())));
         // Extra vars win over everything, facts set while running included (as in Ansible).
-        vars.extend(self.opts.extra_vars.clone());
+        vars.extend(read(&self.opts.extra_vars));
         let done = self.done.lock().unwrap_or_else(|e| e.into_inner());
         for t in &self.plan.tasks {
             if let (Some(name), [only]) = (&t.register, t.hosts.as_slice()) {
-                if only != host && !vars.contains_key(name) {
+                if only != host && !vars.contains_key(name) && reads.mentions(name) {
                     if let Some(Done::Ran(v)) = done.get(&(t.id, only.clone())) {
                         vars.insert(name.clone(), v.clone());
                     }
