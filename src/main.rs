@@ -151,6 +151,40 @@ struct RunArgs {
     /// The user `become` switches to where the inventory names none (default root).
     #[arg(long, value_name = "USER")]
     become_user: Option<String>,
+    /// Bytes of a command's output kept per stream (its first and last halves; what lies
+    /// between is cut, and counted in `stdout_cut`/`stderr_cut`): 1048576, 512K, 1M, 1G.
+    #[arg(long, value_name = "BYTES", default_value = "1M", value_parser = parse_bytes)]
+    keep_output: usize,
+}
+
+/// A size as `--keep-output` takes it: bytes, or with a binary suffix K, M, G (KiB, MiB…).
+fn parse_bytes(text: &str) -> Result<usize, String> {
+    let t = text.trim();
+    let t = t
+        .strip_suffix("iB")
+        .or_else(|| t.strip_suffix('B'))
+        .unwrap_or(t);
+    let (digits, unit) = match t.char_indices().last() {
+        Some((i, c)) if c.is_ascii_alphabetic() => (&t[..i], c.to_ascii_uppercase()),
+        _ => (t, ' '),
+    };
+    let shift = match unit {
+        ' ' => 0,
+        'K' => 10,
+        'M' => 20,
+        'G' => 30,
+        _ => {
+            return Err(format!(
+                "{text:?}: a size is bytes, or a number with K, M or G"
+            ))
+        }
+    };
+    let n: usize = digits
+        .trim()
+        .parse()
+        .map_err(|_| format!("{text:?}: a size is bytes, or a number with K, M or G"))?;
+    n.checked_mul(1 << shift)
+        .ok_or_else(|| format!("{text:?} is too large"))
 }
 
 impl RunArgs {
@@ -345,6 +379,7 @@ fn real_main(cli: Cli) -> Result<u8, Report> {
                 extra_vars: extra_vars(&args.plan.extra_vars)?,
                 become_password,
                 secrets,
+                keep_output: args.keep_output,
             };
             let connector = DefaultConnector {
                 accept_new_host_keys: args.accept_new_host_keys,

@@ -674,3 +674,20 @@ fn plan_shows_how_each_task_is_run() {
         "an environment value is shown"
     );
 }
+
+#[test]
+fn keep_output_takes_sizes_with_binary_suffixes_and_refuses_others() {
+    let p = Project::new(Conn::Local);
+    p.hosts(&["a"], &[]);
+    p.file(
+        "out.rhai",
+        r#"on("a", shell(#{ cmd: "head -c 5000 /dev/zero" }).register("o"));
+on("a", assert(#{ that: ["o.stdout_cut == 5000 - 2048"] }));"#,
+    );
+    for size in ["2K", "2k", "2KiB", "2048"] {
+        p.play("out.rhai", &["--keep-output", size]).assert_code(0);
+    }
+    let bad = p.play("out.rhai", &["--keep-output", "2X"]);
+    bad.assert_code(1);
+    assert!(bad.stderr.contains("a size is bytes"), "{}", bad.stderr);
+}

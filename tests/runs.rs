@@ -39,6 +39,7 @@ on_both_connections!(
     run_once_timeout_and_environment,
     become_per_task_runs_one_task_as_another_user,
     templated_variables_render_when_read_as_ansible_renders_them,
+    command_output_is_kept_bounded_and_shown_lines_are_capped,
 );
 
 /// A playbook that uses most core modules; every path is under the host's own `root`.
@@ -827,4 +828,75 @@ phase("p", || {
             "{{ base_port }}"
         );
     }
+}
+
+fn command_output_is_kept_bounded_and_shown_lines_are_capped(p: Project) {
+    p.hosts(&["a"], &[]);
+    p.mkroot("a");
+    p.file(
+        "big.rhai",
+        r#"
+on("a", shell(#{ cmd: "head -c 300000 /dev/zero | tr '\\0' x; printf END" }).register("big"));
+on("a", copy(#{ dest: "{{ root }}/big", content: "{{ big.stdout }}" }));
+on("a", assert(#{ that: ["big.stdout_cut == 234467", "big.stderr_cut == 0"] }));
+on("a", shell(#{ cmd: "seq 1 10000; printf 'tab\\there \\303\\251\\n'" }).register("small"));
+on("a", copy(#{ dest: "{{ root }}/small", content: "{{ small.stdout }}" }));
+on("a", assert(#{ that: ["small.stdout_cut == 0"] }));
+"#,
+    );
+    p.play("big.rhai", &["--keep-output", "64K"]).assert_code(0);
+    // 300003 bytes: the first and last 32 KiB are kept, the 234467 between them counted.
+    let big = std::fs::read_to_string(p.root("a").join("big")).unwrap();
+    let want = format!(
+        "{}\n[playbook: 234467 bytes of output cut here (--keep-output)]\n{}END",
+        "x".repeat(32768),
+        "x".repeat(32765)
+    );
+    assert!(
+        big == want,
+        "kept {} bytes, not head + note + tail",
+        big.len()
+    );
+    // Under the limit, the output is the command's, byte for byte (less its last newline).
+    let small = std::fs::read(p.root("a").join("small")).unwrap();
+    let mut want: Vec<u8> = (1..=10000)
+        .flat_map(|i| format!("{i}\n").into_bytes())
+        .collect();
+    want.extend_from_slice("tab\there é".as_bytes());
+    assert_eq!(small, want);
+
+    // A failing command whose output is one 20 MB line: its message shows the line capped.
+    p.file(
+        "fail.rhai",
+        r#"on("a", shell(#{ cmd: "head -c 20000000 /dev/zero | tr '\\0' y; echo; exit 1" }));"#,
+    );
+    let json = p.play("fail.rhai", &[]);
+    json.assert_code(2);
+    let failed = json.tasks_where(|e| e["status"] == "failed");
+    assert_eq!(failed.len(), 1);
+    let msg = json
+        .task_ends()
+        .into_iter()
+        .find(|e| e["status"] == "failed")
+        .unwrap()["msg"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(msg.contains("failed with rc 1"), "{msg}");
+    assert!(msg.contains("bytes of output cut here"), "{msg}");
+    assert!(msg.contains("more bytes of this line not shown"), "{msg}");
+    assert!(msg.lines().all(|l| l.len() < 1100), "{msg}");
+    assert!(
+        json.stdout.len() < 20_000,
+        "{} bytes of JSON",
+        json.stdout.len()
+    );
+    let text = p.run(&["run", "fail.rhai", "-i", "inventory.toml"]);
+    assert_eq!(text.code, 2);
+    assert!(text.stdout.contains("more bytes of this line not shown"));
+    assert!(
+        text.stdout.len() < 20_000,
+        "{} bytes of text",
+        text.stdout.len()
+    );
 }

@@ -51,6 +51,8 @@ fn split(out: &ExecOutput, count: usize, marker: &str) -> Vec<ExecOutput> {
     let stderr_mark = format!("\n{marker}\n");
     let mut outs = Vec::with_capacity(count);
     let (mut o, mut e) = (&out.stdout[..], &out.stderr[..]);
+    // Only the first output may have been bounded (see `run_after`).
+    let (mut stdout_cut, mut stderr_cut) = (out.stdout_cut, out.stderr_cut);
     while outs.len() < count {
         let mut next = || -> Option<ExecOutput> {
             let at = find(o, stdout_mark.as_bytes())?;
@@ -66,6 +68,8 @@ fn split(out: &ExecOutput, count: usize, marker: &str) -> Vec<ExecOutput> {
                 status,
                 stdout,
                 stderr,
+                stdout_cut: std::mem::take(&mut stdout_cut),
+                stderr_cut: std::mem::take(&mut stderr_cut),
             })
         };
         match next() {
@@ -115,7 +119,12 @@ pub async fn run_after(
         .chain(reads.iter().copied())
         .collect();
     let text = script(&scripts, &marker, true);
-    let out = host.run_with_input(&text, &act.stdin).await?;
+    // A bounded change is bounded as if it ran alone: the reads after it stay whole.
+    let keep = match act.bounded {
+        true => host.keep(Some(&format!("\n{marker}"))),
+        false => crate::transport::Keep::All,
+    };
+    let out = host.run_kept(&text, &act.stdin, &keep).await?;
     let mut outs = split(&out, scripts.len(), &marker).into_iter();
     let first = outs.next().ok_or_else(|| cut_short("the change", &out))?;
     Ok((first, outs.collect()))
@@ -161,6 +170,7 @@ mod tests {
         let act = Script {
             text: format!("trap 'echo trap' EXIT\ncat > {f}\necho wrote; exit 2"),
             stdin: b"new".to_vec(),
+            ..Default::default()
         };
         let reads = [format!("cat {f}"), "cat; echo rest".to_string()];
         let reads: Vec<&str> = reads.iter().map(String::as_str).collect();
@@ -176,7 +186,7 @@ mod tests {
         // A change that ends the whole script: its output is not known.
         let act = Script {
             text: "echo bye; kill $$".into(),
-            stdin: Vec::new(),
+            ..Default::default()
         };
         let err = run_after(&host, &act, &reads).await.unwrap_err();
         assert!(err.to_string().contains("the change ended early"), "{err}");
@@ -188,6 +198,7 @@ mod tests {
             status: 255,
             stdout: b"one\nm 0\npartial".to_vec(),
             stderr: b"\nm\n".to_vec(),
+            ..Default::default()
         };
         let outs = split(&out, 2, "m");
         assert_eq!(outs.len(), 1, "only the whole output");
@@ -195,7 +206,7 @@ mod tests {
         let out = ExecOutput {
             status: 255,
             stdout: b"partial".to_vec(),
-            stderr: Vec::new(),
+            ..Default::default()
         };
         assert!(split(&out, 1, "m").is_empty());
     }

@@ -114,9 +114,15 @@ impl HostApi {
         engine.register_fn(
             "run",
             |h: &mut HostApi, cmd: &str| -> Result<rhai::Map, Box<rhai::EvalAltResult>> {
-                let out = h.block_on(h.host.run(cmd))?.map_err(|e| e.to_string())?;
+                // The user's command: its output is kept within --keep-output.
+                let keep = h.host.keep(None);
+                let out = h
+                    .block_on(h.host.run_kept(cmd, b"", &keep))?
+                    .map_err(|e| e.to_string())?;
                 let mut m = rhai::Map::new();
                 m.insert("rc".into(), (out.status as i64).into());
+                m.insert("stdout_cut".into(), (out.stdout_cut as i64).into());
+                m.insert("stderr_cut".into(), (out.stderr_cut as i64).into());
                 m.insert(
                     "stdout".into(),
                     out.stdout_text().trim_end_matches('\n').to_string().into(),

@@ -6,13 +6,17 @@ use std::sync::Arc;
 pub use crate::connection::Become;
 // Modules quote through `engine::host::quote`; the function lives apart so transports can use it.
 pub use crate::quote::quote;
-use crate::transport::{ExecOutput, Transport, TransportError};
+use crate::transport::{ExecOutput, Keep, Transport, TransportError, DEFAULT_KEEP_OUTPUT};
 
 /// A script and what it reads on stdin (content to write, a command's input): one remote command.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Script {
     pub text: String,
     pub stdin: Vec<u8>,
+    /// It runs the user's command, which may print anything: its output is kept within the
+    /// run's `--keep-output` ([`Host::keep`]). Internal scripts, whose output is read whole (a
+    /// file's content), leave it false.
+    pub bounded: bool,
 }
 
 /// Marks where sudo's password prompt ends, so the prompt never mixes with real output.
@@ -51,6 +55,8 @@ pub struct Host {
     /// Exported for every script (a task's `environment`).
     env: std::collections::BTreeMap<String, String>,
     deadline: Option<Deadline>,
+    /// Bytes kept per stream of a bounded script.
+    keep_output: usize,
 }
 
 impl std::fmt::Debug for Host {
@@ -67,6 +73,22 @@ impl Host {
             become_: None,
             env: Default::default(),
             deadline: None,
+            keep_output: DEFAULT_KEEP_OUTPUT,
+        }
+    }
+
+    /// Bounded scripts keep at most `bytes` of each stream (`--keep-output`).
+    pub fn with_keep_output(mut self, bytes: usize) -> Self {
+        self.keep_output = bytes;
+        self
+    }
+
+    /// How the output of a user's command is kept on this host; `until`: only what comes before
+    /// it is bounded (see [`Keep::Bounded`]).
+    pub fn keep(&self, until: Option<&str>) -> Keep {
+        Keep::Bounded {
+            limit: self.keep_output,
+            until: until.map(|u| u.as_bytes().to_vec()),
         }
     }
 
@@ -100,7 +122,11 @@ impl Host {
     }
 
     pub async fn run_script(&self, script: &Script) -> Result<ExecOutput, TransportError> {
-        self.run_with_input(&script.text, &script.stdin).await
+        let keep = match script.bounded {
+            true => self.keep(None),
+            false => Keep::All,
+        };
+        self.run_kept(&script.text, &script.stdin, &keep).await
     }
 
     /// Runs a POSIX sh script on the host, feeding it `stdin`.
@@ -109,6 +135,17 @@ impl Host {
         script: &str,
         stdin: &[u8],
     ) -> Result<ExecOutput, TransportError> {
+        self.run_kept(script, stdin, &Keep::All).await
+    }
+
+    /// Runs a POSIX sh script on the host, feeding it `stdin`, keeping what `keep` says of its
+    /// output.
+    pub async fn run_kept(
+        &self,
+        script: &str,
+        stdin: &[u8],
+        keep: &Keep,
+    ) -> Result<ExecOutput, TransportError> {
         let mut text = String::new();
         for (k, v) in &self.env {
             let v = quote(v).map_err(TransportError::Exec)?;
@@ -116,7 +153,7 @@ impl Host {
         }
         let Some(deadline) = self.deadline else {
             text.push_str(script);
-            return self.run_as(&text, stdin).await;
+            return self.run_as(&text, stdin, keep).await;
         };
         let left = deadline
             .at
@@ -137,7 +174,7 @@ impl Host {
         // Should the target not stop it (a hung connection), the controller stops waiting.
         let limit = left + std::time::Duration::from_secs(5);
         let started = std::time::Instant::now();
-        let mut out = tokio::time::timeout(limit, self.run_as(&wrapped, stdin))
+        let mut out = tokio::time::timeout(limit, self.run_as(&wrapped, stdin, keep))
             .await
             .map_err(|_| TransportError::Exec(deadline.message()))??;
         // A script may exit 124 by itself; only one that ran until the limit was stopped.
@@ -155,16 +192,21 @@ impl Host {
         Ok(out)
     }
 
-    async fn run_as(&self, script: &str, stdin: &[u8]) -> Result<ExecOutput, TransportError> {
+    async fn run_as(
+        &self,
+        script: &str,
+        stdin: &[u8],
+        keep: &Keep,
+    ) -> Result<ExecOutput, TransportError> {
         match &self.become_ {
-            None => self.transport.exec(script, stdin).await,
+            None => self.transport.exec_kept(script, stdin, keep).await,
             Some(b) => {
                 let user = quote(&b.user).map_err(TransportError::Exec)?;
                 let inner = quote(script).map_err(TransportError::Exec)?;
                 match &b.password {
                     None => {
                         let wrapped = format!("sudo -n -H -u {user} -- /bin/sh -c {inner}");
-                        self.transport.exec(&wrapped, stdin).await
+                        self.transport.exec_kept(&wrapped, stdin, keep).await
                     }
                     Some(pw) => {
                         // The password goes first on stdin, never on a command line.
@@ -174,7 +216,7 @@ impl Host {
                         let mut input = pw.expose().as_bytes().to_vec();
                         input.push(b'\n');
                         input.extend_from_slice(stdin);
-                        let mut out = self.transport.exec(&wrapped, &input).await?;
+                        let mut out = self.transport.exec_kept(&wrapped, &input, keep).await?;
                         strip_prompt(&mut out.stderr);
                         Ok(out)
                     }

@@ -224,6 +224,7 @@ pub fn write_script(
     Ok(Script {
         text: s,
         stdin: content.to_vec(),
+        ..Default::default()
     })
 }
 

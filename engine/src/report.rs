@@ -1,6 +1,7 @@
 //! Turns events into what the user reads: bounded live progress, one line per change or failure,
 //! diffs, and a recap table. Or one JSON object per line for machines.
 
+use std::borrow::Cow;
 use std::io::Write;
 use std::sync::Mutex;
 use std::time::Duration;
@@ -20,8 +21,80 @@ pub struct JsonReporter {
 /// event: raised when a field changes meaning or goes away, not when one is added.
 pub const EVENTS_SCHEMA: u32 = 1;
 
+/// The longest line an event shows, in bytes: a command's output may be one line of megabytes.
+pub const MAX_LINE: usize = 1024;
+
+/// `text` with every line longer than [`MAX_LINE`] cut there (at a character boundary) and
+/// ended with a note of how many bytes were cut.
+pub fn cap_lines(text: &str) -> Cow<'_, str> {
+    if text.split('\n').all(|l| l.len() <= MAX_LINE) {
+        return Cow::Borrowed(text);
+    }
+    let mut out = String::new();
+    for (i, line) in text.split('\n').enumerate() {
+        if i > 0 {
+            out.push('\n');
+        }
+        if line.len() <= MAX_LINE {
+            out.push_str(line);
+            continue;
+        }
+        let mut end = MAX_LINE;
+        while !line.is_char_boundary(end) {
+            end -= 1;
+        }
+        out.push_str(&line[..end]);
+        out.push_str(&format!(
+            " [playbook: {} more bytes of this line not shown]",
+            line.len() - end
+        ));
+    }
+    Cow::Owned(out)
+}
+
+/// The event with the text it shows (messages, summaries, diffs, printed text) line-capped.
+fn capped(event: &Event) -> Cow<'_, Event> {
+    let long = |t: &str| t.split('\n').any(|l| l.len() > MAX_LINE);
+    let cap = |t: &mut String| {
+        if let Cow::Owned(c) = cap_lines(t) {
+            *t = c;
+        }
+    };
+    let needs = match event {
+        Event::TaskEnd(t) => {
+            [&t.msg, &t.summary].into_iter().flatten().any(|m| long(m))
+                || t.diff
+                    .as_ref()
+                    .is_some_and(|d| [&d.before, &d.after].into_iter().flatten().any(|m| long(m)))
+        }
+        Event::Print { text, .. } => long(text),
+        Event::TaskRetry { msg, .. } => long(msg),
+        Event::Error { message, .. } => long(message),
+        Event::RunStart { .. } | Event::PhaseStart { .. } | Event::TaskStart { .. } => false,
+        Event::Recap { .. } => false,
+    };
+    if !needs {
+        return Cow::Borrowed(event);
+    }
+    let mut e = event.clone();
+    match &mut e {
+        Event::TaskEnd(t) => {
+            t.msg.iter_mut().chain(t.summary.iter_mut()).for_each(cap);
+            if let Some(d) = &mut t.diff {
+                d.before.iter_mut().chain(d.after.iter_mut()).for_each(cap);
+            }
+        }
+        Event::Print { text, .. } => cap(text),
+        Event::TaskRetry { msg, .. } => cap(msg),
+        Event::Error { message, .. } => cap(message),
+        _ => {}
+    }
+    Cow::Owned(e)
+}
+
 impl EventSink for JsonReporter {
     fn emit(&self, event: &Event) {
+        let event = &*capped(event);
         // Every event is a JSON object that starts with "event": the added fields go at its end.
         let Ok(mut line) = serde_json::to_string(event) else {
             return;
@@ -187,7 +260,7 @@ impl TextReporter {
 
 impl EventSink for TextReporter {
     fn emit(&self, event: &Event) {
-        match event {
+        match &*capped(event) {
             Event::RunStart {
                 playbook,
                 hosts,
@@ -319,6 +392,27 @@ impl EventSink for TextReporter {
 
 #[cfg(test)]
 mod tests {
+    use super::*;
+
+    #[test]
+    fn long_lines_are_capped_with_what_was_cut() {
+        assert!(matches!(cap_lines("short\nlines"), Cow::Borrowed(_)));
+        let long = format!("{}é{}", "a".repeat(MAX_LINE - 1), "b".repeat(5000));
+        let text = format!("before\n{long}\nafter");
+        let capped = cap_lines(&text);
+        let lines: Vec<&str> = capped.lines().collect();
+        assert_eq!(lines[0], "before");
+        // "é" straddles the limit: the cut falls before it, never inside it.
+        assert_eq!(
+            lines[1],
+            format!(
+                "{} [playbook: 5002 more bytes of this line not shown]",
+                "a".repeat(MAX_LINE - 1)
+            )
+        );
+        assert_eq!(lines[2], "after");
+    }
+
     #[test]
     fn timestamps_are_rfc3339_utc() {
         assert_eq!(super::rfc3339(0, 0), "1970-01-01T00:00:00.000Z");

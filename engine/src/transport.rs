@@ -1,9 +1,11 @@
 //! How commands reach a host. The runner only sees this trait, so the local and SSH connections are
 //! interchangeable.
 
+pub mod kept;
 mod local;
 pub mod ssh;
 
+pub use kept::{Keep, DEFAULT_KEEP_OUTPUT};
 pub use local::LocalTransport;
 pub use ssh::{SshOptions, SshTransport};
 
@@ -15,6 +17,9 @@ pub struct ExecOutput {
     pub status: i32,
     pub stdout: Vec<u8>,
     pub stderr: Vec<u8>,
+    /// Bytes dropped from the middle of stdout to keep it within its bound ([`Keep`]).
+    pub stdout_cut: u64,
+    pub stderr_cut: u64,
 }
 
 impl ExecOutput {
@@ -43,9 +48,20 @@ pub enum TransportError {
 
 #[async_trait]
 pub trait Transport: Send + Sync {
-    /// Runs `script` with `sh -c` on the target and feeds it `stdin`. Reads all output before it
-    /// waits for the exit status.
-    async fn exec(&self, script: &str, stdin: &[u8]) -> Result<ExecOutput, TransportError>;
+    /// Runs `script` with `sh -c` on the target and feeds it `stdin`. Reads all output, keeping
+    /// what `keep` says of each stream (through [`kept::read`]), before it waits for the exit
+    /// status.
+    async fn exec_kept(
+        &self,
+        script: &str,
+        stdin: &[u8],
+        keep: &Keep,
+    ) -> Result<ExecOutput, TransportError>;
+
+    /// Runs `script` and keeps all its output.
+    async fn exec(&self, script: &str, stdin: &[u8]) -> Result<ExecOutput, TransportError> {
+        self.exec_kept(script, stdin, &Keep::All).await
+    }
 
     /// Releases the connection. Must be safe to call more than once.
     async fn close(&self) {}
@@ -59,10 +75,15 @@ pub struct Counted {
 
 #[async_trait]
 impl Transport for Counted {
-    async fn exec(&self, script: &str, stdin: &[u8]) -> Result<ExecOutput, TransportError> {
+    async fn exec_kept(
+        &self,
+        script: &str,
+        stdin: &[u8],
+        keep: &Keep,
+    ) -> Result<ExecOutput, TransportError> {
         self.count
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        self.inner.exec(script, stdin).await
+        self.inner.exec_kept(script, stdin, keep).await
     }
 
     async fn close(&self) {

@@ -175,7 +175,11 @@ impl Invocation<'_> {
         if self.stdin.is_some() && self.stdin_add_newline {
             stdin.push(b'\n');
         }
-        Ok(Script { text, stdin })
+        Ok(Script {
+            text,
+            stdin,
+            bounded: true,
+        })
     }
 
     /// The result of `run_script` from its output. A non-zero exit is an error naming the rc and
@@ -199,6 +203,8 @@ impl Invocation<'_> {
             "stderr_lines": stderr.lines().collect::<Vec<_>>(),
             "stdout": stdout,
             "stderr": stderr,
+            "stdout_cut": out.stdout_cut,
+            "stderr_cut": out.stderr_cut,
         }))
     }
 }
@@ -229,7 +235,8 @@ pub fn decide(
 ) -> Result<Probe<()>, ModuleError> {
     Ok(match Invocation::skip_reason(guards, out)? {
         Some(reason) => Probe::Unchanged(
-            json!({ "msg": reason, "rc": 0, "stdout": "", "stderr": "", "stdout_lines": [] }),
+            json!({ "msg": reason, "rc": 0, "stdout": "", "stderr": "", "stdout_lines": [],
+                     "stdout_cut": 0, "stderr_cut": 0 }),
         ),
         None if cx.check && changed_when == Some(false) => Probe::Skipped(format!(
             "not run in check mode: {} (mark a command that only reads with .check_mode(false))",

@@ -281,7 +281,7 @@ impl Module for GetUrl {
                     path,
                     args.sha256().map_err(ModuleError::Args)?.as_deref(),
                 )?,
-                stdin: Vec::new(),
+                ..Default::default()
             }),
             Plan::Attrs { path, script, .. } => perms::on_path(path, script),
         }

@@ -217,7 +217,7 @@ pub fn fix(w: &Wanted, e: &Entry, umask: u32) -> Result<Fix, String> {
 pub fn on_path(path: &str, script: &str) -> Result<Script, ModuleError> {
     Ok(Script {
         text: format!("set -e\np={}\n{script}", quote(path)?),
-        stdin: Vec::new(),
+        ..Default::default()
     })
 }
 

@@ -44,6 +44,8 @@ pub struct RunOptions {
     pub become_password: Option<crate::secret::Secret>,
     /// Secrets of this run: never shown in any event.
     pub secrets: Arc<crate::secret::Redactor>,
+    /// `--keep-output`: bytes kept per stream of a command's output (head and tail).
+    pub keep_output: usize,
 }
 
 impl Default for RunOptions {
@@ -58,6 +60,7 @@ impl Default for RunOptions {
             extra_vars: Map::new(),
             become_password: None,
             secrets: Arc::default(),
+            keep_output: crate::transport::DEFAULT_KEEP_OUTPUT,
         }
     }
 }
@@ -852,7 +855,9 @@ impl State {
                             }
                             b
                         });
-                        Host::new(host, t).with_become(become_)
+                        Host::new(host, t)
+                            .with_become(become_)
+                            .with_keep_output(self.opts.keep_output)
                     })
                     .map_err(|e| match e {
                         TransportError::Unreachable(m) | TransportError::Exec(m) => m,
@@ -942,7 +947,7 @@ impl State {
             return Ok(Default::default());
         }
         let origin = format!("{} (task '{}', environment)", task.pos, task.name);
-        let ctx = self.template_vars(host, self.tasks[tid].reads);
+        let ctx = self.template_vars(host, &self.tasks[tid].reads);
         task.control
             .environment
             .iter()

@@ -18,11 +18,16 @@ use super::{Done, State, TaskError};
 
 /// What a task's templates and condition read beyond the host's own variables: only those are
 /// provided (facts cost a round trip, `hostvars` a copy of every host's variables).
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Clone, Default)]
 pub(super) struct Reads {
     pub(super) facts: bool,
     pub(super) hostvars: bool,
     pub(super) groups: bool,
+    /// The text in which the task names the variables it reads (its strings, and the names its
+    /// template files use): a variable it does not mention is not copied for it, so a large
+    /// registered result costs nothing to the tasks that do not read it. `None`: the task may read
+    /// any variable (a closure, a template file that cannot be told).
+    pub(super) mentions: Option<Arc<str>>,
 }
 
 impl Reads {
@@ -30,7 +35,13 @@ impl Reads {
         facts: true,
         hostvars: true,
         groups: true,
+        mentions: None,
     };
+
+    /// Whether the task may read the variable `name`.
+    fn mentions(&self, name: &str) -> bool {
+        self.mentions.as_deref().is_none_or(|t| t.contains(name))
+    }
 
     pub(super) fn of(
         task: &crate::plan::Task,
@@ -52,6 +63,7 @@ impl Reads {
             facts: has("facts"),
             hostvars: has("hostvars"),
             groups: has("groups"),
+            mentions: None,
         };
         // What the templated variables it reads read (`etcd_peers: "{{ groups.etcd }}"`).
         let mut names = BTreeSet::new();
@@ -63,6 +75,7 @@ impl Reads {
                 names.extend(templates.referenced_names_in_expr(e).unwrap_or_default());
             }
         }
+        let mut unknown_files = false;
         if let Action::Module(m) = &task.action {
             if m.renders_templates() {
                 // Template files are read only when rendered: their names, when the module can
@@ -79,7 +92,10 @@ impl Reads {
                 });
                 match files_names {
                     Some(found) => names.extend(found.into_iter().flatten()),
-                    None => reads = Reads::ALL,
+                    None => {
+                        reads = Reads::ALL;
+                        unknown_files = true;
+                    }
                 }
             }
         }
@@ -93,6 +109,22 @@ impl Reads {
         reads.groups |= names.contains("groups");
         // `hostvars` carries this host's facts too.
         reads.facts |= reads.hostvars;
+        // A closure is given every variable (`h.vars`).
+        let closure = has_closure(&task.args)
+            || matches!(task.action, Action::Custom(_))
+            || [&task.when, &task.control.until]
+                .into_iter()
+                .flatten()
+                .any(|c| matches!(c, Condition::Closure(_)));
+        if !closure && !unknown_files {
+            // The names read through templated variables count as mentioned.
+            let mut mentions = strings.join("\n");
+            for n in &names {
+                mentions.push('\n');
+                mentions.push_str(n);
+            }
+            reads.mentions = Some(mentions.into());
+        }
         reads
     }
 }
@@ -195,9 +227,10 @@ impl State {
     ) -> Result<Prepared, TaskError> {
         let task = &self.plan.tasks[tid];
         let origin = format!("{} (task '{}')", task.pos, task.name);
-        let ctx = self.template_vars(host, self.tasks[tid].reads);
+        let ctx = self.template_vars(host, &self.tasks[tid].reads);
         let scope = || self.exec_scope(host);
-        let api = HostApi {
+        // Made only for a closure: it holds a copy of the variables.
+        let api = || HostApi {
             host: conn.clone(),
             check: self.tasks[tid].checks,
             vars: match ctx.to_json() {
@@ -208,6 +241,7 @@ impl State {
         };
         let call = |c: &Closure| -> Result<rhai::Dynamic, TaskError> {
             let script = &self.plan.script;
+            let api = api();
             with_exec_scope(scope(), || {
                 let r =
                     c.0.call::<rhai::Dynamic>(&script.engine, &script.ast, (api.clone(),));
@@ -278,7 +312,7 @@ impl State {
         let origin = format!("{} (task '{}', until)", task.pos, task.name);
         match cond {
             Condition::Expr(expr) => {
-                let mut vars = self.template_vars(host, self.tasks[tid].reads);
+                let mut vars = self.template_vars(host, &self.tasks[tid].reads);
                 if let Some(name) = &task.register {
                     vars.literal.insert(name.clone(), result.clone());
                 }
@@ -443,17 +477,17 @@ impl State {
     /// The variables templates see on `host`: its variables (templated ones rendered when read),
     /// facts and registered results (as they are), results registered on a single other host,
     /// and (when read) every host's variables and the groups.
-    pub(super) fn template_vars(&self, host: &str, reads: Reads) -> Vars {
+    pub(super) fn template_vars(&self, host: &str, reads: &Reads) -> Vars {
         let h = &self.hosts[host];
         let mut vars = Vars {
             play: h.vars.clone(),
             ..Vars::default()
         };
-        vars.literal = self.results_of(h);
+        vars.literal = self.results_of(h, reads);
         let done = self.done.lock().unwrap_or_else(|e| e.into_inner());
         for t in &self.plan.tasks {
             if let (Some(name), [only]) = (&t.register, t.hosts.as_slice()) {
-                if only != host && vars.get(name).is_none() {
+                if only != host && vars.get(name).is_none() && reads.mentions(name) {
                     if let Some(Done::Ran(v)) = done.get(&(t.id, only.clone())) {
                         vars.literal.insert(name.clone(), v.clone());
                     }
@@ -478,7 +512,8 @@ impl State {
                     let mut v = match self.hosts.get(&e.name) {
                         Some(rt) => Vars {
                             play: rt.vars.clone(),
-                            literal: self.results_of(rt),
+                            // What is read through `hostvars[h]` is not named in the task.
+                            literal: self.results_of(rt, &Reads::ALL),
                             hostvars: None,
                         },
                         None => Vars {
@@ -506,14 +541,22 @@ impl State {
     }
 
     /// What tasks made on a host: its facts, `set_fact` values and registered results, less
-    /// what extra vars set (they win over everything, as in Ansible).
-    fn results_of(&self, h: &super::HostRt) -> Map<String, Value> {
+    /// what extra vars set (they win over everything, as in Ansible), and less what the task does
+    /// not mention (a large registered result is not copied for the tasks that do not read it).
+    fn results_of(&self, h: &super::HostRt, reads: &Reads) -> Map<String, Value> {
         let mut made = Map::new();
         if let Some(f) = h.gathered.get() {
             made.insert("facts".into(), f.clone());
         }
-        made.extend(h.facts.lock().unwrap_or_else(|e| e.into_inner()).clone());
-        made.retain(|k, _| !self.opts.extra_vars.contains_key(k));
+        let wanted = |k: &String| !self.opts.extra_vars.contains_key(k) && reads.mentions(k);
+        made.retain(|k, _| wanted(k));
+        let results = h.facts.lock().unwrap_or_else(|e| e.into_inner());
+        made.extend(
+            results
+                .iter()
+                .filter(|(k, _)| wanted(k))
+                .map(|(k, v)| (k.clone(), v.clone())),
+        );
         made
     }
 }

@@ -15,7 +15,7 @@ use crate::inventory::{HostEntry, Inventory};
 use crate::module::{Applied, Module, ModuleContext, ModuleError, Probe, Registry};
 use crate::plan::Plan;
 use crate::script::{plan, PlanInput};
-use crate::transport::{Connector, ExecOutput, LocalTransport, Transport, TransportError};
+use crate::transport::{Connector, ExecOutput, Keep, LocalTransport, Transport, TransportError};
 
 type Log = Arc<Mutex<Vec<(String, String)>>>;
 
@@ -26,12 +26,17 @@ struct Recording {
 
 #[async_trait]
 impl Transport for Recording {
-    async fn exec(&self, script: &str, stdin: &[u8]) -> Result<ExecOutput, TransportError> {
+    async fn exec_kept(
+        &self,
+        script: &str,
+        stdin: &[u8],
+        keep: &Keep,
+    ) -> Result<ExecOutput, TransportError> {
         self.log
             .lock()
             .unwrap()
             .push((self.host.clone(), script.to_string()));
-        LocalTransport.exec(script, stdin).await
+        LocalTransport.exec_kept(script, stdin, keep).await
     }
 
     async fn close(&self) {}
@@ -115,7 +120,7 @@ impl Module for Mark {
     ) -> Result<crate::host::Script, ModuleError> {
         Ok(crate::host::Script {
             text: format!("echo apply-{plan}"),
-            stdin: Vec::new(),
+            ..Default::default()
         })
     }
 

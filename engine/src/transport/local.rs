@@ -4,7 +4,7 @@ use async_trait::async_trait;
 use tokio::io::AsyncWriteExt;
 use tokio::process::Command;
 
-use super::{ExecOutput, Transport, TransportError};
+use super::{kept, ExecOutput, Keep, Transport, TransportError};
 
 /// Runs commands on the controller itself.
 #[derive(Debug, Default, Clone)]
@@ -12,7 +12,12 @@ pub struct LocalTransport;
 
 #[async_trait]
 impl Transport for LocalTransport {
-    async fn exec(&self, script: &str, stdin: &[u8]) -> Result<ExecOutput, TransportError> {
+    async fn exec_kept(
+        &self,
+        script: &str,
+        stdin: &[u8],
+        keep: &Keep,
+    ) -> Result<ExecOutput, TransportError> {
         let mut child = Command::new("/bin/sh")
             .arg("-c")
             .arg(script)
@@ -31,15 +36,23 @@ impl Transport for LocalTransport {
             let _ = input.write_all(&data).await;
             let _ = input.shutdown().await;
         });
-        let out = child
-            .wait_with_output()
+        let (stdout, stderr) = tokio::join!(
+            kept::read(child.stdout.take(), keep),
+            kept::read(child.stderr.take(), keep)
+        );
+        let stdout = stdout.map_err(|e| TransportError::Exec(format!("reading stdout: {e}")))?;
+        let stderr = stderr.map_err(|e| TransportError::Exec(format!("reading stderr: {e}")))?;
+        let status = child
+            .wait()
             .await
             .map_err(|e| TransportError::Exec(format!("waiting for /bin/sh: {e}")))?;
         let _ = feeder.await;
         Ok(ExecOutput {
-            status: out.status.code().unwrap_or(-1),
-            stdout: out.stdout,
-            stderr: out.stderr,
+            status: status.code().unwrap_or(-1),
+            stdout: stdout.bytes,
+            stderr: stderr.bytes,
+            stdout_cut: stdout.cut,
+            stderr_cut: stderr.cut,
         })
     }
 }
@@ -57,5 +70,22 @@ mod tests {
         assert_eq!(out.status, 3);
         assert_eq!(out.stdout, b"hello");
         assert_eq!(out.stderr, b"err\n");
+    }
+
+    #[tokio::test]
+    async fn bounded_output_keeps_head_and_tail_of_each_stream() {
+        let keep = Keep::Bounded {
+            limit: 8,
+            until: None,
+        };
+        let out = LocalTransport
+            .exec_kept("printf 0123456789abcdef; printf xyz >&2", b"", &keep)
+            .await
+            .unwrap();
+        let mut want = b"0123".to_vec();
+        want.extend_from_slice(kept::cut_note(8).as_bytes());
+        want.extend_from_slice(b"cdef");
+        assert_eq!((out.stdout, out.stdout_cut), (want, 8));
+        assert_eq!((out.stderr, out.stderr_cut), (b"xyz".to_vec(), 0));
     }
 }

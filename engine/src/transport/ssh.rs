@@ -27,10 +27,10 @@ use std::time::{Duration, Instant};
 use async_trait::async_trait;
 use openssh::{ControlPersist, KnownHosts, Session, SessionBuilder, Stdio};
 use tempfile::TempDir;
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
 use tokio::sync::Semaphore;
 
-use super::{ExecOutput, Transport, TransportError};
+use super::{kept, ExecOutput, Keep, Transport, TransportError};
 use crate::quote::quote;
 
 /// How many SSH handshakes may run at once to one destination (address and port). sshd's default
@@ -234,6 +234,7 @@ impl SshTransport {
         master: &Master,
         script: &str,
         stdin: &[u8],
+        keep: &Keep,
     ) -> Result<ExecOutput, TransportError> {
         let quoted = quote(script).map_err(TransportError::Exec)?;
         let session = master.session.as_ref().expect("live master has a session");
@@ -273,12 +274,14 @@ impl SshTransport {
         };
         let (_, stdout, stderr) = tokio::join!(
             feed,
-            read_all(child.stdout().take()),
-            read_all(child.stderr().take())
+            kept::read(child.stdout().take(), keep),
+            kept::read(child.stderr().take(), keep)
         );
         let stdout = stdout.map_err(|e| TransportError::Exec(format!("reading stdout: {e}")))?;
-        let mut stderr =
-            stderr.map_err(|e| TransportError::Exec(format!("reading stderr: {e}")))?;
+        let kept::Kept {
+            bytes: mut stderr,
+            cut: stderr_cut,
+        } = stderr.map_err(|e| TransportError::Exec(format!("reading stderr: {e}")))?;
         // Only now, with both streams at their end, ask for the exit status.
         let status = match child.wait().await {
             Ok(status) => status.code().unwrap_or(-1),
@@ -297,8 +300,10 @@ impl SshTransport {
         };
         Ok(ExecOutput {
             status,
-            stdout,
+            stdout: stdout.bytes,
             stderr,
+            stdout_cut: stdout.cut,
+            stderr_cut,
         })
     }
 
@@ -315,12 +320,17 @@ impl SshTransport {
 
 #[async_trait]
 impl Transport for SshTransport {
-    async fn exec(&self, script: &str, stdin: &[u8]) -> Result<ExecOutput, TransportError> {
+    async fn exec_kept(
+        &self,
+        script: &str,
+        stdin: &[u8],
+        keep: &Keep,
+    ) -> Result<ExecOutput, TransportError> {
         let master = self.master().await?;
         let result = match self.opts.command_timeout {
-            None => self.run(&master, script, stdin).await,
+            None => self.run(&master, script, stdin, keep).await,
             Some(limit) => {
-                match tokio::time::timeout(limit, self.run(&master, script, stdin)).await {
+                match tokio::time::timeout(limit, self.run(&master, script, stdin, keep)).await {
                     Ok(result) => result,
                     Err(_) => Err(TransportError::Exec(format!("timed out after {limit:?}"))),
                 }
@@ -546,14 +556,6 @@ fn start_time(pid: u32) -> Option<u64> {
         return None;
     }
     fields.get(19)?.parse().ok()
-}
-
-async fn read_all<R: AsyncRead + Unpin>(stream: Option<R>) -> std::io::Result<Vec<u8>> {
-    let mut buf = Vec::new();
-    if let Some(mut stream) = stream {
-        stream.read_to_end(&mut buf).await?;
-    }
-    Ok(buf)
 }
 
 fn connect_reason(e: &openssh::Error) -> String {
