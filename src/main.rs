@@ -569,6 +569,9 @@ fn describe_plan(plan: &Plan) -> String {
     let mut out = String::new();
     for phase in &plan.phases {
         out.push_str(&format!("phase {}\n", phase.name));
+        if let Some(r) = phase.rollout.describe() {
+            out.push_str(&format!("  rollout: {r}\n"));
+        }
         for &id in phase.tasks.iter().chain(&phase.handlers) {
             let t = plan.task(id);
             let hosts = if t.is_handler {

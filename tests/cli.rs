@@ -551,8 +551,24 @@ on("b", shell(#{ cmd: "false" }).name("retried").retries(1).delay(0).ignore_erro
     p.file("broken.rhai", "let x = ;\n");
     let bad = p.play("broken.rhai", &[]);
     bad.assert_code(1);
+    p.file(
+        "rolling.rhai",
+        r#"
+phase("roll", || {
+    serial(1);
+    on("all", shell(#{ cmd: "false" }).name("fails").when("inventory_hostname == 'b'"));
+});
+"#,
+    );
+    let rolling = p.play("rolling.rhai", &[]);
+    rolling.assert_code(2);
     let mut seen = std::collections::BTreeSet::new();
-    for e in run.events().into_iter().chain(bad.events()) {
+    for e in run
+        .events()
+        .into_iter()
+        .chain(bad.events())
+        .chain(rolling.events())
+    {
         let obj = e.as_object().unwrap();
         let kind = obj["event"].as_str().unwrap().to_string();
         let ts = obj["ts"].as_str().unwrap_or_else(|| panic!("no ts: {e}"));
@@ -585,6 +601,10 @@ on("b", shell(#{ cmd: "false" }).name("retried").retries(1).delay(0).ignore_erro
         "print.text",
         "task_retry.attempt",
         "recap.hosts",
+        "recap.not_reached",
+        "recap.stopped",
+        "batch_start.hosts",
+        "rollout_stop.not_reached",
         "error.schema",
         "error.line",
     ] {

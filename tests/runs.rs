@@ -2,7 +2,7 @@
 //! convergence, idempotency, truthful check mode, values passed between hosts, custom Rhai tasks,
 //! handlers, failures, tags, limits and imports.
 
-use crate::support::Project;
+use crate::support::{Conn, Project};
 
 /// Each test runs twice: `local::NAME` on the local connection and `ssh::NAME` on lab hosts
 /// (skipped, and saying so, when the lab is not up).
@@ -773,4 +773,146 @@ on("a", copy(#{ dest: "{{ root }}/who", content: "{{ as_nobody.stdout }} {{ as_i
         std::fs::read_to_string(p.root("a").join("who")).unwrap(),
         format!("nobody {connecting}")
     );
+}
+
+/// Six hosts: the ssh variant needs the lab's h1..h6.
+mod rolling {
+    use crate::support::{Conn, Project};
+
+    #[test]
+    fn local() {
+        super::a_rolling_change_stops_after_the_batch_where_a_host_failed(Project::new(
+            Conn::Local,
+        ));
+    }
+
+    #[test]
+    fn ssh() {
+        if let Some(p) = Project::lab_of("rolling::ssh", 6) {
+            super::a_rolling_change_stops_after_the_batch_where_a_host_failed(p);
+        }
+    }
+}
+
+fn a_rolling_change_stops_after_the_batch_where_a_host_failed(p: Project) {
+    let hosts = ["a", "b", "c", "d", "e", "f"];
+    p.hosts(&hosts, &[]);
+    for h in hosts {
+        p.mkroot(h);
+    }
+    p.write("d", "broken", "");
+    p.file(
+        "rolling.rhai",
+        r#"
+phase("upgrade", || {
+    serial(2);
+    max_fail_percentage(0);
+    on("all", [
+        copy(#{ dest: "{{ root }}/version", content: "2\n" }).notify("restart"),
+        shell(#{ cmd: "test ! -e {{ root }}/broken", changed_when: false })
+            .name("health check").check_mode(false),
+    ]);
+    handler("restart", shell(#{ cmd: "echo restart >> {{ root }}/restarts" }));
+});
+phase("report", || {
+    on("all", copy(#{ dest: "{{ root }}/reported", content: "yes\n" }));
+});
+"#,
+    );
+    let read = |h: &str, f: &str| std::fs::read_to_string(p.root(h).join(f)).ok();
+    let files = || -> Vec<Vec<Option<String>>> {
+        hosts
+            .iter()
+            .map(|h| {
+                ["version", "restarts", "reported"]
+                    .iter()
+                    .map(|f| read(h, f))
+                    .collect()
+            })
+            .collect()
+    };
+    let before = files();
+    // Check mode goes through the same batches and changes nothing.
+    let check = p.play("rolling.rhai", &["--check"]);
+    let batches = |out: &crate::support::Output| -> Vec<Vec<String>> {
+        out.events()
+            .into_iter()
+            .filter(|e| e["event"] == "batch_start")
+            .map(|e| serde_json::from_value(e["hosts"].clone()).unwrap())
+            .collect()
+    };
+    assert_eq!(
+        batches(&check),
+        [["a", "b"], ["c", "d"], ["e", "f"]],
+        "{}",
+        check.stdout
+    );
+    assert_eq!(files(), before, "check mode changed a file");
+
+    let out = p.play("rolling.rhai", &[]);
+    out.assert_code(2);
+    assert_eq!(batches(&out), [["a", "b"], ["c", "d"]], "{}", out.stdout);
+    let v = Some("2\n".to_string());
+    let r = Some("restart\n".to_string());
+    for h in ["a", "b", "c"] {
+        assert_eq!(read(h, "version"), v, "{h}");
+        assert_eq!(read(h, "restarts"), r, "{h}: its batch's handler ran");
+        assert_eq!(read(h, "reported"), None, "{h}: no later phase runs");
+    }
+    assert_eq!(read("d", "version"), v);
+    assert_eq!(read("d", "restarts"), None, "a failed host runs no handler");
+    for h in ["e", "f"] {
+        assert_eq!(
+            std::fs::read_dir(p.root(h)).unwrap().count(),
+            0,
+            "{h} was touched"
+        );
+    }
+    let recap = out.recap();
+    assert_eq!(recap["not_reached"], serde_json::json!(["e", "f"]));
+    assert!(
+        recap["stopped"].as_str().unwrap().starts_with(
+            "phase 'upgrade' stopped after batch 2 of 3: 1 of 2 host(s) of the batch failed (d)"
+        ),
+        "{recap}"
+    );
+    let stop: Vec<_> = out
+        .events()
+        .into_iter()
+        .filter(|e| e["event"] == "rollout_stop")
+        .collect();
+    assert_eq!(stop.len(), 1);
+    assert_eq!(stop[0]["failed"], serde_json::json!(["d"]));
+    assert_eq!(stop[0]["batch"], 2);
+
+    // The text recap names the hosts the rollout did not reach.
+    let text = p.run(&["run", "rolling.rhai", "-i", "inventory.toml"]);
+    text.assert_code(2);
+    assert!(
+        text.stdout
+            .contains("not reached (no task ran there): e, f"),
+        "{}",
+        text.stdout
+    );
+
+    // Once d is fixed the rollout goes through, then changes nothing.
+    match p.conn {
+        Conn::Local => std::fs::remove_file(p.root("d").join("broken")).unwrap(),
+        Conn::Lab => {
+            crate::support::lab_exec(
+                &Project::lab_host("d"),
+                &format!("rm {}/broken", p.remote_root("d")),
+            );
+        }
+    }
+    let fixed = p.play("rolling.rhai", &[]);
+    fixed.assert_code(0);
+    for h in hosts {
+        assert_eq!(read(h, "version"), v, "{h}");
+        assert_eq!(read(h, "reported"), Some("yes\n".into()), "{h}");
+    }
+    assert_eq!(read("e", "restarts"), r);
+    let again = p.play("rolling.rhai", &[]);
+    again.assert_code(0);
+    assert_eq!(again.total("changed"), 0, "{}", again.stdout);
 }

@@ -98,6 +98,25 @@ pub enum Event {
         /// the progress total from the start.
         runs: usize,
     },
+    /// A rolling phase (`serial`, `max_fail_percentage`, `any_errors_fatal`) starts a batch:
+    /// its tasks and handlers on these hosts before the next batch.
+    BatchStart {
+        phase: String,
+        /// 1 for the first.
+        batch: usize,
+        batches: usize,
+        hosts: Vec<String>,
+    },
+    /// A rolling phase's batch ended with failures that stop the run: no later batch or phase
+    /// runs.
+    RolloutStop {
+        phase: String,
+        batch: usize,
+        batches: usize,
+        failed: Vec<String>,
+        not_reached: Vec<String>,
+        reason: String,
+    },
     TaskStart {
         phase: String,
         task: String,
@@ -127,6 +146,10 @@ pub enum Event {
         hosts: BTreeMap<String, HostCounts>,
         check: bool,
         interrupted: bool,
+        /// Hosts of a rolling phase's batches that never started: the run stopped before them.
+        not_reached: Vec<String>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        stopped: Option<String>,
         duration_ms: u64,
     },
     /// Bad input (the command line, inventory, playbook, a template): nothing was run. `file`,
@@ -217,7 +240,11 @@ impl EventSink for Redacting {
                 *msg = r(msg);
             }
             Event::Error { message, .. } => *message = r(message),
-            Event::RunStart { .. } | Event::PhaseStart { .. } | Event::Recap { .. } => {}
+            Event::RunStart { .. }
+            | Event::PhaseStart { .. }
+            | Event::BatchStart { .. }
+            | Event::RolloutStop { .. }
+            | Event::Recap { .. } => {}
         }
         self.inner.emit(&e);
     }

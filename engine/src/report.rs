@@ -219,6 +219,45 @@ impl EventSink for TextReporter {
                     style("== phase").bold()
                 ));
             }
+            Event::BatchStart {
+                batch,
+                batches,
+                hosts,
+                ..
+            } => {
+                // A batch of a hundred hosts would fill the screen.
+                const SHOWN: usize = 8;
+                let mut names = hosts
+                    .iter()
+                    .take(SHOWN)
+                    .cloned()
+                    .collect::<Vec<_>>()
+                    .join(", ");
+                if hosts.len() > SHOWN {
+                    names += &format!(" +{} more", hosts.len() - SHOWN);
+                }
+                self.line(&format!(
+                    "{} batch {batch}/{batches} ({} host(s)): {names}",
+                    style("--").bold(),
+                    hosts.len()
+                ))
+            }
+            Event::RolloutStop {
+                phase,
+                batch,
+                batches,
+                not_reached,
+                reason,
+                ..
+            } => {
+                let mut text = format!(
+                    "rollout of phase '{phase}' stopped after batch {batch}/{batches}: {reason}"
+                );
+                if !not_reached.is_empty() {
+                    text += &format!("; not reached: {}", not_reached.join(", "));
+                }
+                self.line(&style(text).red().bold().to_string());
+            }
             Event::TaskStart { host, task, .. } => {
                 let started = self
                     .started
@@ -271,6 +310,8 @@ impl EventSink for TextReporter {
                 hosts,
                 check,
                 interrupted,
+                not_reached,
+                stopped,
                 duration_ms,
             } => {
                 if *interrupted {
@@ -303,6 +344,15 @@ impl EventSink for TextReporter {
                     t.push_str(&format!(
                         "{h:<width$}  {:>6} {:>8} {:>7} {:>8} {:>12} {:>8}\n",
                         c.ok, c.changed, c.failed, c.skipped, c.unreachable, c.ignored
+                    ));
+                }
+                if let Some(why) = stopped {
+                    t.push_str(&format!("stopped: {why}\n"));
+                }
+                if !not_reached.is_empty() {
+                    t.push_str(&format!(
+                        "not reached (no task ran there): {}\n",
+                        not_reached.join(", ")
                     ));
                 }
                 let changed: usize = hosts.values().map(|c| c.changed).sum();

@@ -14,7 +14,8 @@ use crate::events::{Event, EventSink};
 use crate::inventory::Inventory;
 use crate::module::Registry;
 use crate::plan::{
-    link, Action, Arg, Closure, Condition, Deferred, Phase, Plan, SourcePos, Task, TaskId,
+    link, Action, Arg, BatchSize, Closure, Condition, Deferred, Phase, Plan, SourcePos, Task,
+    TaskId,
 };
 pub use crate::plan::{Script, TaskRef};
 
@@ -84,6 +85,9 @@ const API_FUNCTIONS: &[&str] = &[
     "become",
     "become_user",
     "delegate_to",
+    "serial",
+    "max_fail_percentage",
+    "any_errors_fatal",
 ];
 
 /// Bounds that keep a runaway playbook from hanging the controller.
@@ -145,6 +149,8 @@ struct Builder {
     tasks: Vec<Task>,
     phases: Vec<Phase>,
     current_phase: Option<usize>,
+    /// Inside the body of a `phase(...)` (not the implicit phase of tasks outside any).
+    in_phase_body: bool,
     defaults: Map<String, Value>,
     inventory: Arc<Inventory>,
     limit: Option<BTreeSet<String>>,
@@ -158,11 +164,7 @@ impl Builder {
             Some(i) => i,
             None => {
                 // Tasks outside any phase() form one implicit phase, as a play without phases.
-                self.phases.push(Phase {
-                    name: "main".into(),
-                    tasks: vec![],
-                    handlers: vec![],
-                });
+                self.phases.push(Phase::new("main"));
                 let i = self.phases.len() - 1;
                 self.current_phase = Some(i);
                 i
@@ -476,6 +478,7 @@ pub fn plan(input: PlanInput<'_>) -> Result<Plan, PlanError> {
         tasks: vec![],
         phases: vec![],
         current_phase: None,
+        in_phase_body: false,
         defaults: Map::new(),
         inventory: input.inventory.clone(),
         limit: input.limit.clone(),
@@ -623,6 +626,7 @@ fn register_api(engine: &mut Engine, builder: &Arc<Mutex<Builder>>, registry: &R
     register_task_options(engine, builder);
     register_control_options(engine, builder);
     register_placement(engine, builder);
+    register_rollout(engine, builder);
     register_planning_values(engine, builder);
     register_results(engine);
 }
@@ -1036,16 +1040,122 @@ fn register_placement(engine: &mut Engine, builder: &Arc<Mutex<Builder>>) {
                         &ctx,
                     ));
                 }
-                b.phases.push(Phase {
-                    name: name.to_string(),
-                    tasks: vec![],
-                    handlers: vec![],
-                });
+                b.phases.push(Phase::new(name));
                 b.current_phase = Some(b.phases.len() - 1);
+                b.in_phase_body = true;
             }
             let _: Dynamic = body.call_within_context(&ctx, ())?;
-            b.lock().unwrap_or_else(|e| e.into_inner()).current_phase = None;
+            let mut b = b.lock().unwrap_or_else(|e| e.into_inner());
+            b.current_phase = None;
+            b.in_phase_body = false;
             Ok(())
+        },
+    );
+}
+
+/// How the current phase rolls over its hosts: `serial`, `max_fail_percentage`,
+/// `any_errors_fatal`, called inside `phase(name, || { ... })` (an Ansible play's keywords).
+fn register_rollout(engine: &mut Engine, builder: &Arc<Mutex<Builder>>) {
+    fn batch_size(d: &Dynamic) -> Result<BatchSize, String> {
+        let bad = || {
+            format!(
+                "serial takes a number of hosts (1 or more), a percentage (\"30%\") or a list of \
+                 them, not {d}"
+            )
+        };
+        if let Ok(n) = d.as_int() {
+            return usize::try_from(n)
+                .ok()
+                .filter(|n| *n >= 1)
+                .map(BatchSize::Hosts)
+                .ok_or_else(bad);
+        }
+        let s = d.clone().into_string().map_err(|_| bad())?;
+        let s = s.trim();
+        match s.strip_suffix('%') {
+            Some(p) => p
+                .trim()
+                .parse::<u32>()
+                .ok()
+                .filter(|p| (1..=100).contains(p))
+                .map(BatchSize::Percent)
+                .ok_or_else(|| format!("serial(\"{s}\"): a percentage is 1% to 100%")),
+            None => s
+                .parse::<usize>()
+                .ok()
+                .filter(|n| *n >= 1)
+                .map(BatchSize::Hosts)
+                .ok_or_else(bad),
+        }
+    }
+    /// The phase being declared, for a rollout setting; `what` names the setting in errors.
+    fn with_phase(
+        b: &Arc<Mutex<Builder>>,
+        ctx: &NativeCallContext,
+        what: &str,
+        set: impl FnOnce(&mut crate::plan::Rollout) -> bool,
+    ) -> Result<(), Box<EvalAltResult>> {
+        let mut b = b.lock().unwrap_or_else(|e| e.into_inner());
+        let Some(i) = b.current_phase.filter(|_| b.in_phase_body) else {
+            return Err(runtime_err(
+                format!("{what} sets how a phase rolls over its hosts: call it inside phase(\"name\", || {{ ... }})"),
+                ctx,
+            ));
+        };
+        let phase = &mut b.phases[i];
+        if !set(&mut phase.rollout) {
+            return Err(runtime_err(
+                format!("{what} is set twice in phase '{}'", phase.name),
+                ctx,
+            ));
+        }
+        Ok(())
+    }
+    let b = builder.clone();
+    engine.register_fn(
+        "serial",
+        move |ctx: NativeCallContext, sizes: Dynamic| -> Result<(), Box<EvalAltResult>> {
+            let sizes: Vec<BatchSize> = match sizes.read_lock::<rhai::Array>() {
+                Some(list) if list.is_empty() => {
+                    return Err(runtime_err(
+                        "serial([]): give at least one batch size",
+                        &ctx,
+                    ))
+                }
+                Some(list) => list.iter().map(batch_size).collect(),
+                None => batch_size(&sizes).map(|s| vec![s]),
+            }
+            .map_err(|e| runtime_err(e, &ctx))?;
+            with_phase(&b, &ctx, "serial()", |r| {
+                r.serial.is_empty() && {
+                    r.serial = sizes;
+                    true
+                }
+            })
+        },
+    );
+    let b = builder.clone();
+    engine.register_fn(
+        "max_fail_percentage",
+        move |ctx: NativeCallContext, n: i64| -> Result<(), Box<EvalAltResult>> {
+            let n = u32::try_from(n).ok().filter(|n| *n <= 100).ok_or_else(|| {
+                runtime_err(
+                    format!("max_fail_percentage({n}): a percentage is 0 to 100"),
+                    &ctx,
+                )
+            })?;
+            with_phase(&b, &ctx, "max_fail_percentage()", |r| {
+                r.max_fail_percentage.replace(n).is_none()
+            })
+        },
+    );
+    let b = builder.clone();
+    engine.register_fn(
+        "any_errors_fatal",
+        move |ctx: NativeCallContext| -> Result<(), Box<EvalAltResult>> {
+            with_phase(&b, &ctx, "any_errors_fatal()", |r| {
+                !std::mem::replace(&mut r.any_errors_fatal, true)
+            })
         },
     );
 }

@@ -24,6 +24,7 @@ use crate::transport::{Connector, ExecOutput, TransportError};
 
 mod readahead;
 mod resolve;
+mod rollout;
 #[cfg(test)]
 mod tests;
 
@@ -68,6 +69,10 @@ pub struct Recap {
     pub hosts: BTreeMap<String, HostCounts>,
     /// The run was stopped (Ctrl-C) before it finished.
     pub interrupted: bool,
+    /// Hosts a rolling phase never reached: the run stopped after an earlier batch.
+    pub not_reached: Vec<String>,
+    /// Why the run stopped before its last phase (a rolling phase's failures).
+    pub stopped: Option<String>,
 }
 
 impl Recap {
@@ -142,6 +147,10 @@ struct State {
     done: Mutex<HashMap<(TaskId, String), Done>>,
     forks: Semaphore,
     counts: Mutex<BTreeMap<String, HostCounts>>,
+    batch: Mutex<rollout::Batch>,
+    /// any_errors_fatal: why no task may start any more.
+    halt: Mutex<Option<String>>,
+    stopped: Mutex<Option<rollout::Stopped>>,
 }
 
 /// An error while running one task on one host.
@@ -264,6 +273,9 @@ pub async fn run_until(
         tasks,
         done: Mutex::new(HashMap::new()),
         counts: Mutex::new(counts),
+        batch: Mutex::default(),
+        halt: Mutex::default(),
+        stopped: Mutex::default(),
     });
     state.sink.emit(&Event::RunStart {
         playbook: plan.file.clone(),
@@ -273,7 +285,9 @@ pub async fn run_until(
     });
     let phases = async {
         for pi in 0..plan.phases.len() {
-            state.run_phase(pi).await;
+            if !state.run_phase(pi).await {
+                break;
+            }
         }
     };
     let interrupted = tokio::select! {
@@ -298,48 +312,30 @@ pub async fn run_until(
     for (name, c) in counts.iter_mut() {
         c.round_trips = state.hosts[name].round_trips.load(Ordering::Relaxed);
     }
+    let stopped = state
+        .stopped
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .take()
+        .unwrap_or_default();
+    let stop_reason = (!stopped.reason.is_empty()).then_some(stopped.reason);
     state.sink.emit(&Event::Recap {
         hosts: counts.clone(),
         check: state.opts.check,
         interrupted,
+        not_reached: stopped.not_reached.clone(),
+        stopped: stop_reason.clone(),
         duration_ms: started.elapsed().as_millis() as u64,
     });
     Recap {
         hosts: counts,
         interrupted,
+        not_reached: stopped.not_reached,
+        stopped: stop_reason,
     }
 }
 
 impl State {
-    async fn run_phase(self: &Arc<Self>, pi: usize) {
-        let plan = self.plan.clone();
-        let phase = &plan.phases[pi];
-        let state = self;
-        let phase_hosts: Vec<String> = {
-            let mut seen = BTreeSet::new();
-            phase
-                .tasks
-                .iter()
-                .flat_map(|&t| plan.tasks[t].hosts.iter())
-                .filter(|h| seen.insert((*h).clone()))
-                .cloned()
-                .collect()
-        };
-        state.sink.emit(&Event::PhaseStart {
-            phase: phase.name.clone(),
-            hosts: phase_hosts.len(),
-            tasks: phase.tasks.len(),
-            runs: phase.tasks.iter().map(|&t| plan.tasks[t].hosts.len()).sum(),
-        });
-        let mut joins = tokio::task::JoinSet::new();
-        for h in phase_hosts {
-            let st = state.clone();
-            joins.spawn(async move { st.run_host_phase(pi, &h).await });
-        }
-        while joins.join_next().await.is_some() {}
-        state.run_handlers(pi).await;
-    }
-
     /// Runs the host's tasks of the phase in order, reading their probes ahead in batches (one
     /// round trip for many tasks) while nothing changes the host, and after a change in the
     /// change's own round trip.
@@ -517,9 +513,8 @@ impl State {
     }
 
     async fn wait_for(&self, tid: TaskId) {
-        let total = self.plan.tasks[tid].hosts.len();
         let mut rx = self.tasks[tid].finished.subscribe();
-        let _ = rx.wait_for(|n| *n >= total).await;
+        let _ = rx.wait_for(|_| self.finished(tid)).await;
     }
 
     /// Runs one task on one host; an apply made by script takes `after` along. Returns None when
@@ -541,12 +536,11 @@ impl State {
             return None;
         }
         // A run_once handler is narrowed to its first notified host by `run_handlers`.
-        if task.control.run_once
-            && !task.is_handler
-            && task.hosts.first().is_some_and(|f| f != host)
-        {
-            self.take_run_once(tid, host).await;
-            return None;
+        if task.control.run_once && !task.is_handler {
+            if let Some(first) = self.run_once_host(tid).filter(|f| f != host) {
+                self.take_run_once(tid, host, first).await;
+                return None;
+            }
         }
         let phase = self.plan.phases[task.phase].name.clone();
         // The run's mode decides whether predictions upstream matter; the task's own mode decides
@@ -554,6 +548,10 @@ impl State {
         let check_run = self.opts.check;
         let check = self.tasks[tid].checks;
         let (upstream_predicted, upstream_failure) = self.wait_upstream(tid).await;
+        if let Some(why) = self.halted() {
+            self.skip(tid, host, &format!("not run: {why}"));
+            return None;
+        }
         self.sink.emit(&Event::TaskStart {
             phase: phase.clone(),
             task: task.name.clone(),
@@ -659,9 +657,8 @@ impl State {
     /// A run_once task on one of its hosts but the first: takes the first host's outcome once
     /// it is known (its result registered here too, as in Ansible), reporting nothing of its own
     /// unless it failed there.
-    async fn take_run_once(&self, tid: TaskId, host: &str) {
+    async fn take_run_once(&self, tid: TaskId, host: &str, first: String) {
         let task = &self.plan.tasks[tid];
-        let first = task.hosts[0].clone();
         let key = (tid, first.clone());
         let mut rx = self.tasks[tid].finished.subscribe();
         let _ = rx
@@ -820,6 +817,7 @@ impl State {
                     Done::Ran(serde_json::json!({"failed": true, "changed": false, "msg": end.msg}))
                 } else {
                     h.dead.store(true, Ordering::SeqCst);
+                    self.fail_fast(tid, host);
                     Done::Failed
                 }
             }
@@ -827,6 +825,7 @@ impl State {
                 end.status = TaskStatus::Unreachable;
                 end.msg = Some(why);
                 h.dead.store(true, Ordering::SeqCst);
+                self.fail_fast(tid, host);
                 Done::Failed
             }
         }
