@@ -618,6 +618,17 @@ fn describe_plan(plan: &Plan) -> String {
             if !t.notify.is_empty() {
                 out.push_str(&format!("      notifies: {}\n", t.notify.join(", ")));
             }
+            if let Some(b) = t.block {
+                let role = match b.role {
+                    engine::plan::BlockRole::Body => "body",
+                    engine::plan::BlockRole::Rescue => "rescue (runs where the body failed)",
+                    engine::plan::BlockRole::Always => "always",
+                };
+                out.push_str(&format!("      block {}: {role}\n", b.id + 1));
+            }
+            if t.ignore_unreachable {
+                out.push_str("      ignores an unreachable host\n");
+            }
             if let Some(n) = t.throttle {
                 out.push_str(&format!("      throttle: {n} host(s) at a time\n"));
             }

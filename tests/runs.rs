@@ -38,6 +38,7 @@ on_both_connections!(
     a_task_retries_until_a_file_appears_and_gives_up_naming_its_attempts,
     run_once_timeout_and_environment,
     become_per_task_runs_one_task_as_another_user,
+    rescue_runs_on_failure_and_always_runs_in_both_cases,
 );
 
 /// A playbook that uses most core modules; every path is under the host's own `root`.
@@ -915,4 +916,74 @@ phase("report", || {
     let again = p.play("rolling.rhai", &[]);
     again.assert_code(0);
     assert_eq!(again.total("changed"), 0, "{}", again.stdout);
+}
+
+fn rescue_runs_on_failure_and_always_runs_in_both_cases(p: Project) {
+    p.hosts(&["a", "b", "c"], &[("ab", &["a", "b"])]);
+    for h in ["a", "b", "c"] {
+        p.mkroot(h);
+    }
+    p.write("b", "broken", "");
+    p.file(
+        "block.rhai",
+        r#"
+on("ab", block([
+    copy(#{ dest: "{{ root }}/started", content: "1\n" }),
+    shell(#{ cmd: "test ! -e {{ root }}/broken", changed_when: false }).name("may fail"),
+    copy(#{ dest: "{{ root }}/finished", content: "1\n" }).name("after the failure"),
+]).rescue([
+    copy(#{ dest: "{{ root }}/rescued", content: "1\n" }).name("rescue"),
+]).always([
+    shell(#{ cmd: "echo always >> {{ root }}/always" }).name("always"),
+]));
+on("c", block([shell(#{ cmd: "false" }).name("fails")])
+    .rescue([shell(#{ cmd: "false" }).name("rescue fails")])
+    .always([copy(#{ dest: "{{ root }}/always", content: "always\n" }).name("always on c")]));
+on("all", copy(#{ dest: "{{ root }}/next", content: "1\n" }).name("next"));
+"#,
+    );
+    let out = p.play("block.rhai", &[]);
+    out.assert_code(2);
+    let has = |h: &str, f: &str| p.root(h).join(f).exists();
+    for h in ["a", "b"] {
+        assert!(has(h, "started") && has(h, "next"), "{h} went on");
+        assert_eq!(
+            std::fs::read_to_string(p.root(h).join("always")).unwrap(),
+            "always\n",
+            "always ran once on {h}"
+        );
+    }
+    assert!(
+        has("a", "finished") && !has("a", "rescued"),
+        "no rescue without a failure"
+    );
+    assert!(!has("b", "finished"), "the body stops at its failure");
+    assert!(has("b", "rescued"));
+    // A failed rescue fails the host, after its always tasks.
+    assert!(has("c", "always") && !has("c", "next"));
+    let recap = out.recap();
+    let counts = |h: &str, k: &str| recap["hosts"][h][k].as_u64().unwrap();
+    assert_eq!((counts("b", "failed"), counts("b", "rescued")), (0, 1));
+    assert_eq!((counts("a", "failed"), counts("a", "rescued")), (0, 0));
+    assert_eq!((counts("c", "failed"), counts("c", "rescued")), (1, 1));
+    let ends = out.tasks_where(|e| e["rescued"] == true);
+    assert_eq!(
+        ends,
+        [
+            ("b".to_string(), "may fail".to_string()),
+            ("c".to_string(), "fails".to_string())
+        ]
+    );
+    // Converged, with b still broken: the rescue and always run again, nothing else changes.
+    let again = p.play("block.rhai", &[]);
+    again.assert_code(2);
+    assert_eq!(
+        again.changed(),
+        [
+            ("a".to_string(), "always".to_string()),
+            ("b".to_string(), "always".to_string()),
+        ],
+        "{}",
+        again.stdout
+    );
 }

@@ -44,6 +44,8 @@ pub struct TaskEnd {
     pub handler: bool,
     /// A failed task whose failure the playbook said to ignore.
     pub ignored: bool,
+    /// A failed task of a block whose rescue tasks then run (Ansible's `rescued`).
+    pub rescued: bool,
     /// The change in one line ("create /etc/x").
     #[serde(skip_serializing_if = "Option::is_none")]
     pub summary: Option<String>,
@@ -63,6 +65,8 @@ pub struct HostCounts {
     pub skipped: usize,
     pub unreachable: usize,
     pub ignored: usize,
+    /// Failures in a block's body that its rescue tasks handled.
+    pub rescued: usize,
     /// Remote commands run on the host (each one SSH channel: probes, changes, fact gathering):
     /// the cost a run pays per host, shown in the JSON recap.
     pub round_trips: usize,
@@ -73,7 +77,8 @@ impl HostCounts {
         match e.status {
             TaskStatus::Ok => self.ok += 1,
             TaskStatus::Changed => self.changed += 1,
-            TaskStatus::Failed if e.ignored => self.ignored += 1,
+            TaskStatus::Failed | TaskStatus::Unreachable if e.ignored => self.ignored += 1,
+            TaskStatus::Failed if e.rescued => self.rescued += 1,
             TaskStatus::Failed => self.failed += 1,
             TaskStatus::Skipped => self.skipped += 1,
             TaskStatus::Unreachable => self.unreachable += 1,

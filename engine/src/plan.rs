@@ -175,6 +175,10 @@ pub struct Task {
     /// Handlers are tasks too, run at the end of their phase on hosts that notified them.
     pub is_handler: bool,
     pub ignore_errors: bool,
+    /// An unreachable host goes on with its next task (reported unreachable, ignored).
+    pub ignore_unreachable: bool,
+    /// The task is part of a `block(...)`: its body, rescue or always tasks.
+    pub block: Option<BlockPart>,
     /// At most this many hosts run the task at once (Ansible's `throttle`). A throttled handler
     /// runs on its notifying hosts in inventory order, that many at a time, and stops at the
     /// first group where it fails: a rolling restart.
@@ -184,6 +188,26 @@ pub struct Task {
     pub check_mode: Option<bool>,
     /// Retries, run_once, timeout, environment and become set on the task.
     pub control: Control,
+}
+
+/// Where a task sits in a `block([...]).rescue([...]).always([...])` group.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct BlockPart {
+    /// The block's number in the plan.
+    pub id: usize,
+    pub role: BlockRole,
+    /// Whether the block has rescue tasks: a failure in its body is then rescued, not final.
+    pub has_rescue: bool,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BlockRole {
+    /// Runs in order until one fails on the host; the rest of the body is then not run there.
+    Body,
+    /// Runs on a host where the body failed; when every rescue task succeeds, the host goes on.
+    Rescue,
+    /// Runs on every host that reached the block, whether the body or rescue failed or not.
+    Always,
 }
 
 /// How a task is run, beyond what it does: `retries`/`until`/`delay`, `run_once`, `timeout`,

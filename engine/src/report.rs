@@ -144,6 +144,8 @@ impl TextReporter {
             (TaskStatus::Changed, false) => style("changed").yellow(),
             (TaskStatus::Ok, _) => style("ok").green(),
             (TaskStatus::Failed, _) if e.ignored => style("failed (ignored)").red(),
+            (TaskStatus::Failed, _) if e.rescued => style("failed (rescued)").red(),
+            (TaskStatus::Unreachable, _) if e.ignored => style("unreachable (ignored)").red(),
             (TaskStatus::Failed, _) => style("FAILED").red().bold(),
             (TaskStatus::Skipped, _) => style("skipped").cyan(),
             (TaskStatus::Unreachable, _) => style("UNREACHABLE").red().bold(),
@@ -324,7 +326,7 @@ impl EventSink for TextReporter {
                 self.bar.finish_and_clear();
                 let width = hosts.keys().map(|h| h.len()).max().unwrap_or(4).max(4);
                 let mut t = format!(
-                    "\n{}{}\n{:<width$}  {:>6} {:>8} {:>7} {:>8} {:>12} {:>8}\n",
+                    "\n{}{}\n{:<width$}  {:>6} {:>8} {:>7} {:>8} {:>12} {:>8} {:>8}\n",
                     style("RECAP").bold(),
                     if *check {
                         " (check mode: nothing was changed; \"changed\" = would change; \
@@ -338,12 +340,13 @@ impl EventSink for TextReporter {
                     "failed",
                     "skipped",
                     "unreachable",
-                    "ignored"
+                    "ignored",
+                    "rescued"
                 );
                 for (h, c) in hosts {
                     t.push_str(&format!(
-                        "{h:<width$}  {:>6} {:>8} {:>7} {:>8} {:>12} {:>8}\n",
-                        c.ok, c.changed, c.failed, c.skipped, c.unreachable, c.ignored
+                        "{h:<width$}  {:>6} {:>8} {:>7} {:>8} {:>12} {:>8} {:>8}\n",
+                        c.ok, c.changed, c.failed, c.skipped, c.unreachable, c.ignored, c.rescued
                     ));
                 }
                 if let Some(why) = stopped {

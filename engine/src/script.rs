@@ -88,6 +88,10 @@ const API_FUNCTIONS: &[&str] = &[
     "serial",
     "max_fail_percentage",
     "any_errors_fatal",
+    "block",
+    "rescue",
+    "always",
+    "ignore_unreachable",
 ];
 
 /// Bounds that keep a runaway playbook from hanging the controller.
@@ -118,6 +122,8 @@ pub struct TaskSpec {
     after: Vec<TaskId>,
     after_names: Vec<(String, SourcePos)>,
     ignore_errors: bool,
+    ignore_unreachable: bool,
+    block: Option<crate::plan::BlockPart>,
     throttle: Option<usize>,
     check_mode: Option<bool>,
     control: crate::plan::Control,
@@ -137,6 +143,8 @@ impl TaskSpec {
             after: vec![],
             after_names: vec![],
             ignore_errors: false,
+            ignore_unreachable: false,
+            block: None,
             throttle: None,
             check_mode: None,
             control: Default::default(),
@@ -156,6 +164,8 @@ struct Builder {
     limit: Option<BTreeSet<String>>,
     extra_vars: Map<String, Value>,
     file: String,
+    /// Blocks placed so far: the next one's number.
+    blocks: usize,
 }
 
 impl Builder {
@@ -251,6 +261,8 @@ impl Builder {
             pos: spec.pos,
             is_handler: handler,
             ignore_errors: spec.ignore_errors,
+            ignore_unreachable: spec.ignore_unreachable,
+            block: spec.block,
             throttle: spec.throttle,
             check_mode: spec.check_mode,
             control: spec.control,
@@ -484,6 +496,7 @@ pub fn plan(input: PlanInput<'_>) -> Result<Plan, PlanError> {
         limit: input.limit.clone(),
         extra_vars: input.extra_vars.clone(),
         file: file.clone(),
+        blocks: 0,
     }));
     let mut engine = Engine::new();
     engine.set_max_operations(MAX_OPERATIONS);
@@ -625,6 +638,7 @@ fn register_api(engine: &mut Engine, builder: &Arc<Mutex<Builder>>, registry: &R
     register_custom_task(engine, builder);
     register_task_options(engine, builder);
     register_control_options(engine, builder);
+    register_blocks(engine);
     register_placement(engine, builder);
     register_rollout(engine, builder);
     register_planning_values(engine, builder);
@@ -749,6 +763,17 @@ fn register_task_options(engine: &mut Engine, builder: &Arc<Mutex<Builder>>) {
         t.ignore_errors = v;
         t.clone()
     });
+    engine.register_fn("ignore_unreachable", |t: &mut TaskSpec| -> TaskSpec {
+        t.ignore_unreachable = true;
+        t.clone()
+    });
+    engine.register_fn(
+        "ignore_unreachable",
+        |t: &mut TaskSpec, v: bool| -> TaskSpec {
+            t.ignore_unreachable = v;
+            t.clone()
+        },
+    );
     engine.register_fn(
         "throttle",
         |ctx: NativeCallContext,
@@ -972,7 +997,34 @@ fn register_control_options(engine: &mut Engine, builder: &Arc<Mutex<Builder>>) 
 
 /// Placing tasks on hosts and grouping them: `phase`, `on`, `handler`.
 fn register_placement(engine: &mut Engine, builder: &Arc<Mutex<Builder>>) {
-    // Placing tasks.
+    // Placing tasks: one, a list (of tasks and blocks), or a block.
+    fn place_all(
+        b: &Arc<Mutex<Builder>>,
+        ctx: &NativeCallContext,
+        target: &Dynamic,
+        items: Vec<Dynamic>,
+    ) -> Result<Vec<TaskRef>, Box<EvalAltResult>> {
+        let mut b = b.lock().unwrap_or_else(|e| e.into_inner());
+        let (hosts, label) = b.targets(target).map_err(|e| runtime_err(e, ctx))?;
+        let mut specs = Vec::new();
+        for item in items {
+            if let Some(block) = item.clone().try_cast::<Block>() {
+                specs.extend(block.parts(b.blocks));
+                b.blocks += 1;
+            } else {
+                specs.push(item.try_cast::<TaskSpec>().ok_or_else(|| {
+                    runtime_err("on(target, [...]) takes a list of tasks and blocks", ctx)
+                })?);
+            }
+        }
+        Ok(specs
+            .into_iter()
+            .map(|spec| TaskRef {
+                id: b.place(spec, hosts.clone(), label.clone(), false),
+                host: None,
+            })
+            .collect())
+    }
     let b = builder.clone();
     engine.register_fn(
         "on",
@@ -980,12 +1032,8 @@ fn register_placement(engine: &mut Engine, builder: &Arc<Mutex<Builder>>) {
               target: Dynamic,
               spec: TaskSpec|
               -> Result<TaskRef, Box<EvalAltResult>> {
-            let mut b = b.lock().unwrap_or_else(|e| e.into_inner());
-            let (hosts, label) = b.targets(&target).map_err(|e| runtime_err(e, &ctx))?;
-            Ok(TaskRef {
-                id: b.place(spec, hosts, label, false),
-                host: None,
-            })
+            let mut refs = place_all(&b, &ctx, &target, vec![Dynamic::from(spec)])?;
+            Ok(refs.remove(0))
         },
     );
     let b = builder.clone();
@@ -995,19 +1043,19 @@ fn register_placement(engine: &mut Engine, builder: &Arc<Mutex<Builder>>) {
               target: Dynamic,
               specs: rhai::Array|
               -> Result<rhai::Array, Box<EvalAltResult>> {
-            let mut b = b.lock().unwrap_or_else(|e| e.into_inner());
-            let (hosts, label) = b.targets(&target).map_err(|e| runtime_err(e, &ctx))?;
-            let mut refs = rhai::Array::new();
-            for s in specs {
-                let spec = s
-                    .try_cast::<TaskSpec>()
-                    .ok_or_else(|| runtime_err("on(target, [...]) takes a list of tasks", &ctx))?;
-                refs.push(Dynamic::from(TaskRef {
-                    id: b.place(spec, hosts.clone(), label.clone(), false),
-                    host: None,
-                }));
-            }
-            Ok(refs)
+            let refs = place_all(&b, &ctx, &target, specs)?;
+            Ok(refs.into_iter().map(Dynamic::from).collect())
+        },
+    );
+    let b = builder.clone();
+    engine.register_fn(
+        "on",
+        move |ctx: NativeCallContext,
+              target: Dynamic,
+              block: Block|
+              -> Result<rhai::Array, Box<EvalAltResult>> {
+            let refs = place_all(&b, &ctx, &target, vec![Dynamic::from(block)])?;
+            Ok(refs.into_iter().map(Dynamic::from).collect())
         },
     );
     let b = builder.clone();
@@ -1049,6 +1097,95 @@ fn register_placement(engine: &mut Engine, builder: &Arc<Mutex<Builder>>) {
             b.current_phase = None;
             b.in_phase_body = false;
             Ok(())
+        },
+    );
+}
+
+/// `block([...]).rescue([...]).always([...])`: tasks that fail together (Ansible's
+/// block/rescue/always), placed with `on`.
+#[derive(Clone, Debug, Default)]
+pub struct Block {
+    body: Vec<TaskSpec>,
+    rescue: Vec<TaskSpec>,
+    always: Vec<TaskSpec>,
+}
+
+impl Block {
+    /// The block's tasks in the order they run, each marked with its part of block `id`.
+    fn parts(self, id: usize) -> Vec<TaskSpec> {
+        use crate::plan::{BlockPart, BlockRole};
+        let has_rescue = !self.rescue.is_empty();
+        let mark = |role: BlockRole| {
+            move |mut t: TaskSpec| {
+                t.block = Some(BlockPart {
+                    id,
+                    role,
+                    has_rescue,
+                });
+                t
+            }
+        };
+        let body = self.body.into_iter().map(mark(BlockRole::Body));
+        let rescue = self.rescue.into_iter().map(mark(BlockRole::Rescue));
+        let always = self.always.into_iter().map(mark(BlockRole::Always));
+        body.chain(rescue).chain(always).collect()
+    }
+}
+
+/// `block`, `.rescue`, `.always`.
+fn register_blocks(engine: &mut Engine) {
+    fn tasks(
+        ctx: &NativeCallContext,
+        what: &str,
+        list: rhai::Array,
+    ) -> Result<Vec<TaskSpec>, Box<EvalAltResult>> {
+        list.into_iter()
+            .map(|d| {
+                let kind = d.type_name().to_string();
+                d.try_cast::<TaskSpec>().ok_or_else(|| {
+                    runtime_err(
+                        format!("{what} takes a list of tasks, not {kind} (blocks do not nest)"),
+                        ctx,
+                    )
+                })
+            })
+            .collect()
+    }
+    engine.register_type_with_name::<Block>("Block");
+    engine.register_fn(
+        "block",
+        |ctx: NativeCallContext, list: rhai::Array| -> Result<Block, Box<EvalAltResult>> {
+            let body = tasks(&ctx, "block()", list)?;
+            if body.is_empty() {
+                return Err(runtime_err(
+                    "block([]): a block needs at least one task",
+                    &ctx,
+                ));
+            }
+            Ok(Block {
+                body,
+                ..Block::default()
+            })
+        },
+    );
+    engine.register_fn(
+        "rescue",
+        |ctx: NativeCallContext,
+         b: &mut Block,
+         list: rhai::Array|
+         -> Result<Block, Box<EvalAltResult>> {
+            b.rescue.extend(tasks(&ctx, ".rescue()", list)?);
+            Ok(b.clone())
+        },
+    );
+    engine.register_fn(
+        "always",
+        |ctx: NativeCallContext,
+         b: &mut Block,
+         list: rhai::Array|
+         -> Result<Block, Box<EvalAltResult>> {
+            b.always.extend(tasks(&ctx, ".always()", list)?);
+            Ok(b.clone())
         },
     );
 }

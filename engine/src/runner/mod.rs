@@ -22,6 +22,7 @@ use crate::plan::{Action, Condition, Plan, TaskId};
 use crate::template::TemplateEngine;
 use crate::transport::{Connector, ExecOutput, TransportError};
 
+mod blocks;
 mod readahead;
 mod resolve;
 mod rollout;
@@ -124,6 +125,8 @@ struct HostRt {
     round_trips: Arc<AtomicUsize>,
     /// Probe outputs read ahead in a batch, by task; dropped when the host may have changed.
     prefetched: Mutex<HashMap<TaskId, Prefetched>>,
+    /// The block the host is in, and what failed in it.
+    block: Mutex<Option<blocks::BlockRun>>,
 }
 
 struct TaskRt {
@@ -241,6 +244,7 @@ pub async fn run_until(
                 gathered: Arc::new(OnceCell::new()),
                 round_trips: Arc::default(),
                 prefetched: Mutex::default(),
+                block: Mutex::default(),
             },
         );
     }
@@ -386,6 +390,7 @@ impl State {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .clear();
+        self.settle_block(host, None);
     }
 
     async fn run_handlers(self: &Arc<Self>, phase: usize) {
@@ -471,6 +476,7 @@ impl State {
             check,
             handler: task.is_handler,
             ignored: false,
+            rescued: false,
             summary: None,
             msg: None,
             diff: None,
@@ -531,8 +537,13 @@ impl State {
             self.finish(tid, host, Done::NotRun { selected: false });
             return None;
         }
+        self.settle_block(host, Some(tid));
         if h.dead.load(Ordering::SeqCst) {
             self.finish(tid, host, Done::NotRun { selected: true });
+            return None;
+        }
+        if let blocks::Gate::Pass(done) = self.block_gate(tid, host) {
+            self.finish(tid, host, done);
             return None;
         }
         // A run_once handler is narrowed to its first notified host by `run_handlers`.
@@ -815,6 +826,9 @@ impl State {
                 if task.ignore_errors {
                     end.ignored = true;
                     Done::Ran(serde_json::json!({"failed": true, "changed": false, "msg": end.msg}))
+                } else if let Some(rescued) = self.block_failure(tid, host) {
+                    end.rescued = rescued;
+                    Done::Failed
                 } else {
                     h.dead.store(true, Ordering::SeqCst);
                     self.fail_fast(tid, host);
@@ -824,9 +838,16 @@ impl State {
             Err(TaskError::Unreachable(why)) => {
                 end.status = TaskStatus::Unreachable;
                 end.msg = Some(why);
-                h.dead.store(true, Ordering::SeqCst);
-                self.fail_fast(tid, host);
-                Done::Failed
+                if task.ignore_unreachable {
+                    end.ignored = true;
+                    Done::Ran(
+                        serde_json::json!({"unreachable": true, "changed": false, "msg": end.msg}),
+                    )
+                } else {
+                    h.dead.store(true, Ordering::SeqCst);
+                    self.fail_fast(tid, host);
+                    Done::Failed
+                }
             }
         }
     }

@@ -41,12 +41,20 @@ impl Transport for Recording {
 struct Fake {
     log: Log,
     connects: Mutex<Vec<String>>,
+    /// Hosts that cannot be reached.
+    down: Vec<String>,
 }
 
 #[async_trait]
 impl Connector for Fake {
     async fn connect(&self, host: &HostEntry) -> Result<Arc<dyn Transport>, TransportError> {
         self.connects.lock().unwrap().push(host.name.clone());
+        if self.down.contains(&host.name) {
+            return Err(TransportError::Unreachable(format!(
+                "{} is down",
+                host.name
+            )));
+        }
         Ok(Arc::new(Recording {
             host: host.name.clone(),
             log: self.log.clone(),
@@ -166,6 +174,10 @@ async fn run_playbook(playbook: &str, check: bool) -> Run {
 }
 
 async fn run_with_inventory(playbook: &str, inventory: &str, check: bool) -> Run {
+    run_on(playbook, inventory, check, Fake::default()).await
+}
+
+async fn run_on(playbook: &str, inventory: &str, check: bool, fake: Fake) -> Run {
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("play.rhai");
     std::fs::write(&file, playbook).unwrap();
@@ -182,7 +194,7 @@ async fn run_with_inventory(playbook: &str, inventory: &str, check: bool) -> Run
         sink: sink.clone(),
     })
     .unwrap();
-    let fake = Arc::new(Fake::default());
+    let fake = Arc::new(fake);
     let opts = RunOptions {
         check,
         ..RunOptions::default()
@@ -822,4 +834,61 @@ async fn check_mode_rolls_through_the_batches_too() {
     assert_eq!(r.batches().len(), 2);
     assert!(r.fake.scripts("a").iter().all(|s| !s.contains("apply")));
     assert_eq!(r.recap.changed(), 2);
+}
+
+#[tokio::test]
+async fn an_unreachable_host_goes_on_past_a_task_that_ignores_it() {
+    let fake = Fake {
+        down: vec!["b".into()],
+        ..Fake::default()
+    };
+    let r = run_on(
+        r#"
+        on("all", mark(#{ name: "x", present: true }).ignore_unreachable());
+        on("all", mark(#{ name: "y", present: true }));
+        on("all", mark(#{ name: "z", present: true }));
+        "#,
+        INVENTORY,
+        false,
+        fake,
+    )
+    .await;
+    let ends = r.ends("b");
+    let statuses: Vec<&str> = ends.iter().map(|(s, _)| s.as_str()).collect();
+    // Ignored once, the host goes on; the next task finds it unreachable for real, and stops it.
+    assert_eq!(statuses, ["Unreachable", "Unreachable"], "{ends:?}");
+    let b = &r.recap.hosts["b"];
+    assert_eq!((b.ignored, b.unreachable, b.ok), (1, 1, 0));
+    assert_eq!(r.recap.hosts["a"].ok, 3);
+    assert_eq!(r.recap.exit_code(), 3);
+}
+
+#[tokio::test]
+async fn a_block_rescues_a_failure_and_runs_always_in_both_cases() {
+    let r = run_playbook(
+        r#"
+        on("all", block([
+            task("body", |h| { h.run("echo body-" + h.name); if h.name == "b" { throw "no" } "ok" }),
+            task("rest", |h| { h.run("echo rest-" + h.name); "ok" }),
+        ]).rescue([
+            task("rescue", |h| { h.run("echo rescue-" + h.name); "changed" }),
+        ]).always([
+            task("always", |h| { h.run("echo always-" + h.name); "ok" }),
+        ]));
+        on("all", task("next", |h| { h.run("echo next-" + h.name); "ok" }));
+        "#,
+        false,
+    )
+    .await;
+    let ran = |h: &str| -> Vec<String> {
+        echoes(&r.fake.scripts(h))
+            .into_iter()
+            .filter(|s| !s.starts_with('"'))
+            .collect()
+    };
+    assert_eq!(ran("a"), ["body-a", "rest-a", "always-a", "next-a"]);
+    assert_eq!(ran("b"), ["body-b", "rescue-b", "always-b", "next-b"]);
+    assert_eq!(r.recap.hosts["b"].rescued, 1);
+    assert_eq!(r.recap.hosts["b"].failed, 0);
+    assert_eq!(r.recap.exit_code(), 0);
 }
