@@ -96,6 +96,9 @@ struct RunArgs {
     /// Show what would change and change nothing.
     #[arg(short = 'C', long)]
     check: bool,
+    /// Run notified handlers even on hosts that failed (and after any_errors_fatal).
+    #[arg(long)]
+    force_handlers: bool,
     /// Show a unified diff of every file change.
     #[arg(short = 'D', long)]
     diff: bool,
@@ -345,6 +348,11 @@ fn real_main(cli: Cli) -> Result<u8, Report> {
                 extra_vars: extra_vars(&args.plan.extra_vars)?,
                 become_password,
                 secrets,
+                pending_handlers: Some(engine::pending::PendingHandlers::beside(
+                    &args.plan.inventory,
+                    &args.plan.playbook,
+                )),
+                force_handlers: args.force_handlers,
             };
             let connector = DefaultConnector {
                 accept_new_host_keys: args.accept_new_host_keys,

@@ -366,3 +366,18 @@ fn rollout_settings_are_checked_where_they_are_written() {
         &["max_fail_percentage(101): a percentage is 0 to 100"],
     );
 }
+
+#[test]
+fn a_task_cannot_wait_for_one_after_a_flush_of_its_phase() {
+    let p = project(
+        "phase(\"p\", || {\n    on(\"a\", shell(#{ cmd: \"true\" }).name(\"x\").after(\"y\"));\n    flush_handlers();\n    on(\"a\", shell(#{ cmd: \"true\" }).name(\"y\"));\n});\n",
+    );
+    expect_error(
+        &p,
+        &[],
+        &[
+            "bad.rhai:3:",
+            "task 'x' waits for 'y' (line 5), which comes after a flush_handlers()",
+        ],
+    );
+}

@@ -39,6 +39,7 @@ on_both_connections!(
     run_once_timeout_and_environment,
     become_per_task_runs_one_task_as_another_user,
     rescue_runs_on_failure_and_always_runs_in_both_cases,
+    a_handler_notified_before_a_failure_runs_in_the_next_run,
 );
 
 /// A playbook that uses most core modules; every path is under the host's own `root`.
@@ -913,6 +914,11 @@ phase("report", || {
         assert_eq!(read(h, "reported"), Some("yes\n".into()), "{h}");
     }
     assert_eq!(read("e", "restarts"), r);
+    assert_eq!(
+        read("d", "restarts"),
+        r,
+        "d's restart, owed since its failure, ran once d was fixed"
+    );
     let again = p.play("rolling.rhai", &[]);
     again.assert_code(0);
     assert_eq!(again.total("changed"), 0, "{}", again.stdout);
@@ -986,4 +992,88 @@ on("all", copy(#{ dest: "{{ root }}/next", content: "1\n" }).name("next"));
         "{}",
         again.stdout
     );
+}
+
+fn a_handler_notified_before_a_failure_runs_in_the_next_run(p: Project) {
+    p.hosts(&["a", "b", "c"], &[]);
+    for h in ["a", "b", "c"] {
+        p.mkroot(h);
+    }
+    p.write("b", "broken", "");
+    p.file(
+        "deploy.rhai",
+        r#"
+phase("deploy", || {
+    on("a:b", [
+        copy(#{ dest: "{{ root }}/conf", content: "v1\n" }).notify("restart"),
+        shell(#{ cmd: "test ! -e {{ root }}/broken", changed_when: false }).name("check"),
+    ]);
+    handler("restart", shell(#{ cmd: "echo restart >> {{ root }}/restarts" }));
+});
+"#,
+    );
+    let restarts = |h: &str| std::fs::read_to_string(p.root(h).join("restarts")).ok();
+    let once = Some("restart\n".to_string());
+    p.play("deploy.rhai", &[]).assert_code(2);
+    assert_eq!(restarts("a"), once);
+    assert_eq!(restarts("b"), None, "b failed before its handler");
+    let state = p.path().join(".playbook/inventory.toml.handlers.json");
+    let saved = std::fs::read_to_string(&state).unwrap();
+    assert!(
+        saved.contains("\"b\"") && !saved.contains("\"a\""),
+        "{saved}"
+    );
+
+    // Check mode predicts the owed handler and leaves it owed.
+    let check = p.play("deploy.rhai", &["--check"]);
+    assert_eq!(restarts("b"), None);
+    assert!(check
+        .changed()
+        .contains(&("b".to_string(), "restart".to_string())));
+    assert_eq!(std::fs::read_to_string(&state).unwrap(), saved);
+
+    match p.conn {
+        Conn::Local => std::fs::remove_file(p.root("b").join("broken")).unwrap(),
+        Conn::Lab => {
+            crate::support::lab_exec(
+                &Project::lab_host("b"),
+                &format!("rm {}/broken", p.remote_root("b")),
+            );
+        }
+    }
+    // b's conf is already written: nothing notifies now, yet the owed restart runs.
+    let next = p.play("deploy.rhai", &[]);
+    next.assert_code(0);
+    assert_eq!(
+        next.changed(),
+        [("b".to_string(), "restart".to_string())],
+        "{}",
+        next.stdout
+    );
+    assert_eq!(restarts("a"), once);
+    assert_eq!(restarts("b"), once);
+    let again = p.play("deploy.rhai", &[]);
+    again.assert_code(0);
+    assert_eq!(
+        again.total("changed"),
+        0,
+        "the debt is paid: {}",
+        again.stdout
+    );
+
+    // --force-handlers runs it at once, in the failing run.
+    p.file(
+        "force.rhai",
+        r#"
+on("c", [
+    copy(#{ dest: "{{ root }}/conf", content: "v1\n" }).notify("restart"),
+    shell(#{ cmd: "false" }).name("fails"),
+]);
+handler("restart", shell(#{ cmd: "echo restart >> {{ root }}/restarts" }));
+"#,
+    );
+    p.play("force.rhai", &["--force-handlers"]).assert_code(2);
+    assert_eq!(restarts("c"), once);
+    p.play("force.rhai", &[]).assert_code(2);
+    assert_eq!(restarts("c"), once, "nothing was owed");
 }

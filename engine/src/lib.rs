@@ -14,6 +14,7 @@ pub mod host;
 pub mod inventory;
 pub mod module;
 pub mod pattern;
+pub mod pending;
 pub mod plan;
 pub mod quote;
 pub mod remote;

@@ -282,6 +282,8 @@ pub struct Phase {
     /// Handlers by name, in declaration order.
     pub handlers: Vec<TaskId>,
     pub rollout: Rollout,
+    /// `flush_handlers()`: positions in `tasks` before which the handlers notified so far run.
+    pub flushes: Vec<usize>,
 }
 
 impl Phase {
@@ -291,7 +293,22 @@ impl Phase {
             tasks: vec![],
             handlers: vec![],
             rollout: Rollout::default(),
+            flushes: vec![],
         }
+    }
+
+    /// The phase's tasks cut at its `flush_handlers()` calls, as ranges of `tasks`.
+    pub fn segments(&self) -> Vec<std::ops::Range<usize>> {
+        let mut cuts: Vec<usize> = self.flushes.clone();
+        cuts.retain(|&c| c > 0 && c < self.tasks.len());
+        cuts.dedup();
+        let mut out = Vec::new();
+        let mut start = 0;
+        for c in cuts.into_iter().chain([self.tasks.len()]) {
+            out.push(start..c);
+            start = c;
+        }
+        out
     }
 }
 
@@ -505,6 +522,28 @@ pub fn link(tasks: &mut [Task], phases: &[Phase]) -> Result<(), PlanError> {
             for h in &tasks[id].hosts {
                 if let Some(prev) = last_on_host.insert(h.as_str(), id) {
                     deps[id].insert(prev);
+                }
+            }
+        }
+    }
+    for phase in phases.iter().filter(|p| !p.flushes.is_empty()) {
+        let segment_of = |id: TaskId| {
+            let at = phase.tasks.iter().position(|&t| t == id);
+            at.map(|i| phase.flushes.iter().filter(|&&f| f <= i).count())
+        };
+        for &id in &phase.tasks {
+            for &d in &needs[id] {
+                if let (Some(mine), Some(theirs)) = (segment_of(id), segment_of(d)) {
+                    if theirs > mine {
+                        return Err(PlanError::at(
+                            tasks[id].pos.clone(),
+                            format!(
+                                "task '{}' waits for '{}' (line {}), which comes after a \
+                                 flush_handlers() that waits for this task's part of the phase",
+                                tasks[id].name, tasks[d].name, tasks[d].pos.line
+                            ),
+                        ));
+                    }
                 }
             }
         }

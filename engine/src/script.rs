@@ -92,6 +92,7 @@ const API_FUNCTIONS: &[&str] = &[
     "rescue",
     "always",
     "ignore_unreachable",
+    "flush_handlers",
 ];
 
 /// Bounds that keep a runaway playbook from hanging the controller.
@@ -640,6 +641,7 @@ fn register_api(engine: &mut Engine, builder: &Arc<Mutex<Builder>>, registry: &R
     register_control_options(engine, builder);
     register_blocks(engine);
     register_placement(engine, builder);
+    register_flush(engine, builder);
     register_rollout(engine, builder);
     register_planning_values(engine, builder);
     register_results(engine);
@@ -1188,6 +1190,17 @@ fn register_blocks(engine: &mut Engine) {
             Ok(b.clone())
         },
     );
+}
+
+/// `flush_handlers()`: the handlers notified so far run here, before the phase's next tasks.
+fn register_flush(engine: &mut Engine, builder: &Arc<Mutex<Builder>>) {
+    let b = builder.clone();
+    engine.register_fn("flush_handlers", move || {
+        let mut b = b.lock().unwrap_or_else(|e| e.into_inner());
+        let i = b.phase_index();
+        let at = b.phases[i].tasks.len();
+        b.phases[i].flushes.push(at);
+    });
 }
 
 /// How the current phase rolls over its hosts: `serial`, `max_fail_percentage`,

@@ -46,6 +46,11 @@ pub struct RunOptions {
     pub become_password: Option<crate::secret::Secret>,
     /// Secrets of this run: never shown in any event.
     pub secrets: Arc<crate::secret::Redactor>,
+    /// Where handlers owed by a host that failed are kept for the next run (not in check mode).
+    pub pending_handlers: Option<crate::pending::PendingHandlers>,
+    /// Run notified handlers on failed hosts too, and after any_errors_fatal (Ansible's
+    /// --force-handlers).
+    pub force_handlers: bool,
 }
 
 impl Default for RunOptions {
@@ -60,6 +65,8 @@ impl Default for RunOptions {
             extra_vars: Map::new(),
             become_password: None,
             secrets: Arc::default(),
+            pending_handlers: None,
+            force_handlers: false,
         }
     }
 }
@@ -118,7 +125,8 @@ struct HostRt {
     dead: AtomicBool,
     /// Check mode: an earlier task on this host would have changed something.
     predicted_change: AtomicBool,
-    notified: Mutex<BTreeSet<String>>,
+    /// Handlers owed: (phase, name), notified in this run or left from an earlier one.
+    notified: Mutex<BTreeSet<(usize, String)>>,
     /// System facts, gathered when a task first needs them.
     gathered: Arc<OnceCell<Value>>,
     /// Remote commands run on this host so far.
@@ -281,6 +289,7 @@ pub async fn run_until(
         halt: Mutex::default(),
         stopped: Mutex::default(),
     });
+    state.load_pending_handlers();
     state.sink.emit(&Event::RunStart {
         playbook: plan.file.clone(),
         hosts: state.hosts.len(),
@@ -316,6 +325,7 @@ pub async fn run_until(
     for (name, c) in counts.iter_mut() {
         c.round_trips = state.hosts[name].round_trips.load(Ordering::Relaxed);
     }
+    state.save_pending_handlers();
     let stopped = state
         .stopped
         .lock()
@@ -343,10 +353,14 @@ impl State {
     /// Runs the host's tasks of the phase in order, reading their probes ahead in batches (one
     /// round trip for many tasks) while nothing changes the host, and after a change in the
     /// change's own round trip.
-    async fn run_host_phase(self: &Arc<Self>, phase: usize, host: &str) {
+    async fn run_host_phase(
+        self: &Arc<Self>,
+        phase: usize,
+        part: std::ops::Range<usize>,
+        host: &str,
+    ) {
         let plan = self.plan.clone();
-        let tasks: Vec<TaskId> = plan.phases[phase]
-            .tasks
+        let tasks: Vec<TaskId> = plan.phases[phase].tasks[part]
             .iter()
             .copied()
             .filter(|&t| plan.tasks[t].hosts.iter().any(|h| h == host))
@@ -405,12 +419,14 @@ impl State {
                     let Some(h) = self.hosts.get(hname.as_str()) else {
                         return false;
                     };
-                    let notified = h
-                        .notified
+                    // A failed host keeps what it owes for the next run, unless forced.
+                    if h.dead.load(Ordering::SeqCst) && !self.opts.force_handlers {
+                        return false;
+                    }
+                    h.notified
                         .lock()
                         .unwrap_or_else(|e| e.into_inner())
-                        .remove(&task.name);
-                    notified && !h.dead.load(Ordering::SeqCst)
+                        .remove(&(phase, task.name.clone()))
                 })
                 .cloned()
                 .collect();
@@ -538,7 +554,8 @@ impl State {
             return None;
         }
         self.settle_block(host, Some(tid));
-        if h.dead.load(Ordering::SeqCst) {
+        let forced = task.is_handler && self.opts.force_handlers;
+        if h.dead.load(Ordering::SeqCst) && !forced {
             self.finish(tid, host, Done::NotRun { selected: true });
             return None;
         }
@@ -559,7 +576,7 @@ impl State {
         let check_run = self.opts.check;
         let check = self.tasks[tid].checks;
         let (upstream_predicted, upstream_failure) = self.wait_upstream(tid).await;
-        if let Some(why) = self.halted() {
+        if let Some(why) = self.halted().filter(|_| !forced) {
             self.skip(tid, host, &format!("not run: {why}"));
             return None;
         }
@@ -792,7 +809,7 @@ impl State {
                 }
                 if end.changed {
                     let mut n = h.notified.lock().unwrap_or_else(|e| e.into_inner());
-                    n.extend(task.notify.iter().cloned());
+                    n.extend(task.notify.iter().map(|name| (task.phase, name.clone())));
                 }
                 if check && end.changed {
                     h.predicted_change.store(true, Ordering::SeqCst);
@@ -1093,5 +1110,75 @@ impl<'a> TaskCx<'a> {
             facts: &self.host.facts,
             after_predicted_change: self.after_predicted_change,
         }
+    }
+}
+
+impl State {
+    /// Handlers an earlier run owes this run's hosts, owed again here: each runs at the end of
+    /// its phase (a handler the playbook no longer has is dropped).
+    fn load_pending_handlers(&self) {
+        let Some(store) = &self.opts.pending_handlers else {
+            return;
+        };
+        let owed = match store.load() {
+            Ok(owed) => owed,
+            Err(e) => return self.warn(&e),
+        };
+        for (host, list) in owed {
+            let Some(h) = self.hosts.get(&host) else {
+                continue;
+            };
+            let mut n = h.notified.lock().unwrap_or_else(|e| e.into_inner());
+            for p in list {
+                let phase = self.plan.phases.iter().position(|ph| {
+                    ph.name == p.phase
+                        && ph
+                            .handlers
+                            .iter()
+                            .any(|&t| self.plan.tasks[t].name == p.handler)
+                });
+                if let Some(pi) = phase {
+                    n.insert((pi, p.handler));
+                }
+            }
+        }
+    }
+
+    /// Keeps the handlers this run's hosts still owe (their host failed, the run stopped or was
+    /// interrupted) for the next run. Check mode changes nothing, so owes nothing new.
+    fn save_pending_handlers(&self) {
+        let Some(store) = self
+            .opts
+            .pending_handlers
+            .as_ref()
+            .filter(|_| !self.opts.check)
+        else {
+            return;
+        };
+        let owed = self
+            .hosts
+            .iter()
+            .map(|(name, h)| {
+                let n = h.notified.lock().unwrap_or_else(|e| e.into_inner());
+                let list = n
+                    .iter()
+                    .map(|(pi, handler)| crate::pending::Pending {
+                        phase: self.plan.phases[*pi].name.clone(),
+                        handler: handler.clone(),
+                    })
+                    .collect();
+                (name.clone(), list)
+            })
+            .collect();
+        if let Err(e) = store.save(owed) {
+            self.warn(&e);
+        }
+    }
+
+    fn warn(&self, text: &str) {
+        self.sink.emit(&Event::Print {
+            host: None,
+            text: format!("warning: {text}"),
+        });
     }
 }

@@ -64,8 +64,9 @@ impl State {
             run.extend(batch.iter().cloned());
             self.run_batch(pi, run, batch.clone()).await;
             let halted = self.halted();
-            // After any_errors_fatal, as in Ansible, no handler runs.
-            if halted.is_none() {
+            // After any_errors_fatal, as in Ansible, no handler runs unless forced; the hosts
+            // keep owing them.
+            if halted.is_none() || self.opts.force_handlers {
                 self.run_handlers(pi).await;
             }
             let failed: Vec<String> = batch
@@ -129,12 +130,21 @@ impl State {
             b.released.extend(run.iter().cloned());
             b.current = current;
         }
-        let mut joins = tokio::task::JoinSet::new();
-        for h in run {
-            let st = self.clone();
-            joins.spawn(async move { st.run_host_phase(pi, &h).await });
+        // The phase's parts between flush_handlers() calls, each on every host of the batch,
+        // then the handlers notified so far (the caller runs the last part's).
+        let segments = self.plan.phases[pi].segments();
+        for (i, seg) in segments.iter().enumerate() {
+            if i > 0 {
+                self.run_handlers(pi).await;
+            }
+            let mut joins = tokio::task::JoinSet::new();
+            for h in &run {
+                let st = self.clone();
+                let (h, seg) = (h.clone(), seg.clone());
+                joins.spawn(async move { st.run_host_phase(pi, seg, &h).await });
+            }
+            while joins.join_next().await.is_some() {}
         }
-        while joins.join_next().await.is_some() {}
     }
 
     /// Whether the task has ended on every one of its hosts that has started the phase.

@@ -892,3 +892,35 @@ async fn a_block_rescues_a_failure_and_runs_always_in_both_cases() {
     assert_eq!(r.recap.hosts["b"].failed, 0);
     assert_eq!(r.recap.exit_code(), 0);
 }
+
+#[tokio::test]
+async fn flush_handlers_runs_the_handlers_notified_so_far_before_the_next_tasks() {
+    let r = run_playbook(
+        r#"
+        phase("one", || {
+            on("all", task("install", |h| { h.run("echo install"); "changed" }).notify("restart"));
+            flush_handlers();
+            on("all", task("use", |h| { h.run("echo use"); "changed" }).notify("restart"));
+            handler("restart", task("restart", |h| { h.run("echo restart"); "ok" }));
+        });
+        "#,
+        false,
+    )
+    .await;
+    for h in ["a", "b"] {
+        assert_eq!(
+            echoes(&r.fake.scripts(h)),
+            ["install", "restart", "use", "restart"]
+        );
+    }
+    // Every host's part before the flush ends before any host's handler runs.
+    let log = r.fake.log.lock().unwrap();
+    let first_restart = log.iter().position(|(_, s)| s == "echo restart").unwrap();
+    assert_eq!(
+        log[..first_restart]
+            .iter()
+            .filter(|(_, s)| s == "echo install")
+            .count(),
+        2
+    );
+}
