@@ -694,3 +694,68 @@ fn plan_shows_how_each_task_is_run() {
         "an environment value is shown"
     );
 }
+
+#[test]
+fn history_shows_what_real_runs_changed_per_host_and_task() {
+    let p = project();
+    for h in ["a", "b", "c"] {
+        p.mkroot(h);
+    }
+    p.file(
+        "journal.rhai",
+        r#"
+on("web", copy(#{ dest: "{{ root }}/conf", content: "{{ v }}\n" }).name("write conf"));
+on("c", shell(#{ cmd: "true", changed_when: false }).name("look"));
+"#,
+    );
+    let history = |args: &[&str]| {
+        let mut full = vec!["history", "-i", "inventory.toml"];
+        full.extend_from_slice(args);
+        let out = p.run(&full);
+        out.assert_code(0);
+        out.stdout
+    };
+    p.play("journal.rhai", &["-e", "v=1", "--check"])
+        .assert_code(0);
+    assert!(
+        history(&[]).starts_with("no change recorded"),
+        "check mode records nothing"
+    );
+    p.play("journal.rhai", &["-e", "v=1"]).assert_code(0);
+    p.play("journal.rhai", &["-e", "v=1"]).assert_code(0);
+    p.play("journal.rhai", &["-e", "v=2"]).assert_code(0);
+    let all = history(&["--json"]);
+    let entries: Vec<serde_json::Value> = all
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    // Two changing runs on a and b; the unchanged run and host c add nothing.
+    let got: Vec<(String, String)> = entries
+        .iter()
+        .map(|e| {
+            (
+                e["host"].as_str().unwrap().to_string(),
+                e["task"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    assert_eq!(got.len(), 4, "{all}");
+    assert!(got.iter().all(|(h, t)| h != "c" && t == "write conf"));
+    assert_ne!(entries[0]["run"], entries[3]["run"]);
+    let only_a = history(&["--host", "a"]);
+    assert_eq!(only_a.lines().count(), 2, "{only_a}");
+    assert!(
+        only_a
+            .lines()
+            .all(|l| l.contains("  a  main / write conf — ")),
+        "{only_a}"
+    );
+    let since = entries[3]["run"].as_str().unwrap();
+    assert_eq!(history(&["--since", since, "--json"]).lines().count(), 2);
+    assert_eq!(
+        history(&["--since", "2999-01-01", "--json"])
+            .lines()
+            .count(),
+        0
+    );
+}

@@ -898,15 +898,7 @@ phase("report", || {
     );
 
     // Once d is fixed the rollout goes through, then changes nothing.
-    match p.conn {
-        Conn::Local => std::fs::remove_file(p.root("d").join("broken")).unwrap(),
-        Conn::Lab => {
-            crate::support::lab_exec(
-                &Project::lab_host("d"),
-                &format!("rm {}/broken", p.remote_root("d")),
-            );
-        }
-    }
+    unbreak(&p, "d");
     let fixed = p.play("rolling.rhai", &[]);
     fixed.assert_code(0);
     for h in hosts {
@@ -1032,15 +1024,7 @@ phase("deploy", || {
         .contains(&("b".to_string(), "restart".to_string())));
     assert_eq!(std::fs::read_to_string(&state).unwrap(), saved);
 
-    match p.conn {
-        Conn::Local => std::fs::remove_file(p.root("b").join("broken")).unwrap(),
-        Conn::Lab => {
-            crate::support::lab_exec(
-                &Project::lab_host("b"),
-                &format!("rm {}/broken", p.remote_root("b")),
-            );
-        }
-    }
+    unbreak(&p, "b");
     // b's conf is already written: nothing notifies now, yet the owed restart runs.
     let next = p.play("deploy.rhai", &[]);
     next.assert_code(0);
@@ -1076,4 +1060,17 @@ handler("restart", shell(#{ cmd: "echo restart >> {{ root }}/restarts" }));
     assert_eq!(restarts("c"), once);
     p.play("force.rhai", &[]).assert_code(2);
     assert_eq!(restarts("c"), once, "nothing was owed");
+}
+
+/// Removes the `broken` file a test wrote under the host's root, on the host.
+fn unbreak(p: &Project, host: &str) {
+    match p.conn {
+        Conn::Local => std::fs::remove_file(p.root(host).join("broken")).unwrap(),
+        Conn::Lab => {
+            crate::support::lab_exec(
+                &Project::lab_host(host),
+                &format!("rm {}/broken", p.remote_root(host)),
+            );
+        }
+    }
 }

@@ -12,6 +12,7 @@ pub mod facts;
 pub mod fields;
 pub mod host;
 pub mod inventory;
+pub mod journal;
 pub mod module;
 pub mod pattern;
 pub mod pending;

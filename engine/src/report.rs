@@ -38,7 +38,7 @@ impl EventSink for JsonReporter {
 }
 
 /// The time now as RFC 3339 in UTC with milliseconds (`2026-12-05T09:12:44.123Z`).
-fn now_rfc3339() -> String {
+pub fn now_rfc3339() -> String {
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap_or_default();
