@@ -29,12 +29,7 @@ pub struct Entry {
 }
 
 pub fn path_beside(inventory: &Path) -> PathBuf {
-    let dir = inventory.parent().unwrap_or(Path::new("."));
-    let name = inventory
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_else(|| "inventory".into());
-    dir.join(".playbook").join(format!("{name}.journal.jsonl"))
+    crate::pending::state_file(inventory, "journal.jsonl")
 }
 
 /// Appends the changes of a run as they are reported. Put it behind the run's redaction, so

@@ -26,18 +26,25 @@ pub struct PendingHandlers {
     playbook: String,
 }
 
+/// A file the controller keeps about the runs on one inventory (`kind`: `handlers.json`,
+/// `journal.jsonl`): `.playbook/INVENTORY.KIND` beside the inventory, so that it goes with the
+/// inventory, whoever runs it.
+pub fn state_file(inventory: &Path, kind: &str) -> PathBuf {
+    let dir = inventory.parent().unwrap_or(Path::new("."));
+    let name = inventory
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "inventory".into());
+    dir.join(".playbook").join(format!("{name}.{kind}"))
+}
+
 impl PendingHandlers {
     pub fn beside(inventory: &Path, playbook: &Path) -> Self {
-        let dir = inventory.parent().unwrap_or(Path::new("."));
-        let name = inventory
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_else(|| "inventory".into());
         let playbook = playbook
             .canonicalize()
             .unwrap_or_else(|_| playbook.to_path_buf());
         PendingHandlers {
-            path: dir.join(".playbook").join(format!("{name}.handlers.json")),
+            path: state_file(inventory, "handlers.json"),
             playbook: playbook.display().to_string(),
         }
     }
