@@ -631,7 +631,10 @@ fn describe_plan(plan: &Plan) -> String {
         if let Some(r) = phase.rollout.describe() {
             out.push_str(&format!("  rollout: {r}\n"));
         }
-        for &id in phase.tasks.iter().chain(&phase.handlers) {
+        for (i, &id) in phase.tasks.iter().chain(&phase.handlers).enumerate() {
+            if i < phase.tasks.len() && i > 0 && phase.flushes.contains(&i) {
+                out.push_str("  flush_handlers(): the handlers notified above run here\n");
+            }
             let t = plan.task(id);
             let hosts = if t.is_handler {
                 "hosts that notify it".to_string()

@@ -419,8 +419,11 @@ impl State {
                     let Some(h) = self.hosts.get(hname.as_str()) else {
                         return false;
                     };
-                    // A failed host keeps what it owes for the next run, unless forced.
-                    if h.dead.load(Ordering::SeqCst) && !self.opts.force_handlers {
+                    // A failed host keeps what it owes for the next run, unless forced; a
+                    // host of a later batch keeps what an earlier run left it for its batch.
+                    if (h.dead.load(Ordering::SeqCst) && !self.opts.force_handlers)
+                        || !self.reached(phase, hname)
+                    {
                         return false;
                     }
                     h.notified

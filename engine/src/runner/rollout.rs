@@ -157,6 +157,18 @@ impl State {
             .all(|h| !batch.released.contains(h) || done.contains_key(&(tid, h.clone())))
     }
 
+    /// Whether the phase has reached the host: always, unless the phase rolls and the host's
+    /// batch has not started (or the host is in none).
+    pub(super) fn reached(&self, pi: usize, host: &str) -> bool {
+        !self.plan.phases[pi].rollout.is_set()
+            || self
+                .batch
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .released
+                .contains(host)
+    }
+
     /// The host that runs a run_once task for the batch: the first of its hosts in it (once per
     /// batch, as in Ansible).
     pub(super) fn run_once_host(&self, tid: TaskId) -> Option<String> {

@@ -181,12 +181,21 @@ async fn run_on(playbook: &str, inventory: &str, check: bool, fake: Fake) -> Run
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("play.rhai");
     std::fs::write(&file, playbook).unwrap();
+    let opts = RunOptions {
+        check,
+        ..RunOptions::default()
+    };
+    run_file(&file, inventory, opts, fake).await
+}
+
+/// Runs the playbook `file` with `opts`.
+async fn run_file(file: &std::path::Path, inventory: &str, opts: RunOptions, fake: Fake) -> Run {
     let inventory = Arc::new(Inventory::parse(inventory, "inventory.toml").unwrap());
     let mut registry = Registry::new();
     registry.register(Mark);
     let sink = Arc::new(Collector::default());
     let plan: Plan = plan(PlanInput {
-        playbook: &file,
+        playbook: file,
         inventory: inventory.clone(),
         registry: &registry,
         limit: None,
@@ -195,10 +204,6 @@ async fn run_on(playbook: &str, inventory: &str, check: bool, fake: Fake) -> Run
     })
     .unwrap();
     let fake = Arc::new(fake);
-    let opts = RunOptions {
-        check,
-        ..RunOptions::default()
-    };
     let recap = run(Arc::new(plan), inventory, fake.clone(), opts, sink.clone()).await;
     Run {
         fake,
@@ -923,4 +928,46 @@ async fn flush_handlers_runs_the_handlers_notified_so_far_before_the_next_tasks(
             .count(),
         2
     );
+}
+
+#[tokio::test]
+async fn a_rolling_phase_runs_a_hosts_handlers_with_its_own_batch() {
+    // b owes the handler from an earlier run: it runs after b's batch, not a's.
+    let dir = tempfile::tempdir().unwrap();
+    let play = dir.path().join("play.rhai");
+    std::fs::write(
+        &play,
+        r#"
+        phase("one", || {
+            serial(1);
+            on("all", task("step", |h| { h.run("echo step-" + h.name); "ok" }).notify("h"));
+            handler("h", task("handler", |h| { h.run("echo handler-" + h.name); "ok" }));
+        });
+        "#,
+    )
+    .unwrap();
+    let store = crate::pending::PendingHandlers::beside(&dir.path().join("inv.toml"), &play);
+    let owed = crate::pending::Pending {
+        phase: "one".into(),
+        handler: "h".into(),
+    };
+    store
+        .save(crate::pending::ByHost::from([("b".into(), vec![owed])]))
+        .unwrap();
+    let opts = RunOptions {
+        pending_handlers: Some(store.clone()),
+        ..RunOptions::default()
+    };
+    let r = run_file(&play, INVENTORY, opts, Fake::default()).await;
+    let log: Vec<String> = r
+        .fake
+        .log
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|(_, s)| s.clone())
+        .collect();
+    let steps: Vec<&String> = log.iter().filter(|s| s.starts_with("echo ")).collect();
+    assert_eq!(steps, ["echo step-a", "echo step-b", "echo handler-b"]);
+    assert!(store.load().unwrap().is_empty(), "the debt is paid");
 }
