@@ -15,6 +15,8 @@ pub(super) struct BlockRun {
     body_failed: bool,
     rescue_failed: bool,
     always_failed: bool,
+    /// The first task that failed in the block, which any_errors_fatal names.
+    failed_task: Option<TaskId>,
 }
 
 /// What the host does with a task of a block.
@@ -41,6 +43,10 @@ impl State {
         let unrescued = run.body_failed && (!run.has_rescue || run.rescue_failed);
         if unrescued || run.always_failed {
             h.dead.store(true, Ordering::SeqCst);
+            drop(slot);
+            if let Some(t) = run.failed_task {
+                self.fail_fast(t, host);
+            }
         }
     }
 
@@ -59,6 +65,7 @@ impl State {
             body_failed: false,
             rescue_failed: false,
             always_failed: false,
+            failed_task: None,
         });
         match part.role {
             BlockRole::Body if run.body_failed => Gate::Pass(Done::NotRun { selected: true }),
@@ -78,6 +85,7 @@ impl State {
             .lock()
             .unwrap_or_else(|e| e.into_inner());
         let run = slot.as_mut().filter(|r| r.id == part.id)?;
+        run.failed_task.get_or_insert(tid);
         Some(match part.role {
             BlockRole::Body => {
                 run.body_failed = true;

@@ -971,3 +971,26 @@ async fn a_rolling_phase_runs_a_hosts_handlers_with_its_own_batch() {
     assert_eq!(steps, ["echo step-a", "echo step-b", "echo handler-b"]);
     assert!(store.load().unwrap().is_empty(), "the debt is paid");
 }
+
+#[tokio::test]
+async fn an_unrescued_block_failure_under_any_errors_fatal_stops_the_other_hosts() {
+    let r = run_playbook(
+        r#"
+        phase("one", || {
+            any_errors_fatal();
+            on("a", block([task("fails", |h| { throw "no" })])
+                .always([task("cleanup", |h| { h.run("echo cleanup"); "ok" })]));
+            on("b", task("slow", |h| { h.run("sleep 0.5"); "ok" }));
+            on("b", task("next", |h| { h.run("echo next"); "ok" }));
+        });
+        "#,
+        false,
+    )
+    .await;
+    assert_eq!(echoes(&r.fake.scripts("a")), ["cleanup"]);
+    assert!(
+        echoes(&r.fake.scripts("b")).is_empty(),
+        "next did not run on b"
+    );
+    assert!(r.recap.stopped.unwrap().contains("a failed 'fails'"));
+}
