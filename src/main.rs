@@ -58,6 +58,22 @@ enum Command {
         #[arg(short = 'e', long = "extra-vars", value_name = "KEY=VALUE|@FILE")]
         extra_vars: Vec<String>,
     },
+    /// Show what earlier runs changed, per host and task, from the run journal beside the
+    /// inventory (`.playbook/INVENTORY.journal.jsonl`), oldest first.
+    History {
+        /// The inventory file the runs used; default $PLAYBOOK_INVENTORY.
+        #[arg(short, long, env = "PLAYBOOK_INVENTORY")]
+        inventory: PathBuf,
+        /// Only this host.
+        #[arg(long)]
+        host: Option<String>,
+        /// Only changes from this day or time on (UTC): `2026-12-01` or `2026-12-01T09:00:00Z`.
+        #[arg(long)]
+        since: Option<String>,
+        /// One JSON object per change, as the journal stores it.
+        #[arg(long)]
+        json: bool,
+    },
     /// Show a module's documentation, or list the modules.
     Doc { module: Option<String> },
     /// Print a shell completion script: `playbook completions bash > /etc/bash_completion.d/playbook`.
@@ -96,6 +112,9 @@ struct RunArgs {
     /// Show what would change and change nothing.
     #[arg(short = 'C', long)]
     check: bool,
+    /// Run notified handlers even on hosts that failed (and after any_errors_fatal).
+    #[arg(long)]
+    force_handlers: bool,
     /// Show a unified diff of every file change.
     #[arg(short = 'D', long)]
     diff: bool,
@@ -317,14 +336,49 @@ fn plan_only(args: &PlanArgs) -> Result<Plan, Report> {
 
 fn real_main(cli: Cli) -> Result<u8, Report> {
     match cli.command {
+        Command::History {
+            inventory,
+            host,
+            since,
+            json,
+        } => {
+            let path = engine::journal::path_beside(&inventory);
+            let entries = engine::journal::read(&path, host.as_deref(), since.as_deref())
+                .map_err(|e| miette::miette!("{e}"))?;
+            for e in &entries {
+                if json {
+                    println!("{}", serde_json::to_string(e).expect("plain JSON"));
+                    continue;
+                }
+                println!(
+                    "{}  {}  {} / {}{}{}",
+                    e.ts,
+                    e.host,
+                    e.phase,
+                    e.task,
+                    if e.handler { " (handler)" } else { "" },
+                    e.summary
+                        .as_ref()
+                        .map(|s| format!(" — {s}"))
+                        .unwrap_or_default()
+                );
+            }
+            if entries.is_empty() && !json {
+                println!("no change recorded in {}", path.display());
+            }
+            Ok(0)
+        }
         Command::Run(args) => {
             let reporter: Arc<dyn EventSink> = match args.output {
                 Output::Text => Arc::new(TextReporter::new(args.verbose)),
                 Output::Json => Arc::new(JsonReporter::default()),
             };
             let secrets = Arc::new(Redactor::default());
+            // The journal keeps what real runs change (it ignores check runs), redacted too.
+            let journal =
+                engine::journal::Journal::new(engine::journal::path_beside(&args.plan.inventory));
             let sink: Arc<dyn EventSink> = Arc::new(Redacting {
-                inner: reporter,
+                inner: Arc::new(engine::events::Tee(vec![reporter, Arc::new(journal)])),
                 secrets: secrets.clone(),
             });
             let become_password = if args.ask_become_pass {
@@ -380,6 +434,11 @@ fn real_main(cli: Cli) -> Result<u8, Report> {
                 become_password,
                 secrets,
                 keep_output: args.keep_output,
+                pending_handlers: Some(engine::pending::PendingHandlers::beside(
+                    &args.plan.inventory,
+                    &args.plan.playbook,
+                )),
+                force_handlers: args.force_handlers,
             };
             let connector = DefaultConnector {
                 accept_new_host_keys: args.accept_new_host_keys,
@@ -604,7 +663,13 @@ fn describe_plan(plan: &Plan) -> String {
     let mut out = String::new();
     for phase in &plan.phases {
         out.push_str(&format!("phase {}\n", phase.name));
-        for &id in phase.tasks.iter().chain(&phase.handlers) {
+        if let Some(r) = phase.rollout.describe() {
+            out.push_str(&format!("  rollout: {r}\n"));
+        }
+        for (i, &id) in phase.tasks.iter().chain(&phase.handlers).enumerate() {
+            if i < phase.tasks.len() && i > 0 && phase.flushes.contains(&i) {
+                out.push_str("  flush_handlers(): the handlers notified above run here\n");
+            }
             let t = plan.task(id);
             let hosts = if t.is_handler {
                 "hosts that notify it".to_string()
@@ -649,6 +714,17 @@ fn describe_plan(plan: &Plan) -> String {
             }
             if !t.notify.is_empty() {
                 out.push_str(&format!("      notifies: {}\n", t.notify.join(", ")));
+            }
+            if let Some(b) = t.block {
+                let role = match b.role {
+                    engine::plan::BlockRole::Body => "body",
+                    engine::plan::BlockRole::Rescue => "rescue (runs where the body failed)",
+                    engine::plan::BlockRole::Always => "always",
+                };
+                out.push_str(&format!("      block {}: {role}\n", b.id + 1));
+            }
+            if t.ignore_unreachable {
+                out.push_str("      ignores an unreachable host\n");
             }
             if let Some(n) = t.throttle {
                 out.push_str(&format!("      throttle: {n} host(s) at a time\n"));

@@ -354,3 +354,48 @@ fn until_as_in_ansible_points_to_retry_until() {
     let p = project("on(\"all\", shell(#{ cmd: \"true\" }).retrys(2));\n");
     expect_error(&p, &[], &["did you mean 'retries'?"]);
 }
+
+#[test]
+fn rollout_settings_are_checked_where_they_are_written() {
+    let p = project("phase(\"up\", || {\n    serial([2, \"0%\"]);\n});\n");
+    expect_error(
+        &p,
+        &[],
+        &["bad.rhai:3:5", "serial(\"0%\"): a percentage is 1% to 100%"],
+    );
+    let p = project("phase(\"up\", || { serial(0); });\n");
+    expect_error(&p, &[], &["bad.rhai:2:18", "a number of hosts (1 or more)"]);
+    let p = project("phase(\"up\", || { serial(1); serial(2); });\n");
+    expect_error(
+        &p,
+        &[],
+        &["bad.rhai:2:29", "serial() is set twice in phase 'up'"],
+    );
+    let p = project("max_fail_percentage(10);\n");
+    expect_error(
+        &p,
+        &[],
+        &["bad.rhai:2:1", "call it inside phase(\"name\", || { ... })"],
+    );
+    let p = project("phase(\"up\", || { max_fail_percentage(101); });\n");
+    expect_error(
+        &p,
+        &[],
+        &["max_fail_percentage(101): a percentage is 0 to 100"],
+    );
+}
+
+#[test]
+fn a_task_cannot_wait_for_one_after_a_flush_of_its_phase() {
+    let p = project(
+        "phase(\"p\", || {\n    on(\"a\", shell(#{ cmd: \"true\" }).name(\"x\").after(\"y\"));\n    flush_handlers();\n    on(\"a\", shell(#{ cmd: \"true\" }).name(\"y\"));\n});\n",
+    );
+    expect_error(
+        &p,
+        &[],
+        &[
+            "bad.rhai:3:",
+            "task 'x' waits for 'y' (line 5), which comes after a flush_handlers()",
+        ],
+    );
+}

@@ -551,8 +551,24 @@ on("b", shell(#{ cmd: "false" }).name("retried").retries(1).delay(0).ignore_erro
     p.file("broken.rhai", "let x = ;\n");
     let bad = p.play("broken.rhai", &[]);
     bad.assert_code(1);
+    p.file(
+        "rolling.rhai",
+        r#"
+phase("roll", || {
+    serial(1);
+    on("all", shell(#{ cmd: "false" }).name("fails").when("inventory_hostname == 'b'"));
+});
+"#,
+    );
+    let rolling = p.play("rolling.rhai", &[]);
+    rolling.assert_code(2);
     let mut seen = std::collections::BTreeSet::new();
-    for e in run.events().into_iter().chain(bad.events()) {
+    for e in run
+        .events()
+        .into_iter()
+        .chain(bad.events())
+        .chain(rolling.events())
+    {
         let obj = e.as_object().unwrap();
         let kind = obj["event"].as_str().unwrap().to_string();
         let ts = obj["ts"].as_str().unwrap_or_else(|| panic!("no ts: {e}"));
@@ -585,6 +601,10 @@ on("b", shell(#{ cmd: "false" }).name("retried").retries(1).delay(0).ignore_erro
         "print.text",
         "task_retry.attempt",
         "recap.hosts",
+        "recap.not_reached",
+        "recap.stopped",
+        "batch_start.hosts",
+        "rollout_stop.not_reached",
         "error.schema",
         "error.line",
     ] {
@@ -690,4 +710,69 @@ on("a", assert(#{ that: ["o.stdout_cut == 5000 - 2048"] }));"#,
     let bad = p.play("out.rhai", &["--keep-output", "2X"]);
     bad.assert_code(1);
     assert!(bad.stderr.contains("a size is bytes"), "{}", bad.stderr);
+}
+
+#[test]
+fn history_shows_what_real_runs_changed_per_host_and_task() {
+    let p = project();
+    for h in ["a", "b", "c"] {
+        p.mkroot(h);
+    }
+    p.file(
+        "journal.rhai",
+        r#"
+on("web", copy(#{ dest: "{{ root }}/conf", content: "{{ v }}\n" }).name("write conf"));
+on("c", shell(#{ cmd: "true", changed_when: false }).name("look"));
+"#,
+    );
+    let history = |args: &[&str]| {
+        let mut full = vec!["history", "-i", "inventory.toml"];
+        full.extend_from_slice(args);
+        let out = p.run(&full);
+        out.assert_code(0);
+        out.stdout
+    };
+    p.play("journal.rhai", &["-e", "v=1", "--check"])
+        .assert_code(0);
+    assert!(
+        history(&[]).starts_with("no change recorded"),
+        "check mode records nothing"
+    );
+    p.play("journal.rhai", &["-e", "v=1"]).assert_code(0);
+    p.play("journal.rhai", &["-e", "v=1"]).assert_code(0);
+    p.play("journal.rhai", &["-e", "v=2"]).assert_code(0);
+    let all = history(&["--json"]);
+    let entries: Vec<serde_json::Value> = all
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    // Two changing runs on a and b; the unchanged run and host c add nothing.
+    let got: Vec<(String, String)> = entries
+        .iter()
+        .map(|e| {
+            (
+                e["host"].as_str().unwrap().to_string(),
+                e["task"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    assert_eq!(got.len(), 4, "{all}");
+    assert!(got.iter().all(|(h, t)| h != "c" && t == "write conf"));
+    assert_ne!(entries[0]["run"], entries[3]["run"]);
+    let only_a = history(&["--host", "a"]);
+    assert_eq!(only_a.lines().count(), 2, "{only_a}");
+    assert!(
+        only_a
+            .lines()
+            .all(|l| l.contains("  a  main / write conf — ")),
+        "{only_a}"
+    );
+    let since = entries[3]["run"].as_str().unwrap();
+    assert_eq!(history(&["--since", since, "--json"]).lines().count(), 2);
+    assert_eq!(
+        history(&["--since", "2999-01-01", "--json"])
+            .lines()
+            .count(),
+        0
+    );
 }

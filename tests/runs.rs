@@ -2,7 +2,7 @@
 //! convergence, idempotency, truthful check mode, values passed between hosts, custom Rhai tasks,
 //! handlers, failures, tags, limits and imports.
 
-use crate::support::Project;
+use crate::support::{Conn, Project};
 
 /// Each test runs twice: `local::NAME` on the local connection and `ssh::NAME` on lab hosts
 /// (skipped, and saying so, when the lab is not up).
@@ -40,6 +40,8 @@ on_both_connections!(
     become_per_task_runs_one_task_as_another_user,
     templated_variables_render_when_read_as_ansible_renders_them,
     command_output_is_kept_bounded_and_shown_lines_are_capped,
+    rescue_runs_on_failure_and_always_runs_in_both_cases,
+    a_handler_notified_before_a_failure_runs_in_the_next_run,
 );
 
 /// A playbook that uses most core modules; every path is under the host's own `root`.
@@ -899,4 +901,301 @@ on("a", assert(#{ that: ["small.stdout_cut == 0"] }));
         "{} bytes of text",
         text.stdout.len()
     );
+}
+/// Six hosts: the ssh variant needs the lab's h1..h6.
+mod rolling {
+    use crate::support::{Conn, Project};
+
+    #[test]
+    fn local() {
+        super::a_rolling_change_stops_after_the_batch_where_a_host_failed(Project::new(
+            Conn::Local,
+        ));
+    }
+
+    #[test]
+    fn ssh() {
+        if let Some(p) = Project::lab_of("rolling::ssh", 6) {
+            super::a_rolling_change_stops_after_the_batch_where_a_host_failed(p);
+        }
+    }
+}
+
+fn a_rolling_change_stops_after_the_batch_where_a_host_failed(p: Project) {
+    let hosts = ["a", "b", "c", "d", "e", "f"];
+    p.hosts(&hosts, &[]);
+    for h in hosts {
+        p.mkroot(h);
+    }
+    p.write("d", "broken", "");
+    p.file(
+        "rolling.rhai",
+        r#"
+phase("upgrade", || {
+    serial(2);
+    max_fail_percentage(0);
+    on("all", [
+        copy(#{ dest: "{{ root }}/version", content: "2\n" }).notify("restart"),
+        shell(#{ cmd: "test ! -e {{ root }}/broken", changed_when: false })
+            .name("health check").check_mode(false),
+    ]);
+    handler("restart", shell(#{ cmd: "echo restart >> {{ root }}/restarts" }));
+});
+phase("report", || {
+    on("all", copy(#{ dest: "{{ root }}/reported", content: "yes\n" }));
+});
+"#,
+    );
+    let read = |h: &str, f: &str| std::fs::read_to_string(p.root(h).join(f)).ok();
+    let files = || -> Vec<Vec<Option<String>>> {
+        hosts
+            .iter()
+            .map(|h| {
+                ["version", "restarts", "reported"]
+                    .iter()
+                    .map(|f| read(h, f))
+                    .collect()
+            })
+            .collect()
+    };
+    let before = files();
+    // Check mode goes through the same batches and changes nothing.
+    let check = p.play("rolling.rhai", &["--check"]);
+    let batches = |out: &crate::support::Output| -> Vec<Vec<String>> {
+        out.events()
+            .into_iter()
+            .filter(|e| e["event"] == "batch_start")
+            .map(|e| serde_json::from_value(e["hosts"].clone()).unwrap())
+            .collect()
+    };
+    assert_eq!(
+        batches(&check),
+        [["a", "b"], ["c", "d"], ["e", "f"]],
+        "{}",
+        check.stdout
+    );
+    assert_eq!(files(), before, "check mode changed a file");
+
+    let out = p.play("rolling.rhai", &[]);
+    out.assert_code(2);
+    assert_eq!(batches(&out), [["a", "b"], ["c", "d"]], "{}", out.stdout);
+    let v = Some("2\n".to_string());
+    let r = Some("restart\n".to_string());
+    for h in ["a", "b", "c"] {
+        assert_eq!(read(h, "version"), v, "{h}");
+        assert_eq!(read(h, "restarts"), r, "{h}: its batch's handler ran");
+        assert_eq!(read(h, "reported"), None, "{h}: no later phase runs");
+    }
+    assert_eq!(read("d", "version"), v);
+    assert_eq!(read("d", "restarts"), None, "a failed host runs no handler");
+    for h in ["e", "f"] {
+        assert_eq!(
+            std::fs::read_dir(p.root(h)).unwrap().count(),
+            0,
+            "{h} was touched"
+        );
+    }
+    let recap = out.recap();
+    assert_eq!(recap["not_reached"], serde_json::json!(["e", "f"]));
+    assert!(
+        recap["stopped"].as_str().unwrap().starts_with(
+            "phase 'upgrade' stopped after batch 2 of 3: 1 of 2 host(s) of the batch failed (d)"
+        ),
+        "{recap}"
+    );
+    let stop: Vec<_> = out
+        .events()
+        .into_iter()
+        .filter(|e| e["event"] == "rollout_stop")
+        .collect();
+    assert_eq!(stop.len(), 1);
+    assert_eq!(stop[0]["failed"], serde_json::json!(["d"]));
+    assert_eq!(stop[0]["batch"], 2);
+
+    // The text recap names the hosts the rollout did not reach.
+    let text = p.run(&["run", "rolling.rhai", "-i", "inventory.toml"]);
+    text.assert_code(2);
+    assert!(
+        text.stdout
+            .contains("not reached (no task ran there): e, f"),
+        "{}",
+        text.stdout
+    );
+
+    // Once d is fixed the rollout goes through, then changes nothing.
+    unbreak(&p, "d");
+    let fixed = p.play("rolling.rhai", &[]);
+    fixed.assert_code(0);
+    for h in hosts {
+        assert_eq!(read(h, "version"), v, "{h}");
+        assert_eq!(read(h, "reported"), Some("yes\n".into()), "{h}");
+    }
+    assert_eq!(read("e", "restarts"), r);
+    assert_eq!(
+        read("d", "restarts"),
+        r,
+        "d's restart, owed since its failure, ran once d was fixed"
+    );
+    let again = p.play("rolling.rhai", &[]);
+    again.assert_code(0);
+    assert_eq!(again.total("changed"), 0, "{}", again.stdout);
+}
+
+fn rescue_runs_on_failure_and_always_runs_in_both_cases(p: Project) {
+    p.hosts(&["a", "b", "c"], &[("ab", &["a", "b"])]);
+    for h in ["a", "b", "c"] {
+        p.mkroot(h);
+    }
+    p.write("b", "broken", "");
+    p.file(
+        "block.rhai",
+        r#"
+on("ab", block([
+    copy(#{ dest: "{{ root }}/started", content: "1\n" }),
+    shell(#{ cmd: "test ! -e {{ root }}/broken", changed_when: false }).name("may fail"),
+    copy(#{ dest: "{{ root }}/finished", content: "1\n" }).name("after the failure"),
+]).rescue([
+    copy(#{ dest: "{{ root }}/rescued", content: "1\n" }).name("rescue"),
+]).always([
+    shell(#{ cmd: "echo always >> {{ root }}/always" }).name("always"),
+]));
+on("c", block([shell(#{ cmd: "false" }).name("fails")])
+    .rescue([shell(#{ cmd: "false" }).name("rescue fails")])
+    .always([copy(#{ dest: "{{ root }}/always", content: "always\n" }).name("always on c")]));
+on("all", copy(#{ dest: "{{ root }}/next", content: "1\n" }).name("next"));
+"#,
+    );
+    let out = p.play("block.rhai", &[]);
+    out.assert_code(2);
+    let has = |h: &str, f: &str| p.root(h).join(f).exists();
+    for h in ["a", "b"] {
+        assert!(has(h, "started") && has(h, "next"), "{h} went on");
+        assert_eq!(
+            std::fs::read_to_string(p.root(h).join("always")).unwrap(),
+            "always\n",
+            "always ran once on {h}"
+        );
+    }
+    assert!(
+        has("a", "finished") && !has("a", "rescued"),
+        "no rescue without a failure"
+    );
+    assert!(!has("b", "finished"), "the body stops at its failure");
+    assert!(has("b", "rescued"));
+    // A failed rescue fails the host, after its always tasks.
+    assert!(has("c", "always") && !has("c", "next"));
+    let recap = out.recap();
+    let counts = |h: &str, k: &str| recap["hosts"][h][k].as_u64().unwrap();
+    assert_eq!((counts("b", "failed"), counts("b", "rescued")), (0, 1));
+    assert_eq!((counts("a", "failed"), counts("a", "rescued")), (0, 0));
+    assert_eq!((counts("c", "failed"), counts("c", "rescued")), (1, 1));
+    let ends = out.tasks_where(|e| e["rescued"] == true);
+    assert_eq!(
+        ends,
+        [
+            ("b".to_string(), "may fail".to_string()),
+            ("c".to_string(), "fails".to_string())
+        ]
+    );
+    // Converged, with b still broken: the rescue and always run again, nothing else changes.
+    let again = p.play("block.rhai", &[]);
+    again.assert_code(2);
+    assert_eq!(
+        again.changed(),
+        [
+            ("a".to_string(), "always".to_string()),
+            ("b".to_string(), "always".to_string()),
+        ],
+        "{}",
+        again.stdout
+    );
+}
+
+fn a_handler_notified_before_a_failure_runs_in_the_next_run(p: Project) {
+    p.hosts(&["a", "b", "c"], &[]);
+    for h in ["a", "b", "c"] {
+        p.mkroot(h);
+    }
+    p.write("b", "broken", "");
+    p.file(
+        "deploy.rhai",
+        r#"
+phase("deploy", || {
+    on("a:b", [
+        copy(#{ dest: "{{ root }}/conf", content: "v1\n" }).notify("restart"),
+        shell(#{ cmd: "test ! -e {{ root }}/broken", changed_when: false }).name("check"),
+    ]);
+    handler("restart", shell(#{ cmd: "echo restart >> {{ root }}/restarts" }));
+});
+"#,
+    );
+    let restarts = |h: &str| std::fs::read_to_string(p.root(h).join("restarts")).ok();
+    let once = Some("restart\n".to_string());
+    p.play("deploy.rhai", &[]).assert_code(2);
+    assert_eq!(restarts("a"), once);
+    assert_eq!(restarts("b"), None, "b failed before its handler");
+    let state = p.path().join(".playbook/inventory.toml.handlers.json");
+    let saved = std::fs::read_to_string(&state).unwrap();
+    assert!(
+        saved.contains("\"b\"") && !saved.contains("\"a\""),
+        "{saved}"
+    );
+
+    // Check mode predicts the owed handler and leaves it owed.
+    let check = p.play("deploy.rhai", &["--check"]);
+    assert_eq!(restarts("b"), None);
+    assert!(check
+        .changed()
+        .contains(&("b".to_string(), "restart".to_string())));
+    assert_eq!(std::fs::read_to_string(&state).unwrap(), saved);
+
+    unbreak(&p, "b");
+    // b's conf is already written: nothing notifies now, yet the owed restart runs.
+    let next = p.play("deploy.rhai", &[]);
+    next.assert_code(0);
+    assert_eq!(
+        next.changed(),
+        [("b".to_string(), "restart".to_string())],
+        "{}",
+        next.stdout
+    );
+    assert_eq!(restarts("a"), once);
+    assert_eq!(restarts("b"), once);
+    let again = p.play("deploy.rhai", &[]);
+    again.assert_code(0);
+    assert_eq!(
+        again.total("changed"),
+        0,
+        "the debt is paid: {}",
+        again.stdout
+    );
+
+    // --force-handlers runs it at once, in the failing run.
+    p.file(
+        "force.rhai",
+        r#"
+on("c", [
+    copy(#{ dest: "{{ root }}/conf", content: "v1\n" }).notify("restart"),
+    shell(#{ cmd: "false" }).name("fails"),
+]);
+handler("restart", shell(#{ cmd: "echo restart >> {{ root }}/restarts" }));
+"#,
+    );
+    p.play("force.rhai", &["--force-handlers"]).assert_code(2);
+    assert_eq!(restarts("c"), once);
+    p.play("force.rhai", &[]).assert_code(2);
+    assert_eq!(restarts("c"), once, "nothing was owed");
+}
+
+/// Removes the `broken` file a test wrote under the host's root, on the host.
+fn unbreak(p: &Project, host: &str) {
+    match p.conn {
+        Conn::Local => std::fs::remove_file(p.root(host).join("broken")).unwrap(),
+        Conn::Lab => {
+            crate::support::lab_exec(
+                &Project::lab_host(host),
+                &format!("rm {}/broken", p.remote_root(host)),
+            );
+        }
+    }
 }

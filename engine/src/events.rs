@@ -44,6 +44,8 @@ pub struct TaskEnd {
     pub handler: bool,
     /// A failed task whose failure the playbook said to ignore.
     pub ignored: bool,
+    /// A failed task of a block whose rescue tasks then run (Ansible's `rescued`).
+    pub rescued: bool,
     /// The change in one line ("create /etc/x").
     #[serde(skip_serializing_if = "Option::is_none")]
     pub summary: Option<String>,
@@ -63,6 +65,8 @@ pub struct HostCounts {
     pub skipped: usize,
     pub unreachable: usize,
     pub ignored: usize,
+    /// Failures in a block's body that its rescue tasks handled.
+    pub rescued: usize,
     /// Remote commands run on the host (each one SSH channel: probes, changes, fact gathering):
     /// the cost a run pays per host, shown in the JSON recap.
     pub round_trips: usize,
@@ -73,7 +77,8 @@ impl HostCounts {
         match e.status {
             TaskStatus::Ok => self.ok += 1,
             TaskStatus::Changed => self.changed += 1,
-            TaskStatus::Failed if e.ignored => self.ignored += 1,
+            TaskStatus::Failed | TaskStatus::Unreachable if e.ignored => self.ignored += 1,
+            TaskStatus::Failed if e.rescued => self.rescued += 1,
             TaskStatus::Failed => self.failed += 1,
             TaskStatus::Skipped => self.skipped += 1,
             TaskStatus::Unreachable => self.unreachable += 1,
@@ -97,6 +102,25 @@ pub enum Event {
         /// Task runs the phase will make (each task once per host it targets; handlers apart):
         /// the progress total from the start.
         runs: usize,
+    },
+    /// A rolling phase (`serial`, `max_fail_percentage`, `any_errors_fatal`) starts a batch:
+    /// its tasks and handlers on these hosts before the next batch.
+    BatchStart {
+        phase: String,
+        /// 1 for the first.
+        batch: usize,
+        batches: usize,
+        hosts: Vec<String>,
+    },
+    /// A rolling phase's batch ended with failures that stop the run: no later batch or phase
+    /// runs.
+    RolloutStop {
+        phase: String,
+        batch: usize,
+        batches: usize,
+        failed: Vec<String>,
+        not_reached: Vec<String>,
+        reason: String,
     },
     TaskStart {
         phase: String,
@@ -127,6 +151,10 @@ pub enum Event {
         hosts: BTreeMap<String, HostCounts>,
         check: bool,
         interrupted: bool,
+        /// Hosts of a rolling phase's batches that never started: the run stopped before them.
+        not_reached: Vec<String>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        stopped: Option<String>,
         duration_ms: u64,
     },
     /// Bad input (the command line, inventory, playbook, a template): nothing was run. `file`,
@@ -217,7 +245,11 @@ impl EventSink for Redacting {
                 *msg = r(msg);
             }
             Event::Error { message, .. } => *message = r(message),
-            Event::RunStart { .. } | Event::PhaseStart { .. } | Event::Recap { .. } => {}
+            Event::RunStart { .. }
+            | Event::PhaseStart { .. }
+            | Event::BatchStart { .. }
+            | Event::RolloutStop { .. }
+            | Event::Recap { .. } => {}
         }
         self.inner.emit(&e);
     }

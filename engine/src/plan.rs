@@ -175,6 +175,10 @@ pub struct Task {
     /// Handlers are tasks too, run at the end of their phase on hosts that notified them.
     pub is_handler: bool,
     pub ignore_errors: bool,
+    /// An unreachable host goes on with its next task (reported unreachable, ignored).
+    pub ignore_unreachable: bool,
+    /// The task is part of a `block(...)`: its body, rescue or always tasks.
+    pub block: Option<BlockPart>,
     /// At most this many hosts run the task at once (Ansible's `throttle`). A throttled handler
     /// runs on its notifying hosts in inventory order, that many at a time, and stops at the
     /// first group where it fails: a rolling restart.
@@ -184,6 +188,26 @@ pub struct Task {
     pub check_mode: Option<bool>,
     /// Retries, run_once, timeout, environment and become set on the task.
     pub control: Control,
+}
+
+/// Where a task sits in a `block([...]).rescue([...]).always([...])` group.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct BlockPart {
+    /// The block's number in the plan.
+    pub id: usize,
+    pub role: BlockRole,
+    /// Whether the block has rescue tasks: a failure in its body is then rescued, not final.
+    pub has_rescue: bool,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BlockRole {
+    /// Runs in order until one fails on the host; the rest of the body is then not run there.
+    Body,
+    /// Runs on a host where the body failed; when every rescue task succeeds, the host goes on.
+    Rescue,
+    /// Runs on every host that reached the block, whether the body or rescue failed or not.
+    Always,
 }
 
 /// How a task is run, beyond what it does: `retries`/`until`/`delay`, `run_once`, `timeout`,
@@ -257,6 +281,128 @@ pub struct Phase {
     pub tasks: Vec<TaskId>,
     /// Handlers by name, in declaration order.
     pub handlers: Vec<TaskId>,
+    pub rollout: Rollout,
+    /// `flush_handlers()`: positions in `tasks` before which the handlers notified so far run.
+    pub flushes: Vec<usize>,
+}
+
+impl Phase {
+    pub fn new(name: &str) -> Self {
+        Phase {
+            name: name.to_string(),
+            tasks: vec![],
+            handlers: vec![],
+            rollout: Rollout::default(),
+            flushes: vec![],
+        }
+    }
+
+    /// The phase's tasks cut at its `flush_handlers()` calls, as ranges of `tasks`.
+    pub fn segments(&self) -> Vec<std::ops::Range<usize>> {
+        let mut cuts: Vec<usize> = self.flushes.clone();
+        cuts.retain(|&c| c > 0 && c < self.tasks.len());
+        cuts.dedup();
+        let mut out = Vec::new();
+        let mut start = 0;
+        for c in cuts.into_iter().chain([self.tasks.len()]) {
+            out.push(start..c);
+            start = c;
+        }
+        out
+    }
+}
+
+/// A batch size of `serial`: a number of hosts, or a percentage of the phase's hosts.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BatchSize {
+    Hosts(usize),
+    /// 1..=100; rounded down, at least one host (as Ansible does).
+    Percent(u32),
+}
+
+impl std::fmt::Display for BatchSize {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            BatchSize::Hosts(n) => write!(f, "{n}"),
+            BatchSize::Percent(p) => write!(f, "{p}%"),
+        }
+    }
+}
+
+/// How a phase rolls over its hosts (Ansible's `serial`, `max_fail_percentage`,
+/// `any_errors_fatal`): the whole phase on one batch of hosts, its handlers, then the next
+/// batch; failures in a batch may stop the run before the next one starts.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Rollout {
+    /// Batch sizes in order; the last one repeats. Empty: one batch of every host.
+    pub serial: Vec<BatchSize>,
+    /// The run stops after a batch in which more than this percentage of hosts failed.
+    pub max_fail_percentage: Option<u32>,
+    /// The first failure stops every host of the batch from starting another task, and the run.
+    pub any_errors_fatal: bool,
+}
+
+impl Rollout {
+    /// Whether the phase runs by these rules rather than every host at once, carrying on past
+    /// failures with the hosts that did not fail.
+    pub fn is_set(&self) -> bool {
+        *self != Rollout::default()
+    }
+
+    /// `hosts` (inventory order) cut into batches: percentages are of all of them.
+    pub fn batches(&self, hosts: &[String]) -> Vec<Vec<String>> {
+        let total = hosts.len();
+        let mut sizes = self.serial.iter().map(|s| match *s {
+            BatchSize::Hosts(n) => n,
+            BatchSize::Percent(p) => (total * p as usize / 100).max(1),
+        });
+        let mut last = total;
+        let mut out = Vec::new();
+        let mut rest = hosts;
+        while !rest.is_empty() {
+            last = sizes.next().unwrap_or(last).max(1);
+            let (batch, tail) = rest.split_at(last.min(rest.len()));
+            out.push(batch.to_vec());
+            rest = tail;
+        }
+        out
+    }
+
+    /// Why a batch of `size` hosts of which `failed` failed stops the run, if it does: more
+    /// failed than `max_fail_percentage` allows, or every one of them (as in Ansible).
+    pub fn stops_after(&self, failed: &[String], size: usize) -> Option<String> {
+        let n = failed.len();
+        if n == 0 {
+            return None;
+        }
+        let who = failed.join(", ");
+        match self.max_fail_percentage {
+            Some(max) if n * 100 > max as usize * size => Some(format!(
+                "{n} of {size} host(s) of the batch failed ({who}), more than \
+                 max_fail_percentage({max}) allows"
+            )),
+            _ if n == size => Some(format!("every host of the batch failed ({who})")),
+            _ => None,
+        }
+    }
+
+    /// `serial`, `max_fail_percentage` and `any_errors_fatal` in words, for `playbook plan`.
+    pub fn describe(&self) -> Option<String> {
+        let mut parts = Vec::new();
+        if !self.serial.is_empty() {
+            let sizes: Vec<String> = self.serial.iter().map(ToString::to_string).collect();
+            parts.push(format!("in batches of {}", sizes.join(", then ")));
+        }
+        if let Some(m) = self.max_fail_percentage {
+            parts.push(format!(
+                "stops after a batch where more than {m}% of hosts fail"
+            ));
+        }
+        if self.any_errors_fatal {
+            parts.push("stops at the first failure (any_errors_fatal)".into());
+        }
+        (!parts.is_empty()).then(|| parts.join("; "))
+    }
 }
 
 /// The finished plan.
@@ -382,6 +528,28 @@ pub fn link(tasks: &mut [Task], phases: &[Phase]) -> Result<(), PlanError> {
             }
         }
     }
+    for phase in phases.iter().filter(|p| !p.flushes.is_empty()) {
+        let segment_of = |id: TaskId| {
+            let at = phase.tasks.iter().position(|&t| t == id);
+            at.map(|i| phase.flushes.iter().filter(|&&f| f <= i).count())
+        };
+        for &id in &phase.tasks {
+            for &d in &needs[id] {
+                if let (Some(mine), Some(theirs)) = (segment_of(id), segment_of(d)) {
+                    if theirs > mine {
+                        return Err(PlanError::at(
+                            tasks[id].pos.clone(),
+                            format!(
+                                "task '{}' waits for '{}' (line {}), which comes after a \
+                                 flush_handlers() that waits for this task's part of the phase",
+                                tasks[id].name, tasks[d].name, tasks[d].pos.line
+                            ),
+                        ));
+                    }
+                }
+            }
+        }
+    }
     for t in tasks.iter() {
         for &d in &deps[t.id] {
             if tasks[d].phase > t.phase {
@@ -464,4 +632,73 @@ pub fn check_limited_producers(
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{BatchSize, Rollout};
+
+    fn hosts(n: usize) -> Vec<String> {
+        (1..=n).map(|i| format!("h{i}")).collect()
+    }
+
+    fn sizes(r: &Rollout, n: usize) -> Vec<usize> {
+        r.batches(&hosts(n)).iter().map(Vec::len).collect()
+    }
+
+    #[test]
+    fn batches_follow_the_sizes_and_the_last_size_repeats() {
+        let serial = |s: Vec<BatchSize>| Rollout {
+            serial: s,
+            ..Rollout::default()
+        };
+        assert_eq!(sizes(&Rollout::default(), 5), [5]);
+        assert_eq!(sizes(&serial(vec![BatchSize::Hosts(2)]), 5), [2, 2, 1]);
+        // Percentages are of all the phase's hosts, rounded down, at least one host.
+        assert_eq!(
+            sizes(&serial(vec![BatchSize::Percent(30)]), 10),
+            [3, 3, 3, 1]
+        );
+        assert_eq!(sizes(&serial(vec![BatchSize::Percent(10)]), 3), [1, 1, 1]);
+        let mixed = serial(vec![
+            BatchSize::Hosts(1),
+            BatchSize::Hosts(2),
+            BatchSize::Percent(50),
+        ]);
+        assert_eq!(sizes(&mixed, 10), [1, 2, 5, 2]);
+        assert_eq!(sizes(&mixed, 0), Vec::<usize>::new());
+        assert_eq!(
+            mixed.batches(&hosts(4)),
+            [vec!["h1"], vec!["h2", "h3"], vec!["h4"]]
+        );
+    }
+
+    #[test]
+    fn a_batch_stops_the_run_past_max_fail_percentage_or_when_all_of_it_failed() {
+        let failed = |n: usize| hosts(n);
+        let none = Rollout::default();
+        assert_eq!(none.stops_after(&failed(1), 2), None);
+        assert!(none.stops_after(&failed(2), 2).is_some());
+        let zero = Rollout {
+            max_fail_percentage: Some(0),
+            ..Rollout::default()
+        };
+        assert_eq!(zero.stops_after(&[], 2), None);
+        assert!(zero.stops_after(&failed(1), 2).is_some());
+        // Exactly the percentage is allowed; more is not (as in Ansible).
+        let half = Rollout {
+            max_fail_percentage: Some(50),
+            ..Rollout::default()
+        };
+        assert_eq!(half.stops_after(&failed(1), 2), None);
+        assert!(half.stops_after(&failed(2), 3).is_some());
+        let all = Rollout {
+            max_fail_percentage: Some(100),
+            ..Rollout::default()
+        };
+        assert!(all
+            .stops_after(&failed(2), 2)
+            .unwrap()
+            .contains("every host"));
+    }
 }

@@ -70,7 +70,11 @@ fn capped(event: &Event) -> Cow<'_, Event> {
         Event::Print { text, .. } => long(text),
         Event::TaskRetry { msg, .. } => long(msg),
         Event::Error { message, .. } => long(message),
-        Event::RunStart { .. } | Event::PhaseStart { .. } | Event::TaskStart { .. } => false,
+        Event::RunStart { .. }
+        | Event::PhaseStart { .. }
+        | Event::TaskStart { .. }
+        | Event::BatchStart { .. } => false,
+        Event::RolloutStop { reason, .. } => long(reason),
         Event::Recap { .. } => false,
     };
     if !needs {
@@ -87,6 +91,7 @@ fn capped(event: &Event) -> Cow<'_, Event> {
         Event::Print { text, .. } => cap(text),
         Event::TaskRetry { msg, .. } => cap(msg),
         Event::Error { message, .. } => cap(message),
+        Event::RolloutStop { reason, .. } => cap(reason),
         _ => {}
     }
     Cow::Owned(e)
@@ -111,7 +116,7 @@ impl EventSink for JsonReporter {
 }
 
 /// The time now as RFC 3339 in UTC with milliseconds (`2026-12-05T09:12:44.123Z`).
-fn now_rfc3339() -> String {
+pub fn now_rfc3339() -> String {
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap_or_default();
@@ -217,6 +222,8 @@ impl TextReporter {
             (TaskStatus::Changed, false) => style("changed").yellow(),
             (TaskStatus::Ok, _) => style("ok").green(),
             (TaskStatus::Failed, _) if e.ignored => style("failed (ignored)").red(),
+            (TaskStatus::Failed, _) if e.rescued => style("failed (rescued)").red(),
+            (TaskStatus::Unreachable, _) if e.ignored => style("unreachable (ignored)").red(),
             (TaskStatus::Failed, _) => style("FAILED").red().bold(),
             (TaskStatus::Skipped, _) => style("skipped").cyan(),
             (TaskStatus::Unreachable, _) => style("UNREACHABLE").red().bold(),
@@ -292,6 +299,45 @@ impl EventSink for TextReporter {
                     style("== phase").bold()
                 ));
             }
+            Event::BatchStart {
+                batch,
+                batches,
+                hosts,
+                ..
+            } => {
+                // A batch of a hundred hosts would fill the screen.
+                const SHOWN: usize = 8;
+                let mut names = hosts
+                    .iter()
+                    .take(SHOWN)
+                    .cloned()
+                    .collect::<Vec<_>>()
+                    .join(", ");
+                if hosts.len() > SHOWN {
+                    names += &format!(" +{} more", hosts.len() - SHOWN);
+                }
+                self.line(&format!(
+                    "{} batch {batch}/{batches} ({} host(s)): {names}",
+                    style("--").bold(),
+                    hosts.len()
+                ))
+            }
+            Event::RolloutStop {
+                phase,
+                batch,
+                batches,
+                not_reached,
+                reason,
+                ..
+            } => {
+                let mut text = format!(
+                    "rollout of phase '{phase}' stopped after batch {batch}/{batches}: {reason}"
+                );
+                if !not_reached.is_empty() {
+                    text += &format!("; not reached: {}", not_reached.join(", "));
+                }
+                self.line(&style(text).red().bold().to_string());
+            }
             Event::TaskStart { host, task, .. } => {
                 let started = self
                     .started
@@ -344,6 +390,8 @@ impl EventSink for TextReporter {
                 hosts,
                 check,
                 interrupted,
+                not_reached,
+                stopped,
                 duration_ms,
             } => {
                 if *interrupted {
@@ -356,7 +404,7 @@ impl EventSink for TextReporter {
                 self.bar.finish_and_clear();
                 let width = hosts.keys().map(|h| h.len()).max().unwrap_or(4).max(4);
                 let mut t = format!(
-                    "\n{}{}\n{:<width$}  {:>6} {:>8} {:>7} {:>8} {:>12} {:>8}\n",
+                    "\n{}{}\n{:<width$}  {:>6} {:>8} {:>7} {:>8} {:>12} {:>8} {:>8}\n",
                     style("RECAP").bold(),
                     if *check {
                         " (check mode: nothing was changed; \"changed\" = would change; \
@@ -370,12 +418,22 @@ impl EventSink for TextReporter {
                     "failed",
                     "skipped",
                     "unreachable",
-                    "ignored"
+                    "ignored",
+                    "rescued"
                 );
                 for (h, c) in hosts {
                     t.push_str(&format!(
-                        "{h:<width$}  {:>6} {:>8} {:>7} {:>8} {:>12} {:>8}\n",
-                        c.ok, c.changed, c.failed, c.skipped, c.unreachable, c.ignored
+                        "{h:<width$}  {:>6} {:>8} {:>7} {:>8} {:>12} {:>8} {:>8}\n",
+                        c.ok, c.changed, c.failed, c.skipped, c.unreachable, c.ignored, c.rescued
+                    ));
+                }
+                if let Some(why) = stopped {
+                    t.push_str(&format!("stopped: {why}\n"));
+                }
+                if !not_reached.is_empty() {
+                    t.push_str(&format!(
+                        "not reached (no task ran there): {}\n",
+                        not_reached.join(", ")
                     ));
                 }
                 let changed: usize = hosts.values().map(|c| c.changed).sum();

@@ -14,7 +14,8 @@ use crate::events::{Event, EventSink};
 use crate::inventory::Inventory;
 use crate::module::Registry;
 use crate::plan::{
-    link, Action, Arg, Closure, Condition, Deferred, Phase, Plan, SourcePos, Task, TaskId,
+    link, Action, Arg, BatchSize, Closure, Condition, Deferred, Phase, Plan, SourcePos, Task,
+    TaskId,
 };
 pub use crate::plan::{Script, TaskRef};
 
@@ -84,6 +85,14 @@ const API_FUNCTIONS: &[&str] = &[
     "become",
     "become_user",
     "delegate_to",
+    "serial",
+    "max_fail_percentage",
+    "any_errors_fatal",
+    "block",
+    "rescue",
+    "always",
+    "ignore_unreachable",
+    "flush_handlers",
 ];
 
 /// Bounds that keep a runaway playbook from hanging the controller.
@@ -114,6 +123,8 @@ pub struct TaskSpec {
     after: Vec<TaskId>,
     after_names: Vec<(String, SourcePos)>,
     ignore_errors: bool,
+    ignore_unreachable: bool,
+    block: Option<crate::plan::BlockPart>,
     throttle: Option<usize>,
     check_mode: Option<bool>,
     control: crate::plan::Control,
@@ -133,6 +144,8 @@ impl TaskSpec {
             after: vec![],
             after_names: vec![],
             ignore_errors: false,
+            ignore_unreachable: false,
+            block: None,
             throttle: None,
             check_mode: None,
             control: Default::default(),
@@ -145,11 +158,15 @@ struct Builder {
     tasks: Vec<Task>,
     phases: Vec<Phase>,
     current_phase: Option<usize>,
+    /// Inside the body of a `phase(...)` (not the implicit phase of tasks outside any).
+    in_phase_body: bool,
     defaults: Map<String, Value>,
     inventory: Arc<Inventory>,
     limit: Option<BTreeSet<String>>,
     extra_vars: Map<String, Value>,
     file: String,
+    /// Blocks placed so far: the next one's number.
+    blocks: usize,
 }
 
 impl Builder {
@@ -158,11 +175,7 @@ impl Builder {
             Some(i) => i,
             None => {
                 // Tasks outside any phase() form one implicit phase, as a play without phases.
-                self.phases.push(Phase {
-                    name: "main".into(),
-                    tasks: vec![],
-                    handlers: vec![],
-                });
+                self.phases.push(Phase::new("main"));
                 let i = self.phases.len() - 1;
                 self.current_phase = Some(i);
                 i
@@ -249,6 +262,8 @@ impl Builder {
             pos: spec.pos,
             is_handler: handler,
             ignore_errors: spec.ignore_errors,
+            ignore_unreachable: spec.ignore_unreachable,
+            block: spec.block,
             throttle: spec.throttle,
             check_mode: spec.check_mode,
             control: spec.control,
@@ -476,11 +491,13 @@ pub fn plan(input: PlanInput<'_>) -> Result<Plan, PlanError> {
         tasks: vec![],
         phases: vec![],
         current_phase: None,
+        in_phase_body: false,
         defaults: Map::new(),
         inventory: input.inventory.clone(),
         limit: input.limit.clone(),
         extra_vars: input.extra_vars.clone(),
         file: file.clone(),
+        blocks: 0,
     }));
     let mut engine = Engine::new();
     engine.set_max_operations(MAX_OPERATIONS);
@@ -644,7 +661,10 @@ fn register_api(engine: &mut Engine, builder: &Arc<Mutex<Builder>>, registry: &R
     register_custom_task(engine, builder);
     register_task_options(engine, builder);
     register_control_options(engine, builder);
+    register_blocks(engine);
     register_placement(engine, builder);
+    register_flush(engine, builder);
+    register_rollout(engine, builder);
     register_planning_values(engine, builder);
     register_results(engine);
 }
@@ -767,6 +787,17 @@ fn register_task_options(engine: &mut Engine, builder: &Arc<Mutex<Builder>>) {
         t.ignore_errors = v;
         t.clone()
     });
+    engine.register_fn("ignore_unreachable", |t: &mut TaskSpec| -> TaskSpec {
+        t.ignore_unreachable = true;
+        t.clone()
+    });
+    engine.register_fn(
+        "ignore_unreachable",
+        |t: &mut TaskSpec, v: bool| -> TaskSpec {
+            t.ignore_unreachable = v;
+            t.clone()
+        },
+    );
     engine.register_fn(
         "throttle",
         |ctx: NativeCallContext,
@@ -990,7 +1021,34 @@ fn register_control_options(engine: &mut Engine, builder: &Arc<Mutex<Builder>>) 
 
 /// Placing tasks on hosts and grouping them: `phase`, `on`, `handler`.
 fn register_placement(engine: &mut Engine, builder: &Arc<Mutex<Builder>>) {
-    // Placing tasks.
+    // Placing tasks: one, a list (of tasks and blocks), or a block.
+    fn place_all(
+        b: &Arc<Mutex<Builder>>,
+        ctx: &NativeCallContext,
+        target: &Dynamic,
+        items: Vec<Dynamic>,
+    ) -> Result<Vec<TaskRef>, Box<EvalAltResult>> {
+        let mut b = b.lock().unwrap_or_else(|e| e.into_inner());
+        let (hosts, label) = b.targets(target).map_err(|e| runtime_err(e, ctx))?;
+        let mut specs = Vec::new();
+        for item in items {
+            if let Some(block) = item.clone().try_cast::<Block>() {
+                specs.extend(block.parts(b.blocks));
+                b.blocks += 1;
+            } else {
+                specs.push(item.try_cast::<TaskSpec>().ok_or_else(|| {
+                    runtime_err("on(target, [...]) takes a list of tasks and blocks", ctx)
+                })?);
+            }
+        }
+        Ok(specs
+            .into_iter()
+            .map(|spec| TaskRef {
+                id: b.place(spec, hosts.clone(), label.clone(), false),
+                host: None,
+            })
+            .collect())
+    }
     let b = builder.clone();
     engine.register_fn(
         "on",
@@ -998,12 +1056,8 @@ fn register_placement(engine: &mut Engine, builder: &Arc<Mutex<Builder>>) {
               target: Dynamic,
               spec: TaskSpec|
               -> Result<TaskRef, Box<EvalAltResult>> {
-            let mut b = b.lock().unwrap_or_else(|e| e.into_inner());
-            let (hosts, label) = b.targets(&target).map_err(|e| runtime_err(e, &ctx))?;
-            Ok(TaskRef {
-                id: b.place(spec, hosts, label, false),
-                host: None,
-            })
+            let mut refs = place_all(&b, &ctx, &target, vec![Dynamic::from(spec)])?;
+            Ok(refs.remove(0))
         },
     );
     let b = builder.clone();
@@ -1013,19 +1067,19 @@ fn register_placement(engine: &mut Engine, builder: &Arc<Mutex<Builder>>) {
               target: Dynamic,
               specs: rhai::Array|
               -> Result<rhai::Array, Box<EvalAltResult>> {
-            let mut b = b.lock().unwrap_or_else(|e| e.into_inner());
-            let (hosts, label) = b.targets(&target).map_err(|e| runtime_err(e, &ctx))?;
-            let mut refs = rhai::Array::new();
-            for s in specs {
-                let spec = s
-                    .try_cast::<TaskSpec>()
-                    .ok_or_else(|| runtime_err("on(target, [...]) takes a list of tasks", &ctx))?;
-                refs.push(Dynamic::from(TaskRef {
-                    id: b.place(spec, hosts.clone(), label.clone(), false),
-                    host: None,
-                }));
-            }
-            Ok(refs)
+            let refs = place_all(&b, &ctx, &target, specs)?;
+            Ok(refs.into_iter().map(Dynamic::from).collect())
+        },
+    );
+    let b = builder.clone();
+    engine.register_fn(
+        "on",
+        move |ctx: NativeCallContext,
+              target: Dynamic,
+              block: Block|
+              -> Result<rhai::Array, Box<EvalAltResult>> {
+            let refs = place_all(&b, &ctx, &target, vec![Dynamic::from(block)])?;
+            Ok(refs.into_iter().map(Dynamic::from).collect())
         },
     );
     let b = builder.clone();
@@ -1058,16 +1112,222 @@ fn register_placement(engine: &mut Engine, builder: &Arc<Mutex<Builder>>) {
                         &ctx,
                     ));
                 }
-                b.phases.push(Phase {
-                    name: name.to_string(),
-                    tasks: vec![],
-                    handlers: vec![],
-                });
+                b.phases.push(Phase::new(name));
                 b.current_phase = Some(b.phases.len() - 1);
+                b.in_phase_body = true;
             }
             let _: Dynamic = body.call_within_context(&ctx, ())?;
-            b.lock().unwrap_or_else(|e| e.into_inner()).current_phase = None;
+            let mut b = b.lock().unwrap_or_else(|e| e.into_inner());
+            b.current_phase = None;
+            b.in_phase_body = false;
             Ok(())
+        },
+    );
+}
+
+/// `block([...]).rescue([...]).always([...])`: tasks that fail together (Ansible's
+/// block/rescue/always), placed with `on`.
+#[derive(Clone, Debug, Default)]
+pub struct Block {
+    body: Vec<TaskSpec>,
+    rescue: Vec<TaskSpec>,
+    always: Vec<TaskSpec>,
+}
+
+impl Block {
+    /// The block's tasks in the order they run, each marked with its part of block `id`.
+    fn parts(self, id: usize) -> Vec<TaskSpec> {
+        use crate::plan::{BlockPart, BlockRole};
+        let has_rescue = !self.rescue.is_empty();
+        let mark = |role: BlockRole| {
+            move |mut t: TaskSpec| {
+                t.block = Some(BlockPart {
+                    id,
+                    role,
+                    has_rescue,
+                });
+                t
+            }
+        };
+        let body = self.body.into_iter().map(mark(BlockRole::Body));
+        let rescue = self.rescue.into_iter().map(mark(BlockRole::Rescue));
+        let always = self.always.into_iter().map(mark(BlockRole::Always));
+        body.chain(rescue).chain(always).collect()
+    }
+}
+
+/// `block`, `.rescue`, `.always`.
+fn register_blocks(engine: &mut Engine) {
+    fn tasks(
+        ctx: &NativeCallContext,
+        what: &str,
+        list: rhai::Array,
+    ) -> Result<Vec<TaskSpec>, Box<EvalAltResult>> {
+        list.into_iter()
+            .map(|d| {
+                let kind = d.type_name().to_string();
+                d.try_cast::<TaskSpec>().ok_or_else(|| {
+                    runtime_err(
+                        format!("{what} takes a list of tasks, not {kind} (blocks do not nest)"),
+                        ctx,
+                    )
+                })
+            })
+            .collect()
+    }
+    engine.register_type_with_name::<Block>("Block");
+    engine.register_fn(
+        "block",
+        |ctx: NativeCallContext, list: rhai::Array| -> Result<Block, Box<EvalAltResult>> {
+            let body = tasks(&ctx, "block()", list)?;
+            if body.is_empty() {
+                return Err(runtime_err(
+                    "block([]): a block needs at least one task",
+                    &ctx,
+                ));
+            }
+            Ok(Block {
+                body,
+                ..Block::default()
+            })
+        },
+    );
+    engine.register_fn(
+        "rescue",
+        |ctx: NativeCallContext,
+         b: &mut Block,
+         list: rhai::Array|
+         -> Result<Block, Box<EvalAltResult>> {
+            b.rescue.extend(tasks(&ctx, ".rescue()", list)?);
+            Ok(b.clone())
+        },
+    );
+    engine.register_fn(
+        "always",
+        |ctx: NativeCallContext,
+         b: &mut Block,
+         list: rhai::Array|
+         -> Result<Block, Box<EvalAltResult>> {
+            b.always.extend(tasks(&ctx, ".always()", list)?);
+            Ok(b.clone())
+        },
+    );
+}
+
+/// `flush_handlers()`: the handlers notified so far run here, before the phase's next tasks.
+fn register_flush(engine: &mut Engine, builder: &Arc<Mutex<Builder>>) {
+    let b = builder.clone();
+    engine.register_fn("flush_handlers", move || {
+        let mut b = b.lock().unwrap_or_else(|e| e.into_inner());
+        let i = b.phase_index();
+        let at = b.phases[i].tasks.len();
+        b.phases[i].flushes.push(at);
+    });
+}
+
+/// How the current phase rolls over its hosts: `serial`, `max_fail_percentage`,
+/// `any_errors_fatal`, called inside `phase(name, || { ... })` (an Ansible play's keywords).
+fn register_rollout(engine: &mut Engine, builder: &Arc<Mutex<Builder>>) {
+    fn batch_size(d: &Dynamic) -> Result<BatchSize, String> {
+        let bad = || {
+            format!(
+                "serial takes a number of hosts (1 or more), a percentage (\"30%\") or a list of \
+                 them, not {d}"
+            )
+        };
+        if let Ok(n) = d.as_int() {
+            return usize::try_from(n)
+                .ok()
+                .filter(|n| *n >= 1)
+                .map(BatchSize::Hosts)
+                .ok_or_else(bad);
+        }
+        let s = d.clone().into_string().map_err(|_| bad())?;
+        let s = s.trim();
+        match s.strip_suffix('%') {
+            Some(p) => p
+                .trim()
+                .parse::<u32>()
+                .ok()
+                .filter(|p| (1..=100).contains(p))
+                .map(BatchSize::Percent)
+                .ok_or_else(|| format!("serial(\"{s}\"): a percentage is 1% to 100%")),
+            None => s
+                .parse::<usize>()
+                .ok()
+                .filter(|n| *n >= 1)
+                .map(BatchSize::Hosts)
+                .ok_or_else(bad),
+        }
+    }
+    /// The phase being declared, for a rollout setting; `what` names the setting in errors.
+    fn with_phase(
+        b: &Arc<Mutex<Builder>>,
+        ctx: &NativeCallContext,
+        what: &str,
+        set: impl FnOnce(&mut crate::plan::Rollout) -> bool,
+    ) -> Result<(), Box<EvalAltResult>> {
+        let mut b = b.lock().unwrap_or_else(|e| e.into_inner());
+        let Some(i) = b.current_phase.filter(|_| b.in_phase_body) else {
+            return Err(runtime_err(
+                format!("{what} sets how a phase rolls over its hosts: call it inside phase(\"name\", || {{ ... }})"),
+                ctx,
+            ));
+        };
+        let phase = &mut b.phases[i];
+        if !set(&mut phase.rollout) {
+            return Err(runtime_err(
+                format!("{what} is set twice in phase '{}'", phase.name),
+                ctx,
+            ));
+        }
+        Ok(())
+    }
+    let b = builder.clone();
+    engine.register_fn(
+        "serial",
+        move |ctx: NativeCallContext, sizes: Dynamic| -> Result<(), Box<EvalAltResult>> {
+            let sizes: Vec<BatchSize> = match sizes.read_lock::<rhai::Array>() {
+                Some(list) if list.is_empty() => {
+                    return Err(runtime_err(
+                        "serial([]): give at least one batch size",
+                        &ctx,
+                    ))
+                }
+                Some(list) => list.iter().map(batch_size).collect(),
+                None => batch_size(&sizes).map(|s| vec![s]),
+            }
+            .map_err(|e| runtime_err(e, &ctx))?;
+            with_phase(&b, &ctx, "serial()", |r| {
+                r.serial.is_empty() && {
+                    r.serial = sizes;
+                    true
+                }
+            })
+        },
+    );
+    let b = builder.clone();
+    engine.register_fn(
+        "max_fail_percentage",
+        move |ctx: NativeCallContext, n: i64| -> Result<(), Box<EvalAltResult>> {
+            let n = u32::try_from(n).ok().filter(|n| *n <= 100).ok_or_else(|| {
+                runtime_err(
+                    format!("max_fail_percentage({n}): a percentage is 0 to 100"),
+                    &ctx,
+                )
+            })?;
+            with_phase(&b, &ctx, "max_fail_percentage()", |r| {
+                r.max_fail_percentage.replace(n).is_none()
+            })
+        },
+    );
+    let b = builder.clone();
+    engine.register_fn(
+        "any_errors_fatal",
+        move |ctx: NativeCallContext| -> Result<(), Box<EvalAltResult>> {
+            with_phase(&b, &ctx, "any_errors_fatal()", |r| {
+                !std::mem::replace(&mut r.any_errors_fatal, true)
+            })
         },
     );
 }

@@ -241,13 +241,20 @@ impl Project {
 
     /// A project on the lab, or None when the lab is not up (the caller returns: skipped).
     pub fn lab(test: &str) -> Option<Self> {
+        Self::lab_of(test, 3)
+    }
+
+    /// A project on the lab when it has at least `light` light hosts.
+    pub fn lab_of(test: &str, light: usize) -> Option<Self> {
         tag_this_process();
         match lab_hosts() {
-            Some(n) if n >= 3 => Some(Project::new(Conn::Lab)),
+            Some(n) if n >= light => Some(Project::new(Conn::Lab)),
             _ => {
                 lab_skip(
                     test,
-                    "needs the lab with 3 light hosts (tests/lab/lab.sh up 3)",
+                    &format!(
+                        "needs the lab with {light} light hosts (tests/lab/lab.sh up {light})"
+                    ),
                 );
                 None
             }

@@ -22,8 +22,10 @@ use crate::plan::{Action, Condition, Plan, TaskId};
 use crate::template::TemplateEngine;
 use crate::transport::{Connector, ExecOutput, TransportError};
 
+mod blocks;
 mod readahead;
 mod resolve;
+mod rollout;
 #[cfg(test)]
 mod tests;
 
@@ -46,6 +48,11 @@ pub struct RunOptions {
     pub secrets: Arc<crate::secret::Redactor>,
     /// `--keep-output`: bytes kept per stream of a command's output (head and tail).
     pub keep_output: usize,
+    /// Where handlers owed by a host that failed are kept for the next run (not in check mode).
+    pub pending_handlers: Option<crate::pending::PendingHandlers>,
+    /// Run notified handlers on failed hosts too, and after any_errors_fatal (Ansible's
+    /// --force-handlers).
+    pub force_handlers: bool,
 }
 
 impl Default for RunOptions {
@@ -61,6 +68,8 @@ impl Default for RunOptions {
             become_password: None,
             secrets: Arc::default(),
             keep_output: crate::transport::DEFAULT_KEEP_OUTPUT,
+            pending_handlers: None,
+            force_handlers: false,
         }
     }
 }
@@ -71,6 +80,10 @@ pub struct Recap {
     pub hosts: BTreeMap<String, HostCounts>,
     /// The run was stopped (Ctrl-C) before it finished.
     pub interrupted: bool,
+    /// Hosts a rolling phase never reached: the run stopped after an earlier batch.
+    pub not_reached: Vec<String>,
+    /// Why the run stopped before its last phase (a rolling phase's failures).
+    pub stopped: Option<String>,
 }
 
 impl Recap {
@@ -115,13 +128,16 @@ struct HostRt {
     dead: AtomicBool,
     /// Check mode: an earlier task on this host would have changed something.
     predicted_change: AtomicBool,
-    notified: Mutex<BTreeSet<String>>,
+    /// Handlers owed: (phase, name), notified in this run or left from an earlier one.
+    notified: Mutex<BTreeSet<(usize, String)>>,
     /// System facts, gathered when a task first needs them.
     gathered: Arc<OnceCell<Value>>,
     /// Remote commands run on this host so far.
     round_trips: Arc<AtomicUsize>,
     /// Probe outputs read ahead in a batch, by task; dropped when the host may have changed.
     prefetched: Mutex<HashMap<TaskId, Prefetched>>,
+    /// The block the host is in, and what failed in it.
+    block: Mutex<Option<blocks::BlockRun>>,
 }
 
 struct TaskRt {
@@ -145,6 +161,10 @@ struct State {
     done: Mutex<HashMap<(TaskId, String), Done>>,
     forks: Semaphore,
     counts: Mutex<BTreeMap<String, HostCounts>>,
+    batch: Mutex<rollout::Batch>,
+    /// any_errors_fatal: why no task may start any more.
+    halt: Mutex<Option<String>>,
+    stopped: Mutex<Option<rollout::Stopped>>,
 }
 
 /// An error while running one task on one host.
@@ -235,6 +255,7 @@ pub async fn run_until(
                 gathered: Arc::new(OnceCell::new()),
                 round_trips: Arc::default(),
                 prefetched: Mutex::default(),
+                block: Mutex::default(),
             },
         );
     }
@@ -267,7 +288,11 @@ pub async fn run_until(
         tasks,
         done: Mutex::new(HashMap::new()),
         counts: Mutex::new(counts),
+        batch: Mutex::default(),
+        halt: Mutex::default(),
+        stopped: Mutex::default(),
     });
+    state.load_pending_handlers();
     state.sink.emit(&Event::RunStart {
         playbook: plan.file.clone(),
         hosts: state.hosts.len(),
@@ -276,7 +301,9 @@ pub async fn run_until(
     });
     let phases = async {
         for pi in 0..plan.phases.len() {
-            state.run_phase(pi).await;
+            if !state.run_phase(pi).await {
+                break;
+            }
         }
     };
     let interrupted = tokio::select! {
@@ -301,55 +328,42 @@ pub async fn run_until(
     for (name, c) in counts.iter_mut() {
         c.round_trips = state.hosts[name].round_trips.load(Ordering::Relaxed);
     }
+    state.save_pending_handlers();
+    let stopped = state
+        .stopped
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .take()
+        .unwrap_or_default();
+    let stop_reason = (!stopped.reason.is_empty()).then_some(stopped.reason);
     state.sink.emit(&Event::Recap {
         hosts: counts.clone(),
         check: state.opts.check,
         interrupted,
+        not_reached: stopped.not_reached.clone(),
+        stopped: stop_reason.clone(),
         duration_ms: started.elapsed().as_millis() as u64,
     });
     Recap {
         hosts: counts,
         interrupted,
+        not_reached: stopped.not_reached,
+        stopped: stop_reason,
     }
 }
 
 impl State {
-    async fn run_phase(self: &Arc<Self>, pi: usize) {
-        let plan = self.plan.clone();
-        let phase = &plan.phases[pi];
-        let state = self;
-        let phase_hosts: Vec<String> = {
-            let mut seen = BTreeSet::new();
-            phase
-                .tasks
-                .iter()
-                .flat_map(|&t| plan.tasks[t].hosts.iter())
-                .filter(|h| seen.insert((*h).clone()))
-                .cloned()
-                .collect()
-        };
-        state.sink.emit(&Event::PhaseStart {
-            phase: phase.name.clone(),
-            hosts: phase_hosts.len(),
-            tasks: phase.tasks.len(),
-            runs: phase.tasks.iter().map(|&t| plan.tasks[t].hosts.len()).sum(),
-        });
-        let mut joins = tokio::task::JoinSet::new();
-        for h in phase_hosts {
-            let st = state.clone();
-            joins.spawn(async move { st.run_host_phase(pi, &h).await });
-        }
-        while joins.join_next().await.is_some() {}
-        state.run_handlers(pi).await;
-    }
-
     /// Runs the host's tasks of the phase in order, reading their probes ahead in batches (one
     /// round trip for many tasks) while nothing changes the host, and after a change in the
     /// change's own round trip.
-    async fn run_host_phase(self: &Arc<Self>, phase: usize, host: &str) {
+    async fn run_host_phase(
+        self: &Arc<Self>,
+        phase: usize,
+        part: std::ops::Range<usize>,
+        host: &str,
+    ) {
         let plan = self.plan.clone();
-        let tasks: Vec<TaskId> = plan.phases[phase]
-            .tasks
+        let tasks: Vec<TaskId> = plan.phases[phase].tasks[part]
             .iter()
             .copied()
             .filter(|&t| plan.tasks[t].hosts.iter().any(|h| h == host))
@@ -393,6 +407,7 @@ impl State {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .clear();
+        self.settle_block(host, None);
     }
 
     async fn run_handlers(self: &Arc<Self>, phase: usize) {
@@ -407,12 +422,17 @@ impl State {
                     let Some(h) = self.hosts.get(hname.as_str()) else {
                         return false;
                     };
-                    let notified = h
-                        .notified
+                    // A failed host keeps what it owes for the next run, unless forced; a
+                    // host of a later batch keeps what an earlier run left it for its batch.
+                    if (h.dead.load(Ordering::SeqCst) && !self.opts.force_handlers)
+                        || !self.reached(phase, hname)
+                    {
+                        return false;
+                    }
+                    h.notified
                         .lock()
                         .unwrap_or_else(|e| e.into_inner())
-                        .remove(&task.name);
-                    notified && !h.dead.load(Ordering::SeqCst)
+                        .remove(&(phase, task.name.clone()))
                 })
                 .cloned()
                 .collect();
@@ -478,6 +498,7 @@ impl State {
             check,
             handler: task.is_handler,
             ignored: false,
+            rescued: false,
             summary: None,
             msg: None,
             diff: None,
@@ -520,9 +541,8 @@ impl State {
     }
 
     async fn wait_for(&self, tid: TaskId) {
-        let total = self.plan.tasks[tid].hosts.len();
         let mut rx = self.tasks[tid].finished.subscribe();
-        let _ = rx.wait_for(|n| *n >= total).await;
+        let _ = rx.wait_for(|_| self.finished(tid)).await;
     }
 
     /// Runs one task on one host; an apply made by script takes `after` along. Returns None when
@@ -539,17 +559,22 @@ impl State {
             self.finish(tid, host, Done::NotRun { selected: false });
             return None;
         }
-        if h.dead.load(Ordering::SeqCst) {
+        self.settle_block(host, Some(tid));
+        let forced = task.is_handler && self.opts.force_handlers;
+        if h.dead.load(Ordering::SeqCst) && !forced {
             self.finish(tid, host, Done::NotRun { selected: true });
             return None;
         }
-        // A run_once handler is narrowed to its first notified host by `run_handlers`.
-        if task.control.run_once
-            && !task.is_handler
-            && task.hosts.first().is_some_and(|f| f != host)
-        {
-            self.take_run_once(tid, host).await;
+        if let blocks::Gate::Pass(done) = self.block_gate(tid, host) {
+            self.finish(tid, host, done);
             return None;
+        }
+        // A run_once handler is narrowed to its first notified host by `run_handlers`.
+        if task.control.run_once && !task.is_handler {
+            if let Some(first) = self.run_once_host(tid).filter(|f| f != host) {
+                self.take_run_once(tid, host, first).await;
+                return None;
+            }
         }
         let phase = self.plan.phases[task.phase].name.clone();
         // The run's mode decides whether predictions upstream matter; the task's own mode decides
@@ -557,6 +582,10 @@ impl State {
         let check_run = self.opts.check;
         let check = self.tasks[tid].checks;
         let (upstream_predicted, upstream_failure) = self.wait_upstream(tid).await;
+        if let Some(why) = self.halted().filter(|_| !forced) {
+            self.skip(tid, host, &format!("not run: {why}"));
+            return None;
+        }
         self.sink.emit(&Event::TaskStart {
             phase: phase.clone(),
             task: task.name.clone(),
@@ -662,9 +691,8 @@ impl State {
     /// A run_once task on one of its hosts but the first: takes the first host's outcome once
     /// it is known (its result registered here too, as in Ansible), reporting nothing of its own
     /// unless it failed there.
-    async fn take_run_once(&self, tid: TaskId, host: &str) {
+    async fn take_run_once(&self, tid: TaskId, host: &str, first: String) {
         let task = &self.plan.tasks[tid];
-        let first = task.hosts[0].clone();
         let key = (tid, first.clone());
         let mut rx = self.tasks[tid].finished.subscribe();
         let _ = rx
@@ -787,7 +815,7 @@ impl State {
                 }
                 if end.changed {
                     let mut n = h.notified.lock().unwrap_or_else(|e| e.into_inner());
-                    n.extend(task.notify.iter().cloned());
+                    n.extend(task.notify.iter().map(|name| (task.phase, name.clone())));
                 }
                 if check && end.changed {
                     h.predicted_change.store(true, Ordering::SeqCst);
@@ -821,16 +849,28 @@ impl State {
                 if task.ignore_errors {
                     end.ignored = true;
                     Done::Ran(serde_json::json!({"failed": true, "changed": false, "msg": end.msg}))
+                } else if let Some(rescued) = self.block_failure(tid, host) {
+                    end.rescued = rescued;
+                    Done::Failed
                 } else {
                     h.dead.store(true, Ordering::SeqCst);
+                    self.fail_fast(tid, host);
                     Done::Failed
                 }
             }
             Err(TaskError::Unreachable(why)) => {
                 end.status = TaskStatus::Unreachable;
                 end.msg = Some(why);
-                h.dead.store(true, Ordering::SeqCst);
-                Done::Failed
+                if task.ignore_unreachable {
+                    end.ignored = true;
+                    Done::Ran(
+                        serde_json::json!({"unreachable": true, "changed": false, "msg": end.msg}),
+                    )
+                } else {
+                    h.dead.store(true, Ordering::SeqCst);
+                    self.fail_fast(tid, host);
+                    Done::Failed
+                }
             }
         }
     }
@@ -1081,5 +1121,75 @@ impl<'a> TaskCx<'a> {
             facts: &self.host.facts,
             after_predicted_change: self.after_predicted_change,
         }
+    }
+}
+
+impl State {
+    /// Handlers an earlier run owes this run's hosts, owed again here: each runs at the end of
+    /// its phase (a handler the playbook no longer has is dropped).
+    fn load_pending_handlers(&self) {
+        let Some(store) = &self.opts.pending_handlers else {
+            return;
+        };
+        let owed = match store.load() {
+            Ok(owed) => owed,
+            Err(e) => return self.warn(&e),
+        };
+        for (host, list) in owed {
+            let Some(h) = self.hosts.get(&host) else {
+                continue;
+            };
+            let mut n = h.notified.lock().unwrap_or_else(|e| e.into_inner());
+            for p in list {
+                let phase = self.plan.phases.iter().position(|ph| {
+                    ph.name == p.phase
+                        && ph
+                            .handlers
+                            .iter()
+                            .any(|&t| self.plan.tasks[t].name == p.handler)
+                });
+                if let Some(pi) = phase {
+                    n.insert((pi, p.handler));
+                }
+            }
+        }
+    }
+
+    /// Keeps the handlers this run's hosts still owe (their host failed, the run stopped or was
+    /// interrupted) for the next run. Check mode changes nothing, so owes nothing new.
+    fn save_pending_handlers(&self) {
+        let Some(store) = self
+            .opts
+            .pending_handlers
+            .as_ref()
+            .filter(|_| !self.opts.check)
+        else {
+            return;
+        };
+        let owed = self
+            .hosts
+            .iter()
+            .map(|(name, h)| {
+                let n = h.notified.lock().unwrap_or_else(|e| e.into_inner());
+                let list = n
+                    .iter()
+                    .map(|(pi, handler)| crate::pending::Pending {
+                        phase: self.plan.phases[*pi].name.clone(),
+                        handler: handler.clone(),
+                    })
+                    .collect();
+                (name.clone(), list)
+            })
+            .collect();
+        if let Err(e) = store.save(owed) {
+            self.warn(&e);
+        }
+    }
+
+    fn warn(&self, text: &str) {
+        self.sink.emit(&Event::Print {
+            host: None,
+            text: format!("warning: {text}"),
+        });
     }
 }

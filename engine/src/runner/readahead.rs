@@ -79,8 +79,7 @@ impl State {
             let Action::Module(module) = &task.action else {
                 break;
             };
-            let finished =
-                |&d: &TaskId| *self.tasks[d].finished.borrow() >= self.plan.tasks[d].hosts.len();
+            let finished = |&d: &TaskId| self.finished(d);
             if !module.script_probe()
                 || !task.control.is_plain()
                 || matches!(task.when, Some(Condition::Closure(_)))

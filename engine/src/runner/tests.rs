@@ -46,12 +46,20 @@ impl Transport for Recording {
 struct Fake {
     log: Log,
     connects: Mutex<Vec<String>>,
+    /// Hosts that cannot be reached.
+    down: Vec<String>,
 }
 
 #[async_trait]
 impl Connector for Fake {
     async fn connect(&self, host: &HostEntry) -> Result<Arc<dyn Transport>, TransportError> {
         self.connects.lock().unwrap().push(host.name.clone());
+        if self.down.contains(&host.name) {
+            return Err(TransportError::Unreachable(format!(
+                "{} is down",
+                host.name
+            )));
+        }
         Ok(Arc::new(Recording {
             host: host.name.clone(),
             log: self.log.clone(),
@@ -171,15 +179,28 @@ async fn run_playbook(playbook: &str, check: bool) -> Run {
 }
 
 async fn run_with_inventory(playbook: &str, inventory: &str, check: bool) -> Run {
+    run_on(playbook, inventory, check, Fake::default()).await
+}
+
+async fn run_on(playbook: &str, inventory: &str, check: bool, fake: Fake) -> Run {
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("play.rhai");
     std::fs::write(&file, playbook).unwrap();
+    let opts = RunOptions {
+        check,
+        ..RunOptions::default()
+    };
+    run_file(&file, inventory, opts, fake).await
+}
+
+/// Runs the playbook `file` with `opts`.
+async fn run_file(file: &std::path::Path, inventory: &str, opts: RunOptions, fake: Fake) -> Run {
     let inventory = Arc::new(Inventory::parse(inventory, "inventory.toml").unwrap());
     let mut registry = Registry::new();
     registry.register(Mark);
     let sink = Arc::new(Collector::default());
     let plan: Plan = plan(PlanInput {
-        playbook: &file,
+        playbook: file,
         inventory: inventory.clone(),
         registry: &registry,
         limit: None,
@@ -187,11 +208,7 @@ async fn run_with_inventory(playbook: &str, inventory: &str, check: bool) -> Run
         sink: sink.clone(),
     })
     .unwrap();
-    let fake = Arc::new(Fake::default());
-    let opts = RunOptions {
-        check,
-        ..RunOptions::default()
-    };
+    let fake = Arc::new(fake);
     let recap = run(Arc::new(plan), inventory, fake.clone(), opts, sink.clone()).await;
     Run {
         fake,
@@ -610,4 +627,375 @@ async fn a_run_once_handler_runs_on_its_first_notified_host() {
     .await;
     assert_eq!(echoes(&r.fake.scripts("b")), ["notifies", "handler-b"]);
     assert!(r.fake.scripts("a").is_empty());
+}
+
+/// Hosts a to f, all local.
+fn six_hosts() -> String {
+    ["a", "b", "c", "d", "e", "f"]
+        .iter()
+        .map(|h| format!("[hosts.{h}]\nconnection = \"local\"\n\n"))
+        .collect()
+}
+
+impl Run {
+    /// Each batch a rolling phase started: its number and hosts.
+    fn batches(&self) -> Vec<(usize, Vec<String>)> {
+        let events = self.events.events.lock().unwrap();
+        events
+            .iter()
+            .filter_map(|e| match e {
+                crate::events::Event::BatchStart { batch, hosts, .. } => {
+                    Some((*batch, hosts.clone()))
+                }
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// The hosts in the order they were first sent a script.
+    fn first_contacts(&self) -> Vec<String> {
+        let mut seen: Vec<String> = Vec::new();
+        for (h, _) in self.fake.log.lock().unwrap().iter() {
+            if !seen.contains(h) {
+                seen.push(h.clone());
+            }
+        }
+        seen
+    }
+}
+
+#[tokio::test]
+async fn a_rolling_phase_runs_batch_by_batch_and_stops_after_a_failed_batch() {
+    let r = run_with_inventory(
+        r#"
+        phase("upgrade", || {
+            serial(2);
+            max_fail_percentage(0);
+            on("all", [
+                task("step", |h| { h.run("echo step-" + h.name); "changed" }).notify("restart"),
+                task("check", |h| { h.run("echo check-" + h.name); if h.name == "d" { throw "d is broken" } "ok" }),
+            ]);
+            handler("restart", task("restart", |h| { h.run("echo restart-" + h.name); "ok" }));
+        });
+        phase("after", || {
+            on("all", task("later", |h| { h.run("echo later-" + h.name); "ok" }));
+        });
+        "#,
+        &six_hosts(),
+        false,
+    )
+    .await;
+    let names = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+    assert_eq!(
+        r.batches(),
+        [(1, names(&["a", "b"])), (2, names(&["c", "d"]))],
+        "batch 3 never starts"
+    );
+    // Batch 1 ran its whole phase and its handlers before batch 2 started.
+    assert_eq!(
+        echoes(&r.fake.scripts("a")),
+        ["step-a", "check-a", "restart-a"]
+    );
+    let log: Vec<String> = r
+        .fake
+        .log
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|(_, s)| s.clone())
+        .collect();
+    let restart_b = log.iter().position(|s| s == "echo restart-b").unwrap();
+    let step_c = log.iter().position(|s| s == "echo step-c").unwrap();
+    assert!(restart_b < step_c, "{log:?}");
+    // The batch's other host finished the phase and its handlers ran; the failed host's did not.
+    assert_eq!(
+        echoes(&r.fake.scripts("c")),
+        ["step-c", "check-c", "restart-c"]
+    );
+    assert_eq!(echoes(&r.fake.scripts("d")), ["step-d", "check-d"]);
+    assert!(r.fake.scripts("e").is_empty() && r.fake.scripts("f").is_empty());
+    assert!(
+        !log.iter().any(|s| s.starts_with("echo later")),
+        "no later phase"
+    );
+    assert_eq!(r.recap.not_reached, ["e", "f"]);
+    let stopped = r.recap.stopped.clone().unwrap();
+    assert_eq!(
+        stopped,
+        "phase 'upgrade' stopped after batch 2 of 3: 1 of 2 host(s) of the batch failed (d), \
+         more than max_fail_percentage(0) allows; phases not run: after"
+    );
+    assert_eq!(r.recap.exit_code(), 2);
+}
+
+#[tokio::test]
+async fn a_rolling_phase_goes_on_past_a_failure_unless_the_whole_batch_fails() {
+    let playbook = |fails: &str| {
+        format!(
+            r#"
+            phase("upgrade", || {{
+                serial([1, "50%"]);
+                on("all", task("step", |h| {{ h.run("echo step-" + h.name); if {fails} {{ throw "no" }} "ok" }}));
+            }});
+            "#
+        )
+    };
+    let inventory = six_hosts();
+    let four: String = inventory.split("[hosts.e]").next().unwrap().to_string();
+    // 50% of four hosts: batches of 1, 2, 2 (the last size repeats). One failure in a batch of
+    // two leaves the rollout going, as in Ansible without max_fail_percentage.
+    let r = run_with_inventory(&playbook("h.name == \"b\""), &four, false).await;
+    let sizes: Vec<usize> = r.batches().iter().map(|(_, h)| h.len()).collect();
+    assert_eq!(sizes, [1, 2, 1]);
+    assert_eq!(r.first_contacts(), ["a", "b", "c", "d"].map(String::from));
+    assert!(r.recap.not_reached.is_empty() && r.recap.stopped.is_none());
+    assert_eq!(r.recap.exit_code(), 2);
+    // Every host of batch 2 failing stops it.
+    let r = run_with_inventory(&playbook("h.name != \"a\""), &four, false).await;
+    assert_eq!(r.recap.not_reached, ["d"]);
+    assert!(r.fake.scripts("d").is_empty());
+    assert!(r
+        .recap
+        .stopped
+        .unwrap()
+        .contains("every host of the batch failed (b, c)"));
+}
+
+#[tokio::test]
+async fn any_errors_fatal_stops_every_host_at_the_first_failure_without_handlers() {
+    let r = run_with_inventory(
+        r#"
+        phase("one", || {
+            any_errors_fatal();
+            on("all", task("first", |h| {
+                if h.name == "a" { throw "broken" }
+                h.run("echo first-" + h.name + "; sleep 0.3"); "changed"
+            }).notify("h"));
+            on("all", task("second", |h| { h.run("echo second-" + h.name); "ok" }));
+            handler("h", task("handler", |h| { h.run("echo handler-" + h.name); "ok" }));
+        });
+        phase("two", || { on("all", task("later", |h| { h.run("echo later"); "ok" })); });
+        "#,
+        INVENTORY,
+        false,
+    )
+    .await;
+    // b's task in flight ends; nothing starts after it.
+    let ran: Vec<String> = r
+        .fake
+        .scripts("b")
+        .into_iter()
+        .filter(|s| s.contains("echo"))
+        .collect();
+    assert_eq!(ran.last().unwrap(), "echo first-b; sleep 0.3");
+    assert!(!ran
+        .iter()
+        .any(|s| s.contains("second") || s.contains("handler")));
+    let skipped = r.ends("b");
+    assert_eq!(skipped.len(), 2, "{skipped:?}");
+    assert_eq!(skipped[1].0, "Skipped");
+    assert!(
+        skipped[1]
+            .1
+            .contains("a failed 'first' (line 4) and the phase has any_errors_fatal"),
+        "{skipped:?}"
+    );
+    assert!(r.recap.stopped.unwrap().contains("phases not run: two"));
+}
+
+#[tokio::test]
+async fn a_task_reading_results_in_a_rolling_phase_waits_only_for_its_batch_and_run_once_runs_per_batch(
+) {
+    let inventory = six_hosts();
+    let run = run_with_inventory(
+        r#"
+        phase("one", || {
+            serial(2);
+            let made = on("all", task("make", |h| #{ result: #{ by: h.name } }));
+            let once = on("all", task("once", |h| { h.run("echo once-" + h.name); #{ result: #{ by: h.name } } }).run_once());
+            on("all", task("read", |h| { h.run("echo read-" + made.by + "-" + once.by); "ok" }));
+        });
+        "#,
+        &inventory,
+        false,
+    );
+    let r = tokio::time::timeout(std::time::Duration::from_secs(20), run)
+        .await
+        .expect("a batch does not wait for the hosts of later batches");
+    assert_eq!(echoes(&r.fake.scripts("a")), ["once-a", "read-a-a"]);
+    assert_eq!(echoes(&r.fake.scripts("b")), ["read-b-a"]);
+    assert_eq!(echoes(&r.fake.scripts("c")), ["once-c", "read-c-c"]);
+    assert_eq!(echoes(&r.fake.scripts("f")), ["read-f-e"]);
+}
+
+#[tokio::test]
+async fn check_mode_rolls_through_the_batches_too() {
+    let r = run_with_inventory(
+        r#"
+        phase("one", || {
+            serial("50%");
+            on("all", mark(#{ name: "x", present: false }));
+        });
+        "#,
+        INVENTORY,
+        true,
+    )
+    .await;
+    assert_eq!(r.batches().len(), 2);
+    assert!(r.fake.scripts("a").iter().all(|s| !s.contains("apply")));
+    assert_eq!(r.recap.changed(), 2);
+}
+
+#[tokio::test]
+async fn an_unreachable_host_goes_on_past_a_task_that_ignores_it() {
+    let fake = Fake {
+        down: vec!["b".into()],
+        ..Fake::default()
+    };
+    let r = run_on(
+        r#"
+        on("all", mark(#{ name: "x", present: true }).ignore_unreachable());
+        on("all", mark(#{ name: "y", present: true }));
+        on("all", mark(#{ name: "z", present: true }));
+        "#,
+        INVENTORY,
+        false,
+        fake,
+    )
+    .await;
+    let ends = r.ends("b");
+    let statuses: Vec<&str> = ends.iter().map(|(s, _)| s.as_str()).collect();
+    // Ignored once, the host goes on; the next task finds it unreachable for real, and stops it.
+    assert_eq!(statuses, ["Unreachable", "Unreachable"], "{ends:?}");
+    let b = &r.recap.hosts["b"];
+    assert_eq!((b.ignored, b.unreachable, b.ok), (1, 1, 0));
+    assert_eq!(r.recap.hosts["a"].ok, 3);
+    assert_eq!(r.recap.exit_code(), 3);
+}
+
+#[tokio::test]
+async fn a_block_rescues_a_failure_and_runs_always_in_both_cases() {
+    let r = run_playbook(
+        r#"
+        on("all", block([
+            task("body", |h| { h.run("echo body-" + h.name); if h.name == "b" { throw "no" } "ok" }),
+            task("rest", |h| { h.run("echo rest-" + h.name); "ok" }),
+        ]).rescue([
+            task("rescue", |h| { h.run("echo rescue-" + h.name); "changed" }),
+        ]).always([
+            task("always", |h| { h.run("echo always-" + h.name); "ok" }),
+        ]));
+        on("all", task("next", |h| { h.run("echo next-" + h.name); "ok" }));
+        "#,
+        false,
+    )
+    .await;
+    let ran = |h: &str| -> Vec<String> {
+        echoes(&r.fake.scripts(h))
+            .into_iter()
+            .filter(|s| !s.starts_with('"'))
+            .collect()
+    };
+    assert_eq!(ran("a"), ["body-a", "rest-a", "always-a", "next-a"]);
+    assert_eq!(ran("b"), ["body-b", "rescue-b", "always-b", "next-b"]);
+    assert_eq!(r.recap.hosts["b"].rescued, 1);
+    assert_eq!(r.recap.hosts["b"].failed, 0);
+    assert_eq!(r.recap.exit_code(), 0);
+}
+
+#[tokio::test]
+async fn flush_handlers_runs_the_handlers_notified_so_far_before_the_next_tasks() {
+    let r = run_playbook(
+        r#"
+        phase("one", || {
+            on("all", task("install", |h| { h.run("echo install"); "changed" }).notify("restart"));
+            flush_handlers();
+            on("all", task("use", |h| { h.run("echo use"); "changed" }).notify("restart"));
+            handler("restart", task("restart", |h| { h.run("echo restart"); "ok" }));
+        });
+        "#,
+        false,
+    )
+    .await;
+    for h in ["a", "b"] {
+        assert_eq!(
+            echoes(&r.fake.scripts(h)),
+            ["install", "restart", "use", "restart"]
+        );
+    }
+    // Every host's part before the flush ends before any host's handler runs.
+    let log = r.fake.log.lock().unwrap();
+    let first_restart = log.iter().position(|(_, s)| s == "echo restart").unwrap();
+    assert_eq!(
+        log[..first_restart]
+            .iter()
+            .filter(|(_, s)| s == "echo install")
+            .count(),
+        2
+    );
+}
+
+#[tokio::test]
+async fn a_rolling_phase_runs_a_hosts_handlers_with_its_own_batch() {
+    // b owes the handler from an earlier run: it runs after b's batch, not a's.
+    let dir = tempfile::tempdir().unwrap();
+    let play = dir.path().join("play.rhai");
+    std::fs::write(
+        &play,
+        r#"
+        phase("one", || {
+            serial(1);
+            on("all", task("step", |h| { h.run("echo step-" + h.name); "ok" }).notify("h"));
+            handler("h", task("handler", |h| { h.run("echo handler-" + h.name); "ok" }));
+        });
+        "#,
+    )
+    .unwrap();
+    let store = crate::pending::PendingHandlers::beside(&dir.path().join("inv.toml"), &play);
+    let owed = crate::pending::Pending {
+        phase: "one".into(),
+        handler: "h".into(),
+    };
+    store
+        .save(crate::pending::ByHost::from([("b".into(), vec![owed])]))
+        .unwrap();
+    let opts = RunOptions {
+        pending_handlers: Some(store.clone()),
+        ..RunOptions::default()
+    };
+    let r = run_file(&play, INVENTORY, opts, Fake::default()).await;
+    let log: Vec<String> = r
+        .fake
+        .log
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|(_, s)| s.clone())
+        .collect();
+    let steps: Vec<&String> = log.iter().filter(|s| s.starts_with("echo ")).collect();
+    assert_eq!(steps, ["echo step-a", "echo step-b", "echo handler-b"]);
+    assert!(store.load().unwrap().is_empty(), "the debt is paid");
+}
+
+#[tokio::test]
+async fn an_unrescued_block_failure_under_any_errors_fatal_stops_the_other_hosts() {
+    let r = run_playbook(
+        r#"
+        phase("one", || {
+            any_errors_fatal();
+            on("a", block([task("fails", |h| { throw "no" })])
+                .always([task("cleanup", |h| { h.run("echo cleanup"); "ok" })]));
+            on("b", task("slow", |h| { h.run("sleep 0.5"); "ok" }));
+            on("b", task("next", |h| { h.run("echo next"); "ok" }));
+        });
+        "#,
+        false,
+    )
+    .await;
+    assert_eq!(echoes(&r.fake.scripts("a")), ["cleanup"]);
+    assert!(
+        echoes(&r.fake.scripts("b")).is_empty(),
+        "next did not run on b"
+    );
+    assert!(r.recap.stopped.unwrap().contains("a failed 'fails'"));
 }
