@@ -12,7 +12,7 @@ use serde_json::{Map, Value};
 
 use crate::error::{closest, PlanError};
 use crate::inventory::Inventory;
-use crate::plan::{Action, Condition, Task};
+use crate::plan::{Action, Condition, Secrecy, Task};
 use crate::template::{is_template, TemplateEngine, TemplateError};
 
 /// Names a run provides beside the variables.
@@ -27,43 +27,15 @@ pub fn check_templates(
 ) -> Result<(), PlanError> {
     let known = known_names(tasks, inventory, defaults, extra_vars);
     for task in tasks {
-        let Action::Module(module) = &task.action else {
+        if !matches!(task.action, Action::Module(_)) {
             continue;
-        };
+        }
         let guards = match &task.when {
             Some(Condition::Expr(e)) => Some(e.clone()),
             Some(Condition::Closure(_)) => None,
             None => Some(String::new()),
         };
-        let mut reads: Vec<(String, BTreeSet<String>)> = Vec::new();
-        if let Some(Condition::Expr(e)) = &task.when {
-            let names = templates
-                .referenced_names_in_expr(e)
-                .map_err(|err| in_task(task, "its condition", &err))?;
-            reads.push((e.clone(), names));
-        }
-        let mut strings = Vec::new();
-        task.args.strings(&mut strings);
-        for s in strings.into_iter().filter(|s| is_template(s)) {
-            let names = templates
-                .referenced_names(&s)
-                .map_err(|err| in_task(task, "an argument", &err))?;
-            reads.push((s, names));
-        }
-        let files = if module.renders_templates() {
-            task.args
-                .as_plain()
-                .and_then(|a| module.template_files(&a))
-                .unwrap_or_default()
-        } else {
-            Vec::new()
-        };
-        for file in files.iter().filter(|f| !is_template(f)) {
-            let (source, names) = templates
-                .compile_file(file)
-                .map_err(|err| in_task(task, "its template", &err))?;
-            reads.push((source, names.unwrap_or_default()));
-        }
+        let reads = names_read(task, templates)?;
         let Some(guards) = guards else { continue };
         for (source, names) in &reads {
             for name in names {
@@ -85,6 +57,88 @@ pub fn check_templates(
                 ));
             }
         }
+    }
+    Ok(())
+}
+
+/// The names each template of a task reads (its condition, its arguments, its template files),
+/// with the template's source.
+fn names_read(
+    task: &Task,
+    templates: &TemplateEngine,
+) -> Result<Vec<(String, BTreeSet<String>)>, PlanError> {
+    let mut reads: Vec<(String, BTreeSet<String>)> = Vec::new();
+    if let Some(Condition::Expr(e)) = &task.when {
+        let names = templates
+            .referenced_names_in_expr(e)
+            .map_err(|err| in_task(task, "its condition", &err))?;
+        reads.push((e.clone(), names));
+    }
+    let mut strings = Vec::new();
+    task.args.strings(&mut strings);
+    for s in strings.into_iter().filter(|s| is_template(s)) {
+        let names = templates
+            .referenced_names(&s)
+            .map_err(|err| in_task(task, "an argument", &err))?;
+        reads.push((s, names));
+    }
+    let files = match &task.action {
+        Action::Module(module) if module.renders_templates() => task
+            .args
+            .as_plain()
+            .and_then(|a| module.template_files(&a))
+            .unwrap_or_default(),
+        _ => Vec::new(),
+    };
+    for file in files.iter().filter(|f| !is_template(f)) {
+        let (source, names) = templates
+            .compile_file(file)
+            .map_err(|err| in_task(task, "its template", &err))?;
+        reads.push((source, names.unwrap_or_default()));
+    }
+    Ok(reads)
+}
+
+/// Marks the tasks whose output must not be shown: those marked `.secret()`, and those that read
+/// a secret variable (`secret_vars`) in a template or hold a secret's text (`secrets`) in their
+/// arguments. What such a task registers is secret in turn, for the tasks after it.
+pub fn mark_secrets(
+    tasks: &mut [Task],
+    templates: &TemplateEngine,
+    secret_vars: &mut BTreeSet<String>,
+    secrets: &crate::secret::Redactor,
+) -> Result<(), PlanError> {
+    for task in tasks.iter_mut() {
+        if task.secret == Secrecy::Marked {
+            secret_vars.extend(task.register.clone());
+            continue;
+        }
+        let mut read: BTreeSet<String> = BTreeSet::new();
+        let mut reads = names_read(task, templates)?;
+        // Its environment and `until` are rendered with the host's variables too (neither is
+        // checked for unknown names: `until` reads the attempt's `result`).
+        let env = task.control.environment.values().filter(|v| is_template(v));
+        reads.extend(env.filter_map(|v| Some((v.clone(), templates.referenced_names(v).ok()?))));
+        if let Some(Condition::Expr(e)) = &task.control.until {
+            reads.extend(
+                templates
+                    .referenced_names_in_expr(e)
+                    .ok()
+                    .map(|n| (e.clone(), n)),
+            );
+        }
+        for (_, names) in reads {
+            read.extend(names.intersection(secret_vars).cloned());
+        }
+        let mut strings = Vec::new();
+        task.args.strings(&mut strings);
+        strings.extend(task.control.environment.values().cloned());
+        let holds_secret = strings.iter().any(|s| secrets.contains_secret(s));
+        if read.is_empty() && !holds_secret {
+            continue;
+        }
+        secret_vars.extend(task.register.clone());
+        task.secret = Secrecy::Reads(read.into_iter().collect());
     }
     Ok(())
 }

@@ -180,6 +180,8 @@ async fn run_with_inventory(playbook: &str, inventory: &str, check: bool) -> Run
         limit: None,
         extra_vars: Default::default(),
         sink: sink.clone(),
+        secret_vars: Default::default(),
+        secrets: Default::default(),
     })
     .unwrap();
     let fake = Arc::new(Fake::default());
