@@ -138,6 +138,7 @@ pub fn mark_secrets(
             continue;
         }
         secret_vars.extend(task.register.clone());
+        secret_vars.extend(set_fact_names(task));
         task.secret = Secrecy::Reads(read.into_iter().collect());
     }
     Ok(())
@@ -162,15 +163,23 @@ fn known_names(
     }
     for t in tasks {
         known.extend(t.register.clone());
-        if t.module_name() == "set_fact" {
-            if let crate::plan::Arg::Map(m) = &t.args {
-                known.extend(m.keys().cloned());
-            } else if let Some(Value::Object(m)) = t.args.as_plain() {
-                known.extend(m.keys().cloned());
-            }
-        }
+        known.extend(set_fact_names(t));
     }
     known
+}
+
+/// The variables a `set_fact` task sets.
+fn set_fact_names(t: &Task) -> Vec<String> {
+    if t.module_name() != "set_fact" {
+        return Vec::new();
+    }
+    match &t.args {
+        crate::plan::Arg::Map(m) => m.keys().cloned().collect(),
+        other => match other.as_plain() {
+            Some(Value::Object(m)) => m.keys().cloned().collect(),
+            _ => Vec::new(),
+        },
+    }
 }
 
 /// Whether `source` uses `name` only where it may be missing: `name is defined`,
