@@ -57,6 +57,15 @@ enum Command {
         to_toml: bool,
         #[arg(short = 'e', long = "extra-vars", value_name = "KEY=VALUE|@FILE")]
         extra_vars: Vec<String>,
+        #[command(flatten)]
+        vault: VaultArgs,
+    },
+    /// Encrypt and decrypt secrets with the vault (age: a passphrase or X25519 identities).
+    Vault {
+        #[command(subcommand)]
+        command: VaultCommand,
+        #[command(flatten)]
+        keys: VaultArgs,
     },
     /// Show what earlier runs changed, per host and task, from the run journal beside the
     /// inventory (`.playbook/INVENTORY.journal.jsonl`), oldest first.
@@ -83,6 +92,57 @@ enum Command {
     },
 }
 
+/// Where the vault's keys are.
+#[derive(Args, Clone)]
+struct VaultArgs {
+    /// A file whose first line is the vault's passphrase.
+    #[arg(
+        long,
+        value_name = "FILE",
+        env = "PLAYBOOK_VAULT_PASSWORD_FILE",
+        global = true
+    )]
+    vault_password_file: Option<PathBuf>,
+    /// An age identity file (`AGE-SECRET-KEY-1…` lines, as age-keygen writes them).
+    #[arg(
+        long,
+        value_name = "FILE",
+        env = "PLAYBOOK_VAULT_IDENTITY",
+        global = true
+    )]
+    vault_identity: Option<PathBuf>,
+}
+
+impl VaultArgs {
+    fn open(&self) -> Result<engine::vault::Vault, Report> {
+        engine::vault::Vault::from_files(
+            self.vault_password_file.as_deref(),
+            self.vault_identity.as_deref(),
+        )
+        .map_err(|e| miette::miette!("{e}"))
+    }
+}
+
+#[derive(Subcommand)]
+enum VaultCommand {
+    /// Encrypt a whole file in place (age's ASCII armor).
+    Encrypt { file: PathBuf },
+    /// Decrypt a whole file in place.
+    Decrypt { file: PathBuf },
+    /// Print a decrypted file.
+    View { file: PathBuf },
+    /// Edit a file decrypted with $EDITOR, then encrypt it again (a new file if it does not
+    /// exist).
+    Edit { file: PathBuf },
+    /// Encrypt one value read from standard input, for a file of variables:
+    /// `NAME = "vault:age:…"`.
+    EncryptString {
+        /// The variable's name: prints a whole TOML line.
+        #[arg(long)]
+        name: Option<String>,
+    },
+}
+
 #[derive(Args)]
 struct PlanArgs {
     /// The playbook (a Rhai script).
@@ -97,6 +157,8 @@ struct PlanArgs {
     /// or a JSON object.
     #[arg(short = 'e', long = "extra-vars", value_name = "KEY=VALUE|@FILE|JSON")]
     extra_vars: Vec<String>,
+    #[command(flatten)]
+    vault: VaultArgs,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -233,16 +295,32 @@ fn main() -> ExitCode {
         Box::new(miette::MietteHandlerOpts::new().wrap_lines(false).build())
     }))
     .ok();
+    // A panic's message may hold a value: it is shown redacted like everything else.
+    std::panic::set_hook(Box::new(|info| {
+        eprintln!("{}", secrets().redact(&info.to_string()));
+    }));
     match real_main(cli) {
         Ok(code) => {
             reap_orphans();
             ExitCode::from(code)
         }
         Err(report) => {
-            eprintln!("{report:?}");
+            eprintln!("{}", secrets().redact(&format!("{report:?}")));
             ExitCode::from(EXIT_BAD_INPUT)
         }
     }
+}
+
+/// The secrets this process knows (the inventory's, the vault's, the playbook's): everything it
+/// prints goes through them, events, plans, errors and panics alike.
+fn secrets() -> &'static Arc<Redactor> {
+    static SECRETS: std::sync::OnceLock<Arc<Redactor>> = std::sync::OnceLock::new();
+    SECRETS.get_or_init(Arc::default)
+}
+
+/// Prints to stdout with every known secret replaced.
+fn show(text: &str) {
+    print!("{}", secrets().redact(text));
 }
 
 /// ssh ControlMasters run detached from us; as a subreaper we are their parent when they end and
@@ -272,35 +350,41 @@ fn registry() -> Registry {
     r
 }
 
+/// The inventory, and the extra vars with the names of those read from the vault, decrypted
+/// with `vault`; every secret value is registered with [`secrets`] before anything is shown.
 fn load_inventory(
     path: &Path,
     cli: &engine::inventory::CommandLineSettings,
-) -> Result<Arc<Inventory>, Report> {
-    Inventory::load_with(path, cli)
-        .map(Arc::new)
-        .map_err(Report::new)
+    vault: &VaultArgs,
+    extra: &[String],
+) -> Result<(Arc<Inventory>, ExtraVars), Report> {
+    let vault = vault.open()?;
+    let inventory = Inventory::load_with_vault(path, cli, &vault).map_err(Report::new)?;
+    let mut vars = serde_json::Map::new();
+    let mut secret = BTreeSet::new();
+    for a in extra {
+        let (v, names) = engine::inventory::parse_extra_var_with(a, &vault)
+            .map_err(|e| miette::miette!("{e}"))?;
+        vars.extend(v);
+        secret.extend(names);
+    }
+    let names = inventory.secret_names().union(&secret).cloned().collect();
+    inventory.register_secrets(secrets(), &names, &Default::default(), &vars);
+    Ok((Arc::new(inventory), ExtraVars { vars, secret }))
 }
 
-fn extra_vars(args: &[String]) -> Result<serde_json::Map<String, serde_json::Value>, Report> {
-    let mut vars = serde_json::Map::new();
-    for a in args {
-        vars.extend(engine::inventory::parse_extra_var(a).map_err(|e| miette::miette!("{e}"))?);
-    }
-    Ok(vars)
+/// Extra vars (`-e`), and which of them were read from the vault.
+struct ExtraVars {
+    vars: serde_json::Map<String, serde_json::Value>,
+    secret: BTreeSet<String>,
 }
 
 fn build_plan(
     args: &PlanArgs,
     cli: &engine::inventory::CommandLineSettings,
     sink: Arc<dyn EventSink>,
-    secrets: &Redactor,
-) -> Result<(Plan, Arc<Inventory>), Report> {
-    let inventory = load_inventory(&args.inventory, cli)?;
-    for h in inventory.hosts() {
-        if let Some(pw) = &h.become_password {
-            secrets.add(pw.expose());
-        }
-    }
+) -> Result<(Plan, Arc<Inventory>, ExtraVars), Report> {
+    let (inventory, extra) = load_inventory(&args.inventory, cli, &args.vault, &args.extra_vars)?;
     let limit = match &args.limit {
         None => None,
         Some(p) => {
@@ -321,17 +405,19 @@ fn build_plan(
         inventory: inventory.clone(),
         registry: &registry,
         limit,
-        extra_vars: extra_vars(&args.extra_vars)?,
+        extra_vars: extra.vars.clone(),
         sink,
+        secret_vars: extra.secret.clone(),
+        secrets: secrets().clone(),
     })
     .map_err(Report::new)?;
-    Ok((plan, inventory))
+    Ok((plan, inventory, extra))
 }
 
-/// The plan alone, for commands that show it: no run's connection settings, events or secrets.
+/// The plan alone, for commands that show it: no run's connection settings or events.
 fn plan_only(args: &PlanArgs) -> Result<Plan, Report> {
     let quiet = Arc::new(Collector::default());
-    build_plan(args, &Default::default(), quiet, &Redactor::default()).map(|(plan, _)| plan)
+    build_plan(args, &Default::default(), quiet).map(|(plan, _, _)| plan)
 }
 
 fn real_main(cli: Cli) -> Result<u8, Report> {
@@ -373,7 +459,7 @@ fn real_main(cli: Cli) -> Result<u8, Report> {
                 Output::Text => Arc::new(TextReporter::new(args.verbose)),
                 Output::Json => Arc::new(JsonReporter::default()),
             };
-            let secrets = Arc::new(Redactor::default());
+            let secrets = secrets().clone();
             // The journal keeps what real runs change (it ignores check runs), redacted too.
             let journal =
                 engine::journal::Journal::new(engine::journal::path_beside(&args.plan.inventory));
@@ -389,36 +475,33 @@ fn real_main(cli: Cli) -> Result<u8, Report> {
                 None
             };
             if args.list_hosts || args.list_tasks || args.list_tags || args.syntax_check {
-                let (plan, _) = build_plan(
+                let (plan, _, _) = build_plan(
                     &args.plan,
                     &args.connection_settings(),
                     Arc::new(Collector::default()),
-                    &secrets,
                 )?;
                 if args.syntax_check {
-                    println!("playbook: {}", args.plan.playbook.display());
+                    show(&format!("playbook: {}\n", args.plan.playbook.display()));
                 }
                 if args.list_hosts || args.list_tasks || args.list_tags {
-                    print!(
-                        "{}",
-                        list_plan(&plan, args.list_hosts, args.list_tasks, args.list_tags)
-                    );
+                    show(&list_plan(
+                        &plan,
+                        args.list_hosts,
+                        args.list_tasks,
+                        args.list_tags,
+                    ));
                 }
                 return Ok(0);
             }
-            let (plan, inventory) = match build_plan(
-                &args.plan,
-                &args.connection_settings(),
-                sink.clone(),
-                &secrets,
-            ) {
-                Ok(built) => built,
-                Err(report) => {
-                    // Programs reading the events learn why nothing ran, and where.
-                    sink.emit(&bad_input_event(&report));
-                    return Err(report);
-                }
-            };
+            let (plan, inventory, extra) =
+                match build_plan(&args.plan, &args.connection_settings(), sink.clone()) {
+                    Ok(built) => built,
+                    Err(report) => {
+                        // Programs reading the events learn why nothing ran, and where.
+                        sink.emit(&bad_input_event(&report));
+                        return Err(report);
+                    }
+                };
             let start_at = match &args.start_at_task {
                 None => None,
                 Some(name) => Some(start_task(&plan, name)?),
@@ -430,7 +513,7 @@ fn real_main(cli: Cli) -> Result<u8, Report> {
                 tags: args.tags,
                 skip_tags: args.skip_tags,
                 start_at,
-                extra_vars: extra_vars(&args.plan.extra_vars)?,
+                extra_vars: extra.vars,
                 become_password,
                 secrets,
                 keep_output: args.keep_output,
@@ -478,36 +561,40 @@ fn real_main(cli: Cli) -> Result<u8, Report> {
         }
         Command::Plan(args) => {
             let plan = plan_only(&args)?;
-            print!("{}", describe_plan(&plan));
+            show(&describe_plan(&plan));
             Ok(0)
         }
         Command::Graph(args) => {
             let plan = plan_only(&args)?;
-            print!("{}", plan.to_dot());
+            show(&plan.to_dot());
             Ok(0)
         }
         Command::Inventory {
             inventory,
             to_toml: true,
+            vault,
             ..
         } => {
+            // Converted as written: vault values stay encrypted, an encrypted file is refused.
             let text = Inventory::load_toml(&inventory).map_err(Report::new)?;
             // Checked as it would be used, so what is printed loads.
-            Inventory::parse(&text, &inventory.display().to_string()).map_err(Report::new)?;
-            print!("{text}");
+            load_inventory(&inventory, &Default::default(), &vault, &[])?;
+            show(&text);
             Ok(0)
         }
         Command::Inventory {
             inventory,
             host,
-            extra_vars: extra,
+            extra_vars,
+            vault,
             ..
         } => {
-            let inv = load_inventory(&inventory, &Default::default())?;
-            let extra = extra_vars(&extra)?;
-            print!("{}", describe_inventory(&inv, host.as_deref(), &extra)?);
+            let (inv, extra) =
+                load_inventory(&inventory, &Default::default(), &vault, &extra_vars)?;
+            show(&describe_inventory(&inv, host.as_deref(), &extra)?);
             Ok(0)
         }
+        Command::Vault { command, keys } => vault_command(command, &keys),
         Command::Completions { shell } => {
             use clap::CommandFactory;
             clap_complete::generate(
@@ -544,6 +631,126 @@ fn real_main(cli: Cli) -> Result<u8, Report> {
             Ok(0)
         }
     }
+}
+
+fn vault_command(cmd: VaultCommand, keys: &VaultArgs) -> Result<u8, Report> {
+    use engine::vault::is_file;
+    let vault = keys.open()?;
+    let read =
+        |file: &Path| std::fs::read(file).map_err(|e| miette::miette!("{}: {e}", file.display()));
+    let decrypted = |file: &Path| -> Result<Vec<u8>, Report> {
+        let data = read(file)?;
+        if !is_file(&data) {
+            return Err(miette::miette!(
+                "{}: not encrypted with the vault (no {} line)",
+                file.display(),
+                engine::vault::FILE_HEADER
+            ));
+        }
+        vault
+            .decrypt(&data, &file.display().to_string())
+            .map_err(|e| miette::miette!("{e}"))
+    };
+    let encrypt = |plain: &[u8]| {
+        vault
+            .encrypt_file(plain)
+            .map_err(|e| miette::miette!("{e}"))
+    };
+    match cmd {
+        VaultCommand::Encrypt { file } => {
+            let data = read(&file)?;
+            if is_file(&data) {
+                return Err(miette::miette!(
+                    "{}: already encrypted with the vault",
+                    file.display()
+                ));
+            }
+            write_atomically(&file, encrypt(&data)?.as_bytes())?;
+            eprintln!("encrypted {}", file.display());
+        }
+        VaultCommand::Decrypt { file } => {
+            write_atomically(&file, &decrypted(&file)?)?;
+            eprintln!("decrypted {}", file.display());
+        }
+        VaultCommand::View { file } => {
+            use std::io::Write;
+            std::io::stdout()
+                .write_all(&decrypted(&file)?)
+                .map_err(|e| miette::miette!("{e}"))?;
+        }
+        VaultCommand::Edit { file } => {
+            let plain = if file.exists() {
+                decrypted(&file)?
+            } else {
+                Vec::new()
+            };
+            // Plain text only in a directory of our own, removed with it.
+            let dir = tempfile::tempdir().map_err(|e| miette::miette!("{e}"))?;
+            let name = file.file_name().unwrap_or(std::ffi::OsStr::new("vault"));
+            let tmp = dir.path().join(name);
+            std::fs::write(&tmp, &plain).map_err(|e| miette::miette!("{e}"))?;
+            let editor = std::env::var("VISUAL")
+                .or_else(|_| std::env::var("EDITOR"))
+                .unwrap_or_else(|_| "vi".into());
+            // As git does: the editor may carry arguments (`code --wait`).
+            let status = std::process::Command::new("sh")
+                .arg("-c")
+                .arg(format!("{editor} \"$1\""))
+                .arg("sh")
+                .arg(&tmp)
+                .status()
+                .map_err(|e| miette::miette!("running the editor {editor}: {e}"))?;
+            if !status.success() {
+                return Err(miette::miette!(
+                    "the editor {editor} failed ({status}); {} is unchanged",
+                    file.display()
+                ));
+            }
+            let edited = std::fs::read(&tmp).map_err(|e| miette::miette!("{e}"))?;
+            if edited == plain && file.exists() {
+                eprintln!("{} is unchanged", file.display());
+                return Ok(0);
+            }
+            write_atomically(&file, encrypt(&edited)?.as_bytes())?;
+            eprintln!("encrypted {}", file.display());
+        }
+        VaultCommand::EncryptString { name } => {
+            let mut value = String::new();
+            std::io::Read::read_to_string(&mut std::io::stdin(), &mut value)
+                .map_err(|e| miette::miette!("reading the value from stdin: {e}"))?;
+            let value = value.strip_suffix('\n').unwrap_or(&value);
+            let value = value.strip_suffix('\r').unwrap_or(value);
+            let enc = vault
+                .encrypt_value(value)
+                .map_err(|e| miette::miette!("{e}"))?;
+            match name {
+                Some(n) => println!("{n} = \"{enc}\""),
+                None => println!("\"{enc}\""),
+            }
+        }
+    }
+    Ok(0)
+}
+
+/// Replaces `file` by `data`: a temporary file beside it (the same mode, or 0600 for a new
+/// one), renamed over it, so a crash leaves the old or the new file, never half of one.
+fn write_atomically(file: &Path, data: &[u8]) -> Result<(), Report> {
+    use std::io::Write;
+    use std::os::unix::fs::PermissionsExt;
+    let dir = match file.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    };
+    let err = |e: std::io::Error| miette::miette!("writing {}: {e}", file.display());
+    let mode = std::fs::metadata(file)
+        .map(|m| m.permissions().mode())
+        .unwrap_or(0o600);
+    let mut tmp = tempfile::NamedTempFile::new_in(dir).map_err(err)?;
+    tmp.write_all(data).map_err(err)?;
+    tmp.as_file().sync_all().map_err(err)?;
+    std::fs::set_permissions(tmp.path(), std::fs::Permissions::from_mode(mode)).map_err(err)?;
+    tmp.persist(file).map_err(|e| err(e.error))?;
+    Ok(())
 }
 
 fn bad_input_event(report: &Report) -> engine::events::Event {
@@ -778,7 +985,7 @@ fn describe_plan(plan: &Plan) -> String {
 fn describe_inventory(
     inv: &Inventory,
     only: Option<&str>,
-    extra: &serde_json::Map<String, serde_json::Value>,
+    extra: &ExtraVars,
 ) -> Result<String, Report> {
     let mut out = String::new();
     if only.is_none() {
@@ -798,7 +1005,13 @@ fn describe_inventory(
             "host {} ({}:{}, {})\n",
             h.name, h.address, h.port, h.connection
         ));
-        for (name, value, source) in inv.host_vars_with_sources(&h.name, &empty, extra) {
+        for (name, value, source) in inv.host_vars_with_sources(&h.name, &empty, &extra.vars) {
+            let secret = inv.secret_names().contains(&name) || extra.secret.contains(&name);
+            let value = if secret {
+                "[secret]".to_string()
+            } else {
+                value.to_string()
+            };
             out.push_str(&format!("  {name} = {value}    # from {source}\n"));
         }
     }

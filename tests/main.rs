@@ -13,5 +13,6 @@ mod packages;
 mod perf;
 mod pki;
 mod runs;
+mod secrets;
 mod ssh;
 mod system;

@@ -23,7 +23,20 @@ impl Serialize for FileDiff {
     }
 }
 
+/// What a diff shows of a file whose content depends on a secret, on both sides: a rotated
+/// password must not show the old one either.
+pub const HIDDEN: &str = "[diff hidden: content depends on a secret]";
+
 impl FileDiff {
+    /// The diff of a file whose content depends on a secret: its path only.
+    pub fn hidden(path: &str) -> Self {
+        FileDiff {
+            path: path.to_string(),
+            before: Some(HIDDEN.to_string()),
+            after: Some(HIDDEN.to_string()),
+        }
+    }
+
     /// Builds a diff from raw bytes; binary content is shown as a placeholder line.
     pub fn new(path: &str, before: Option<&[u8]>, after: Option<&[u8]>) -> Self {
         fn text(b: &[u8]) -> String {
@@ -41,6 +54,9 @@ impl FileDiff {
 
     /// A unified diff with `--- before` / `+++ after` headers.
     pub fn unified(&self) -> String {
+        if self.before.as_deref() == Some(HIDDEN) {
+            return format!("--- {0}\n+++ {0}\n{HIDDEN}\n", self.path);
+        }
         let old = self.before.as_deref().unwrap_or("");
         let new = self.after.as_deref().unwrap_or("");
         let old_name = if self.before.is_some() {

@@ -229,9 +229,13 @@ impl EventSink for Redacting {
         let r = |s: &String| self.secrets.redact(s);
         let mut e = event.clone();
         match &mut e {
-            Event::TaskStart { task, .. } => *task = r(task),
+            Event::TaskStart { task, phase, .. } => {
+                *task = r(task);
+                *phase = r(phase);
+            }
             Event::TaskEnd(t) => {
                 t.task = r(&t.task);
+                t.phase = r(&t.phase);
                 t.msg = t.msg.as_ref().map(r);
                 t.summary = t.summary.as_ref().map(r);
                 if let Some(d) = &mut t.diff {
@@ -240,16 +244,20 @@ impl EventSink for Redacting {
                 }
             }
             Event::Print { text, .. } => *text = r(text),
-            Event::TaskRetry { task, msg, .. } => {
+            Event::TaskRetry {
+                task, msg, phase, ..
+            } => {
                 *task = r(task);
                 *msg = r(msg);
+                *phase = r(phase);
             }
             Event::Error { message, .. } => *message = r(message),
-            Event::RunStart { .. }
-            | Event::PhaseStart { .. }
-            | Event::BatchStart { .. }
-            | Event::RolloutStop { .. }
-            | Event::Recap { .. } => {}
+            Event::PhaseStart { phase, .. } | Event::BatchStart { phase, .. } => *phase = r(phase),
+            Event::RolloutStop { phase, reason, .. } => {
+                *phase = r(phase);
+                *reason = r(reason);
+            }
+            Event::RunStart { .. } | Event::Recap { .. } => {}
         }
         self.inner.emit(&e);
     }

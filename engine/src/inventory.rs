@@ -10,6 +10,7 @@
 //! become = false              # sudo
 //! become_user = "root"
 //! become_password = "..."     # optional; kept as a Secret, never shown
+//! secret = ["db_password"]    # variables whose values are secrets (also at host and group level)
 //!
 //! [vars]                      # global variables
 //! cluster = "demo"
@@ -24,6 +25,9 @@
 //! children = ["etcd"]         # child groups: their hosts are members too
 //! vars = { vip = "10.77.0.100" }
 //! ```
+//!
+//! Any string value may be a vault value (`vault:age:…`, see `crate::vault`) and the whole file
+//! may be encrypted; both are decrypted when the file is read, and their variables are secret.
 //!
 //! Unknown keys are errors naming the key and the accepted ones. Every error carries the file,
 //! line and column (its `Display` reads `FILE:LINE:COL: message`) and, for miette, the source
@@ -43,6 +47,7 @@ use serde_spanned::Spanned;
 use crate::connection::Become;
 pub use crate::connection::Connection;
 use crate::secret::Secret;
+use crate::vault::Vault;
 
 /// One host with the `[defaults]` merged in.
 #[derive(Debug, Clone, PartialEq)]
@@ -133,6 +138,8 @@ pub enum InventoryErrorKind {
     BadName,
     /// `become_password` is not a string.
     BadSecret,
+    /// A vault value or file that cannot be decrypted (no key, a wrong key, damaged).
+    Vault,
     /// A `-e` argument that is neither `KEY=VALUE` nor `@FILE`, or whose KEY is no variable name.
     ExtraVar,
     /// A host's `address` that is empty or holds whitespace.
@@ -302,10 +309,10 @@ struct Source<'a> {
 }
 
 impl Source<'_> {
-    /// The source as shown in diagnostics: `become_password` values are masked (same byte
-    /// length, so spans stay valid).
+    /// The source as shown in diagnostics: the values of `become_password` and of the variables
+    /// the file marks secret are masked (same byte length, so spans stay valid).
     fn named(&self) -> NamedSource<String> {
-        NamedSource::new(&self.file, mask_passwords(self.text)).with_language("toml")
+        NamedSource::new(&self.file, mask_secrets(self.text)).with_language("toml")
     }
 
     fn position(&self, offset: usize) -> (usize, usize) {
@@ -342,25 +349,50 @@ impl Source<'_> {
     }
 }
 
-/// Replaces the characters of `become_password = "..."` values with `*`, byte for byte.
-fn mask_passwords(text: &str) -> String {
+/// Replaces the characters of secret values with `*`, byte for byte: `become_password`, the
+/// variables named in any `secret = [...]` list of the file (found in its text: the file may not
+/// parse) and vault values. A string whose closing quote is missing is masked to the end of its
+/// line (or of the file, for a multi-line string).
+fn mask_secrets(text: &str) -> String {
     use std::sync::OnceLock;
-    static RE: OnceLock<regex::Regex> = OnceLock::new();
-    let re = RE.get_or_init(|| {
-        regex::Regex::new(
-            r#"become_password["']?\s*=\s*("""[\s\S]*?"""|'''[\s\S]*?'''|"(?:[^"\\\n]|\\.)*"|'[^'\n]*')"#,
-        )
-        .expect("valid regex")
+    static LISTS: OnceLock<regex::Regex> = OnceLock::new();
+    let lists = LISTS.get_or_init(|| {
+        regex::Regex::new(r#"(?m)^\s*secret\s*=\s*\[([^\]]*)"#).expect("valid regex")
     });
+    let mut names = vec!["become_password".to_string()];
+    for caps in lists.captures_iter(text) {
+        for n in caps[1].split(',') {
+            let n = n.trim().trim_matches(['"', '\'']);
+            if !n.is_empty() {
+                names.push(regex::escape(n));
+            }
+        }
+    }
+    let value = r#"("""[\s\S]*?(?:"""|\z)|'''[\s\S]*?(?:'''|\z)|"(?:[^"\\\n]|\\.)*"?|'[^'\n]*'?)"#;
+    let Ok(re) = regex::Regex::new(&format!(
+        r#"\b(?:{})["']?\s*=\s*{value}|"({}[^"\n]*)"#,
+        names.join("|"),
+        regex::escape(crate::vault::VALUE_PREFIX)
+    )) else {
+        return text.to_string();
+    };
     let mut bytes = text.as_bytes().to_vec();
     for caps in re.captures_iter(text) {
-        let m = caps.get(1).expect("group 1");
-        let quote = if m.as_str().starts_with("\"\"\"") || m.as_str().starts_with("'''") {
-            3
-        } else {
-            1
+        let inner = match (caps.get(1), caps.get(2)) {
+            (Some(m), _) => {
+                let v = m.as_str();
+                let quote = if v.starts_with("\"\"\"") || v.starts_with("'''") {
+                    3
+                } else {
+                    1
+                };
+                let closed = v.len() >= 2 * quote && v.ends_with(&v[..quote]);
+                let end = if closed { m.end() - quote } else { m.end() };
+                (m.start() + quote)..end.max(m.start() + quote)
+            }
+            (None, Some(m)) => m.range(),
+            (None, None) => continue,
         };
-        let inner = (m.start() + quote)..(m.end().saturating_sub(quote)).max(m.start() + quote);
         for b in &mut bytes[inner] {
             if *b != b'\n' {
                 *b = b'*';
@@ -419,6 +451,8 @@ struct RawSettings {
     become_: Option<bool>,
     become_user: Option<String>,
     become_password: Option<Spanned<toml::Value>>,
+    #[serde(default)]
+    secret: Vec<Spanned<String>>,
 }
 
 #[derive(Deserialize, Default)]
@@ -435,6 +469,8 @@ struct RawHost {
     become_user: Option<String>,
     become_password: Option<Spanned<toml::Value>>,
     #[serde(default)]
+    secret: Vec<Spanned<String>>,
+    #[serde(default)]
     vars: toml::Table,
 }
 
@@ -445,6 +481,8 @@ struct RawGroup {
     hosts: Vec<Spanned<String>>,
     #[serde(default)]
     children: Vec<Spanned<String>>,
+    #[serde(default)]
+    secret: Vec<Spanned<String>>,
     #[serde(default)]
     vars: toml::Table,
 }
@@ -469,6 +507,9 @@ pub struct Inventory {
     groups: Vec<Group>,
     /// Every group (with `all` and `ungrouped`) → member hosts in file order, children included.
     members: BTreeMap<String, Vec<String>>,
+    /// Variables whose values are secrets, wherever they are set: named in a `secret` list, or
+    /// read from the vault.
+    secret_names: BTreeSet<String>,
 }
 
 /// Group names that exist without being written.
@@ -487,14 +528,28 @@ impl Inventory {
     /// Like [`load`](Self::load), with connection settings from the command line filling in what
     /// the inventory leaves unset.
     pub fn load_with(path: &Path, cli: &CommandLineSettings) -> Result<Inventory, InventoryError> {
-        let text = Inventory::load_toml(path)?;
-        Inventory::parse_with(&text, &path.display().to_string(), cli)
+        Inventory::load_with_vault(path, cli, &Vault::default())
+    }
+
+    /// Like [`load_with`](Self::load_with), decrypting the file or its vault values with `vault`.
+    pub fn load_with_vault(
+        path: &Path,
+        cli: &CommandLineSettings,
+        vault: &Vault,
+    ) -> Result<Inventory, InventoryError> {
+        let text = Inventory::load_toml_with(path, vault)?;
+        Inventory::parse_with(&text, &path.display().to_string(), cli, vault)
     }
 
     /// The inventory at `path` as TOML text: as it is, or converted from Ansible's INI or YAML.
     pub fn load_toml(path: &Path) -> Result<String, InventoryError> {
+        Inventory::load_toml_with(path, &Vault::default())
+    }
+
+    /// Like [`load_toml`](Self::load_toml), decrypting an encrypted file first.
+    pub fn load_toml_with(path: &Path, vault: &Vault) -> Result<String, InventoryError> {
         use crate::ansible_inventory as ansible;
-        let text = std::fs::read_to_string(path).map_err(|e| InventoryError::io(path, e))?;
+        let text = read_maybe_encrypted(path, vault)?;
         match ansible::format_of(path, &text) {
             ansible::Format::Toml => Ok(text),
             format => ansible::to_toml(path, &text, format).map_err(|e| {
@@ -515,13 +570,19 @@ impl Inventory {
 
     /// Parses inventory text; `file_name` is used in errors and as the base for relative paths.
     pub fn parse(source: &str, file_name: &str) -> Result<Inventory, InventoryError> {
-        Inventory::parse_with(source, file_name, &CommandLineSettings::default())
+        Inventory::parse_with(
+            source,
+            file_name,
+            &CommandLineSettings::default(),
+            &Vault::default(),
+        )
     }
 
     fn parse_with(
         source: &str,
         file_name: &str,
         cli: &CommandLineSettings,
+        vault: &Vault,
     ) -> Result<Inventory, InventoryError> {
         let src = Source {
             file: file_name.to_string(),
@@ -548,9 +609,14 @@ impl Inventory {
             None => Connection::Ssh,
         };
         let default_password = match &defaults.become_password {
-            Some(p) => Some(parse_secret(p, &src)?),
+            Some(p) => Some(parse_secret(p, &src, vault)?),
             None => None,
         };
+        let mut secret_names: BTreeSet<String> = defaults
+            .secret
+            .iter()
+            .map(|n| n.get_ref().clone())
+            .collect();
         let mut raw_hosts: Vec<(Spanned<String>, RawHost)> = raw.hosts.into_iter().collect();
         raw_hosts.sort_by_key(|(name, _)| name.span().start);
         let mut hosts = Vec::with_capacity(raw_hosts.len());
@@ -562,9 +628,10 @@ impl Inventory {
                 None => default_connection,
             };
             let become_password = match &h.become_password {
-                Some(p) => Some(parse_secret(p, &src)?),
+                Some(p) => Some(parse_secret(p, &src, vault)?),
                 None => default_password.clone(),
             };
+            secret_names.extend(h.secret.iter().map(|n| n.get_ref().clone()));
             let name_s = name.get_ref().clone();
             if let Some(a) = &h.address {
                 let text = a.get_ref();
@@ -608,7 +675,14 @@ impl Inventory {
                 become_password,
                 name: name_s.clone(),
             });
-            host_vars.insert(name_s, table_to_json(h.vars));
+            let vars = decrypt_vars(
+                table_to_json(h.vars),
+                &format!("host `{name_s}`: "),
+                &src,
+                vault,
+                &mut secret_names,
+            )?;
+            host_vars.insert(name_s, vars);
         }
 
         // Groups: names, then references, then cycles.
@@ -727,28 +801,84 @@ impl Inventory {
         members.insert("all".to_string(), all);
         members.insert("ungrouped".to_string(), ungrouped);
 
-        let groups = raw_groups
-            .into_iter()
-            .map(|(n, g)| Group {
+        let mut groups = Vec::with_capacity(raw_groups.len());
+        for (n, g) in raw_groups {
+            secret_names.extend(g.secret.iter().map(|n| n.get_ref().clone()));
+            let vars = decrypt_vars(
+                table_to_json(g.vars),
+                &format!("group `{}`: ", n.get_ref()),
+                &src,
+                vault,
+                &mut secret_names,
+            )?;
+            groups.push(Group {
                 name: n.into_inner(),
                 children: g.children.into_iter().map(Spanned::into_inner).collect(),
-                vars: table_to_json(g.vars),
-            })
-            .collect();
+                vars,
+            });
+        }
+        let global_vars = decrypt_vars(
+            table_to_json(raw.vars),
+            "[vars]: ",
+            &src,
+            vault,
+            &mut secret_names,
+        )?;
 
         Ok(Inventory {
             file: file_name.to_string(),
             hosts,
             host_vars,
-            global_vars: table_to_json(raw.vars),
+            global_vars,
             groups,
             members,
+            secret_names,
         })
     }
 
     /// The file name the inventory was read from.
     pub fn file(&self) -> &str {
         &self.file
+    }
+
+    /// Variables whose values are secrets: named in a `secret` list or read from the vault.
+    pub fn secret_names(&self) -> &BTreeSet<String> {
+        &self.secret_names
+    }
+
+    /// Registers with `secrets` every value the variables `names` have on any host (with these
+    /// playbook defaults and extra vars), and the sudo passwords.
+    pub fn register_secrets(
+        &self,
+        secrets: &crate::secret::Redactor,
+        names: &BTreeSet<String>,
+        playbook_defaults: &Map<String, Value>,
+        extra: &Map<String, Value>,
+    ) {
+        for h in &self.hosts {
+            if let Some(pw) = &h.become_password {
+                secrets.add(pw.expose());
+            }
+            for (k, v) in self.host_vars(&h.name, playbook_defaults, extra) {
+                if names.contains(&k) {
+                    secrets.add_json(&v);
+                }
+            }
+        }
+        // Values that every host overrides are still written somewhere.
+        for n in names {
+            let layers = [playbook_defaults, &self.global_vars, extra];
+            let groups = self.groups.iter().map(|g| &g.vars);
+            for layer in layers
+                .into_iter()
+                .chain(groups)
+                .chain(self.host_vars.values())
+            {
+                if let Some(v) = layer.get(n) {
+                    secrets.add_json(v);
+                }
+            }
+        }
     }
 
     /// Every host, in file order.
@@ -953,8 +1083,61 @@ fn parse_connection(c: &Spanned<String>, src: &Source) -> Result<Connection, Inv
     }
 }
 
-fn parse_secret(v: &Spanned<toml::Value>, src: &Source) -> Result<Secret, InventoryError> {
+/// A file's text, decrypted first when the whole file is encrypted.
+fn read_maybe_encrypted(path: &Path, vault: &Vault) -> Result<String, InventoryError> {
+    crate::vault::read_text(path, vault).map_err(|e| match e.kind() {
+        std::io::ErrorKind::InvalidData => InventoryError::plain(
+            InventoryErrorKind::Vault,
+            e.into_inner().map(|e| e.to_string()).unwrap_or_default(),
+        ),
+        _ => InventoryError::io(path, e),
+    })
+}
+
+/// The prefix of an error about the ciphertext `cipher` in `src`: `FILE:LINE:COL: `.
+fn cipher_position(src: &Source, cipher: &str) -> String {
+    match src.text.find(cipher) {
+        Some(offset) => {
+            let (line, col) = src.position(offset);
+            format!("{}:{line}:{col}: ", src.file)
+        }
+        None => format!("{}: ", src.file),
+    }
+}
+
+/// Decrypts the vault values in `vars` (`where_`: "host `h1`: "); their names become secret.
+fn decrypt_vars(
+    mut vars: Map<String, Value>,
+    where_: &str,
+    src: &Source,
+    vault: &Vault,
+    secret_names: &mut BTreeSet<String>,
+) -> Result<Map<String, Value>, InventoryError> {
+    for (k, v) in vars.iter_mut() {
+        let what = format!("{where_}variable `{k}`");
+        let decrypted = vault
+            .decrypt_tree(v, &what, &|c| cipher_position(src, c))
+            .map_err(|e| InventoryError::plain(InventoryErrorKind::Vault, e.to_string()))?;
+        if decrypted {
+            secret_names.insert(k.clone());
+        }
+    }
+    Ok(vars)
+}
+
+fn parse_secret(
+    v: &Spanned<toml::Value>,
+    src: &Source,
+    vault: &Vault,
+) -> Result<Secret, InventoryError> {
     match v.get_ref() {
+        toml::Value::String(s) if crate::vault::is_value(s) => {
+            let what = format!("{}become_password", cipher_position(src, s));
+            vault
+                .decrypt_value(s, &what)
+                .map(Secret::new)
+                .map_err(|e| InventoryError::plain(InventoryErrorKind::Vault, e.to_string()))
+        }
         toml::Value::String(s) => Ok(Secret::new(s.clone())),
         // The message never shows the value.
         other => Err(src.error(
@@ -1045,9 +1228,34 @@ fn table_to_json(t: toml::Table) -> Map<String, Value> {
 /// YAML (`.yml`, `.yaml`) or JSON (`.json`) as Ansible users have them, TOML otherwise; its
 /// errors carry file:line:col. `{"k": …}` is a JSON object of variables (JSON has null).
 pub fn parse_extra_var(arg: &str) -> Result<Map<String, Value>, InventoryError> {
-    if let Some(file) = arg.strip_prefix('@') {
-        return vars_file(file);
-    }
+    parse_extra_var_with(arg, &Vault::default()).map(|(vars, _)| vars)
+}
+
+/// Like [`parse_extra_var`], decrypting an encrypted file and vault values with `vault`; also
+/// returns the names whose values came from the vault (secrets).
+pub fn parse_extra_var_with(
+    arg: &str,
+    vault: &Vault,
+) -> Result<(Map<String, Value>, BTreeSet<String>), InventoryError> {
+    let (file, text) = match arg.strip_prefix('@') {
+        Some(file) => (file, read_maybe_encrypted(Path::new(file), vault)?),
+        None => ("-e", String::new()),
+    };
+    let src = Source {
+        file: file.to_string(),
+        text: &text,
+    };
+    let vars = if arg.starts_with('@') {
+        vars_file(&src)?
+    } else {
+        parse_extra_var_text(arg)?
+    };
+    let mut names = BTreeSet::new();
+    let vars = decrypt_vars(vars, "", &src, vault, &mut names)?;
+    Ok((vars, names))
+}
+
+fn parse_extra_var_text(arg: &str) -> Result<Map<String, Value>, InventoryError> {
     if arg.trim_start().starts_with('{') {
         return match serde_json::from_str::<Value>(arg) {
             Ok(Value::Object(m)) => Ok(m),
@@ -1088,14 +1296,11 @@ pub fn parse_extra_var(arg: &str) -> Result<Map<String, Value>, InventoryError> 
     Ok(map)
 }
 
-/// The variables of a `-e @FILE`: YAML or JSON by its extension, TOML otherwise.
-fn vars_file(file: &str) -> Result<Map<String, Value>, InventoryError> {
+/// The variables of a `-e @FILE` (its text, decrypted): YAML or JSON by its extension, TOML
+/// otherwise.
+fn vars_file(src: &Source) -> Result<Map<String, Value>, InventoryError> {
+    let (file, text) = (src.file.as_str(), src.text);
     let path = Path::new(file);
-    let text = std::fs::read_to_string(path).map_err(|e| InventoryError::io(path, e))?;
-    let src = Source {
-        file: file.to_string(),
-        text: &text,
-    };
     let at = |offset: usize, message: String| {
         src.error(
             InventoryErrorKind::ExtraVar,
@@ -1105,11 +1310,11 @@ fn vars_file(file: &str) -> Result<Map<String, Value>, InventoryError> {
         )
     };
     let value = match path.extension().and_then(|e| e.to_str()).unwrap_or("") {
-        "yml" | "yaml" => serde_yaml::from_str::<Value>(&text).map_err(|e| {
+        "yml" | "yaml" => serde_yaml::from_str::<Value>(text).map_err(|e| {
             let offset = e.location().map(|l| l.index()).unwrap_or(0);
             at(offset, e.to_string())
         })?,
-        "json" => serde_json::from_str::<Value>(&text).map_err(|e| {
+        "json" => serde_json::from_str::<Value>(text).map_err(|e| {
             // serde_json counts lines and columns from 1.
             let line_start: usize = text
                 .split_inclusive('\n')
@@ -1121,7 +1326,7 @@ fn vars_file(file: &str) -> Result<Map<String, Value>, InventoryError> {
         })?,
         _ => {
             let table: toml::Table =
-                toml::from_str(&text).map_err(|e| InventoryError::toml(e, &src))?;
+                toml::from_str(text).map_err(|e| InventoryError::toml(e, src))?;
             return Ok(table_to_json(table));
         }
     };

@@ -26,6 +26,7 @@ pub mod secret;
 pub mod template;
 pub mod template_check;
 pub mod transport;
+pub mod vault;
 
 pub use module::{Applied, Change, Module, ModuleContext, ModuleError, Probe, Registry};
 

@@ -188,6 +188,19 @@ pub struct Task {
     pub check_mode: Option<bool>,
     /// Retries, run_once, timeout, environment and become set on the task.
     pub control: Control,
+    /// Whether what the task shows (diff, summary, messages) must be hidden.
+    pub secret: Secrecy,
+}
+
+/// Why a task's output is hidden, if it is.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub enum Secrecy {
+    #[default]
+    Public,
+    /// `.secret()` (Ansible's `no_log`): nothing it returns or prints is shown.
+    Marked,
+    /// It reads these secret variables (or holds a secret's text: then none is named).
+    Reads(Vec<String>),
 }
 
 /// Where a task sits in a `block([...]).rescue([...]).always([...])` group.
@@ -415,6 +428,9 @@ pub struct Plan {
     pub defaults: serde_json::Map<String, Value>,
     /// What the play's templated variables read (a task reading one reads those too).
     pub templated: crate::template::TemplatedVars,
+    /// Variables whose values are secrets: the inventory's, the vault's, those marked with
+    /// `secret()` and what secret tasks register.
+    pub secret_vars: BTreeSet<String>,
     pub script: Arc<Script>,
 }
 

@@ -93,6 +93,7 @@ const API_FUNCTIONS: &[&str] = &[
     "always",
     "ignore_unreachable",
     "flush_handlers",
+    "secret",
 ];
 
 /// Bounds that keep a runaway playbook from hanging the controller.
@@ -108,6 +109,10 @@ pub struct PlanInput<'a> {
     pub limit: Option<BTreeSet<String>>,
     pub extra_vars: Map<String, Value>,
     pub sink: Arc<dyn EventSink>,
+    /// Variables known to be secret besides the inventory's (extra vars read from the vault).
+    pub secret_vars: BTreeSet<String>,
+    /// Where the values of secret variables are registered as soon as they are known.
+    pub secrets: Arc<crate::secret::Redactor>,
 }
 
 /// A task described but not yet placed on hosts.
@@ -128,6 +133,7 @@ pub struct TaskSpec {
     throttle: Option<usize>,
     check_mode: Option<bool>,
     control: crate::plan::Control,
+    secret: bool,
     pos: SourcePos,
 }
 
@@ -149,6 +155,7 @@ impl TaskSpec {
             throttle: None,
             check_mode: None,
             control: Default::default(),
+            secret: false,
             pos,
         }
     }
@@ -167,6 +174,8 @@ struct Builder {
     file: String,
     /// Blocks placed so far: the next one's number.
     blocks: usize,
+    secret_vars: BTreeSet<String>,
+    secrets: Arc<crate::secret::Redactor>,
 }
 
 impl Builder {
@@ -267,6 +276,11 @@ impl Builder {
             throttle: spec.throttle,
             check_mode: spec.check_mode,
             control: spec.control,
+            secret: if spec.secret {
+                crate::plan::Secrecy::Marked
+            } else {
+                crate::plan::Secrecy::Public
+            },
         });
         if handler {
             self.phases[phase].handlers.push(id);
@@ -498,6 +512,13 @@ pub fn plan(input: PlanInput<'_>) -> Result<Plan, PlanError> {
         extra_vars: input.extra_vars.clone(),
         file: file.clone(),
         blocks: 0,
+        secret_vars: input
+            .inventory
+            .secret_names()
+            .union(&input.secret_vars)
+            .cloned()
+            .collect(),
+        secrets: input.secrets.clone(),
     }));
     let mut engine = Engine::new();
     engine.set_max_operations(MAX_OPERATIONS);
@@ -536,6 +557,7 @@ pub fn plan(input: PlanInput<'_>) -> Result<Plan, PlanError> {
     let mut tasks = std::mem::take(&mut b.tasks);
     let phases = std::mem::take(&mut b.phases);
     let defaults = std::mem::take(&mut b.defaults);
+    let mut secret_vars = std::mem::take(&mut b.secret_vars);
     drop(b);
     // Template references to registered results imply dependencies too.
     let templates = crate::template::TemplateEngine::new(&dir);
@@ -549,6 +571,10 @@ pub fn plan(input: PlanInput<'_>) -> Result<Plan, PlanError> {
         &defaults,
         &input.extra_vars,
     )?;
+    crate::template_check::mark_secrets(&mut tasks, &templates, &mut secret_vars, &input.secrets)?;
+    input
+        .inventory
+        .register_secrets(&input.secrets, &secret_vars, &defaults, &input.extra_vars);
     check_notify(&tasks, &phases)?;
     if let Some(limit) = &input.limit {
         crate::plan::check_limited_producers(&tasks, &input.inventory, limit)?;
@@ -567,6 +593,7 @@ pub fn plan(input: PlanInput<'_>) -> Result<Plan, PlanError> {
         file: file.clone(),
         defaults,
         templated,
+        secret_vars,
         script: Arc::new(Script {
             engine,
             // The playbook's own functions win over a library's of the same name.
@@ -781,6 +808,11 @@ fn register_task_options(engine: &mut Engine, builder: &Arc<Mutex<Builder>>) {
     });
     engine.register_fn("check_mode", |t: &mut TaskSpec, v: bool| -> TaskSpec {
         t.check_mode = Some(v);
+        t.clone()
+    });
+    // Ansible's `no_log`: the task's result, output and messages are never shown.
+    engine.register_fn("secret", |t: &mut TaskSpec| -> TaskSpec {
+        t.secret = true;
         t.clone()
     });
     engine.register_fn("ignore_errors", |t: &mut TaskSpec, v: bool| -> TaskSpec {
@@ -1341,6 +1373,17 @@ fn register_planning_values(engine: &mut Engine, builder: &Arc<Mutex<Builder>>) 
             crate::quote::quote(s).map_err(|e| runtime_err(e, &ctx))
         },
     );
+
+    // Marks a variable secret: its values on every host are never shown, and a task that reads
+    // it shows no diff, summary or message.
+    let b = builder.clone();
+    engine.register_fn("secret", move |name: &str| {
+        let mut b = b.lock().unwrap_or_else(|e| e.into_inner());
+        b.secret_vars.insert(name.to_string());
+        let names = BTreeSet::from([name.to_string()]);
+        b.inventory
+            .register_secrets(&b.secrets, &names, &b.defaults, &b.extra_vars);
+    });
 
     // Values for planning.
     let b = builder.clone();

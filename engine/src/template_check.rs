@@ -12,7 +12,7 @@ use serde_json::{Map, Value};
 
 use crate::error::{closest, PlanError};
 use crate::inventory::Inventory;
-use crate::plan::{Action, Condition, Task};
+use crate::plan::{Action, Condition, Secrecy, Task};
 use crate::template::{is_template, TemplateEngine, TemplateError, TemplatedVars};
 
 /// Names a run provides beside the variables.
@@ -28,44 +28,16 @@ pub fn check_templates(
 ) -> Result<(), PlanError> {
     let known = known_names(tasks, inventory, defaults, extra_vars);
     for task in tasks {
-        let Action::Module(module) = &task.action else {
+        if !matches!(task.action, Action::Module(_)) {
             continue;
-        };
+        }
         let guards = match &task.when {
             Some(Condition::Expr(e)) => Some(e.clone()),
             Some(Condition::Closure(_)) => None,
             None => Some(String::new()),
         };
         // Each template read, with its names, and the templated variable it is the value of.
-        let mut reads: Vec<(String, BTreeSet<String>, Option<String>)> = Vec::new();
-        if let Some(Condition::Expr(e)) = &task.when {
-            let names = templates
-                .referenced_names_in_expr(e)
-                .map_err(|err| in_task(task, "its condition", &err))?;
-            reads.push((e.clone(), names, None));
-        }
-        let mut strings = Vec::new();
-        task.args.strings(&mut strings);
-        for s in strings.into_iter().filter(|s| is_template(s)) {
-            let names = templates
-                .referenced_names(&s)
-                .map_err(|err| in_task(task, "an argument", &err))?;
-            reads.push((s, names, None));
-        }
-        let files = if module.renders_templates() {
-            task.args
-                .as_plain()
-                .and_then(|a| module.template_files(&a))
-                .unwrap_or_default()
-        } else {
-            Vec::new()
-        };
-        for file in files.iter().filter(|f| !is_template(f)) {
-            let (source, names) = templates
-                .compile_file(file)
-                .map_err(|err| in_task(task, "its template", &err))?;
-            reads.push((source, names.unwrap_or_default(), None));
-        }
+        let mut reads = names_read(task, templates)?;
         let Some(guards) = guards else { continue };
         // What a templated variable read unguarded reads is read too.
         let mut widened = BTreeSet::new();
@@ -111,6 +83,92 @@ pub fn check_templates(
     Ok(())
 }
 
+/// The names each template of a task reads (its condition, its arguments, its template files),
+/// with the template's source.
+/// Each template a task reads, with the names it reads (and, for the caller to fill in, the
+/// templated variable it is the value of).
+type TemplatesRead = Vec<(String, BTreeSet<String>, Option<String>)>;
+
+fn names_read(task: &Task, templates: &TemplateEngine) -> Result<TemplatesRead, PlanError> {
+    let mut reads: TemplatesRead = Vec::new();
+    if let Some(Condition::Expr(e)) = &task.when {
+        let names = templates
+            .referenced_names_in_expr(e)
+            .map_err(|err| in_task(task, "its condition", &err))?;
+        reads.push((e.clone(), names, None));
+    }
+    let mut strings = Vec::new();
+    task.args.strings(&mut strings);
+    for s in strings.into_iter().filter(|s| is_template(s)) {
+        let names = templates
+            .referenced_names(&s)
+            .map_err(|err| in_task(task, "an argument", &err))?;
+        reads.push((s, names, None));
+    }
+    let files = match &task.action {
+        Action::Module(module) if module.renders_templates() => task
+            .args
+            .as_plain()
+            .and_then(|a| module.template_files(&a))
+            .unwrap_or_default(),
+        _ => Vec::new(),
+    };
+    for file in files.iter().filter(|f| !is_template(f)) {
+        let (source, names) = templates
+            .compile_file(file)
+            .map_err(|err| in_task(task, "its template", &err))?;
+        reads.push((source, names.unwrap_or_default(), None));
+    }
+    Ok(reads)
+}
+
+/// Marks the tasks whose output must not be shown: those marked `.secret()`, and those that read
+/// a secret variable (`secret_vars`) in a template or hold a secret's text (`secrets`) in their
+/// arguments. What such a task registers is secret in turn, for the tasks after it.
+pub fn mark_secrets(
+    tasks: &mut [Task],
+    templates: &TemplateEngine,
+    secret_vars: &mut BTreeSet<String>,
+    secrets: &crate::secret::Redactor,
+) -> Result<(), PlanError> {
+    for task in tasks.iter_mut() {
+        if task.secret == Secrecy::Marked {
+            secret_vars.extend(task.register.clone());
+            continue;
+        }
+        let mut read: BTreeSet<String> = BTreeSet::new();
+        let mut reads = names_read(task, templates)?;
+        // Its environment and `until` are rendered with the host's variables too (neither is
+        // checked for unknown names: `until` reads the attempt's `result`).
+        let env = task.control.environment.values().filter(|v| is_template(v));
+        reads.extend(
+            env.filter_map(|v| Some((v.clone(), templates.referenced_names(v).ok()?, None))),
+        );
+        if let Some(Condition::Expr(e)) = &task.control.until {
+            reads.extend(
+                templates
+                    .referenced_names_in_expr(e)
+                    .ok()
+                    .map(|n| (e.clone(), n, None)),
+            );
+        }
+        for (_, names, _) in reads {
+            read.extend(names.intersection(secret_vars).cloned());
+        }
+        let mut strings = Vec::new();
+        task.args.strings(&mut strings);
+        strings.extend(task.control.environment.values().cloned());
+        let holds_secret = strings.iter().any(|s| secrets.contains_secret(s));
+        if read.is_empty() && !holds_secret {
+            continue;
+        }
+        secret_vars.extend(task.register.clone());
+        secret_vars.extend(set_fact_names(task));
+        task.secret = Secrecy::Reads(read.into_iter().collect());
+    }
+    Ok(())
+}
+
 fn known_names(
     tasks: &[Task],
     inventory: &Inventory,
@@ -130,15 +188,23 @@ fn known_names(
     }
     for t in tasks {
         known.extend(t.register.clone());
-        if t.module_name() == "set_fact" {
-            if let crate::plan::Arg::Map(m) = &t.args {
-                known.extend(m.keys().cloned());
-            } else if let Some(Value::Object(m)) = t.args.as_plain() {
-                known.extend(m.keys().cloned());
-            }
-        }
+        known.extend(set_fact_names(t));
     }
     known
+}
+
+/// The variables a `set_fact` task sets.
+fn set_fact_names(t: &Task) -> Vec<String> {
+    if t.module_name() != "set_fact" {
+        return Vec::new();
+    }
+    match &t.args {
+        crate::plan::Arg::Map(m) => m.keys().cloned().collect(),
+        other => match other.as_plain() {
+            Some(Value::Object(m)) => m.keys().cloned().collect(),
+            _ => Vec::new(),
+        },
+    }
 }
 
 /// Whether `source` uses `name` only where it may be missing: `name is defined`,

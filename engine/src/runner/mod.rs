@@ -612,6 +612,7 @@ impl State {
         };
         let mut end = self.task_end(tid, host, check);
         let done = self.record(tid, host, result, check_run && upstream_predicted, &mut end);
+        hide_secret_output(&task.secret, &mut end);
         end.duration_ms = started.elapsed().as_millis() as u64;
         self.end_task(tid, host, end, done);
         acted.then_some(read_after)
@@ -681,7 +682,10 @@ impl State {
                 attempt,
                 attempts,
                 delay_s: control.delay().as_secs(),
-                msg: why,
+                msg: match hidden_text(&task.secret, "message") {
+                    Some(hidden) => hidden,
+                    None => why,
+                },
             });
             tokio::time::sleep(control.delay()).await;
             attempt += 1;
@@ -822,6 +826,9 @@ impl State {
                     Done::Predicted
                 } else {
                     let value = Value::Object(registered);
+                    if task.secret == crate::plan::Secrecy::Marked {
+                        self.opts.secrets.add_json(&value);
+                    }
                     if let Some(name) = &task.register {
                         h.facts
                             .lock()
@@ -1040,6 +1047,44 @@ impl State {
         }
         .get()
         .await
+    }
+}
+
+/// What stands for a secret task's summary, message or diff (`what`), or None for a task whose
+/// output may be shown.
+fn hidden_text(secrecy: &crate::plan::Secrecy, what: &str) -> Option<String> {
+    use crate::plan::Secrecy;
+    match secrecy {
+        Secrecy::Public => None,
+        Secrecy::Marked => Some(format!("[{what} hidden: the task is marked secret]")),
+        Secrecy::Reads(names) if names.is_empty() => {
+            Some(format!("[{what} hidden: the task uses a secret]"))
+        }
+        Secrecy::Reads(names) => Some(format!(
+            "[{what} hidden: the task reads secret {}]",
+            names.join(", ")
+        )),
+    }
+}
+
+/// Replaces what a secret task would show: no value it read, wrote or printed reaches the
+/// output, even transformed (string matching would miss `| b64encode`, or a file's old content).
+fn hide_secret_output(secrecy: &crate::plan::Secrecy, end: &mut TaskEnd) {
+    if let Some(d) = &mut end.diff {
+        if *secrecy != crate::plan::Secrecy::Public {
+            *d = crate::diff::FileDiff::hidden(&d.path);
+        }
+    }
+    if end.summary.is_some() {
+        if let Some(hidden) = hidden_text(secrecy, "summary") {
+            end.summary = Some(hidden);
+        }
+    }
+    // A skip's reason is the engine's own text (a condition, a dependency), never a value.
+    if end.msg.is_some() && end.status != TaskStatus::Skipped {
+        if let Some(hidden) = hidden_text(secrecy, "message") {
+            end.msg = Some(hidden);
+        }
     }
 }
 

@@ -206,6 +206,8 @@ async fn run_file(file: &std::path::Path, inventory: &str, opts: RunOptions, fak
         limit: None,
         extra_vars: Default::default(),
         sink: sink.clone(),
+        secret_vars: Default::default(),
+        secrets: Default::default(),
     })
     .unwrap();
     let fake = Arc::new(fake);
