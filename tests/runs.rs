@@ -1199,3 +1199,66 @@ fn unbreak(p: &Project, host: &str) {
         }
     }
 }
+
+/// Whether a process whose command line is exactly `cmdline` runs on this machine.
+fn runs_here(cmdline: &str) -> bool {
+    std::process::Command::new("pgrep")
+        .args(["-x", "-f", cmdline])
+        .output()
+        .is_ok_and(|o| o.status.success())
+}
+
+/// Ctrl-C ends what the interrupted command started (a child of its shell, which the local
+/// connection's kill of the shell alone would leave running), and only that: a daemon an earlier,
+/// finished command left running is not the run's to stop.
+#[test]
+fn ctrl_c_ends_the_interrupted_command_and_leaves_finished_ones_daemons() {
+    // Durations no other test uses, so pgrep finds only this test's processes.
+    let (daemon, interrupted) = ("sleep 47.25", "sleep 47.75");
+    let p = Project::new(Conn::Local);
+    p.hosts(&["a"], &[]);
+    p.file(
+        "site.rhai",
+        &format!(
+            r#"
+on("all", shell(#{{ cmd: "nohup {daemon} >/dev/null 2>&1 &" }}).name("start a daemon"));
+on("all", shell(#{{ cmd: "{interrupted}; echo late > {{{{ root }}}}/late" }}).name("long sleep"));
+"#
+        ),
+    );
+    let mut run = std::process::Command::new(env!("CARGO_BIN_EXE_playbook"))
+        .current_dir(p.path())
+        .args(["run", "site.rhai", "-i", "inventory.toml"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let waited = std::time::Instant::now();
+    while !runs_here(interrupted) {
+        assert!(
+            waited.elapsed() < std::time::Duration::from_secs(20),
+            "the long command never started"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let stopped = std::process::Command::new("kill")
+        .args(["-INT", &run.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(stopped.success());
+    let status = run.wait().unwrap();
+    let daemon_survived = runs_here(daemon);
+    let _ = std::process::Command::new("pkill")
+        .args(["-x", "-f", daemon])
+        .status();
+    assert_eq!(status.code(), Some(130));
+    assert!(
+        !runs_here(interrupted),
+        "the interrupted command still runs after the run ended"
+    );
+    assert!(
+        daemon_survived,
+        "the daemon of a finished command was stopped"
+    );
+    assert!(!p.root("a").join("late").exists());
+}

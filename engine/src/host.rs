@@ -1,7 +1,8 @@
 //! A connected host as modules see it: its name and a way to run scripts on it, with privilege
 //! escalation applied.
 
-use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, LazyLock, Mutex};
 
 pub use crate::connection::Become;
 // Modules quote through `engine::host::quote`; the function lives apart so transports can use it.
@@ -25,6 +26,73 @@ const SUDO_PROMPT: &str = "[playbook-sudo-prompt]";
 /// Printed on stderr when `timeout` stopped a script: its exit status 124 alone could be the
 /// script's own.
 const TIMED_OUT: &str = "[playbook-timed-out]";
+
+/// Every script carries `PLAYBOOK_COMMAND=<run>-<n>` in its environment, inherited by whatever it
+/// starts, so a run stopped by Ctrl-C or SIGTERM can find and end the processes of the commands it
+/// abandoned (neither the ssh mux protocol nor sudo passes a signal on to them). Per command, not
+/// per run: a daemon a finished command left running is not ours to stop.
+const COMMAND_ENV: &str = "PLAYBOOK_COMMAND";
+
+static RUN_ID: LazyLock<String> = LazyLock::new(|| {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or_default();
+    format!("{}-{nanos}", std::process::id())
+});
+
+static NEXT_COMMAND: AtomicU64 = AtomicU64::new(1);
+
+/// Commands started and not seen to finish: the host (with the privileges they run with) and
+/// their marker. A command whose future is dropped (a stopped run aborts its tasks) stays here.
+static IN_FLIGHT: Mutex<Vec<(u64, Host, String)>> = Mutex::new(Vec::new());
+
+fn in_flight() -> std::sync::MutexGuard<'static, Vec<(u64, Host, String)>> {
+    IN_FLIGHT.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Ends the processes of every command in flight or abandoned (TERM, then KILL for what is left
+/// half a second later), all hosts at once, giving each host `limit`. Called once a run was
+/// stopped, before its connections close.
+pub async fn stop_in_flight(limit: std::time::Duration) {
+    let commands = std::mem::take(&mut *in_flight());
+    // One script per host and privilege, naming all of its markers.
+    let mut by_host: Vec<(Host, Vec<String>)> = Vec::new();
+    for (_, host, marker) in commands {
+        let same = |h: &Host| {
+            h.name == host.name
+                && h.become_.as_ref().map(|b| &b.user) == host.become_.as_ref().map(|b| &b.user)
+        };
+        match by_host.iter_mut().find(|(h, _)| same(h)) {
+            Some((_, markers)) => markers.push(marker),
+            None => by_host.push((host, vec![marker])),
+        }
+    }
+    let mut stopping = tokio::task::JoinSet::new();
+    for (host, markers) in by_host {
+        stopping.spawn(async move {
+            let script = stop_script(&markers);
+            let _ = tokio::time::timeout(limit, host.run_as(&script, b"", &Keep::All)).await;
+        });
+    }
+    while stopping.join_next().await.is_some() {}
+}
+
+/// Finds the processes whose environment holds one of `markers` (GNU grep reads the
+/// NUL-separated environ files) and signals them.
+fn stop_script(markers: &[String]) -> String {
+    let patterns: String = markers
+        .iter()
+        .map(|m| format!(" -e {COMMAND_ENV}={m}"))
+        .collect();
+    format!(
+        r#"ours() {{ for f in $(grep -lxzsF{patterns} /proc/[0-9]*/environ); do f=${{f#/proc/}}; echo "${{f%/environ}}"; done; }}
+p=$(ours); [ -n "$p" ] || exit 0
+kill -TERM $p 2>/dev/null; sleep 0.5
+p=$(ours); [ -z "$p" ] || kill -KILL $p 2>/dev/null; exit 0
+"#
+    )
+}
 
 /// The time a task may still take: each command it sends gets what is left.
 #[derive(Debug, Clone, Copy)]
@@ -146,7 +214,23 @@ impl Host {
         stdin: &[u8],
         keep: &Keep,
     ) -> Result<ExecOutput, TransportError> {
-        let mut text = String::new();
+        let id = NEXT_COMMAND.fetch_add(1, Ordering::Relaxed);
+        let marker = format!("{}-{id}", *RUN_ID);
+        let text = format!("export {COMMAND_ENV}={marker}\n");
+        in_flight().push((id, self.clone(), marker));
+        let out = self.run_marked(text, script, stdin, keep).await;
+        in_flight().retain(|(started, ..)| *started != id);
+        out
+    }
+
+    /// `run_kept` after the marker: the task's environment and deadline.
+    async fn run_marked(
+        &self,
+        mut text: String,
+        script: &str,
+        stdin: &[u8],
+        keep: &Keep,
+    ) -> Result<ExecOutput, TransportError> {
         for (k, v) in &self.env {
             let v = quote(v).map_err(TransportError::Exec)?;
             text.push_str(&format!("export {k}={v}\n"));

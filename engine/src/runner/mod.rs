@@ -310,6 +310,11 @@ pub async fn run_until(
         _ = phases => false,
         _ = interrupt => true,
     };
+    if interrupted {
+        // Over connections still open: the commands in flight go on running on the targets
+        // otherwise (a `sleep 30` would finish 30 s later).
+        crate::host::stop_in_flight(std::time::Duration::from_secs(5)).await;
+    }
     // Every connection at once: closing one waits for its ssh master to exit, so one after the
     // other they add up (~30 ms each).
     let mut closing = tokio::task::JoinSet::new();

@@ -24,6 +24,17 @@ struct Recording {
     log: Log,
 }
 
+/// The script as the task made it: the mark every command carries (to be stopped on Ctrl-C)
+/// differs from run to run.
+fn without_command_marks(script: &str) -> String {
+    let mut out = script.to_string();
+    while let Some(start) = out.find("export PLAYBOOK_COMMAND=") {
+        let end = out[start..].find('\n').map_or(out.len(), |n| start + n + 1);
+        out.replace_range(start..end, "");
+    }
+    out
+}
+
 #[async_trait]
 impl Transport for Recording {
     async fn exec_kept(
@@ -35,7 +46,7 @@ impl Transport for Recording {
         self.log
             .lock()
             .unwrap()
-            .push((self.host.clone(), script.to_string()));
+            .push((self.host.clone(), without_command_marks(script)));
         LocalTransport.exec_kept(script, stdin, keep).await
     }
 
