@@ -34,6 +34,7 @@ on_both_connections!(
     tags_limit_and_imports,
     closures_made_in_a_library_run_when_the_task_runs,
     check_mode_says_when_a_prediction_depends_on_a_change_above,
+    check_mode_predicts_a_new_file_whose_content_depends_on_a_change_above,
     a_value_quoted_in_rhai_reaches_the_shell_as_it_is,
     a_task_retries_until_a_file_appears_and_gives_up_naming_its_attempts,
     run_once_timeout_and_environment,
@@ -476,6 +477,53 @@ on("all", file(#{ path: "{{ root }}/motd.link", state: "link", src: "{{ root }}/
     real.assert_code(0);
     assert_eq!(real.total("changed"), 2);
     assert!(p.root("a").join("motd.link").is_symlink());
+}
+
+/// A file whose content is only known after a predicted change is still predicted as created
+/// when its destination does not exist (copy's content, a template file reading the result);
+/// over an existing file it stays "depends on a change above". The real run then does exactly
+/// what was predicted.
+fn check_mode_predicts_a_new_file_whose_content_depends_on_a_change_above(p: Project) {
+    p.hosts(&["a"], &[]);
+    p.mkroot("a");
+    p.write("a", "old", "before\n");
+    p.file("templates/stamp.j2", "{{ stamp.stdout }}\n");
+    p.file(
+        "new.rhai",
+        r#"
+on("all", shell(#{ cmd: "echo 42" }).register("stamp"));
+on("all", copy(#{ dest: "{{ root }}/new", content: "{{ stamp.stdout }}" }));
+on("all", file_template(#{ src: "templates/stamp.j2", dest: "{{ root }}/new-from-template" }));
+on("all", copy(#{ dest: "{{ root }}/old", content: "{{ stamp.stdout }}" }));
+"#,
+    );
+    let check = p.play("new.rhai", &["--check"]);
+    check.assert_code(0);
+    let ends = check.task_ends();
+    let root = p.remote_root("a");
+    for (end, file) in [(&ends[1], "new"), (&ends[2], "new-from-template")] {
+        assert_eq!(end["status"], "changed", "{}", check.stdout);
+        let summary = end["summary"].as_str().unwrap();
+        assert!(
+            summary.starts_with(&format!(
+                "create {root}/{file} (its content depends on a change above: "
+            )),
+            "{summary}"
+        );
+    }
+    assert_eq!(ends[3]["status"], "skipped", "{}", check.stdout);
+    assert!(ends[3]["msg"]
+        .as_str()
+        .unwrap()
+        .starts_with("depends on a change above"));
+    assert!(!p.root("a").join("new").exists());
+    let real = p.play("new.rhai", &[]);
+    real.assert_code(0);
+    assert_eq!(real.changed().len(), 4, "{}", real.stdout);
+    assert_eq!(
+        std::fs::read_to_string(p.root("a").join("new")).unwrap(),
+        "42"
+    );
 }
 
 fn facts_are_gathered_once_and_usable_in_conditions_args_and_templates(p: Project) {
@@ -1261,4 +1309,62 @@ on("all", shell(#{{ cmd: "{interrupted}; echo late > {{{{ root }}}}/late" }}).na
         "the daemon of a finished command was stopped"
     );
     assert!(!p.root("a").join("late").exists());
+}
+
+/// Output lines show task names with their templates rendered for the line's host, in text and
+/// JSON; a name that cannot be rendered yet stays as written; a failure's message does not
+/// repeat the command its default name already shows.
+#[test]
+fn task_names_render_per_host_and_failures_do_not_repeat_the_command() {
+    let p = Project::new(Conn::Local);
+    p.hosts(&["a", "b"], &[]);
+    p.file(
+        "site.rhai",
+        r#"
+on("all", file(#{ path: "{{ root }}/etc", state: "directory" }));
+on("all", shell(#{ cmd: "echo x" }).name("uses {{ later.stdout }} before it exists"));
+on("all", shell(#{ cmd: "echo 3" }).register("later"));
+on(first("all"), command(#{ argv: ["sh", "-c", "echo oops >&2; exit 3"] }));
+"#,
+    );
+    let text = p.run(&["run", "site.rhai", "-i", "inventory.toml"]);
+    text.assert_code(2);
+    for h in ["a", "b"] {
+        let root = p.root(h).display().to_string();
+        let line = format!("changed       {h}  file: {root}/etc — ");
+        assert!(
+            text.stdout.contains(&line),
+            "no line {line:?}:\n{}",
+            text.stdout
+        );
+    }
+    assert!(!text.stdout.contains("{{ root }}"), "{}", text.stdout);
+    assert!(
+        text.stdout
+            .contains("uses {{ later.stdout }} before it exists"),
+        "{}",
+        text.stdout
+    );
+    let failed = text
+        .stdout
+        .lines()
+        .find(|l| l.starts_with("FAILED"))
+        .expect("a FAILED line");
+    assert_eq!(
+        failed, "FAILED        a  command: sh -c 'echo oops >&2; exit 3': failed with rc 3",
+        "{}",
+        text.stdout
+    );
+    let json = p.play("site.rhai", &[]);
+    let names: Vec<String> = json
+        .task_ends()
+        .iter()
+        .filter(|e| e["host"] == "b")
+        .map(|e| e["task"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(
+        names[0],
+        format!("file: {}/etc", p.root("b").display()),
+        "{names:?}"
+    );
 }

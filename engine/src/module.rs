@@ -117,6 +117,11 @@ pub trait Module: Send + Sync + 'static {
     /// as depending on a change above.
     const PREDICTS_WITH_UNKNOWN_RESULTS: bool = false;
 
+    /// The argument naming a file the module writes whatever its other arguments are (copy's and
+    /// template's `dest`). In check mode, when the content depends on a change above, a
+    /// destination that does not exist yet is then predicted as created, not left unknown.
+    const CREATES: Option<&'static str> = None;
+
     /// Checks that need no host (conflicting fields, say). Runs at plan time.
     fn check_args(_args: &Self::Args) -> Result<(), String> {
         Ok(())
@@ -272,6 +277,7 @@ pub trait DynModule: Send + Sync {
     fn renders_templates(&self) -> bool;
     fn template_files(&self, args: &Value) -> Option<Vec<String>>;
     fn predicts_with_unknown_results(&self) -> bool;
+    fn creates(&self) -> Option<&'static str>;
     /// The probe script for these arguments, when the module's probe is one script that may be
     /// sent ahead in a batch; None otherwise (or when the arguments are wrong: the task's run
     /// reports that).
@@ -319,6 +325,9 @@ impl<M: Module> DynModule for M {
     }
     fn predicts_with_unknown_results(&self) -> bool {
         M::PREDICTS_WITH_UNKNOWN_RESULTS
+    }
+    fn creates(&self) -> Option<&'static str> {
+        M::CREATES
     }
     fn script_probe(&self) -> bool {
         M::SCRIPT_PROBE

@@ -241,7 +241,7 @@ impl TextReporter {
             text.push_str(&format!(" — {s}"));
         }
         if let Some(m) = &e.msg {
-            text.push_str(&format!(": {m}"));
+            text.push_str(&format!(": {}", without_the_name(&e.task, m)));
         }
         if self.verbose > 0 {
             text.push_str(&format!(" ({} ms)", e.duration_ms));
@@ -262,6 +262,24 @@ impl TextReporter {
             }
             self.line(out.trim_end());
         }
+    }
+}
+
+/// A message that begins with what the task's default name already shows (`command: CMD` and
+/// "CMD failed with rc 3"), less that repetition; also when the name shows the command cut short.
+fn without_the_name<'a>(task: &str, msg: &'a str) -> &'a str {
+    const FAILED: &str = " failed with rc ";
+    let Some((_, shown)) = task.split_once(": ").filter(|(_, s)| !s.is_empty()) else {
+        return msg;
+    };
+    if !msg.starts_with(shown) {
+        return msg;
+    }
+    // Default names show a command's first 60 characters.
+    let cut = shown.chars().count() >= 60;
+    match msg[shown.len()..].find(FAILED) {
+        Some(at) if at == 0 || cut => &msg[shown.len() + at + 1..],
+        _ => msg,
     }
 }
 
@@ -451,6 +469,43 @@ impl EventSink for TextReporter {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_failure_does_not_repeat_the_command_its_name_shows() {
+        let long = "x".repeat(70);
+        let cases = [
+            (
+                "command: ls /x",
+                "ls /x failed with rc 2",
+                "failed with rc 2",
+            ),
+            // The name shows a long command cut short.
+            (
+                &format!("command: {}", &long[..60]) as &str,
+                &format!("{long} failed with rc 1") as &str,
+                "failed with rc 1",
+            ),
+            // A name of its own says other things than the message.
+            (
+                "restart: ls",
+                "ls -l failed with rc 2",
+                "ls -l failed with rc 2",
+            ),
+            (
+                "deploy",
+                "deploy failed with rc 1",
+                "deploy failed with rc 1",
+            ),
+            (
+                "file: /etc",
+                "/etc/x: permission denied",
+                "/etc/x: permission denied",
+            ),
+        ];
+        for (task, msg, shown) in cases {
+            assert_eq!(without_the_name(task, msg), shown, "{task} / {msg}");
+        }
+    }
 
     #[test]
     fn long_lines_are_capped_with_what_was_cut() {

@@ -308,20 +308,8 @@ fn default_name(spec: &TaskSpec) -> String {
             .iter()
             .find_map(|k| match m.get(*k) {
                 Some(Arg::Value(Value::String(s))) => Some(s.clone()),
-                Some(Arg::Value(v @ Value::Array(_))) => Some(v.to_string()),
-                Some(list @ Arg::List(_)) => list.as_plain().map(|v| {
-                    let words: Vec<String> = v
-                        .as_array()
-                        .into_iter()
-                        .flatten()
-                        .map(|w| {
-                            w.as_str()
-                                .map(str::to_string)
-                                .unwrap_or_else(|| w.to_string())
-                        })
-                        .collect();
-                    words.join(", ")
-                }),
+                Some(Arg::Value(v @ Value::Array(_))) => Some(shown_words(v)),
+                Some(list @ Arg::List(_)) => list.as_plain().map(|v| shown_words(&v)),
                 _ => None,
             }),
         _ => None,
@@ -333,6 +321,23 @@ fn default_name(spec: &TaskSpec) -> String {
         }
         None => module.to_string(),
     }
+}
+
+/// A list of words (an `argv`) as a shell would take it, as the command modules show it.
+fn shown_words(list: &Value) -> String {
+    let words: Vec<String> = list
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|w| {
+            let w = w
+                .as_str()
+                .map(str::to_string)
+                .unwrap_or_else(|| w.to_string());
+            crate::quote::quote(&w).unwrap_or(w)
+        })
+        .collect();
+    words.join(" ")
 }
 
 fn pos_of(ctx: &NativeCallContext, file: &str) -> SourcePos {

@@ -197,6 +197,7 @@ impl Module for Copy {
     }
 
     const SCRIPT_PROBE: bool = true;
+    const CREATES: Option<&'static str> = Some("dest");
 
     fn probe_script(
         &self,

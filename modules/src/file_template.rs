@@ -173,6 +173,7 @@ impl Module for FileTemplate {
     }
 
     const SCRIPT_PROBE: bool = true;
+    const CREATES: Option<&'static str> = Some("dest");
 
     fn probe_script(
         &self,

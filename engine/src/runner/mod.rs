@@ -494,7 +494,7 @@ impl State {
         let task = &self.plan.tasks[tid];
         TaskEnd {
             phase: self.plan.phases[task.phase].name.clone(),
-            task: task.name.clone(),
+            task: self.shown_name(tid, host),
             task_id: tid,
             host: host.to_string(),
             module: task.module_name().to_string(),
@@ -593,7 +593,7 @@ impl State {
         }
         self.sink.emit(&Event::TaskStart {
             phase: phase.clone(),
-            task: task.name.clone(),
+            task: self.shown_name(tid, host),
             task_id: tid,
             host: host.to_string(),
         });
@@ -681,7 +681,7 @@ impl State {
             }
             self.sink.emit(&Event::TaskRetry {
                 phase: self.plan.phases[task.phase].name.clone(),
-                task: task.name.clone(),
+                task: self.shown_name(tid, host),
                 task_id: tid,
                 host: host.to_string(),
                 attempt,
@@ -951,9 +951,15 @@ impl State {
             let c = conn.clone();
             tokio::task::spawn_blocking(move || st.prepare(tid, &hname, &c))
                 .await
-                .map_err(|e| TaskError::Failed(format!("task panicked: {e}")))??
+                .map_err(|e| TaskError::Failed(format!("task panicked: {e}")))?
         } else {
-            self.prepare(tid, host, &conn)?
+            self.prepare(tid, host, &conn)
+        };
+        let prepared = match prepared {
+            Err(TaskError::DependsOnChange(why)) => {
+                return self.predict_created(tid, host, &conn, why).await;
+            }
+            other => other?,
         };
         let (args, vars) = match prepared {
             Prepared::Skip(why) => {
@@ -983,9 +989,20 @@ impl State {
             .unwrap_or_else(|e| e.into_inner())
             .remove(&tid);
         let tc = TaskCx::new(self, tid, host, &conn, vars);
-        Ok(module
+        let outcome = module
             .run_prefetched(args, &tc.cx(), prefetched, after)
-            .await?)
+            .await;
+        match outcome {
+            // A template file reading a result only predicted fails to render in check mode.
+            Err(ModuleError::Failed(why))
+                if self.opts.check
+                    && module.creates().is_some()
+                    && self.hosts[host].predicted_change.load(Ordering::SeqCst) =>
+            {
+                self.predict_created(tid, host, &conn, why).await
+            }
+            other => Ok(other?),
+        }
     }
 
     /// The task's `environment`, its values rendered as templates with the host's variables.

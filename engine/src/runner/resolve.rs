@@ -282,6 +282,53 @@ impl State {
         Ok(Prepared::Run { args, vars: ctx })
     }
 
+    /// A task whose arguments depend on a change above, in check mode: when its module writes a
+    /// destination whatever the content (`Module::CREATES`) and that destination does not exist,
+    /// the task will create it, and is predicted so; otherwise it stays unknown.
+    pub(super) async fn predict_created(
+        &self,
+        tid: TaskId,
+        host: &str,
+        conn: &Host,
+        why: String,
+    ) -> Result<Outcome, TaskError> {
+        let task = &self.plan.tasks[tid];
+        let unknown = || Err(TaskError::DependsOnChange(why.clone()));
+        let (Action::Module(module), Arg::Map(args)) = (&task.action, &task.args) else {
+            return unknown();
+        };
+        let Some(Arg::Value(dest)) = module.creates().and_then(|name| args.get(name)) else {
+            return unknown();
+        };
+        let ctx = self.template_vars(host, &self.tasks[tid].reads);
+        let origin = format!("{} (task '{}')", task.pos, task.name);
+        let Ok(Value::String(dest)) = self.render_value(dest, host, &ctx, &origin) else {
+            return unknown();
+        };
+        // Into a directory, the file's name comes from the arguments that are not known.
+        if dest.is_empty() || dest.ends_with('/') {
+            return unknown();
+        }
+        let path = crate::host::quote(&dest).map_err(TaskError::Failed)?;
+        let out = conn
+            .run(&format!("test -e {path} || test -L {path}"))
+            .await
+            .map_err(|e| TaskError::Unreachable(e.to_string()))?;
+        if out.success() {
+            return unknown();
+        }
+        Ok(Outcome {
+            status: Status::Changed,
+            summary: Some(format!(
+                "create {dest} (its content depends on a change above: {why})"
+            )),
+            diff: None,
+            result: Value::Null,
+            acted: false,
+            read_after: Vec::new(),
+        })
+    }
+
     /// Where a closure run for `host` reads earlier tasks' results.
     fn exec_scope(self: &Arc<Self>, host: &str) -> ExecScope {
         ExecScope {
@@ -472,6 +519,23 @@ impl State {
             };
         }
         Ok(value)
+    }
+
+    /// The task's name as `host`'s output lines show it: its templates rendered with the host's
+    /// variables (`file: /opt/app/etc`, not `file: {{ root }}/etc`). A name that cannot be
+    /// rendered yet (a result not made) stays as written, and so does a secret task's, whose
+    /// name must not carry what it reads.
+    pub(super) fn shown_name(&self, tid: TaskId, host: &str) -> String {
+        let task = &self.plan.tasks[tid];
+        if !crate::template::is_template(&task.name) || task.secret != crate::plan::Secrecy::Public
+        {
+            return task.name.clone();
+        }
+        let ctx = self.template_vars(host, &self.tasks[tid].reads);
+        let origin = format!("{} (task name)", task.pos);
+        self.templates
+            .render_str(&task.name, &origin, &ctx)
+            .unwrap_or_else(|_| task.name.clone())
     }
 
     /// The variables templates see on `host`: its variables (templated ones rendered when read),
