@@ -43,7 +43,77 @@ on_both_connections!(
     command_output_is_kept_bounded_and_shown_lines_are_capped,
     rescue_runs_on_failure_and_always_runs_in_both_cases,
     a_handler_notified_before_a_failure_runs_in_the_next_run,
+    retries_wait_for_a_port_that_opens_after_a_few_seconds,
+    a_delegated_task_writes_on_the_delegate_with_the_delegating_hosts_vars,
 );
+
+/// A port no one listens on now (the kernel's pick for a socket bound to port 0).
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn retries_wait_for_a_port_that_opens_after_a_few_seconds(p: Project) {
+    p.hosts(&["a"], &[]);
+    p.mkroot("a");
+    let port = free_port();
+    p.file(
+        "port.rhai",
+        &r#"
+on("all", shell(#{ cmd: "nohup python3 -c 'import socket, time; time.sleep(3); s = socket.socket(); s.bind((\"127.0.0.1\", PORT)); s.listen(1); time.sleep(10)' >/dev/null 2>&1 &" })
+    .name("open the port in 3 s"));
+on("all", command(#{ argv: ["python3", "-c", "import socket; socket.create_connection(('127.0.0.1', PORT), 1)"] })
+    .name("wait for the port").retries(15).delay(1));
+"#
+        .replace("PORT", &port.to_string()),
+    );
+    let out = p.play("port.rhai", &[]);
+    out.assert_code(0);
+    let ends = out.task_ends();
+    assert_eq!(ends[1]["task"], "wait for the port");
+    assert_eq!(ends[1]["status"], "changed", "{}", out.stdout);
+    let retries = out
+        .events()
+        .into_iter()
+        .filter(|e| e["event"] == "task_retry" && e["task"] == "wait for the port")
+        .count();
+    // Closed for 3 s, tried each second: refused at least twice, open well before 15 tries.
+    assert!(
+        (2..=10).contains(&retries),
+        "{retries} retries\n{}",
+        out.stdout
+    );
+}
+
+fn a_delegated_task_writes_on_the_delegate_with_the_delegating_hosts_vars(p: Project) {
+    p.hosts(&["a", "b"], &[]);
+    p.mkroot("a");
+    p.mkroot("b");
+    p.file(
+        "delegate.rhai",
+        r#"
+on("a", copy(#{ dest: "{{ root }}/written-for-{{ inventory_hostname }}", content: "{{ inventory_hostname }}" })
+    .delegate_to("b"));
+"#,
+    );
+    let out = p.play("delegate.rhai", &[]);
+    out.assert_code(0);
+    let changed: Vec<String> = out.changed().into_iter().map(|(h, _)| h).collect();
+    assert_eq!(changed, ["a"], "{}", out.stdout);
+    // a's variables (its name, its root), b's machine: on the lab each host has its own disk.
+    let written = match p.conn {
+        Conn::Local => p.root("a").join("written-for-a"),
+        Conn::Lab => {
+            assert!(!p.root("a").join("written-for-a").exists(), "written on a");
+            p.root("b").join("written-for-a")
+        }
+    };
+    assert_eq!(std::fs::read_to_string(&written).unwrap(), "a");
+    assert!(!out.recap()["hosts"].as_object().unwrap().contains_key("b"));
+}
 
 /// A playbook that uses most core modules; every path is under the host's own `root`.
 const SITE: &str = r#"
