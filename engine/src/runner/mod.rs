@@ -13,6 +13,7 @@ use std::time::Instant;
 use serde_json::{Map, Value};
 use tokio::sync::{watch, OnceCell, Semaphore};
 
+use crate::error::{ErrorKind, Failure, RuntimeError};
 use crate::events::{Event, EventSink, HostCounts, TaskEnd, TaskStatus};
 use crate::facts::SystemFacts;
 use crate::host::Host;
@@ -169,17 +170,23 @@ struct State {
 
 /// An error while running one task on one host.
 enum TaskError {
-    Failed(String),
+    Failed(Failure),
     Unreachable(String),
     /// Check mode could not decide because an earlier change was only predicted.
     DependsOnChange(String),
+}
+
+impl TaskError {
+    fn failed(kind: ErrorKind, message: impl Into<String>) -> Self {
+        TaskError::Failed(Failure::new(kind, message))
+    }
 }
 
 impl From<ModuleError> for TaskError {
     fn from(e: ModuleError) -> Self {
         match e {
             ModuleError::Transport(TransportError::Unreachable(m)) => TaskError::Unreachable(m),
-            other => TaskError::Failed(other.to_string()),
+            other => TaskError::Failed(Failure::from(other)),
         }
     }
 }
@@ -502,8 +509,23 @@ impl State {
             summary: None,
             msg: None,
             diff: None,
+            error: None,
             duration_ms: 0,
         }
+    }
+
+    /// A failure of task `tid` on `host`, placed: the task's position in the playbook.
+    fn runtime_error(
+        &self,
+        tid: TaskId,
+        host: &str,
+        kind: ErrorKind,
+        template: Option<&crate::error::TemplatePos>,
+    ) -> Box<RuntimeError> {
+        let task = &self.plan.tasks[tid];
+        Box::new(RuntimeError::new(
+            kind, host, &task.name, &task.pos, template,
+        ))
     }
 
     /// Counts, records and reports a task's end on a host.
@@ -594,7 +616,7 @@ impl State {
         });
         let started = Instant::now();
         let mut result = match upstream_failure {
-            Some(msg) => Err(TaskError::Failed(msg)),
+            Some(msg) => Err(TaskError::failed(ErrorKind::Upstream, msg)),
             None => self.attempts(tid, host, after).await,
         };
         let upstream_predicted =
@@ -655,10 +677,13 @@ impl State {
                     if holds {
                         return Ok(outcome);
                     }
-                    match &control.until {
-                        Some(Condition::Expr(e)) => format!("until condition is false: {e}"),
-                        _ => "until condition is false".to_string(),
-                    }
+                    Failure::new(
+                        ErrorKind::Failed,
+                        match &control.until {
+                            Some(Condition::Expr(e)) => format!("until condition is false: {e}"),
+                            _ => "until condition is false".to_string(),
+                        },
+                    )
                 }
                 // A failed attempt may have changed part of what it meant to.
                 Err(TaskError::Failed(why)) => {
@@ -668,11 +693,12 @@ impl State {
                 Err(other) => return Err(other),
             };
             if attempt >= attempts {
-                return Err(TaskError::Failed(format!(
+                let message = format!(
                     "'{}' on {host} gave up after {attempt} attempt{}: {why}",
                     task.name,
                     if attempt == 1 { "" } else { "s" }
-                )));
+                );
+                return Err(TaskError::Failed(why.reworded(message)));
             }
             self.sink.emit(&Event::TaskRetry {
                 phase: self.plan.phases[task.phase].name.clone(),
@@ -684,7 +710,7 @@ impl State {
                 delay_s: control.delay().as_secs(),
                 msg: match hidden_text(&task.secret, "message") {
                     Some(hidden) => hidden,
-                    None => why,
+                    None => why.message,
                 },
             });
             tokio::time::sleep(control.delay()).await;
@@ -738,6 +764,7 @@ impl State {
                 end.msg = Some(format!(
                     "run_once: the task failed on {first}, where it ran for every host"
                 ));
+                end.error = Some(self.runtime_error(tid, host, ErrorKind::Upstream, None));
                 self.hosts[host].dead.store(true, Ordering::SeqCst);
                 self.end_task(tid, host, end, Done::Failed);
             }
@@ -852,7 +879,8 @@ impl State {
             }
             Err(TaskError::Failed(why)) => {
                 end.status = TaskStatus::Failed;
-                end.msg = Some(why);
+                end.error = Some(self.runtime_error(tid, host, why.kind, why.template.as_ref()));
+                end.msg = Some(why.message);
                 if task.ignore_errors {
                     end.ignored = true;
                     Done::Ran(serde_json::json!({"failed": true, "changed": false, "msg": end.msg}))
@@ -867,6 +895,7 @@ impl State {
             }
             Err(TaskError::Unreachable(why)) => {
                 end.status = TaskStatus::Unreachable;
+                end.error = Some(self.runtime_error(tid, host, ErrorKind::Unreachable, None));
                 end.msg = Some(why);
                 if task.ignore_unreachable {
                     end.ignored = true;
@@ -946,7 +975,9 @@ impl State {
             let c = conn.clone();
             tokio::task::spawn_blocking(move || st.prepare(tid, &hname, &c))
                 .await
-                .map_err(|e| TaskError::Failed(format!("task panicked: {e}")))??
+                .map_err(|e| {
+                    TaskError::failed(ErrorKind::Failed, format!("task panicked: {e}"))
+                })??
         } else {
             self.prepare(tid, host, &conn)?
         };
@@ -1002,7 +1033,7 @@ impl State {
                 let v = if crate::template::is_template(v) {
                     self.templates
                         .render_str(v, &origin, &ctx)
-                        .map_err(|e| self.template_failure(host, e.to_string()))?
+                        .map_err(|e| self.template_failure(host, e))?
                 } else {
                     v.clone()
                 };

@@ -12,7 +12,7 @@ use std::collections::{BTreeSet, HashSet};
 use std::fmt;
 use std::ops::Range;
 use std::path::{Component, Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, LazyLock};
 
 use base64::Engine as _;
 use minijinja::value::{Kwargs, Rest};
@@ -337,9 +337,10 @@ impl TemplateEngine {
     /// other templates (whose names are not followed).
     pub fn referenced_names_in_file(&self, path: &str) -> Option<BTreeSet<String>> {
         let tmpl = self.env.get_template(path).ok()?;
-        let others =
-            regex::Regex::new(r"\{%-?\s*(include|import|from|extends)\b").expect("valid regex");
-        if others.is_match(tmpl.source()) {
+        static OTHERS: LazyLock<regex::Regex> = LazyLock::new(|| {
+            regex::Regex::new(r"\{%-?\s*(include|import|from|extends)\b").expect("valid regex")
+        });
+        if OTHERS.is_match(tmpl.source()) {
             return None;
         }
         Some(self.without_globals(tmpl.undeclared_variables(false)))
@@ -1324,7 +1325,7 @@ fn quote(value: &Value) -> Result<String, Error> {
         return Err(Error::from(ErrorKind::UndefinedError));
     }
     let text = value.to_string();
-    crate::quote::quote(&text).map_err(invalid)
+    crate::quote::quote(&text).map_err(|e| invalid(e.to_string()))
 }
 
 /// Ansible's combine: merges mappings left to right; `recursive=true` merges nested mappings.
