@@ -181,7 +181,6 @@ pub(super) fn custom_outcome(v: rhai::Dynamic) -> Result<Outcome, TaskError> {
         diff: None,
         result: Value::Null,
         acted: true,
-        read_after: Vec::new(),
     };
     if let Some(s) = v.read_lock::<rhai::ImmutableString>() {
         outcome.status = match s.as_str() {
