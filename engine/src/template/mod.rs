@@ -1083,8 +1083,11 @@ fn b64decode(value: &str) -> Result<String, Error> {
 
 /// Compiles a Python-style pattern with Ansible's `ignorecase` and `multiline` flags. Python's
 /// look-around and backreferences in the pattern work (fancy-regex; plain patterns run on the
-/// `regex` crate underneath).
-fn build_regex(pattern: &str, kwargs: &Kwargs) -> Result<fancy_regex::Regex, Error> {
+/// `regex` crate underneath). A pattern is compiled once per process: a filter in a loop, or in
+/// a template rendered for every host, finds it compiled.
+fn build_regex(pattern: &str, kwargs: &Kwargs) -> Result<Arc<fancy_regex::Regex>, Error> {
+    type Compiled = std::collections::HashMap<(String, bool), Arc<fancy_regex::Regex>>;
+    static COMPILED: LazyLock<std::sync::Mutex<Compiled>> = LazyLock::new(Default::default);
     let ignorecase: Option<bool> = kwargs.get("ignorecase")?;
     let multiline: Option<bool> = kwargs.get("multiline")?;
     let flagged = if multiline.unwrap_or(false) {
@@ -1092,10 +1095,22 @@ fn build_regex(pattern: &str, kwargs: &Kwargs) -> Result<fancy_regex::Regex, Err
     } else {
         pattern.to_string()
     };
-    fancy_regex::RegexBuilder::new(&flagged)
-        .case_insensitive(ignorecase.unwrap_or(false))
+    let key = (flagged, ignorecase.unwrap_or(false));
+    let mut compiled = COMPILED.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some(re) = compiled.get(&key) {
+        return Ok(re.clone());
+    }
+    let re = fancy_regex::RegexBuilder::new(&key.0)
+        .case_insensitive(key.1)
         .build()
-        .map_err(|e| invalid(format!("invalid regular expression {pattern:?}: {e}")))
+        .map_err(|e| invalid(format!("invalid regular expression {pattern:?}: {e}")))?;
+    // Patterns built from values (one per host, say) must not grow it without bound.
+    if compiled.len() >= 512 {
+        compiled.clear();
+    }
+    let re = Arc::new(re);
+    compiled.insert(key, re.clone());
+    Ok(re)
 }
 
 fn regex_failed(e: fancy_regex::Error) -> Error {
