@@ -585,7 +585,10 @@ phase("roll", || {
                 text.contains(&format!("`{field}`")),
                 "docs/EVENTS.md does not document `{field}` of `{kind}`"
             );
-            if let Some(inner) = value.as_object().filter(|_| field == "diff") {
+            if let Some(inner) = value
+                .as_object()
+                .filter(|_| field == "diff" || field == "error")
+            {
                 for k in inner.keys() {
                     assert!(text.contains(&format!("`{k}`")), "diff field `{k}`");
                 }
@@ -598,6 +601,7 @@ phase("roll", || {
         "task_end.diff",
         "task_end.msg",
         "task_end.summary",
+        "task_end.error",
         "print.text",
         "task_retry.attempt",
         "recap.hosts",
@@ -628,6 +632,115 @@ phase("roll", || {
         diff["diff"]["unified"].as_str().unwrap().contains("+x"),
         "{diff}"
     );
+}
+
+/// A failure while running is told with its kind, its host and task, where the task is written,
+/// and for a template the template's line: in the JSON `error` of `task_end`, and in the text.
+#[test]
+fn runtime_failures_carry_their_kind_host_task_and_position() {
+    let p = project();
+    for h in ["a", "b", "c"] {
+        p.mkroot(h);
+    }
+    p.file("templates/t.j2", "first line\n{{ r.nope }}\n");
+    p.file(
+        "fails.rhai",
+        r#"
+on("a", shell(#{ cmd: "echo hi" }).name("say").register("r"));
+on("a", file_template(#{ src: "templates/t.j2", dest: "{{ root }}/t" }).name("render"));
+on("b", shell(#{ cmd: "echo hi" }).name("say b").register("rb"));
+on("b", copy(#{ dest: "{{ root }}/x",
+               content: "{{ rb.stdout }}\n{{ rb.nope }}" }).name("inline"));
+on("c", shell(#{ cmd: "exit 3" }).name("exits"));
+"#,
+    );
+    let run = p.play("fails.rhai", &[]);
+    run.assert_code(2);
+    let ends = run.task_ends();
+    let end = |task: &str| ends.iter().find(|e| e["task"] == task).unwrap().clone();
+
+    let render = end("render");
+    assert_eq!(render["status"], "failed", "{render}");
+    let err = &render["error"];
+    assert_eq!(err["kind"], "template", "{render}");
+    assert_eq!(err["host"], "a");
+    assert_eq!(err["task"], "render");
+    assert!(
+        err["file"].as_str().unwrap().ends_with("fails.rhai"),
+        "{err}"
+    );
+    assert_eq!(
+        (err["line"].clone(), err["column"].clone()),
+        (3.into(), 9.into()),
+        "{err}"
+    );
+    assert!(
+        err["template"]
+            .as_str()
+            .unwrap()
+            .ends_with("templates/t.j2"),
+        "{err}"
+    );
+    assert_eq!(err["template_line"], 2, "{err}");
+
+    // A templated argument: the line inside the argument's text.
+    let inline = end("inline");
+    let err = &inline["error"];
+    assert_eq!(err["kind"], "template", "{inline}");
+    assert_eq!(err["host"], "b");
+    assert_eq!(err["line"], 5, "{err}");
+    assert!(
+        err["template"].as_str().unwrap().contains("task 'inline'"),
+        "{err}"
+    );
+    assert_eq!(err["template_line"], 2, "{err}");
+
+    let exits = end("exits");
+    let err = &exits["error"];
+    assert_eq!(err["kind"], "failed", "{exits}");
+    assert_eq!(
+        (err["host"].clone(), err["task"].clone()),
+        ("c".into(), "exits".into())
+    );
+    assert_eq!(err["line"], 7, "{err}");
+    assert!(err.get("template").is_none(), "{err}");
+    assert!(exits["msg"].as_str().unwrap().contains('3'), "{exits}");
+
+    // What went well carries no error.
+    assert!(end("say").get("error").is_none());
+
+    // The text names the template and its line, as it did.
+    let text = p.run(&["run", "fails.rhai", "-i", "inventory.toml"]);
+    text.assert_code(2);
+    let all = format!("{}{}", text.stdout, text.stderr);
+    assert!(all.contains("templates/t.j2:2"), "{all}");
+}
+
+/// A secret task's failure says no more in its `error` than in its hidden `msg`.
+#[test]
+fn a_secret_tasks_failure_shows_its_kind_but_no_value() {
+    let p = project();
+    p.mkroot("a");
+    p.file(
+        "secret.rhai",
+        r#"
+on("a", shell(#{ cmd: "echo s3cr3t-canary-value; exit 1" }).name("leaky").secret());
+"#,
+    );
+    let run = p.play("secret.rhai", &[]);
+    run.assert_code(2);
+    assert!(
+        !run.stdout.contains("s3cr3t-canary-value"),
+        "{}",
+        run.stdout
+    );
+    let end = run
+        .task_ends()
+        .into_iter()
+        .find(|e| e["task"] == "leaky")
+        .unwrap();
+    assert_eq!(end["error"]["kind"], "failed", "{end}");
+    assert_eq!(end["error"]["line"], 2, "{end}");
 }
 
 /// Tasks and errors from an imported library name its file as it is on disk, not its import path.

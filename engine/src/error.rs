@@ -69,7 +69,8 @@ impl miette::Diagnostic for PlanError {
     }
 }
 
-/// Why a module failed on a host.
+/// Why a module failed on a host. Each caller says which kind it means: there is no conversion
+/// from a bare string.
 #[derive(Debug, thiserror::Error)]
 pub enum ModuleError {
     /// The arguments are wrong; found before any host is touched wherever possible.
@@ -78,19 +79,163 @@ pub enum ModuleError {
     /// The task ran and failed.
     #[error("{0}")]
     Failed(String),
+    /// A template (a file the module renders, an expression it evaluates) failed.
+    #[error(transparent)]
+    Template(#[from] TemplateError),
     #[error(transparent)]
     Transport(#[from] TransportError),
 }
 
-impl From<String> for ModuleError {
-    fn from(s: String) -> Self {
-        ModuleError::Failed(s)
+/// A remote argument that cannot be quoted is a wrong argument.
+impl From<crate::quote::QuoteError> for ModuleError {
+    fn from(e: crate::quote::QuoteError) -> Self {
+        ModuleError::Args(e.to_string())
     }
 }
 
-impl From<TemplateError> for ModuleError {
+impl ModuleError {
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            ModuleError::Args(_) => ErrorKind::Args,
+            ModuleError::Failed(_) => ErrorKind::Failed,
+            ModuleError::Template(_) => ErrorKind::Template,
+            ModuleError::Transport(TransportError::Unreachable(_)) => ErrorKind::Unreachable,
+            ModuleError::Transport(TransportError::Exec(_)) => ErrorKind::Transport,
+        }
+    }
+}
+
+/// What kind of thing went wrong while a task ran on a host (`kind` of a `task_end` event's
+/// `error`, docs/EVENTS.md).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorKind {
+    /// The module's arguments are wrong.
+    Args,
+    /// The task ran and failed (a command's status, a check that did not hold).
+    Failed,
+    /// A template failed to render: an argument, a condition, `environment`, a template file.
+    Template,
+    /// A command could not be sent or its output not read.
+    Transport,
+    /// The host could not be reached.
+    Unreachable,
+    /// A playbook closure (a condition, a computed argument, a custom task) raised an error or
+    /// returned what a task cannot use.
+    Closure,
+    /// What the task reads from an earlier task is not there: that task failed or did not run,
+    /// or its result has no such field.
+    Upstream,
+}
+
+/// Where in a template something went wrong.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TemplatePos {
+    /// The template file, or for a templated argument or condition the task it belongs to.
+    pub name: String,
+    /// 1-based; 0 when unknown.
+    pub line: usize,
+    pub column: Option<usize>,
+}
+
+impl From<&TemplateError> for TemplatePos {
+    fn from(e: &TemplateError) -> Self {
+        TemplatePos {
+            name: e.file.clone(),
+            line: e.line,
+            column: e.column,
+        }
+    }
+}
+
+/// What went wrong while a task ran on a host, before it is told where (`RuntimeError`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Failure {
+    pub kind: ErrorKind,
+    pub message: String,
+    pub template: Option<TemplatePos>,
+}
+
+impl Failure {
+    pub fn new(kind: ErrorKind, message: impl Into<String>) -> Self {
+        Failure {
+            kind,
+            message: message.into(),
+            template: None,
+        }
+    }
+
+    /// The same failure, told as `message` (a retry's "gave up after …: why").
+    pub fn reworded(self, message: String) -> Self {
+        Failure { message, ..self }
+    }
+}
+
+impl std::fmt::Display for Failure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl From<TemplateError> for Failure {
     fn from(e: TemplateError) -> Self {
-        ModuleError::Failed(e.to_string())
+        Failure {
+            kind: ErrorKind::Template,
+            template: Some(TemplatePos::from(&e)),
+            message: e.to_string(),
+        }
+    }
+}
+
+impl From<ModuleError> for Failure {
+    fn from(e: ModuleError) -> Self {
+        match e {
+            ModuleError::Template(t) => Failure::from(t),
+            other => Failure::new(other.kind(), other.to_string()),
+        }
+    }
+}
+
+/// Where a task's failure on a host belongs, and its kind: the `error` of a `task_end` event.
+/// Its message is the event's `msg` (hidden there for a secret task, and redacted with it).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct RuntimeError {
+    pub kind: ErrorKind,
+    pub host: String,
+    pub task: String,
+    /// Where the task is written in the playbook.
+    pub file: String,
+    pub line: usize,
+    pub column: usize,
+    /// The template that failed (kind `template`): its file, or the task whose argument or
+    /// condition it is, and the line and column in it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub template: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub template_line: Option<usize>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub template_column: Option<usize>,
+}
+
+impl RuntimeError {
+    pub fn new(
+        kind: ErrorKind,
+        host: &str,
+        task: &str,
+        pos: &SourcePos,
+        template: Option<&TemplatePos>,
+    ) -> Self {
+        RuntimeError {
+            kind,
+            host: host.to_string(),
+            task: task.to_string(),
+            file: pos.file.clone(),
+            line: pos.line,
+            column: pos.column,
+            template: template.map(|t| t.name.clone()),
+            template_line: template.map(|t| t.line).filter(|l| *l > 0),
+            template_column: template.and_then(|t| t.column),
+        }
     }
 }
 

@@ -54,6 +54,9 @@ pub struct TaskEnd {
     pub msg: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub diff: Option<FileDiff>,
+    /// A failure's (or an unreachable host's) kind and where it belongs; its message is `msg`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<Box<crate::error::RuntimeError>>,
     pub duration_ms: u64,
 }
 
@@ -241,6 +244,10 @@ impl EventSink for Redacting {
                 if let Some(d) = &mut t.diff {
                     d.before = d.before.as_ref().map(r);
                     d.after = d.after.as_ref().map(r);
+                }
+                if let Some(err) = &mut t.error {
+                    err.task = r(&err.task);
+                    err.template = err.template.as_ref().map(r);
                 }
             }
             Event::Print { text, .. } => *text = r(text),

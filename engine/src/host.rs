@@ -232,7 +232,7 @@ impl Host {
         keep: &Keep,
     ) -> Result<ExecOutput, TransportError> {
         for (k, v) in &self.env {
-            let v = quote(v).map_err(TransportError::Exec)?;
+            let v = quote(v)?;
             text.push_str(&format!("export {k}={v}\n"));
         }
         let Some(deadline) = self.deadline else {
@@ -248,7 +248,7 @@ impl Host {
         text.push_str(script);
         // coreutils `timeout` signals the script's whole process group, so what it started dies
         // with it; inside sudo, so it may signal root's processes. KILL follows TERM after 2 s.
-        let inner = quote(&text).map_err(TransportError::Exec)?;
+        let inner = quote(&text)?;
         let secs = left.as_secs_f64().ceil() as u64;
         let marker = quote(TIMED_OUT).expect("constant quotes");
         let wrapped = format!(
@@ -285,8 +285,8 @@ impl Host {
         match &self.become_ {
             None => self.transport.exec_kept(script, stdin, keep).await,
             Some(b) => {
-                let user = quote(&b.user).map_err(TransportError::Exec)?;
-                let inner = quote(script).map_err(TransportError::Exec)?;
+                let user = quote(&b.user)?;
+                let inner = quote(script)?;
                 match &b.password {
                     None => {
                         let wrapped = format!("sudo -n -H -u {user} -- /bin/sh -c {inner}");

@@ -38,6 +38,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fmt;
 use std::ops::Range;
 use std::path::{Path, PathBuf};
+use std::sync::LazyLock;
 
 use miette::{Diagnostic, LabeledSpan, NamedSource, SourceSpan};
 use serde::Deserialize;
@@ -354,11 +355,10 @@ impl Source<'_> {
 /// parse) and vault values. A string whose closing quote is missing is masked to the end of its
 /// line (or of the file, for a multi-line string).
 fn mask_secrets(text: &str) -> String {
-    use std::sync::OnceLock;
-    static LISTS: OnceLock<regex::Regex> = OnceLock::new();
-    let lists = LISTS.get_or_init(|| {
+    static LISTS: LazyLock<regex::Regex> = LazyLock::new(|| {
         regex::Regex::new(r#"(?m)^\s*secret\s*=\s*\[([^\]]*)"#).expect("valid regex")
     });
+    let lists = &*LISTS;
     let mut names = vec!["become_password".to_string()];
     for caps in lists.captures_iter(text) {
         for n in caps[1].split(',') {

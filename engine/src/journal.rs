@@ -149,6 +149,7 @@ mod tests {
             summary: Some("create /x".into()),
             msg: None,
             diff: None,
+            error: None,
             duration_ms: 1,
         })
     }

@@ -236,24 +236,84 @@ pub struct Outcome {
     /// Something ran that may have changed the host (apply, a custom task): what was read on the
     /// host before may be stale now.
     pub acted: bool,
-    /// The outputs of the `ReadAfter` scripts, run after the apply in its round trip (as many as
-    /// came back whole; none when they were not sent).
-    pub read_after: Vec<ExecOutput>,
 }
 
-/// Read-only scripts (the probes of the tasks that follow) that an apply made by script takes
-/// along: run after it, they read the host as it left it, and cost no round trip of their own.
-#[async_trait]
-pub trait ReadAfter: Send + Sync {
-    /// Asked only when an apply script is about to be sent.
-    async fn scripts(&self) -> Vec<String>;
+/// Where a module's run stands after it decided: done, or a change made by one script that the
+/// caller runs on the host (the runner, taking the next tasks' probes along in its round trip).
+pub enum Step<'m> {
+    Done(Outcome),
+    Apply(PendingApply<'m>),
 }
 
-/// Nothing to read after an apply.
+/// A `SCRIPT_APPLY` module's change, decided and not made yet: `script` is to run on the task's
+/// host, and `finish` reads its output.
+pub struct PendingApply<'m> {
+    pub script: Script,
+    finish: Box<dyn FinishApply + 'm>,
+}
+
+impl PendingApply<'_> {
+    /// What the apply script's output means: the task's outcome, or its failure.
+    pub async fn finish(
+        self,
+        out: ExecOutput,
+        cx: &ModuleContext<'_>,
+    ) -> Result<Outcome, ModuleError> {
+        self.finish.finish(out, cx).await
+    }
+
+    /// Runs the script alone on the context's host, then `finish`.
+    pub async fn run_alone(self, cx: &ModuleContext<'_>) -> Result<Outcome, ModuleError> {
+        let out = cx.host.run_script(&self.script).await?;
+        self.finish(out, cx).await
+    }
+}
+
 #[async_trait]
-impl ReadAfter for () {
-    async fn scripts(&self) -> Vec<String> {
-        Vec::new()
+trait FinishApply: Send {
+    async fn finish(
+        self: Box<Self>,
+        out: ExecOutput,
+        cx: &ModuleContext<'_>,
+    ) -> Result<Outcome, ModuleError>;
+}
+
+/// A typed module's pending change, with what `applied` needs.
+struct Finish<'m, M: Module> {
+    module: &'m M,
+    args: M::Args,
+    change: Change<M::Plan>,
+}
+
+#[async_trait]
+impl<M: Module> FinishApply for Finish<'_, M> {
+    async fn finish(
+        self: Box<Self>,
+        out: ExecOutput,
+        cx: &ModuleContext<'_>,
+    ) -> Result<Outcome, ModuleError> {
+        let Finish {
+            module,
+            args,
+            change,
+        } = *self;
+        let applied = module.applied(&args, change.plan, out, cx).await?;
+        Ok(applied_outcome(applied, change.summary, change.diff))
+    }
+}
+
+/// The outcome of a change made (or found not to change anything after all: `changed_when`).
+fn applied_outcome(applied: Applied, summary: String, diff: Option<FileDiff>) -> Outcome {
+    Outcome {
+        status: if applied.changed {
+            Status::Changed
+        } else {
+            Status::Ok
+        },
+        summary: Some(summary),
+        diff: if applied.changed { diff } else { None },
+        result: applied.result,
+        acted: true,
     }
 }
 
@@ -285,18 +345,30 @@ pub trait DynModule: Send + Sync {
     fn script_probe(&self) -> bool;
     fn batch_probe_script(&self, args: &Value, cx: &ModuleContext<'_>) -> Option<String>;
     async fn run(&self, args: Value, cx: &ModuleContext<'_>) -> Result<Outcome, ModuleError> {
-        self.run_prefetched(args, cx, None, &()).await
+        self.run_prefetched(args, cx, None).await
     }
-    /// Like `run`, deciding from `prefetched` instead of probing when the task's probe script is
-    /// exactly the one that was run ahead (so the plan is the one a probe would make now, as long
-    /// as nothing changed the host since); an apply made by script takes `after` along.
+    /// Like `run`, deciding from `prefetched` (see `start`); a change made by script runs alone.
     async fn run_prefetched(
         &self,
         args: Value,
         cx: &ModuleContext<'_>,
         prefetched: Option<Prefetched>,
-        after: &dyn ReadAfter,
-    ) -> Result<Outcome, ModuleError>;
+    ) -> Result<Outcome, ModuleError> {
+        match self.start(args, cx, prefetched).await? {
+            Step::Done(outcome) => Ok(outcome),
+            Step::Apply(pending) => pending.run_alone(cx).await,
+        }
+    }
+    /// Parses the arguments, probes — deciding from `prefetched` instead when the task's probe
+    /// script is exactly the one that was run (so the plan is the one a probe would make now, as
+    /// long as nothing changed the host since) — and makes the change unless checking; a change
+    /// made by one script is handed back (`Step::Apply`) for the caller to run.
+    async fn start<'m>(
+        &'m self,
+        args: Value,
+        cx: &ModuleContext<'_>,
+        prefetched: Option<Prefetched>,
+    ) -> Result<Step<'m>, ModuleError>;
 }
 
 #[async_trait]
@@ -340,13 +412,12 @@ impl<M: Module> DynModule for M {
         M::check_args(&args).ok()?;
         self.probe_script(&args, cx).ok().flatten()
     }
-    async fn run_prefetched(
-        &self,
+    async fn start<'m>(
+        &'m self,
         args: Value,
         cx: &ModuleContext<'_>,
         prefetched: Option<Prefetched>,
-        after: &dyn ReadAfter,
-    ) -> Result<Outcome, ModuleError> {
+    ) -> Result<Step<'m>, ModuleError> {
         let args = parse_args::<M::Args>(&args).map_err(ModuleError::Args)?;
         M::check_args(&args).map_err(ModuleError::Args)?;
         let probe = match prefetched {
@@ -358,54 +429,38 @@ impl<M: Module> DynModule for M {
             }
             _ => self.probe(&args, cx).await?,
         };
+        let done = |status, summary, diff| {
+            Step::Done(Outcome {
+                status,
+                summary,
+                diff,
+                result: Value::Null,
+                acted: false,
+            })
+        };
         Ok(match probe {
-            Probe::Unchanged(result) => Outcome {
+            Probe::Unchanged(result) => Step::Done(Outcome {
                 status: Status::Ok,
                 summary: None,
                 diff: None,
                 result,
                 acted: false,
-                read_after: Vec::new(),
-            },
-            Probe::Skipped(reason) => Outcome {
-                status: Status::Skipped(reason),
-                summary: None,
-                diff: None,
-                result: Value::Null,
-                acted: false,
-                read_after: Vec::new(),
-            },
-            Probe::Change(change) if cx.check => Outcome {
-                status: Status::Changed,
-                summary: Some(change.summary),
-                diff: change.diff,
-                result: Value::Null,
-                acted: false,
-                read_after: Vec::new(),
-            },
+            }),
+            Probe::Skipped(reason) => done(Status::Skipped(reason), None, None),
+            Probe::Change(change) if cx.check => {
+                done(Status::Changed, Some(change.summary), change.diff)
+            }
+            Probe::Change(change) if M::SCRIPT_APPLY => Step::Apply(PendingApply {
+                script: self.apply_script(&args, &change.plan, cx)?,
+                finish: Box::new(Finish {
+                    module: self,
+                    args,
+                    change,
+                }),
+            }),
             Probe::Change(change) => {
-                let (applied, read_after) = if M::SCRIPT_APPLY {
-                    let script = self.apply_script(&args, &change.plan, cx)?;
-                    let reads = after.scripts().await;
-                    let reads: Vec<&str> = reads.iter().map(String::as_str).collect();
-                    let (out, read_after) =
-                        crate::batch::run_after(cx.host, &script, &reads).await?;
-                    (self.applied(&args, change.plan, out, cx).await?, read_after)
-                } else {
-                    (self.apply(&args, change.plan, cx).await?, Vec::new())
-                };
-                Outcome {
-                    status: if applied.changed {
-                        Status::Changed
-                    } else {
-                        Status::Ok
-                    },
-                    summary: Some(change.summary),
-                    diff: if applied.changed { change.diff } else { None },
-                    result: applied.result,
-                    acted: true,
-                    read_after,
-                }
+                let applied = self.apply(&args, change.plan, cx).await?;
+                Step::Done(applied_outcome(applied, change.summary, change.diff))
             }
         })
     }

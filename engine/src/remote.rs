@@ -1,6 +1,8 @@
 //! File operations on a target that modules share: read state in one round trip, write atomically.
 //! Only POSIX sh and coreutils are used on the target.
 
+use std::sync::LazyLock;
+
 use sha2::Digest;
 
 use crate::error::ModuleError;
@@ -148,9 +150,11 @@ pub fn normalize_mode(mode: &str) -> Result<String, String> {
         }
         return Ok(format!("{value:o}"));
     }
-    let symbolic = regex::Regex::new(r"^([ugoa]*[-+=][rwxXstugo]*)(,[ugoa]*[-+=][rwxXstugo]*)*$")
-        .expect("valid regex");
-    if symbolic.is_match(m) {
+    static SYMBOLIC: LazyLock<regex::Regex> = LazyLock::new(|| {
+        regex::Regex::new(r"^([ugoa]*[-+=][rwxXstugo]*)(,[ugoa]*[-+=][rwxXstugo]*)*$")
+            .expect("valid regex")
+    });
+    if SYMBOLIC.is_match(m) {
         Ok(m.to_string())
     } else {
         Err(format!(
@@ -252,7 +256,10 @@ pub fn temp_file_attributes(
     group: Option<&str>,
 ) -> Result<String, ModuleError> {
     let mut s = match mode {
-        Some(m) => format!("chmod {} \"$t\"\n", quote(&normalize_mode(m)?)?),
+        Some(m) => format!(
+            "chmod {} \"$t\"\n",
+            quote(&normalize_mode(m).map_err(ModuleError::Args)?)?
+        ),
         None => "if [ -e \"$p\" ]; then chmod --reference=\"$p\" \"$t\"; \
                  else chmod \"$(printf '%o' $((0666 & ~$(umask))))\" \"$t\"; fi\n"
             .to_string(),

@@ -1375,7 +1375,7 @@ fn register_planning_values(engine: &mut Engine, builder: &Arc<Mutex<Builder>>) 
     engine.register_fn(
         "quote",
         |ctx: NativeCallContext, s: &str| -> Result<String, Box<EvalAltResult>> {
-            crate::quote::quote(s).map_err(|e| runtime_err(e, &ctx))
+            crate::quote::quote(s).map_err(|e| runtime_err(e.to_string(), &ctx))
         },
     );
 

@@ -46,6 +46,13 @@ pub enum TransportError {
     Exec(String),
 }
 
+/// A command that cannot be built cannot be run.
+impl From<crate::quote::QuoteError> for TransportError {
+    fn from(e: crate::quote::QuoteError) -> Self {
+        TransportError::Exec(e.to_string())
+    }
+}
+
 #[async_trait]
 pub trait Transport: Send + Sync {
     /// Runs `script` with `sh -c` on the target and feeds it `stdin`. Reads all output, keeping

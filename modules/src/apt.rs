@@ -8,7 +8,7 @@ use engine::transport::ExecOutput;
 use engine::{Applied, Module, ModuleContext, ModuleError, Probe};
 use serde::Deserialize;
 
-use crate::pkg::{self, Changes, Names, State, Upgrade};
+use crate::shared::pkg::{self, Changes, Names, State, Upgrade};
 
 pub struct Apt;
 
@@ -418,14 +418,15 @@ impl Module for Apt {
         out: Option<ExecOutput>,
         cx: &ModuleContext<'_>,
     ) -> Result<Probe<Plan>, ModuleError> {
-        let out = crate::inspect::probe_output(out, "querying packages")?;
+        let out = crate::shared::inspect::probe_output(out, "querying packages")?;
         let report = args.read_report(&out)?;
         let names = args.names();
         let update = args.update_due(&report);
         if update && !cx.check {
             // The update runs first and the decision is made again after it; this is the
             // prediction from the cache as it is now.
-            let changes = decide(args.state, &names, &report, true)?;
+            let changes =
+            decide(args.state, &names, &report, true).map_err(ModuleError::Failed)?;
             let mut summary = "update cache".to_string();
             if let Some(source) = &report.newer_source {
                 summary += &format!(" ({source} is newer than the cache)");
@@ -442,15 +443,14 @@ impl Module for Apt {
             // that source newer than the cache and updates it first, however young the cache.
             Err(e) if args.update_cache && cx.after_predicted_change => {
                 assumed = Some(e);
-                decide(args.state, &names, &report, true)?
+                decide(args.state, &names, &report, true).map_err(ModuleError::Failed)?
             }
             Err(e) if update => {
-                return Err(format!(
+                return Err(ModuleError::Failed(format!(
                     "{e} (decided from the current cache: update_cache is not run in check mode)"
-                )
-                .into())
+                )))
             }
-            Err(e) => return Err(e.into()),
+            Err(e) => return Err(ModuleError::Failed(e)),
         };
         if changes.is_empty() {
             let mut result = changes.result();
@@ -487,7 +487,8 @@ impl Module for Apt {
             run(cx, "apt-get update", UPDATE_SCRIPT).await?;
             // Decide again from the fresh cache, with the same code as the probe.
             let report = args.report(cx).await?;
-            changes = decide(args.state, &args.names(), &report, false)?;
+            changes = decide(args.state, &args.names(), &report, false)
+                .map_err(ModuleError::Failed)?;
         }
         if !changes.is_empty() {
             let script = apply_script(&changes).map_err(ModuleError::Args)?;

@@ -4,7 +4,7 @@ use engine::host::quote;
 use serde::Deserialize;
 use serde_json::Value;
 
-use crate::exec::{check_env, EnvVars, Guards, Invocation, Run, RunArgs};
+use crate::shared::exec::{check_env, EnvVars, Guards, Invocation, Run, RunArgs};
 
 #[allow(non_upper_case_globals)] // used as a unit struct is, like the other modules
 pub const Command: Run<Args> = Run::new();

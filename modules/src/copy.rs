@@ -10,9 +10,9 @@ use engine::transport::ExecOutput;
 use engine::{Applied, Module, ModuleContext, ModuleError, Probe};
 use serde::Deserialize;
 
-use crate::content::{self, Plan};
-use crate::inspect::{sha256, Inspect, Read, DIFF_LIMIT};
-use crate::perms::Wanted;
+use crate::shared::content::{self, Plan};
+use crate::shared::inspect::{sha256, Inspect, Read, DIFF_LIMIT};
+use crate::shared::perms::Wanted;
 
 pub struct Copy;
 
@@ -29,7 +29,7 @@ pub struct Args {
     pub src: Option<String>,
     /// Permissions: octal ("0644") or symbolic ("u=rw,g=r,o=r"). Default: kept for an existing
     /// file, from the umask for a new one.
-    #[serde(default, deserialize_with = "crate::perms::mode_arg")]
+    #[serde(default, deserialize_with = "crate::shared::perms::mode_arg")]
     pub mode: Option<String>,
     /// Owner, by name or uid.
     pub owner: Option<String>,
@@ -112,7 +112,7 @@ impl Args {
     }
 
     fn src_path(&self, base: &Path) -> Option<PathBuf> {
-        Some(controller_file(base, self.src.as_deref()?))
+        Some(crate::shared::content::controller_file(base, self.src.as_deref()?))
     }
 
     /// The file to write: `dest`, or the name of `src` in the directory `dest`.
@@ -161,13 +161,6 @@ impl Args {
         std::fs::read(&path)
             .map_err(|e| ModuleError::Failed(format!("cannot read src {}: {e}", path.display())))
     }
-}
-
-/// A controller file named by a task, found next to the playbook or in its `files/` directory.
-pub fn controller_file(base: &Path, src: &str) -> PathBuf {
-    let candidates = [base.join(src), base.join("files").join(src)];
-    let found = candidates.iter().find(|p| p.exists());
-    found.unwrap_or(&candidates[0]).clone()
 }
 
 #[async_trait]

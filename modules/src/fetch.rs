@@ -10,7 +10,7 @@ use engine::{Applied, Module, ModuleContext, ModuleError, Probe};
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-use crate::inspect::{file_diff, sha256, Before};
+use crate::shared::inspect::{file_diff, sha256, Before};
 
 pub struct Fetch;
 
@@ -30,13 +30,13 @@ pub struct Args {
     pub secret: bool,
     /// The controller copy's mode (octal): a snapshot of a database holding secrets wants 0600
     /// without registering its bytes as secret text.
-    #[serde(default, deserialize_with = "crate::perms::mode_arg")]
+    #[serde(default, deserialize_with = "crate::shared::perms::mode_arg")]
     pub mode: Option<String>,
 }
 
 impl Args {
     fn dest_mode(&self) -> u32 {
-        match self.mode.as_deref().and_then(crate::perms::octal) {
+        match self.mode.as_deref().and_then(crate::shared::perms::octal) {
             Some(m) => m,
             None if self.secret => 0o600,
             None => 0o644,
@@ -160,7 +160,7 @@ impl Module for Fetch {
             }
         }
         if let Some(m) = &args.mode {
-            if crate::perms::octal(m).is_none() {
+            if crate::shared::perms::octal(m).is_none() {
                 return Err(format!(
                     "mode: {m:?} must be an octal mode like \"0600\" (the controller copy's)"
                 ));

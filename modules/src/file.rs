@@ -8,8 +8,8 @@ use engine::{Applied, Module, ModuleContext, ModuleError, Probe};
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-use crate::inspect::{Current, Inspect};
-use crate::perms::{self, Wanted};
+use crate::shared::inspect::{Current, Inspect};
+use crate::shared::perms::{self, Wanted};
 
 pub struct File;
 
@@ -37,7 +37,7 @@ pub struct Args {
     /// the link's directory.
     pub src: Option<String>,
     /// Permissions: octal ("0644") or symbolic ("u=rw,g=r,o=r", "u+rwX").
-    #[serde(default, deserialize_with = "crate::perms::mode_arg")]
+    #[serde(default, deserialize_with = "crate::shared::perms::mode_arg")]
     pub mode: Option<String>,
     /// Owner, by name or uid.
     pub owner: Option<String>,
@@ -155,7 +155,7 @@ fn link_probe(args: &Args, src: &str, cur: &Current) -> Result<Probe<Plan>, Modu
     };
     let was = match cur.kind() {
         FileKind::Link if cur.stat.link_target.as_deref() == Some(src) => {
-            fix = perms::fix(&wanted, &cur.entry(), cur.umask)?;
+            fix = perms::fix(&wanted, &cur.entry(), cur.umask).map_err(ModuleError::Args)?;
             if fix.is_empty() {
                 return Ok(Probe::Unchanged(result(path, "link")));
             }
@@ -302,7 +302,7 @@ impl Module for File {
             State::Directory => match cur.kind() {
                 FileKind::Directory if args.recurse() => {
                     let entries = perms::parse_tree(&cur.rest_text()).map_err(failed)?;
-                    let fix = perms::fix_tree(&wanted, &entries, cur.umask)?;
+                    let fix = perms::fix_tree(&wanted, &entries, cur.umask).map_err(ModuleError::Args)?;
                     if fix.is_empty() {
                         return Ok(Probe::Unchanged(result(&path, "directory")));
                     }
@@ -310,7 +310,7 @@ impl Module for File {
                 }
                 FileKind::Directory => {}
                 FileKind::Absent => {
-                    let script = format!("mkdir -p -- \"$p\"\n{}", perms::set_script(&wanted)?);
+                    let script = format!("mkdir -p -- \"$p\"\n{}", perms::set_script(&wanted).map_err(ModuleError::Args)?);
                     return change(vec![], Some(format!("create directory {path}")), script);
                 }
                 other => {
@@ -338,10 +338,10 @@ impl Module for File {
             State::Touch => {
                 let script = "touch -- \"$p\"\n".to_string();
                 if !cur.exists() {
-                    let script = format!("{script}{}", perms::set_script(&wanted)?);
+                    let script = format!("{script}{}", perms::set_script(&wanted).map_err(ModuleError::Args)?);
                     return change(vec![], Some(format!("create {path}")), script);
                 }
-                let fix = perms::fix(&wanted, &cur.entry(), cur.umask)?;
+                let fix = perms::fix(&wanted, &cur.entry(), cur.umask).map_err(ModuleError::Args)?;
                 return change(
                     fix.summary,
                     Some(format!("touch {path}")),
@@ -351,7 +351,7 @@ impl Module for File {
             State::Link => {
                 let Some(src) = &args.src else {
                     // No state given and the path is a (dangling) link: only attributes.
-                    let fix = perms::fix(&wanted, &cur.entry(), cur.umask)?;
+                    let fix = perms::fix(&wanted, &cur.entry(), cur.umask).map_err(ModuleError::Args)?;
                     if fix.is_empty() {
                         return Ok(Probe::Unchanged(result(&path, "link")));
                     }
@@ -361,7 +361,7 @@ impl Module for File {
             }
         }
         // An existing file or directory: attributes only.
-        let fix = perms::fix(&wanted, &cur.entry(), cur.umask)?;
+        let fix = perms::fix(&wanted, &cur.entry(), cur.umask).map_err(ModuleError::Args)?;
         if fix.is_empty() {
             return Ok(Probe::Unchanged(result(&path, state_name(cur.kind()))));
         }

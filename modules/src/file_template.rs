@@ -10,9 +10,9 @@ use engine::module::{Applied, Module, ModuleContext, ModuleError, Probe};
 use engine::remote::FileKind;
 use engine::transport::ExecOutput;
 
-use crate::content;
-use crate::inspect::{sha256, Current, Inspect, Read, DIFF_LIMIT};
-use crate::perms::{resolve_mode, Wanted};
+use crate::shared::content;
+use crate::shared::inspect::{sha256, Current, Inspect, Read, DIFF_LIMIT};
+use crate::shared::perms::{resolve_mode, Wanted};
 
 pub struct FileTemplate;
 
@@ -25,7 +25,7 @@ pub struct Args {
     pub dest: String,
     /// Permissions, octal ("0644") or symbolic ("u=rw,g=r,o="). Without it an existing file keeps
     /// its mode and a new file gets the default (0666 minus the umask).
-    #[serde(default, deserialize_with = "crate::perms::mode_arg")]
+    #[serde(default, deserialize_with = "crate::shared::perms::mode_arg")]
     pub mode: Option<String>,
     /// Owner (user name or numeric id). Without it an existing file keeps its owner.
     #[serde(default)]
@@ -90,7 +90,7 @@ impl Args {
         let mode = match &self.mode {
             Some(m) if is_file => Some(format!(
                 "{:o}",
-                resolve_mode(m, cur.mode(), false, cur.umask)?
+                resolve_mode(m, cur.mode(), false, cur.umask).map_err(ModuleError::Args)?
             )),
             Some(m) => Some(m.clone()),
             None => now(&cur.stat.mode),

@@ -8,8 +8,8 @@ use engine::{Applied, Module, ModuleContext, ModuleError, Probe};
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-use crate::inspect::{Current, Inspect};
-use crate::perms::{self, Wanted};
+use crate::shared::inspect::{Current, Inspect};
+use crate::shared::perms::{self, Wanted};
 
 pub struct GetUrl;
 
@@ -28,7 +28,7 @@ pub struct Args {
     pub checksum: Option<String>,
     /// Permissions: octal ("0755") or symbolic. Default: kept for a replaced file, from the umask
     /// for a new one.
-    #[serde(default, deserialize_with = "crate::perms::mode_arg")]
+    #[serde(default, deserialize_with = "crate::shared::perms::mode_arg")]
     pub mode: Option<String>,
     /// Owner, by name or uid.
     pub owner: Option<String>,
@@ -325,7 +325,7 @@ impl Module for GetUrl {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::inspect::sha256;
+    use crate::shared::inspect::sha256;
     use crate::testutil::{mode_of, snapshot, Env};
     use engine::module::Status;
     use serde_json::json;

@@ -8,7 +8,7 @@ use engine::{Applied, Module, ModuleContext, ModuleError, Probe};
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-use crate::copy::controller_file;
+use crate::shared::content::controller_file;
 
 pub struct K8s;
 
@@ -162,7 +162,7 @@ impl Args {
 
     /// The kubectl command line (a shell fragment), a server dry run or for real.
     fn command(&self, dry_run: bool) -> Result<String, ModuleError> {
-        let q = |s: &str| quote(s).map_err(ModuleError::Args);
+        let q = |s: &str| quote(s).map_err(ModuleError::from);
         let kubectl = q(self.kubectl.as_deref().unwrap_or("kubectl"))?;
         let kubeconfig = q(self
             .kubeconfig

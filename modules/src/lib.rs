@@ -1,14 +1,10 @@
 //! The modules of playbook, one file per module. Each has an `Args` struct whose doc comments are
 //! the user documentation, a `DOC` text, and its tests at the bottom.
 //!
-//! Shared pieces: `exec` (running commands and their guards), `inspect` (one round trip that reads
-//! a path's state) and `perms` (modes, owners and groups).
+//! What modules share is under `shared/` (commands, a path's state, permissions, file content,
+//! packages, names), and nowhere else: a module file does not reach into another's.
 
-mod content;
-mod exec;
-mod inspect;
-mod perms;
-mod pkg;
+mod shared;
 #[cfg(test)]
 mod testutil;
 
@@ -152,7 +148,7 @@ mod tests {
             (
                 &crate::get_url::GetUrl,
                 json!({ "url": "file:///nowhere/x", "dest": p("text"), "mode": "0600",
-                        "checksum": format!("sha256:{}", crate::inspect::sha256(b"a=1\nb=2")) }),
+                        "checksum": format!("sha256:{}", crate::shared::inspect::sha256(b"a=1\nb=2")) }),
             ),
             (
                 &crate::shell::Shell,

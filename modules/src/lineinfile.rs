@@ -10,9 +10,9 @@ use fancy_regex::{Captures, Regex};
 use serde::Deserialize;
 use serde_json::json;
 
-use crate::content;
-use crate::inspect::{Inspect, Read};
-use crate::perms::Wanted;
+use crate::shared::content;
+use crate::shared::inspect::{Inspect, Read};
+use crate::shared::perms::Wanted;
 
 pub struct LineInFile;
 
@@ -55,7 +55,7 @@ pub struct Args {
     /// the file is left unchanged.
     pub backrefs: Option<bool>,
     /// Permissions: octal ("0644") or symbolic.
-    #[serde(default, deserialize_with = "crate::perms::mode_arg")]
+    #[serde(default, deserialize_with = "crate::shared::perms::mode_arg")]
     pub mode: Option<String>,
     /// Owner, by name or uid.
     pub owner: Option<String>,

@@ -9,9 +9,9 @@ use engine::{Applied, Module, ModuleContext, ModuleError, Probe};
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-use crate::content;
-use crate::inspect::{Current, Inspect};
-use crate::perms::Wanted;
+use crate::shared::content;
+use crate::shared::inspect::{Current, Inspect};
+use crate::shared::perms::Wanted;
 
 pub struct Modprobe;
 
@@ -214,7 +214,7 @@ impl Module for Modprobe {
         if args.state == State::Present {
             script += &format!(
                 "o=$(modprobe -n -- {} 2>&1); echo $?; printf '%s\\n' \"$o\"\n",
-                args.words()?
+                args.words().map_err(ModuleError::Args)?
             );
         }
         script += "fi\n";
@@ -229,7 +229,7 @@ impl Module for Modprobe {
     ) -> Result<Probe<Plan>, ModuleError> {
         let files = persist_files(args);
         let inspects = inspects(&files);
-        let out = crate::inspect::probe_output(out, &format!("inspecting module {}", args.name))?;
+        let out = crate::shared::inspect::probe_output(out, &format!("inspecting module {}", args.name))?;
         if !out.success() {
             return Err(ModuleError::Failed(format!(
                 "cannot inspect module {}: {}",
@@ -332,7 +332,7 @@ impl Module for Modprobe {
         cx: &ModuleContext<'_>,
     ) -> Result<Applied, ModuleError> {
         let cmd = match plan.load {
-            Load::Load => Some(format!("modprobe -- {}", args.words()?)),
+            Load::Load => Some(format!("modprobe -- {}", args.words().map_err(ModuleError::Args)?)),
             Load::Unload => Some(format!("modprobe -r -- {}", quote(&args.name)?)),
             Load::Nothing => None,
         };
@@ -350,7 +350,7 @@ impl Module for Modprobe {
             match step {
                 FileStep::Write { file, create } => {
                     if *create {
-                        crate::systemd_unit::ensure_parent(cx.host, &file.path).await?;
+                        crate::shared::content::ensure_parent(cx.host, &file.path).await?;
                     }
                     let opts = content::write_options(Wanted::default(), None, false);
                     content::apply(cx.host, file, &opts).await?;

@@ -7,7 +7,7 @@ use engine::{Applied, Module, ModuleContext, ModuleError, Probe};
 use serde::Deserialize;
 
 use crate::apt::{self, Apt};
-use crate::pkg::{Names, State};
+use crate::shared::pkg::{Names, State};
 use crate::yum::{self, Yum};
 
 pub struct Package;
@@ -122,7 +122,7 @@ impl Module for Package {
     async fn probe(&self, args: &Args, cx: &ModuleContext<'_>) -> Result<Probe<Plan>, ModuleError> {
         let facts = cx.system.get().await?;
         let pkg_mgr = facts["pkg_mgr"].as_str().unwrap_or_default();
-        Ok(match args.via(pkg_mgr)? {
+        Ok(match args.via(pkg_mgr).map_err(ModuleError::Failed)? {
             Via::Apt(a) => {
                 Apt::check_args(&a).map_err(ModuleError::Args)?;
                 let probe = Apt.probe(&a, cx).await?;

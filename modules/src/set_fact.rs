@@ -38,8 +38,7 @@ impl Module for SetFact {
         if args.0.is_empty() {
             return Err("set_fact needs at least one name: value".into());
         }
-        let name = regex::Regex::new("^[A-Za-z_][A-Za-z0-9_]*$").expect("valid regex");
-        match args.0.keys().find(|k| !name.is_match(k)) {
+        match args.0.keys().find(|k| !crate::shared::names::is_var_name(k)) {
             Some(k) => Err(format!("{k:?} is not a valid fact name")),
             None => Ok(()),
         }

@@ -7,9 +7,9 @@ use engine::{Applied, Module, ModuleContext, ModuleError, Probe};
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-use crate::content;
-use crate::inspect::{Inspect, Read};
-use crate::perms::Wanted;
+use crate::shared::content;
+use crate::shared::inspect::{Inspect, Read};
+use crate::shared::perms::Wanted;
 
 pub struct Swap;
 
@@ -140,7 +140,7 @@ impl Module for Swap {
         cx: &ModuleContext<'_>,
     ) -> Result<Probe<Plan>, ModuleError> {
         let inspect = args.inspect();
-        let out = crate::inspect::probe_output(out, "reading swap state")?;
+        let out = crate::shared::inspect::probe_output(out, "reading swap state")?;
         if !out.success() {
             return Err(ModuleError::Failed(format!(
                 "cannot read swap state: {}",

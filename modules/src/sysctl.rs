@@ -9,9 +9,9 @@ use engine::{Applied, Module, ModuleContext, ModuleError, Probe};
 use serde::{Deserialize, Deserializer};
 use serde_json::{json, Value};
 
-use crate::content;
-use crate::inspect::{Inspect, Read};
-use crate::perms::Wanted;
+use crate::shared::content;
+use crate::shared::inspect::{Inspect, Read};
+use crate::shared::perms::Wanted;
 
 pub struct Sysctl;
 
@@ -222,7 +222,7 @@ impl Module for Sysctl {
         cx: &ModuleContext<'_>,
     ) -> Result<Probe<Plan>, ModuleError> {
         let inspect = args.inspect();
-        let out = crate::inspect::probe_output(out, &format!("inspecting {}", args.file()))?;
+        let out = crate::shared::inspect::probe_output(out, &format!("inspecting {}", args.file()))?;
         if !out.success() {
             return Err(ModuleError::Failed(format!(
                 "cannot inspect {}: {}",
@@ -314,7 +314,7 @@ impl Module for Sysctl {
     ) -> Result<Applied, ModuleError> {
         if let Some(file) = &plan.file {
             if plan.create {
-                crate::systemd_unit::ensure_parent(cx.host, &file.path).await?;
+                crate::shared::content::ensure_parent(cx.host, &file.path).await?;
             }
             let opts = content::write_options(Wanted::default(), None, false);
             content::apply(cx.host, file, &opts).await?;

@@ -12,9 +12,9 @@ use engine::{Applied, Module, ModuleContext, ModuleError, Probe};
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-use crate::content;
-use crate::inspect::{Current, Inspect, DIFF_LIMIT};
-use crate::perms::Wanted;
+use crate::shared::content;
+use crate::shared::inspect::{Current, Inspect, DIFF_LIMIT};
+use crate::shared::perms::Wanted;
 
 pub struct SystemdUnit;
 
@@ -346,20 +346,6 @@ pub fn parse_status(text: &str) -> Result<UnitStatus, String> {
     })
 }
 
-/// Creates the directory `path` goes into (an extra round trip, for files not there yet).
-pub(crate) async fn ensure_parent(host: &Host, path: &str) -> Result<(), ModuleError> {
-    let out = host
-        .run(&format!("mkdir -p -- \"$(dirname -- {})\"", quote(path)?))
-        .await?;
-    if !out.success() {
-        return Err(ModuleError::Failed(format!(
-            "cannot create the directory of {path}: {}",
-            out.stderr_text().trim()
-        )));
-    }
-    Ok(())
-}
-
 /// A file this task manages: where, what it should hold, and whether it is the unit itself.
 struct FileSpec {
     path: String,
@@ -581,7 +567,7 @@ impl Module for SystemdUnit {
         let unit = args.unit();
         let files = args.files(cx)?;
         let inspects = inspects(&files);
-        let out = crate::inspect::probe_output(out, &format!("inspecting {unit}"))?;
+        let out = crate::shared::inspect::probe_output(out, &format!("inspecting {unit}"))?;
         if !out.success() {
             return Err(ModuleError::Failed(format!(
                 "cannot inspect {unit}: {}",
@@ -609,7 +595,7 @@ impl Module for SystemdUnit {
                 )));
             }
             let differs =
-                cur.stat.sha256.as_deref() != Some(crate::inspect::sha256(&f.content).as_str());
+                cur.stat.sha256.as_deref() != Some(crate::shared::inspect::sha256(&f.content).as_str());
             if differs && cx.want_diff && cur.kind() == &FileKind::File && cur.size <= DIFF_LIMIT {
                 cur.content = read_file(cx.host, &cur.path).await?;
             }
@@ -683,7 +669,7 @@ impl Module for SystemdUnit {
         let validate = args.validate_cmd().map_err(ModuleError::Args)?;
         for w in &plan.writes {
             if w.create {
-                ensure_parent(cx.host, &w.file.path).await?;
+                crate::shared::content::ensure_parent(cx.host, &w.file.path).await?;
             }
             let v = if w.unit { validate.as_deref() } else { None };
             let opts = content::write_options(Wanted::default(), v, false);

@@ -153,11 +153,7 @@ impl Env {
                 script,
                 output: outputs.next().expect("one output per script"),
             });
-            outs.push(
-                module
-                    .run_prefetched(args.clone(), cx, prefetched, &())
-                    .await,
-            );
+            outs.push(module.run_prefetched(args.clone(), cx, prefetched).await);
         }
         outs
     }

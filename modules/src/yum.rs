@@ -9,7 +9,7 @@ use engine::transport::ExecOutput;
 use engine::{Applied, Module, ModuleContext, ModuleError, Probe};
 use serde::Deserialize;
 
-use crate::pkg::{self, Changes, Names, State, Upgrade};
+use crate::shared::pkg::{self, Changes, Names, State, Upgrade};
 
 pub struct Yum;
 
@@ -349,7 +349,7 @@ impl Module for Yum {
         out: Option<ExecOutput>,
         cx: &ModuleContext<'_>,
     ) -> Result<Probe<Changes>, ModuleError> {
-        let out = crate::inspect::probe_output(out, "querying packages")?;
+        let out = crate::shared::inspect::probe_output(out, "querying packages")?;
         let report = parse_report(&out.stdout_text()).map_err(ModuleError::Failed)?;
         if !out.success() || report.mgr.is_empty() {
             return Err(ModuleError::Failed(format!(
@@ -371,9 +371,10 @@ impl Module for Yum {
                         no_match: Vec::new(),
                         ..report
                     },
-                )?
+                )
+                .map_err(ModuleError::Failed)?
             }
-            Err(e) => return Err(e.into()),
+            Err(e) => return Err(ModuleError::Failed(e)),
         };
         if changes.is_empty() {
             return Ok(Probe::Unchanged(changes.result()));

@@ -9,9 +9,9 @@ use engine::{Applied, Module, ModuleContext, ModuleError, Probe};
 use serde::Deserialize;
 use serde_json::json;
 
-use crate::content;
-use crate::inspect::{sha256, Inspect, Read, DIFF_LIMIT};
-use crate::perms::Wanted;
+use crate::shared::content;
+use crate::shared::inspect::{sha256, Inspect, Read, DIFF_LIMIT};
+use crate::shared::perms::Wanted;
 
 pub struct YumRepository;
 
@@ -48,7 +48,7 @@ pub struct Args {
     /// or a list): how pkgs.k8s.io holds kubelet, kubeadm and kubectl; a task installs them with
     /// `disable_excludes` (yum).
     #[serde(default)]
-    pub exclude: Option<crate::pkg::Names>,
+    pub exclude: Option<crate::shared::pkg::Names>,
     /// `present` (default) writes the file; `absent` removes it.
     #[serde(default)]
     pub state: RepoState,
@@ -153,7 +153,7 @@ impl Args {
         if let Some(k) = &self.gpgkey {
             s += &format!("gpgkey={k}\n");
         }
-        let exclude = crate::pkg::list(&self.exclude);
+        let exclude = crate::shared::pkg::list(&self.exclude);
         if !exclude.is_empty() {
             s += &format!("exclude={}\n", exclude.join(" "));
         }
@@ -214,9 +214,9 @@ impl Module for YumRepository {
                 }
             }
         }
-        crate::pkg::check_words(
+        crate::shared::pkg::check_words(
             "exclude",
-            &crate::pkg::list(&args.exclude),
+            &crate::shared::pkg::list(&args.exclude),
             "a package name or glob",
         )?;
         if args.state == RepoState::Present && args.baseurl.is_none() {

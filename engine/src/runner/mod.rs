@@ -13,14 +13,15 @@ use std::time::Instant;
 use serde_json::{Map, Value};
 use tokio::sync::{watch, OnceCell, Semaphore};
 
+use crate::error::{ErrorKind, Failure, RuntimeError};
 use crate::events::{Event, EventSink, HostCounts, TaskEnd, TaskStatus};
 use crate::facts::SystemFacts;
 use crate::host::Host;
 use crate::inventory::{HostEntry, Inventory};
-use crate::module::{ModuleContext, ModuleError, Outcome, Prefetched, ReadAfter, Status};
+use crate::module::{ModuleContext, ModuleError, Outcome, Prefetched, Status, Step};
 use crate::plan::{Action, Condition, Plan, TaskId};
 use crate::template::TemplateEngine;
-use crate::transport::{Connector, ExecOutput, TransportError};
+use crate::transport::{Connector, TransportError};
 
 mod blocks;
 mod readahead;
@@ -169,17 +170,23 @@ struct State {
 
 /// An error while running one task on one host.
 enum TaskError {
-    Failed(String),
+    Failed(Failure),
     Unreachable(String),
     /// Check mode could not decide because an earlier change was only predicted.
     DependsOnChange(String),
+}
+
+impl TaskError {
+    fn failed(kind: ErrorKind, message: impl Into<String>) -> Self {
+        TaskError::Failed(Failure::new(kind, message))
+    }
 }
 
 impl From<ModuleError> for TaskError {
     fn from(e: ModuleError) -> Self {
         match e {
             ModuleError::Transport(TransportError::Unreachable(m)) => TaskError::Unreachable(m),
-            other => TaskError::Failed(other.to_string()),
+            other => TaskError::Failed(Failure::from(other)),
         }
     }
 }
@@ -390,9 +397,9 @@ impl State {
             // Should this task change the host, the next ones probe after it in its round trip
             // (as many as a batch would read then, and at least one).
             let follow = Follow::new(self, host, &tasks[i + 1..], (2 * quiet).max(1));
-            match self.run_task(tid, host, &follow).await {
-                Some(read_after) => {
-                    let (fresh, considered) = follow.take(read_after);
+            match self.run_task(tid, host, Some(&follow)).await {
+                true => {
+                    let (fresh, considered) = follow.take();
                     let mut pre = h.prefetched.lock().unwrap_or_else(|e| e.into_inner());
                     pre.clear();
                     pre.extend(fresh);
@@ -400,7 +407,7 @@ impl State {
                     quiet = 0;
                     ahead = 1;
                 }
-                None => {
+                false => {
                     quiet += 1;
                     if ahead != usize::MAX {
                         ahead = 2 * quiet;
@@ -452,7 +459,7 @@ impl State {
                 for hname in hosts {
                     let st = self.clone();
                     let hname = hname.clone();
-                    joins.spawn(async move { st.run_task(hid, &hname, &()).await });
+                    joins.spawn(async move { st.run_task(hid, &hname, None).await });
                 }
                 while joins.join_next().await.is_some() {}
                 let done = self.done.lock().unwrap_or_else(|e| e.into_inner());
@@ -507,8 +514,23 @@ impl State {
             summary: None,
             msg: None,
             diff: None,
+            error: None,
             duration_ms: 0,
         }
+    }
+
+    /// A failure of task `tid` on `host`, placed: the task's position in the playbook.
+    fn runtime_error(
+        &self,
+        tid: TaskId,
+        host: &str,
+        kind: ErrorKind,
+        template: Option<&crate::error::TemplatePos>,
+    ) -> Box<RuntimeError> {
+        let task = &self.plan.tasks[tid];
+        Box::new(RuntimeError::new(
+            kind, host, &task.name, &task.pos, template,
+        ))
     }
 
     /// Counts, records and reports a task's end on a host.
@@ -550,35 +572,36 @@ impl State {
         let _ = rx.wait_for(|_| self.finished(tid)).await;
     }
 
-    /// Runs one task on one host; an apply made by script takes `after` along. Returns None when
-    /// nothing ran that may have changed the host, else the outputs of `after` read after it.
+    /// Runs one task on one host; an apply made by script takes the probes `follow` picks along
+    /// (and leaves their outputs there). Returns whether something ran that may have changed the
+    /// host.
     async fn run_task(
         self: &Arc<Self>,
         tid: TaskId,
         host: &str,
-        after: &dyn ReadAfter,
-    ) -> Option<Vec<ExecOutput>> {
+        follow: Option<&Follow<'_>>,
+    ) -> bool {
         let task = &self.plan.tasks[tid];
         let h = &self.hosts[host];
         if !self.selected(tid) {
             self.finish(tid, host, Done::NotRun { selected: false });
-            return None;
+            return false;
         }
         self.settle_block(host, Some(tid));
         let forced = task.is_handler && self.opts.force_handlers;
         if h.dead.load(Ordering::SeqCst) && !forced {
             self.finish(tid, host, Done::NotRun { selected: true });
-            return None;
+            return false;
         }
         if let blocks::Gate::Pass(done) = self.block_gate(tid, host) {
             self.finish(tid, host, done);
-            return None;
+            return false;
         }
         // A run_once handler is narrowed to its first notified host by `run_handlers`.
         if task.control.run_once && !task.is_handler {
             if let Some(first) = self.run_once_host(tid).filter(|f| f != host) {
                 self.take_run_once(tid, host, first).await;
-                return None;
+                return false;
             }
         }
         let phase = self.plan.phases[task.phase].name.clone();
@@ -589,7 +612,7 @@ impl State {
         let (upstream_predicted, upstream_failure) = self.wait_upstream(tid).await;
         if let Some(why) = self.halted().filter(|_| !forced) {
             self.skip(tid, host, &format!("not run: {why}"));
-            return None;
+            return false;
         }
         self.sink.emit(&Event::TaskStart {
             phase: phase.clone(),
@@ -598,9 +621,9 @@ impl State {
             host: host.to_string(),
         });
         let started = Instant::now();
-        let mut result = match upstream_failure {
-            Some(msg) => Err(TaskError::Failed(msg)),
-            None => self.attempts(tid, host, after).await,
+        let result = match upstream_failure {
+            Some(msg) => Err(TaskError::failed(ErrorKind::Upstream, msg)),
+            None => self.attempts(tid, host, follow).await,
         };
         let upstream_predicted =
             upstream_predicted || (check_run && h.predicted_change.load(Ordering::SeqCst));
@@ -611,16 +634,12 @@ impl State {
             Err(TaskError::DependsOnChange(_)) => false,
             Err(_) => !check || matches!(task.action, Action::Custom(_)),
         };
-        let read_after = match &mut result {
-            Ok(outcome) => std::mem::take(&mut outcome.read_after),
-            Err(_) => Vec::new(),
-        };
         let mut end = self.task_end(tid, host, check);
         let done = self.record(tid, host, result, check_run && upstream_predicted, &mut end);
         hide_secret_output(&task.secret, &mut end);
         end.duration_ms = started.elapsed().as_millis() as u64;
         self.end_task(tid, host, end, done);
-        acted.then_some(read_after)
+        acted
     }
 
     /// Runs the task until it succeeds and its `until` holds, as many times as `retries` allows,
@@ -630,7 +649,7 @@ impl State {
         self: &Arc<Self>,
         tid: TaskId,
         host: &str,
-        after: &dyn ReadAfter,
+        follow: Option<&Follow<'_>>,
     ) -> Result<Outcome, TaskError> {
         let task = &self.plan.tasks[tid];
         let control = &task.control;
@@ -638,15 +657,15 @@ impl State {
         if self.tasks[tid].checks || (attempts == 1 && control.until.is_none()) {
             // Probes read after a change go through the changing task's connection: with its
             // own become, environment or deadline they would not be the next tasks' probes.
-            let after = if control.is_plain() { after } else { &() };
-            return self.execute(tid, host, after).await;
+            let follow = follow.filter(|_| control.is_plain());
+            return self.execute(tid, host, follow).await;
         }
         let mut acted = false;
         let mut attempt = 1;
         loop {
             // An attempt reads no probes after its change: the next attempt probes afresh, and
             // the tasks after it probe after the last attempt.
-            let why = match self.execute(tid, host, &()).await {
+            let why = match self.execute(tid, host, None).await {
                 Ok(mut outcome) => {
                     acted |= outcome.acted;
                     outcome.acted = acted;
@@ -660,10 +679,13 @@ impl State {
                     if holds {
                         return Ok(outcome);
                     }
-                    match &control.until {
-                        Some(Condition::Expr(e)) => format!("until condition is false: {e}"),
-                        _ => "until condition is false".to_string(),
-                    }
+                    Failure::new(
+                        ErrorKind::Failed,
+                        match &control.until {
+                            Some(Condition::Expr(e)) => format!("until condition is false: {e}"),
+                            _ => "until condition is false".to_string(),
+                        },
+                    )
                 }
                 // A failed attempt may have changed part of what it meant to.
                 Err(TaskError::Failed(why)) => {
@@ -673,11 +695,12 @@ impl State {
                 Err(other) => return Err(other),
             };
             if attempt >= attempts {
-                return Err(TaskError::Failed(format!(
+                let message = format!(
                     "'{}' on {host} gave up after {attempt} attempt{}: {why}",
                     task.name,
                     if attempt == 1 { "" } else { "s" }
-                )));
+                );
+                return Err(TaskError::Failed(why.reworded(message)));
             }
             self.sink.emit(&Event::TaskRetry {
                 phase: self.plan.phases[task.phase].name.clone(),
@@ -689,7 +712,7 @@ impl State {
                 delay_s: control.delay().as_secs(),
                 msg: match hidden_text(&task.secret, "message") {
                     Some(hidden) => hidden,
-                    None => why,
+                    None => why.message,
                 },
             });
             tokio::time::sleep(control.delay()).await;
@@ -743,6 +766,7 @@ impl State {
                 end.msg = Some(format!(
                     "run_once: the task failed on {first}, where it ran for every host"
                 ));
+                end.error = Some(self.runtime_error(tid, host, ErrorKind::Upstream, None));
                 self.hosts[host].dead.store(true, Ordering::SeqCst);
                 self.end_task(tid, host, end, Done::Failed);
             }
@@ -857,7 +881,8 @@ impl State {
             }
             Err(TaskError::Failed(why)) => {
                 end.status = TaskStatus::Failed;
-                end.msg = Some(why);
+                end.error = Some(self.runtime_error(tid, host, why.kind, why.template.as_ref()));
+                end.msg = Some(why.message);
                 if task.ignore_errors {
                     end.ignored = true;
                     Done::Ran(serde_json::json!({"failed": true, "changed": false, "msg": end.msg}))
@@ -872,6 +897,7 @@ impl State {
             }
             Err(TaskError::Unreachable(why)) => {
                 end.status = TaskStatus::Unreachable;
+                end.error = Some(self.runtime_error(tid, host, ErrorKind::Unreachable, None));
                 end.msg = Some(why);
                 if task.ignore_unreachable {
                     end.ignored = true;
@@ -923,7 +949,7 @@ impl State {
         self: &Arc<Self>,
         tid: TaskId,
         host: &str,
-        after: &dyn ReadAfter,
+        follow: Option<&Follow<'_>>,
     ) -> Result<Outcome, TaskError> {
         let task = &self.plan.tasks[tid];
         let _throttled = match &self.tasks[tid].throttle {
@@ -951,7 +977,7 @@ impl State {
             let c = conn.clone();
             tokio::task::spawn_blocking(move || st.prepare(tid, &hname, &c))
                 .await
-                .map_err(|e| TaskError::Failed(format!("task panicked: {e}")))?
+                .map_err(|e| TaskError::failed(ErrorKind::Failed, format!("task panicked: {e}")))?
         } else {
             self.prepare(tid, host, &conn)
         };
@@ -969,7 +995,6 @@ impl State {
                     diff: None,
                     result: Value::Null,
                     acted: false,
-                    read_after: Vec::new(),
                 })
             }
             Prepared::Custom(outcome) => return Ok(outcome),
@@ -989,19 +1014,49 @@ impl State {
             .unwrap_or_else(|e| e.into_inner())
             .remove(&tid);
         let tc = TaskCx::new(self, tid, host, &conn, vars);
-        let outcome = module
-            .run_prefetched(args, &tc.cx(), prefetched, after)
-            .await;
+        let cx = tc.cx();
+        let outcome: Result<Outcome, TaskError> = async {
+            // A probe that is one script is run here, like every script of such a module: alone
+            // when it was not read ahead.
+            let prefetched = match prefetched {
+                None if module.script_probe() => match module.batch_probe_script(&args, &cx) {
+                    Some(script) => Some(Prefetched {
+                        output: conn.run(&script).await?,
+                        script,
+                    }),
+                    None => None,
+                },
+                other => other,
+            };
+            match module.start(args, &cx, prefetched).await? {
+                Step::Done(outcome) => Ok(outcome),
+                Step::Apply(pending) => {
+                    let reads = match follow {
+                        Some(f) => f.scripts().await,
+                        None => Vec::new(),
+                    };
+                    let reads: Vec<&str> = reads.iter().map(String::as_str).collect();
+                    let (out, read_after) =
+                        crate::batch::run_after(&conn, &pending.script, &reads).await?;
+                    if let Some(f) = follow {
+                        f.received(read_after);
+                    }
+                    Ok(pending.finish(out, &cx).await?)
+                }
+            }
+        }
+        .await;
         match outcome {
             // A template file reading a result only predicted fails to render in check mode.
-            Err(ModuleError::Failed(why))
+            Err(TaskError::Failed(why))
                 if self.opts.check
+                    && matches!(why.kind, ErrorKind::Failed | ErrorKind::Template)
                     && module.creates().is_some()
                     && self.hosts[host].predicted_change.load(Ordering::SeqCst) =>
             {
-                self.predict_created(tid, host, &conn, why).await
+                self.predict_created(tid, host, &conn, why.message).await
             }
-            other => Ok(other?),
+            other => other,
         }
     }
 
@@ -1024,7 +1079,7 @@ impl State {
                 let v = if crate::template::is_template(v) {
                     self.templates
                         .render_str(v, &origin, &ctx)
-                        .map_err(|e| self.template_failure(host, e.to_string()))?
+                        .map_err(|e| self.template_failure(host, e))?
                 } else {
                     v.clone()
                 };

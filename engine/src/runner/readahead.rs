@@ -6,7 +6,7 @@ use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 
 use crate::host::Host;
-use crate::module::{Prefetched, ReadAfter};
+use crate::module::Prefetched;
 use crate::plan::{Action, Condition, TaskId};
 use crate::transport::ExecOutput;
 
@@ -113,14 +113,17 @@ impl State {
 }
 
 /// The probes of the tasks after the running one on its host, read after its apply in the same
-/// round trip: what they read is the host as that change left it.
+/// round trip: what they read is the host as that change left it. The runner sends them with an
+/// apply script (`State::execute`) and keeps what came back here.
 pub(super) struct Follow<'a> {
     state: &'a Arc<State>,
     host: &'a str,
     tasks: &'a [TaskId],
     limit: usize,
-    /// The probes handed out, by task, and how many tasks they cover.
+    /// The probes sent, by task, and how many tasks they cover.
     sent: Mutex<(Vec<(TaskId, String)>, usize)>,
+    /// Their outputs (as many as came back whole).
+    outputs: Mutex<Vec<ExecOutput>>,
 }
 
 impl<'a> Follow<'a> {
@@ -136,14 +139,21 @@ impl<'a> Follow<'a> {
             tasks,
             limit,
             sent: Mutex::new((Vec::new(), 0)),
+            outputs: Mutex::default(),
         }
     }
 
+    /// Keeps the outputs of the scripts sent after the apply.
+    pub(super) fn received(&self, outputs: Vec<ExecOutput>) {
+        *self.outputs.lock().unwrap_or_else(|e| e.into_inner()) = outputs;
+    }
+
     /// The probe outputs read after the apply, by task, and how many tasks they cover; nothing
-    /// when they did not all come back.
-    pub(super) fn take(&self, outputs: Vec<ExecOutput>) -> (Vec<(TaskId, Prefetched)>, usize) {
+    /// when they did not all come back (or none were sent).
+    pub(super) fn take(&self) -> (Vec<(TaskId, Prefetched)>, usize) {
         let (sent, considered) =
             std::mem::take(&mut *self.sent.lock().unwrap_or_else(|e| e.into_inner()));
+        let outputs = std::mem::take(&mut *self.outputs.lock().unwrap_or_else(|e| e.into_inner()));
         if outputs.len() != sent.len() {
             return (Vec::new(), 0);
         }
@@ -156,9 +166,9 @@ impl<'a> Follow<'a> {
     }
 }
 
-#[async_trait::async_trait]
-impl ReadAfter for Follow<'_> {
-    async fn scripts(&self) -> Vec<String> {
+impl Follow<'_> {
+    /// The probe scripts to send after an apply script, asked only when one is about to be sent.
+    pub(super) async fn scripts(&self) -> Vec<String> {
         let Ok(conn) = self.state.connection(self.host).await else {
             return Vec::new();
         };

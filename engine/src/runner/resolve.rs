@@ -9,10 +9,11 @@ use std::sync::Arc;
 use serde_json::{Map, Value};
 
 use crate::bridge::{with_exec_scope, DependsOnChange, ExecScope, HostApi, Unresolved};
+use crate::error::ErrorKind;
 use crate::host::Host;
 use crate::module::{ModuleError, Outcome, Status, Templates};
 use crate::plan::{Action, Arg, Closure, Condition, Deferred, TaskId};
-use crate::template::{TemplateEngine, TemplatedVars, Vars};
+use crate::template::{TemplateEngine, TemplateError, TemplatedVars, Vars};
 
 use super::{Done, State, TaskError};
 
@@ -141,7 +142,7 @@ pub(super) fn has_closure(arg: &Arg) -> bool {
 pub(super) fn closure_error(e: &rhai::EvalAltResult, origin: &str) -> TaskError {
     match DependsOnChange::in_error(e) {
         Some(DependsOnChange(why)) => TaskError::DependsOnChange(why),
-        None => TaskError::Failed(format!("{origin}: {e}")),
+        None => TaskError::failed(ErrorKind::Closure, format!("{origin}: {e}")),
     }
 }
 
@@ -161,12 +162,12 @@ impl Templates for HostTemplates<'_> {
     fn render_file(&self, path: &str) -> Result<String, ModuleError> {
         self.engine
             .render_file(path, &self.vars)
-            .map_err(|e| ModuleError::Failed(e.to_string()))
+            .map_err(ModuleError::Template)
     }
     fn eval(&self, expr: &str) -> Result<Value, ModuleError> {
         self.engine
             .eval(expr, &self.origin, &self.vars)
-            .map_err(|e| ModuleError::Failed(e.to_string()))
+            .map_err(ModuleError::Template)
     }
 }
 
@@ -180,7 +181,6 @@ pub(super) fn custom_outcome(v: rhai::Dynamic) -> Result<Outcome, TaskError> {
         diff: None,
         result: Value::Null,
         acted: true,
-        read_after: Vec::new(),
     };
     if let Some(s) = v.read_lock::<rhai::ImmutableString>() {
         outcome.status = match s.as_str() {
@@ -188,9 +188,12 @@ pub(super) fn custom_outcome(v: rhai::Dynamic) -> Result<Outcome, TaskError> {
             "ok" => Status::Ok,
             "skipped" => Status::Skipped("skipped by the task".into()),
             other => {
-                return Err(TaskError::Failed(format!(
+                return Err(TaskError::failed(
+                    ErrorKind::Closure,
+                    format!(
                     "a custom task returns \"changed\", \"ok\", \"skipped\", a bool or a map, not \"{other}\""
-                )))
+                ),
+                ))
             }
         };
     } else if let Ok(b) = v.as_bool() {
@@ -204,14 +207,17 @@ pub(super) fn custom_outcome(v: rhai::Dynamic) -> Result<Outcome, TaskError> {
         outcome.status = if changed { Status::Changed } else { Status::Ok };
         outcome.summary = m.get("msg").map(|d| d.to_string());
         if let Some(r) = m.get("result") {
-            outcome.result =
-                rhai::serde::from_dynamic(r).map_err(|e| TaskError::Failed(e.to_string()))?;
+            outcome.result = rhai::serde::from_dynamic(r)
+                .map_err(|e| TaskError::failed(ErrorKind::Closure, e.to_string()))?;
         }
     } else {
-        return Err(TaskError::Failed(format!(
-            "a custom task returns \"changed\", \"ok\", \"skipped\", a bool or a map, not {}",
-            v.type_name()
-        )));
+        return Err(TaskError::failed(
+            ErrorKind::Closure,
+            format!(
+                "a custom task returns \"changed\", \"ok\", \"skipped\", a bool or a map, not {}",
+                v.type_name()
+            ),
+        ));
     }
     Ok(outcome)
 }
@@ -260,7 +266,7 @@ impl State {
                 let v = self
                     .templates
                     .eval(expr, &origin, &ctx)
-                    .map_err(|e| self.template_failure(host, e.to_string()))?;
+                    .map_err(|e| self.template_failure(host, e))?;
                 if !crate::template::is_truthy(&v) {
                     return Ok(Prepared::Skip(format!("condition is false: {expr}")));
                 }
@@ -309,7 +315,8 @@ impl State {
         if dest.is_empty() || dest.ends_with('/') {
             return unknown();
         }
-        let path = crate::host::quote(&dest).map_err(TaskError::Failed)?;
+        let path = crate::host::quote(&dest)
+            .map_err(|e| TaskError::failed(ErrorKind::Args, e.to_string()))?;
         let out = conn
             .run(&format!("test -e {path} || test -L {path}"))
             .await
@@ -325,7 +332,6 @@ impl State {
             diff: None,
             result: Value::Null,
             acted: false,
-            read_after: Vec::new(),
         })
     }
 
@@ -338,7 +344,8 @@ impl State {
                 let host = host.to_string();
                 move |d: &Deferred| {
                     st.resolve_deferred(d, &host).map_err(|e| match e {
-                        TaskError::Failed(m) | TaskError::Unreachable(m) => Unresolved::Failed(m),
+                        TaskError::Failed(f) => Unresolved::Failed(f.message),
+                        TaskError::Unreachable(m) => Unresolved::Failed(m),
                         TaskError::DependsOnChange(m) => Unresolved::DependsOnChange(m),
                     })
                 }
@@ -367,7 +374,7 @@ impl State {
                 let v = self
                     .templates
                     .eval(expr, &origin, &vars)
-                    .map_err(|e| TaskError::Failed(e.to_string()))?;
+                    .map_err(|e| TaskError::Failed(e.into()))?;
                 Ok(crate::template::is_truthy(&v))
             }
             Condition::Closure(c) => {
@@ -376,8 +383,9 @@ impl State {
                 let c = c.clone();
                 tokio::task::spawn_blocking(move || {
                     let script = &st.plan.script;
-                    let arg = rhai::serde::to_dynamic(&result)
-                        .map_err(|e| TaskError::Failed(format!("{origin}: {e}")))?;
+                    let arg = rhai::serde::to_dynamic(&result).map_err(|e| {
+                        TaskError::failed(ErrorKind::Closure, format!("{origin}: {e}"))
+                    })?;
                     let v = with_exec_scope(st.exec_scope(&host), || {
                         c.0.call::<rhai::Dynamic>(&script.engine, &script.ast, (arg,))
                     })
@@ -385,16 +393,18 @@ impl State {
                     Ok(v.as_bool().unwrap_or(!v.is_unit()))
                 })
                 .await
-                .map_err(|e| TaskError::Failed(format!("until panicked: {e}")))?
+                .map_err(|e| TaskError::failed(ErrorKind::Failed, format!("until panicked: {e}")))?
             }
         }
     }
 
-    pub(super) fn template_failure(&self, host: &str, msg: String) -> TaskError {
+    /// A template that failed on `host`: in check mode after a predicted change, it may have
+    /// failed for want of what that change brings.
+    pub(super) fn template_failure(&self, host: &str, e: TemplateError) -> TaskError {
         if self.opts.check && self.hosts[host].predicted_change.load(Ordering::SeqCst) {
-            TaskError::DependsOnChange(msg)
+            TaskError::DependsOnChange(e.to_string())
         } else {
-            TaskError::Failed(msg)
+            TaskError::Failed(e.into())
         }
     }
 
@@ -417,9 +427,10 @@ impl State {
             Arg::Closure(c) => {
                 let d = call(c)?;
                 rhai::serde::from_dynamic::<Value>(&d).map_err(|e| {
-                    TaskError::Failed(format!(
-                        "{origin}: a closure returned an unusable value: {e}"
-                    ))
+                    TaskError::failed(
+                        ErrorKind::Closure,
+                        format!("{origin}: a closure returned an unusable value: {e}"),
+                    )
                 })?
             }
             Arg::Map(m) => Value::Object(
@@ -450,7 +461,7 @@ impl State {
             Value::String(s) if crate::template::is_template(s) => Value::String(
                 self.templates
                     .render_str(s, origin, ctx)
-                    .map_err(|e| self.template_failure(host, e.to_string()))?,
+                    .map_err(|e| self.template_failure(host, e))?,
             ),
             Value::Array(a) => Value::Array(
                 a.iter()
@@ -478,7 +489,7 @@ impl State {
             None if src.hosts.iter().any(|h| h == host) => host.to_string(),
             None if src.hosts.len() == 1 => src.hosts[0].clone(),
             None => {
-                return Err(TaskError::Failed(format!(
+                return Err(TaskError::failed(ErrorKind::Upstream, format!(
                     "the result of '{}' is ambiguous here: it ran on {}; pick one with .on_host(\"{}\")",
                     src.name,
                     src.hosts.join(", "),
@@ -501,20 +512,26 @@ impl State {
                 )))
             }
             _ => {
-                return Err(TaskError::Failed(format!(
-                    "'{}' has no result on {from} (it failed, was skipped or did not run)",
-                    src.name
-                )))
+                return Err(TaskError::failed(
+                    ErrorKind::Upstream,
+                    format!(
+                        "'{}' has no result on {from} (it failed, was skipped or did not run)",
+                        src.name
+                    ),
+                ))
             }
         };
         for key in &d.path {
             value = match value.get(key) {
                 Some(v) => v.clone(),
                 None => {
-                    return Err(TaskError::Failed(format!(
-                        "the result of '{}' on {from} has no field '{key}'",
-                        src.name
-                    )))
+                    return Err(TaskError::failed(
+                        ErrorKind::Upstream,
+                        format!(
+                            "the result of '{}' on {from} has no field '{key}'",
+                            src.name
+                        ),
+                    ))
                 }
             };
         }

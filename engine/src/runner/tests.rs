@@ -10,6 +10,7 @@ use serde::Deserialize;
 use serde_json::Value;
 
 use super::{run, RunOptions};
+use crate::error::ErrorKind;
 use crate::events::Collector;
 use crate::inventory::{HostEntry, Inventory};
 use crate::module::{Applied, Module, ModuleContext, ModuleError, Probe, Registry};
@@ -1011,4 +1012,56 @@ async fn an_unrescued_block_failure_under_any_errors_fatal_stops_the_other_hosts
         "next did not run on b"
     );
     assert!(r.recap.stopped.unwrap().contains("a failed 'fails'"));
+}
+
+/// A failure's end carries its kind and where it belongs: an unreachable host, a closure that
+/// throws, each with the task's line in the playbook.
+#[tokio::test]
+async fn failures_are_told_with_their_kind_host_task_and_line() {
+    let fake = Fake {
+        down: vec!["b".into()],
+        ..Fake::default()
+    };
+    let r = run_on(
+        r#"
+        on("a", mark(#{ name: "x", present: true }).name("x"));
+        on("all", task("throws", |h| { throw "no luck" }));
+        "#,
+        INVENTORY,
+        false,
+        fake,
+    )
+    .await;
+    let events = r.events.events.lock().unwrap();
+    let errors: Vec<(String, crate::error::RuntimeError)> = events
+        .iter()
+        .filter_map(|e| match e {
+            crate::events::Event::TaskEnd(end) => end
+                .error
+                .as_ref()
+                .map(|err| (end.msg.clone().unwrap_or_default(), (**err).clone())),
+            _ => None,
+        })
+        .collect();
+    let mut kinds: Vec<(&str, &str, ErrorKind, usize)> = errors
+        .iter()
+        .map(|(_, e)| (e.host.as_str(), e.task.as_str(), e.kind, e.line))
+        .collect();
+    kinds.sort_by_key(|k| k.0);
+    assert_eq!(
+        kinds,
+        [
+            ("a", "throws", ErrorKind::Closure, 3),
+            ("b", "throws", ErrorKind::Unreachable, 3)
+        ],
+        "{kinds:?}"
+    );
+    let (msg, _) = errors
+        .iter()
+        .find(|(_, e)| e.task == "throws" && e.host == "a")
+        .unwrap();
+    assert!(msg.contains("no luck"), "{msg}");
+    assert!(errors
+        .iter()
+        .all(|(_, e)| e.file.ends_with("play.rhai") && e.template.is_none()));
 }

@@ -12,7 +12,7 @@ use std::collections::{BTreeSet, HashSet};
 use std::fmt;
 use std::ops::Range;
 use std::path::{Component, Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, LazyLock};
 
 use base64::Engine as _;
 use minijinja::value::{Kwargs, Rest};
@@ -337,9 +337,10 @@ impl TemplateEngine {
     /// other templates (whose names are not followed).
     pub fn referenced_names_in_file(&self, path: &str) -> Option<BTreeSet<String>> {
         let tmpl = self.env.get_template(path).ok()?;
-        let others =
-            regex::Regex::new(r"\{%-?\s*(include|import|from|extends)\b").expect("valid regex");
-        if others.is_match(tmpl.source()) {
+        static OTHERS: LazyLock<regex::Regex> = LazyLock::new(|| {
+            regex::Regex::new(r"\{%-?\s*(include|import|from|extends)\b").expect("valid regex")
+        });
+        if OTHERS.is_match(tmpl.source()) {
             return None;
         }
         Some(self.without_globals(tmpl.undeclared_variables(false)))
@@ -1082,8 +1083,11 @@ fn b64decode(value: &str) -> Result<String, Error> {
 
 /// Compiles a Python-style pattern with Ansible's `ignorecase` and `multiline` flags. Python's
 /// look-around and backreferences in the pattern work (fancy-regex; plain patterns run on the
-/// `regex` crate underneath).
-fn build_regex(pattern: &str, kwargs: &Kwargs) -> Result<fancy_regex::Regex, Error> {
+/// `regex` crate underneath). A pattern is compiled once per process: a filter in a loop, or in
+/// a template rendered for every host, finds it compiled.
+fn build_regex(pattern: &str, kwargs: &Kwargs) -> Result<Arc<fancy_regex::Regex>, Error> {
+    type Compiled = std::collections::HashMap<(String, bool), Arc<fancy_regex::Regex>>;
+    static COMPILED: LazyLock<std::sync::Mutex<Compiled>> = LazyLock::new(Default::default);
     let ignorecase: Option<bool> = kwargs.get("ignorecase")?;
     let multiline: Option<bool> = kwargs.get("multiline")?;
     let flagged = if multiline.unwrap_or(false) {
@@ -1091,10 +1095,22 @@ fn build_regex(pattern: &str, kwargs: &Kwargs) -> Result<fancy_regex::Regex, Err
     } else {
         pattern.to_string()
     };
-    fancy_regex::RegexBuilder::new(&flagged)
-        .case_insensitive(ignorecase.unwrap_or(false))
+    let key = (flagged, ignorecase.unwrap_or(false));
+    let mut compiled = COMPILED.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some(re) = compiled.get(&key) {
+        return Ok(re.clone());
+    }
+    let re = fancy_regex::RegexBuilder::new(&key.0)
+        .case_insensitive(key.1)
         .build()
-        .map_err(|e| invalid(format!("invalid regular expression {pattern:?}: {e}")))
+        .map_err(|e| invalid(format!("invalid regular expression {pattern:?}: {e}")))?;
+    // Patterns built from values (one per host, say) must not grow it without bound.
+    if compiled.len() >= 512 {
+        compiled.clear();
+    }
+    let re = Arc::new(re);
+    compiled.insert(key, re.clone());
+    Ok(re)
 }
 
 fn regex_failed(e: fancy_regex::Error) -> Error {
@@ -1324,7 +1340,7 @@ fn quote(value: &Value) -> Result<String, Error> {
         return Err(Error::from(ErrorKind::UndefinedError));
     }
     let text = value.to_string();
-    crate::quote::quote(&text).map_err(invalid)
+    crate::quote::quote(&text).map_err(|e| invalid(e.to_string()))
 }
 
 /// Ansible's combine: merges mappings left to right; `recursive=true` merges nested mappings.

@@ -236,7 +236,7 @@ impl SshTransport {
         stdin: &[u8],
         keep: &Keep,
     ) -> Result<ExecOutput, TransportError> {
-        let quoted = quote(script).map_err(TransportError::Exec)?;
+        let quoted = quote(script)?;
         let session = master.session.as_ref().expect("live master has a session");
         let _channel = master
             .channels

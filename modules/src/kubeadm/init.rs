@@ -69,7 +69,7 @@ impl Kubeadm {
             if state
                 .init_config_sha
                 .as_deref()
-                .is_some_and(|s| s != crate::inspect::sha256(config.as_bytes()))
+                .is_some_and(|s| s != crate::shared::inspect::sha256(config.as_bytes()))
             {
                 msg += &format!(
                     "; note: the configuration differs from {INIT_CONFIG}, and kubeadm does not \

@@ -138,7 +138,7 @@ impl Kubeadm {
         // The file holds the token and the certificate key: removed whatever the outcome.
         let script = format!(
             "{}\nrc=$?\nrm -f -- {}\nexit $rc\n",
-            self.command(&cmd)?,
+            self.command(&cmd).map_err(ModuleError::Args)?,
             quote(&path)?
         );
         let out = cx.host.run(&script).await?;

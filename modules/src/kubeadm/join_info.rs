@@ -1,6 +1,9 @@
 //! The values a node needs to join, and keeping them out of what is shown.
 
+use std::sync::LazyLock;
+
 use engine::ModuleContext;
+use regex::Regex;
 use serde_json::{Map, Value};
 
 use super::config;
@@ -153,13 +156,17 @@ pub fn scrub(text: &str, known: &[String]) -> String {
     for s in known {
         out = out.replace(s.as_str(), "[secret]");
     }
-    let token = regex::Regex::new(r"\b[a-z0-9]{6}\.[a-z0-9]{16}\b").expect("valid regex");
-    out = token.replace_all(&out, "[secret]").into_owned();
-    let flag = regex::Regex::new(r"(--(?:token|certificate-key|tls-bootstrap-token)[ =])(\S+)")
-        .expect("valid regex");
-    out = flag.replace_all(&out, "${1}[secret]").into_owned();
-    let key = regex::Regex::new(r"(sha256:)?\b([0-9a-fA-F]{64})\b").expect("valid regex");
-    out = key
+    static TOKEN: LazyLock<Regex> =
+        LazyLock::new(|| Regex::new(r"\b[a-z0-9]{6}\.[a-z0-9]{16}\b").expect("valid regex"));
+    static FLAG: LazyLock<Regex> = LazyLock::new(|| {
+        Regex::new(r"(--(?:token|certificate-key|tls-bootstrap-token)[ =])(\S+)")
+            .expect("valid regex")
+    });
+    static KEY: LazyLock<Regex> =
+        LazyLock::new(|| Regex::new(r"(sha256:)?\b([0-9a-fA-F]{64})\b").expect("valid regex"));
+    out = TOKEN.replace_all(&out, "[secret]").into_owned();
+    out = FLAG.replace_all(&out, "${1}[secret]").into_owned();
+    out = KEY
         .replace_all(&out, |c: &regex::Captures| match c.get(1) {
             Some(_) => c[0].to_string(),
             None => "[secret]".to_string(),

@@ -292,7 +292,7 @@ impl Kubeadm {
         args: &[String],
         secrets: &[String],
     ) -> Result<String, ModuleError> {
-        let script = format!("{}\n", self.command(args)?);
+        let script = format!("{}\n", self.command(args).map_err(ModuleError::Args)?);
         self.run_script(cx, &args.join(" "), &script, secrets).await
     }
 

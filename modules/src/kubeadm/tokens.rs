@@ -114,8 +114,8 @@ impl Kubeadm {
             let script = format!(
                 "if [ -f {} ]; then {}; else {}; fi\n",
                 quote(&config)?,
-                self.command(&with_config)?,
-                self.command(&plain)?
+                self.command(&with_config).map_err(ModuleError::Args)?,
+                self.command(&plain).map_err(ModuleError::Args)?
             );
             let what = format!("{} [--config {config}]", plain.join(" "));
             let out = self.run_script(cx, &what, &script, &info.secrets()).await?;

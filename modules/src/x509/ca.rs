@@ -10,8 +10,8 @@ use serde_json::Value;
 use super::keys::*;
 use super::spec::*;
 use super::target::*;
-use crate::content;
-use crate::inspect::Current;
+use crate::shared::content;
+use crate::shared::inspect::Current;
 
 use super::{Args, Plan, Step, CERT_MODE, KEY_MODE, X509};
 

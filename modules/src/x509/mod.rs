@@ -16,8 +16,8 @@ use engine::secret::Secret;
 use engine::{Applied, Module, ModuleContext, ModuleError, Probe};
 use serde::Deserialize;
 
-use crate::content;
-use crate::perms::Wanted;
+use crate::shared::content;
+use crate::shared::perms::Wanted;
 
 mod ca;
 mod cert;

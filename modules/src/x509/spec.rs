@@ -6,7 +6,7 @@ use std::net::IpAddr;
 
 use serde_json::{json, Value};
 
-use crate::inspect::sha256;
+use crate::shared::inspect::sha256;
 
 use super::keys::{now, serial};
 use super::{Args, DAY};

@@ -4,9 +4,9 @@ use engine::remote::FileKind;
 use engine::secret::Redactor;
 use engine::{ModuleContext, ModuleError, Probe};
 
-use crate::content::{self, Action};
-use crate::inspect::{Current, Inspect};
-use crate::perms::Wanted;
+use crate::shared::content::{self, Action};
+use crate::shared::inspect::{Current, Inspect};
+use crate::shared::perms::Wanted;
 
 use super::keys::{failed, register_key};
 use super::{Args, Step, READ_LIMIT};

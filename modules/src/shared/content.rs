@@ -1,14 +1,18 @@
-//! What `copy` and `lineinfile` share: given a path's current state and the content it should
-//! have, decide between nothing, fixing attributes only, and writing the file; then do it.
+//! What modules that write files share: given a path's current state and the content it should
+//! have, decide between nothing, fixing attributes only, and writing the file; then do it. Also
+//! where a controller file is found, and making the directory a file goes into.
 
 use engine::host::{Host, Script};
 use engine::remote::{write_script, written, FileKind, WriteOptions};
 use engine::transport::ExecOutput;
+use std::path::{Path, PathBuf};
+
+use engine::quote::quote;
 use engine::{ModuleError, Probe};
 use serde_json::{json, Value};
 
-use crate::inspect::{file_diff, sha256, Before, Current};
-use crate::perms::{self, Fix, Wanted};
+use crate::shared::inspect::{file_diff, sha256, Before, Current};
+use crate::shared::perms::{self, Fix, Wanted};
 
 pub struct Plan {
     pub path: String,
@@ -77,7 +81,7 @@ fn attributes(path: String, fix: Fix, unchanged: Value) -> Probe<Plan> {
 pub fn keep(cur: &Current, wanted: &Wanted) -> Result<Probe<Plan>, ModuleError> {
     Ok(attributes(
         cur.path.clone(),
-        file_fix(cur, wanted)?,
+        file_fix(cur, wanted).map_err(ModuleError::Args)?,
         current(cur),
     ))
 }
@@ -97,7 +101,7 @@ pub fn decide(
     label: Option<String>,
 ) -> Result<Probe<Plan>, ModuleError> {
     let path = cur.path.clone();
-    let fix = file_fix(cur, wanted)?;
+    let fix = file_fix(cur, wanted).map_err(ModuleError::Args)?;
     let same = cur.stat.kind == FileKind::File
         && cur.stat.sha256.as_deref() == Some(sha256(&new).as_str());
     if same {
@@ -151,4 +155,25 @@ pub fn applied(plan: &Plan, out: &ExecOutput) -> Result<Option<String>, ModuleEr
         Action::Write(_) => written(&plan.path, out),
         Action::Attrs(_) => perms::ran(&plan.path, out).map(|()| None),
     }
+}
+
+/// A controller file named by a task, found next to the playbook or in its `files/` directory.
+pub fn controller_file(base: &Path, src: &str) -> PathBuf {
+    let candidates = [base.join(src), base.join("files").join(src)];
+    let found = candidates.iter().find(|p| p.exists());
+    found.unwrap_or(&candidates[0]).clone()
+}
+
+/// Creates the directory `path` goes into (an extra round trip, for files not there yet).
+pub async fn ensure_parent(host: &Host, path: &str) -> Result<(), ModuleError> {
+    let out = host
+        .run(&format!("mkdir -p -- \"$(dirname -- {})\"", quote(path)?))
+        .await?;
+    if !out.success() {
+        return Err(ModuleError::Failed(format!(
+            "cannot create the directory of {path}: {}",
+            out.stderr_text().trim()
+        )));
+    }
+    Ok(())
 }

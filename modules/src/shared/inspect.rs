@@ -9,7 +9,7 @@ use engine::remote::{parse_stat, stat_fragment, FileKind, FileStat};
 use engine::transport::ExecOutput;
 use engine::ModuleError;
 
-use crate::perms::Entry;
+use crate::shared::perms::Entry;
 
 /// Largest file whose old content is read to show a diff.
 pub const DIFF_LIMIT: u64 = 256 * 1024;

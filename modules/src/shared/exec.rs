@@ -17,9 +17,8 @@ const TAIL_LINES: usize = 20;
 
 /// Checks an environment map without a host.
 pub fn check_env(env: &Option<EnvVars>) -> Result<(), String> {
-    let name = regex::Regex::new("^[A-Za-z_][A-Za-z0-9_]*$").expect("valid regex");
     for (k, v) in env.iter().flatten() {
-        if !name.is_match(k) {
+        if !crate::shared::names::is_var_name(k) {
             return Err(format!("env: {k:?} is not a valid variable name"));
         }
         if v.is_object() || v.is_array() {
@@ -108,7 +107,7 @@ impl Invocation<'_> {
         if g.creates.is_none() && g.removes.is_none() && g.unless.is_none() {
             return Ok(None);
         }
-        let mut s = env_exports(self.env)?;
+        let mut s = env_exports(self.env).map_err(ModuleError::Args)?;
         if let Some(d) = self.chdir {
             s += &format!(
                 "cd -- {} 2>/dev/null || {{ echo run; exit 0; }}\n",
@@ -118,14 +117,14 @@ impl Invocation<'_> {
         if let Some(c) = g.creates {
             s += &format!(
                 "for f in {}; do if [ -e \"$f\" ] || [ -L \"$f\" ]; then echo creates; exit 0; fi; done\n",
-                glob_word(c)?
+                glob_word(c).map_err(ModuleError::Args)?
             );
         }
         if let Some(r) = g.removes {
             s += &format!(
                 "found=; for f in {}; do if [ -e \"$f\" ] || [ -L \"$f\" ]; then found=1; fi; done\n\
                  if [ -z \"$found\" ]; then echo removes; exit 0; fi\n",
-                glob_word(r)?
+                glob_word(r).map_err(ModuleError::Args)?
             );
         }
         if let Some(u) = g.unless {
@@ -167,8 +166,8 @@ impl Invocation<'_> {
     pub fn run_script(&self) -> Result<Script, ModuleError> {
         let text = format!(
             "{}{}exec {}\n",
-            env_exports(self.env)?,
-            cd(self.chdir)?,
+            env_exports(self.env).map_err(ModuleError::Args)?,
+            cd(self.chdir).map_err(ModuleError::Args)?,
             self.script
         );
         let mut stdin = self.stdin.unwrap_or_default().as_bytes().to_vec();
