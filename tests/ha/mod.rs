@@ -930,6 +930,7 @@ fn ha_external_etcd_converges_fails_over_and_keeps_secrets() {
     );
     prove_vip_failover(STOP_STATIC_APISERVER, START_STATIC_APISERVER);
     prove_an_etcd_restart_that_would_lose_quorum_is_refused(&lab, "ha-external-etcd.rhai");
+    renew::prove_certificates_are_renewed(&lab, true);
     day2::prove_etcd_backup_and_restore(&lab);
     day2::prove_nodes_are_removed(&lab);
     assert_no_secrets(&outputs, true, lab.port);
