@@ -14,6 +14,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 mod day2;
+mod renew;
 
 use crate::support::{
     lab_exec, lab_sh, lab_skip, lab_systemd_hosts, playbook, sh, snapshot_tree, Conn, Output,
@@ -594,6 +595,7 @@ fn ha_stacked_converges_fails_over_and_keeps_secrets() {
     assert_kubeadm_cluster_formed(lab.port, "10.200.0.0/16");
     assert_the_cluster_network_is_used("keepalived");
     prove_vip_failover(STOP_STATIC_APISERVER, START_STATIC_APISERVER);
+    renew::prove_certificates_are_renewed(&lab, true);
     assert_no_secrets(&outputs, true, lab.port);
     prove_a_rebuilt_first_master_starts_no_second_cluster(&lab);
 }
@@ -928,6 +930,7 @@ fn ha_external_etcd_converges_fails_over_and_keeps_secrets() {
     );
     prove_vip_failover(STOP_STATIC_APISERVER, START_STATIC_APISERVER);
     prove_an_etcd_restart_that_would_lose_quorum_is_refused(&lab, "ha-external-etcd.rhai");
+    renew::prove_certificates_are_renewed(&lab, true);
     day2::prove_etcd_backup_and_restore(&lab);
     day2::prove_nodes_are_removed(&lab);
     assert_no_secrets(&outputs, true, lab.port);
@@ -1011,6 +1014,7 @@ fn ha_binary_converges_fails_over_and_keeps_secrets() {
         "systemctl stop kube-apiserver",
         "systemctl start kube-apiserver",
     );
+    renew::prove_certificates_are_renewed(&lab, false);
     assert_no_secrets(&outputs, false, lab.port);
 }
 

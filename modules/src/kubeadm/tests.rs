@@ -586,3 +586,117 @@ async fn reset_needs_confirmation_and_leaves_nothing() {
         Status::Changed
     );
 }
+
+/// The stand-in's `certs check-expiration` and `certs renew all` (what renew-certs.rhai runs):
+/// kubeadm's table, new serials from the same CA with the same names, the kubeconfigs' embedded
+/// client certificates renewed, and what kubeadm does without the CA key or on a worker.
+#[tokio::test]
+async fn the_stand_in_checks_and_renews_certificates_as_kubeadm() {
+    let lab = Lab::new();
+    lab.run("m1", init_args(), false).await.unwrap();
+    let kubeadm = |node: &str, args: &str| {
+        let out = std::process::Command::new("sh")
+            .arg("-c")
+            .arg(format!("{} {args}", lab.node(node).bin))
+            .output()
+            .unwrap();
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let openssl = |args: &str| {
+        let out = std::process::Command::new("sh")
+            .arg("-c")
+            .arg(format!("openssl {args}"))
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let pki = |f: &str| lab.file("m1", &format!("/etc/kubernetes/pki/{f}"));
+    let embedded = |conf: &str| -> std::path::PathBuf {
+        let text = std::fs::read_to_string(lab.file("m1", &format!("/etc/kubernetes/{conf}")))
+            .unwrap();
+        let b64 = text
+            .lines()
+            .find_map(|l| l.trim().strip_prefix("client-certificate-data: "))
+            .unwrap();
+        let pem = base64::Engine::decode(&base64::engine::general_purpose::STANDARD, b64).unwrap();
+        let path = lab.file("m1", &format!("/{conf}.crt"));
+        std::fs::write(&path, pem).unwrap();
+        path
+    };
+    let facts = |crt: &std::path::Path| {
+        openssl(&format!(
+            "x509 -noout -serial -subject -ext subjectAltName -in {}",
+            crt.display()
+        ))
+    };
+
+    let (ok, table, err) = kubeadm("m1", "certs check-expiration");
+    assert!(ok, "{err}");
+    let header = table
+        .lines()
+        .find(|l| l.starts_with("CERTIFICATE "))
+        .unwrap();
+    assert_eq!(
+        header,
+        "CERTIFICATE                EXPIRES                  RESIDUAL TIME   CERTIFICATE AUTHORITY   EXTERNALLY MANAGED"
+    );
+    for name in ["admin.conf", "apiserver", "etcd-server", "front-proxy-client", "super-admin.conf"] {
+        let line = table
+            .lines()
+            .find(|l| l.starts_with(&format!("{name} ")))
+            .unwrap_or_else(|| panic!("{name} in {table}"));
+        assert!(line.contains(" 364d ") && line.ends_with("no      "), "{line}");
+    }
+
+    let before: Vec<String> = [pki("apiserver.crt"), pki("front-proxy-client.crt"), embedded("admin.conf")]
+        .iter()
+        .map(|p| facts(p))
+        .collect();
+    let (ok, out, err) = kubeadm("m1", "certs renew all");
+    assert!(ok, "{err}");
+    assert!(out.contains("certificate for serving the Kubernetes API renewed"), "{out}");
+    assert!(out.contains("Done renewing certificates."), "{out}");
+    let after: Vec<String> = [pki("apiserver.crt"), pki("front-proxy-client.crt"), embedded("admin.conf")]
+        .iter()
+        .map(|p| facts(p))
+        .collect();
+    for (b, a) in before.iter().zip(&after) {
+        let serial = |s: &str| s.lines().next().unwrap().to_string();
+        assert_ne!(serial(b), serial(a), "a new serial");
+        let rest = |s: &str| s.lines().skip(1).collect::<Vec<_>>().join("\n");
+        assert_eq!(rest(b), rest(a), "the same subject and names");
+    }
+    for (crt, ca) in [
+        (pki("apiserver.crt"), pki("ca.crt")),
+        (pki("front-proxy-client.crt"), pki("front-proxy-ca.crt")),
+        (embedded("admin.conf"), pki("ca.crt")),
+        (pki("etcd/server.crt"), pki("etcd/ca.crt")),
+    ] {
+        let v = openssl(&format!("verify -CAfile {} {}", ca.display(), crt.display()));
+        assert!(v.trim().ends_with(": OK"), "{v}");
+    }
+
+    // Without the CA key kubeadm renews nothing the CA signed, and says so (exit 0).
+    std::fs::rename(pki("ca.key"), lab.file("m1", "/ca.key")).unwrap();
+    let (ok, out, _) = kubeadm("m1", "certs renew all");
+    assert!(ok);
+    assert!(
+        out.contains("Detected external ca, certificate for serving the Kubernetes API can't be renewed"),
+        "{out}"
+    );
+    let (_, table, _) = kubeadm("m1", "certs check-expiration");
+    assert!(table.lines().any(|l| l.starts_with("ca ") && l.contains(" yes")), "{table}");
+    // A worker (the CA certificate only): check-expiration fails, renew finds nothing.
+    std::fs::create_dir_all(lab.file("m2", "/etc/kubernetes/pki")).unwrap();
+    std::fs::copy(pki("ca.crt"), lab.file("m2", "/etc/kubernetes/pki/ca.crt")).unwrap();
+    let (ok, _, err) = kubeadm("m2", "certs check-expiration");
+    assert!(!ok && err.contains("failure loading API server certificate"), "{err}");
+    let (ok, out, _) = kubeadm("m2", "certs renew all");
+    assert!(ok && out.contains("MISSING! certificate for serving the Kubernetes API"), "{out}");
+    let (ok, _, err) = kubeadm("m1", "certs renew all now");
+    assert!(!ok && err.contains("unknown command \"now\""), "{err}");
+}

@@ -49,6 +49,9 @@ impl X509 {
         if existing.is_none() && cert_cur.exists() {
             why = vec!["unreadable certificate".into()];
         }
+        if args.force && why.is_empty() {
+            why.push("force".into());
+        }
         let mut summary = Vec::new();
         if why.is_empty() {
             let key = keep_step(key_cur, &args.wanted(KEY_MODE), &mut summary)?;

@@ -78,6 +78,10 @@ pub struct Args {
     pub validity_days: Option<u32>,
     /// Re-issue a certificate that expires within this many days. Default 30.
     pub renew_before_days: Option<u32>,
+    /// Re-issue the certificate even when the existing one would be kept ("cert" only): a
+    /// renewal on demand, reported changed on every run that asks for it. Default false.
+    #[serde(default)]
+    pub force: bool,
     /// Owner of the installed files (name or uid).
     pub owner: Option<String>,
     /// Group of the installed files (name or gid).
@@ -125,6 +129,8 @@ of a Kubernetes cluster, say).
   and the key on the target is the certificate's key. Otherwise a new certificate is issued,
   and check mode says why: `missing`, `SAN 10.0.0.5 missing`, `SAN old.example not wanted`,
   `expires in 10 days`, `issuer differs`, `key does not match`, `common name a -> b`...
+- `force: true` issues a new certificate (a new serial and validity, the same names) whatever
+  the existing one says: a renewal on demand, changed on every run that asks for it.
 - When a new certificate is issued, the existing key on the target is kept whenever it can be
   read (PKCS#8 ECDSA, Ed25519 or RSA), so whatever uses the key is not disturbed; a new key is
   made only when there is none or it cannot be read. Only the public key is needed to sign.
@@ -149,6 +155,7 @@ of a Kubernetes cluster, say).
 | `extended_key_usage` | list | default `["serverAuth"]` |
 | `validity_days` | int | default 365 (CA: 3650) |
 | `renew_before_days` | int | default 30 |
+| `force` | bool | default false: re-issue even a certificate that would be kept ("cert") |
 | `owner`, `group` | string | of the installed files |
 | `replace` | bool | default false: never replace another CA's files on a target |
 
@@ -301,6 +308,7 @@ impl Module for X509 {
                     ("key_usage", args.key_usage.is_some()),
                     ("extended_key_usage", args.extended_key_usage.is_some()),
                     ("renew_before_days", args.renew_before_days.is_some()),
+                    ("force", args.force),
                 ] {
                     if given {
                         return Err(format!("{name}: not used with kind \"ca\""));

@@ -259,3 +259,31 @@ async fn argument_errors() {
         .await;
     assert!(err.contains("renew_before_days"), "{err}");
 }
+
+#[tokio::test]
+async fn force_reissues_a_certificate_that_would_be_kept() {
+    let env = Env::new();
+    let args = cert_args(&env, &["10.0.0.5"]);
+    let first = env.apply(&X509, args.clone()).await;
+    let mut forced = args.clone();
+    forced["force"] = json!(true);
+    let check = env.run(&X509, forced.clone(), true).await.unwrap();
+    assert_eq!(check.status, Status::Changed);
+    let summary = check.summary.unwrap();
+    assert!(
+        summary.contains("(force)") && summary.contains("key kept"),
+        "{summary}"
+    );
+    let out = env.apply(&X509, forced).await;
+    assert_eq!(out.status, Status::Changed);
+    assert_ne!(out.result["serial"], first.result["serial"]);
+    // The same names, from the same CA: the task without force keeps it.
+    assert_eq!(env.apply(&X509, args).await.status, Status::Ok);
+    let err = env
+        .error(
+            &X509,
+            json!({ "kind": "ca", "ca_dir": "x", "force": true }),
+        )
+        .await;
+    assert!(err.contains("force: not used"), "{err}");
+}
