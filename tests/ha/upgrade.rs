@@ -137,12 +137,76 @@ fn assert_every_node_runs(version: &str) {
     }
 }
 
+/// The worker's kubelet back at 1.30 (its package downgraded with dpkg, restarted: its Node says
+/// so) and its kubelet unit masked, so that restarting it fails: the run fails on that worker,
+/// which is left cordoned, with the rescue's message; with the unit unmasked, the next run
+/// finishes the worker and uncordons it.
+fn prove_a_failing_worker_stays_cordoned(lab: &Lab) {
+    let (w, h) = WORKER;
+    lab_exec(
+        h,
+        &format!(
+            "set -e; dpkg -i --force-hold {REPO}/v1.30/deb/kubelet_{FROM}-1.1_all.deb >/dev/null 2>&1; \
+             systemctl restart kubelet; systemctl mask kubelet"
+        ),
+    );
+    let node = || {
+        let out = lab_exec(
+            MASTERS[0].1,
+            &format!("kubectl --kubeconfig=/etc/kubernetes/admin.conf get node {w} | tail -n 1"),
+        );
+        let line = String::from_utf8_lossy(&out.stdout).to_string();
+        let cols: Vec<String> = line.split_whitespace().map(str::to_string).collect();
+        (cols[1].clone(), cols[4].clone())
+    };
+    let t0 = Instant::now();
+    while node().1 != format!("v{FROM}") {
+        assert!(t0.elapsed() < Duration::from_secs(30), "{w}: {:?}", node());
+        std::thread::sleep(Duration::from_millis(500));
+    }
+
+    let failed = play_upgrade(lab, TO, false);
+    failed.assert_code(2);
+    let rescued = failed.tasks_where(|e| {
+        e["status"] == "failed"
+            && e["msg"].as_str().is_some_and(|m| {
+                m.contains(&format!("{w} was not upgraded to v{TO}"))
+                    && m.contains("It is left cordoned, and the rollout stops here")
+            })
+    });
+    assert_eq!(
+        rescued,
+        [(w.to_string(), "fail".to_string())],
+        "{}",
+        failed.stdout
+    );
+    let changed = failed.changed();
+    for task in ["drain", "keep it cordoned"] {
+        assert!(
+            changed.contains(&(w.to_string(), task.to_string())),
+            "{task}: {changed:?}"
+        );
+    }
+    assert_eq!(
+        node(),
+        ("Ready,SchedulingDisabled".to_string(), format!("v{FROM}")),
+        "{w} after the failed upgrade"
+    );
+
+    lab_exec(h, "systemctl unmask kubelet");
+    let run = play_upgrade(lab, TO, false);
+    run.assert_code(0);
+    assert_eq!(node(), ("Ready".to_string(), format!("v{TO}")));
+    assert_every_node_runs(TO);
+}
+
 /// upgrade.rhai from 1.30 to 1.31 on the stacked layout: a skip of two minor versions and a
 /// downgrade are refused with nothing changed; check mode changes nothing and predicts the run
 /// exactly; the VIP answers /healthz throughout the rollout (sampled every 200 ms, the longest
 /// gap reported and held to VIP_GAP_TOLERANCE); every node then runs 1.31 with its packages held,
 /// kubeadm's configuration (on the first master's disk and in the stand-in cluster) is
-/// kubeadm.k8s.io/v1beta4, and a second run and check mode change nothing. The inventory then
+/// kubeadm.k8s.io/v1beta4; a worker that fails is left cordoned and the run stops, and the next
+/// run finishes it; a second run and check mode change nothing. The inventory then
 /// says 1.31, as the playbook tells its users.
 pub(super) fn prove_the_cluster_upgrades(lab: &Lab) {
     prove_refused(
@@ -222,6 +286,8 @@ pub(super) fn prove_the_cluster_upgrades(lab: &Lab) {
         ),
         "the kubeadm-config of the stand-in cluster"
     );
+
+    prove_a_failing_worker_stays_cordoned(lab);
 
     let again = play_upgrade(lab, TO, false);
     again.assert_code(0);
