@@ -241,6 +241,69 @@ fn the_shipped_ha_playbooks_plan() {
     assert_eq!(units.matches("--leader-elect=true").count(), 2);
 }
 
+/// upgrade.rhai plans in kubeadm's order with the rolling controls the issue asks for, and a
+/// version that is not 1.MINOR.PATCH is bad input naming the line, before anything runs.
+#[test]
+fn the_upgrade_playbook_plans_in_kubeadms_order() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let plan = |version: &str| {
+        crate::support::playbook(
+            root,
+            &[
+                "plan",
+                "playbooks/upgrade.rhai",
+                "-i",
+                "inventories/ha-example.toml",
+                "-e",
+                &format!("kubernetes_version={version}"),
+            ],
+        )
+    };
+    let out = plan("1.32.1");
+    out.assert_code(0);
+    let text = &out.stdout;
+    let mut at = 0;
+    for needle in [
+        "phase upgrade: versions",
+        "stops at the first failure (any_errors_fatal)",
+        "the cluster may go to v1.32.1",
+        "phase upgrade: package sources",
+        "phase upgrade: first master",
+        "kubeadm at 1.32.1 (apt, held)",
+        "kubeadm upgrade apply v1.32.1",
+        "kubeadm configuration at v1.32.1",
+        "phase upgrade: other masters",
+        "in batches of 1; stops after a batch where more than 0% of hosts fail",
+        "kubeadm upgrade node",
+        "phase upgrade: kubelets of the masters",
+        "kubelet kubectl at 1.32.1 (apt, held)",
+        "restart the kubelet",
+        "phase upgrade: workers",
+        "in batches of 20%",
+        "] drain",
+        "throttle: 1 host(s) at a time",
+        "delegated to: m1",
+        "] uncordon",
+        "] Ready at v1.32.1",
+        "] keep it cordoned",
+        "block 1: rescue",
+    ] {
+        let found = text[at..]
+            .find(needle)
+            .unwrap_or_else(|| panic!("{needle:?} missing (in this order) in:\n{text}"));
+        at += found;
+    }
+    let out = plan("1.32");
+    out.assert_code(1);
+    assert!(
+        out.stderr
+            .contains("give the version to upgrade to as 1.MINOR.PATCH")
+            && out.stderr.contains("playbooks/lib/upgrade.rhai:"),
+        "{}",
+        out.stderr
+    );
+}
+
 /// A pod network fetched as published keeps its own network: the kubeadm playbooks refuse flannel's
 /// URL with another pod_subnet before anything runs, and the default (the manifest as a template)
 /// plans with it.

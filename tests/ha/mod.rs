@@ -15,6 +15,7 @@ use std::time::{Duration, Instant};
 
 mod day2;
 mod renew;
+mod upgrade;
 
 use crate::support::{
     lab_exec, lab_sh, lab_skip, lab_systemd_hosts, playbook, sh, snapshot_tree, Conn, Output,
@@ -583,10 +584,12 @@ const START_STATIC_APISERVER: &str =
 
 #[test]
 fn ha_stacked_converges_fails_over_and_keeps_secrets() {
-    // Not flannel's default network: it must reach flannel's manifest.
+    // Not flannel's default network: it must reach flannel's manifest. Installed at 1.30
+    // (kubeadm.k8s.io/v1beta3), as the ha-external-etcd test installs 1.31, so that the upgrade
+    // below goes to 1.31 (and v1beta4).
     let Some(lab) = Lab::new(
         "ha_stacked_converges_fails_over_and_keeps_secrets",
-        "pod_subnet = \"10.200.0.0/16\"\n",
+        "pod_subnet = \"10.200.0.0/16\"\nkubernetes_version = \"1.30.6\"\n",
     ) else {
         return;
     };
@@ -597,6 +600,7 @@ fn ha_stacked_converges_fails_over_and_keeps_secrets() {
     prove_vip_failover(STOP_STATIC_APISERVER, START_STATIC_APISERVER);
     renew::prove_certificates_are_renewed(&lab, true);
     assert_no_secrets(&outputs, true, lab.port);
+    upgrade::prove_the_cluster_upgrades(&lab);
     prove_a_rebuilt_first_master_starts_no_second_cluster(&lab);
 }
 

@@ -389,6 +389,13 @@ sd_init() {
     echo "$$" >"/sys/fs/cgroup/unified/lab-$name/cgroup.procs"
     mount -t overlay "lab-$name-root" -o "lowerdir=/,upperdir=$S/upper,workdir=$S/work" "$S/rootfs"
     stat -c 'inode-%d:%i' "$S/rootfs" >"$S/nspawn_lock" # nspawn's lock file name for this tree
+    # A descriptor the caller left open would stay open for the host's whole life: a test run's
+    # lock on the lab (flock /srv/lab/queue cargo test ..., whose HA tests make these hosts again
+    # at their end) would then be held by the hosts after the run, and every later run waits.
+    local fd
+    for fd in $(ls /proc/$$/fd); do
+        case $fd in 0 | 1 | 2 | 255) ;; *) eval "exec $fd>&-" ;; esac
+    done
     exec env SYSTEMD_NSPAWN_API_VFS_WRITABLE=network systemd-nspawn -D "$S/rootfs" -M "$name" -b \
         --register=no --keep-unit --console=passive --network-namespace-path="/run/netns/lab-$name" \
         --capability=CAP_NET_ADMIN --bind="$LAB_DIR/shared"

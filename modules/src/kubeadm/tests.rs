@@ -700,3 +700,95 @@ async fn the_stand_in_checks_and_renews_certificates_as_kubeadm() {
     let (ok, _, err) = kubeadm("m1", "certs renew all now");
     assert!(!ok && err.contains("unknown command \"now\""), "{err}");
 }
+
+/// The stand-in's `upgrade` and `config migrate` on a cluster the module initialised at 1.30
+/// (kubeadm.k8s.io/v1beta3): kubeadm's version-skew refusals, `upgrade node` before `upgrade
+/// apply`, `upgrade apply` without admin.conf; then apply moves the manifests' images and the
+/// cluster's configuration (to v1beta4), and migrate converts the file init was given.
+#[tokio::test]
+async fn the_stand_in_upgrades_as_kubeadm_does_and_refuses_what_it_refuses() {
+    let lab = Lab::new();
+    let mut init = init_args();
+    init["kubernetes_version"] = json!("1.30.6");
+    lab.run("m1", init, false).await.unwrap();
+    let kubeadm = |node: &str, version: &str, args: &[&str]| {
+        let out = std::process::Command::new(format!(
+            "{}/../tests/standins/kubeadm",
+            env!("CARGO_MANIFEST_DIR")
+        ))
+        .args(args)
+        .env("KUBEADM_STANDIN_ROOT", lab.env.path(node))
+        .env("KUBEADM_STANDIN_STATE", &lab.state)
+        .env("KUBEADM_STANDIN_VERSION", version)
+        .output()
+        .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout).to_string()
+            + String::from_utf8_lossy(&out.stderr).as_ref();
+        (out.status.success(), text)
+    };
+    let image = |comp: &str| {
+        let text =
+            std::fs::read_to_string(lab.file("m1", &format!("/etc/kubernetes/manifests/{comp}.yaml")))
+                .unwrap();
+        text.lines()
+            .find_map(|l| l.trim().strip_prefix("image: ").map(str::to_string))
+            .unwrap()
+    };
+    assert_eq!(image("kube-apiserver"), "registry.k8s.io/kube-apiserver:v1.30.6");
+
+    let (ok, text) = kubeadm("m1", "v1.31.2", &["upgrade", "plan"]);
+    assert!(ok && text.contains("[upgrade/versions] Cluster version: v1.30.6"), "{text}");
+    let refused = [
+        ("v1.32.0", "v1.32.0", "is too high; kubeadm can upgrade only 1 minor version at a time"),
+        ("v1.31.2", "v1.30.2", "Kubeadm version v1.31.2 can only be used to upgrade to Kubernetes version 1.31"),
+        ("v1.30.6", "v1.31.2", "at least one minor release higher than the kubeadm minor release (31 > 30)"),
+    ];
+    for (kubeadm_version, target, why) in refused {
+        let (ok, text) = kubeadm("m1", kubeadm_version, &["upgrade", "apply", target, "-y"]);
+        assert!(!ok && text.contains(why), "{kubeadm_version} to {target}: {text}");
+    }
+    let (ok, text) = kubeadm("m1", "v1.31.2", &["upgrade", "node"]);
+    assert!(
+        !ok && text.contains("run \"kubeadm upgrade apply\" on a control-plane node first"),
+        "{text}"
+    );
+    let (ok, text) = kubeadm("m2", "v1.31.2", &["upgrade", "apply", "v1.31.2", "-y"]);
+    assert!(
+        !ok && text.contains("couldn't create a Kubernetes client from file \"/etc/kubernetes/admin.conf\""),
+        "{text}"
+    );
+    assert_eq!(image("kube-apiserver"), "registry.k8s.io/kube-apiserver:v1.30.6");
+
+    let (ok, text) = kubeadm("m1", "v1.31.2", &["upgrade", "apply", "v1.31.2", "-y"]);
+    assert!(ok && text.contains("SUCCESS! Your cluster was upgraded to \"v1.31.2\""), "{text}");
+    for comp in ["kube-apiserver", "kube-controller-manager", "kube-scheduler"] {
+        assert_eq!(image(comp), format!("registry.k8s.io/{comp}:v1.31.2"));
+    }
+    let cluster: Value = serde_json::from_slice(
+        &std::fs::read(std::path::Path::new(&lab.state).join("vip.test_9443/cluster.json")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(cluster["kubernetesVersion"], "v1.31.2");
+    assert_eq!(cluster["clusterConfiguration"]["apiVersion"], "kubeadm.k8s.io/v1beta4");
+    assert_eq!(
+        cluster["clusterConfiguration"]["apiServer"]["extraArgs"],
+        json!([{"name": "audit-log-maxage", "value": "30"}])
+    );
+    let (ok, text) = kubeadm("m1", "v1.31.2", &["upgrade", "node"]);
+    assert!(ok && text.contains("kube-apiserver are equal, skipping upgrade"), "{text}");
+    let (ok, text) = kubeadm("m1", "v1.30.6", &["upgrade", "node"]);
+    assert!(!ok && text.contains("is registered for version \"kubeadm.k8s.io/v1beta4\""), "{text}");
+
+    let old = lab.file("m1", INIT_CONFIG);
+    let new = lab.env.path("migrated.yaml");
+    let (ok, text) = kubeadm(
+        "m1",
+        "v1.31.2",
+        &["config", "migrate", "--old-config", old.to_str().unwrap(), "--new-config", &new],
+    );
+    assert!(ok, "{text}");
+    let migrated = std::fs::read_to_string(&new).unwrap();
+    let apis: Vec<&str> = migrated.lines().filter(|l| l.starts_with("apiVersion: kubeadm")).collect();
+    assert_eq!(apis, ["apiVersion: kubeadm.k8s.io/v1beta4"; 2], "{migrated}");
+    assert!(migrated.contains("- name: node-ip\n    value: 10.0.0.11"), "{migrated}");
+}
