@@ -2,21 +2,20 @@
 
 use super::*;
 
-/// etcdctl on a master with the apiserver's etcd client certificate, against every member.
+/// etcdctl on a master with the apiserver's etcd client certificate, against every member:
+/// whether it succeeded, and what it printed.
 fn etcdctl(cmd: &str) -> (bool, String) {
     let endpoints: Vec<String> = ETCD
         .iter()
         .map(|(_, h)| format!("https://{}:2379", address(h)))
         .collect();
-    let out = lab_exec(
-        MASTERS[0].1,
-        &format!(
-            "ETCDCTL_API=3 etcdctl --endpoints={} --cacert=/etc/kubernetes/pki/etcd/ca.crt \
+    let script = format!(
+        "ETCDCTL_API=3 etcdctl --endpoints={} --cacert=/etc/kubernetes/pki/etcd/ca.crt \
              --cert=/etc/kubernetes/pki/apiserver-etcd-client.crt \
              --key=/etc/kubernetes/pki/apiserver-etcd-client.key --command-timeout=5s {cmd} 2>&1",
-            endpoints.join(",")
-        ),
+        endpoints.join(",")
     );
+    let out = lab_sh(&["exec", MASTERS[0].1, "sh", "-c", &script]);
     (
         out.status.success(),
         String::from_utf8_lossy(&out.stdout).trim().to_string(),
@@ -301,7 +300,17 @@ pub(super) fn prove_nodes_are_removed(lab: &Lab) {
         e3,
         "test ! -e /var/lib/etcd/cluster && ls -d /var/lib/etcd/cluster.removed-*",
     );
-    let (ok, out) = etcdctl("put /playbook-after-removal two-members");
+    // Removing a member may have removed the leader: the two left elect one (about a second,
+    // etcd's election timeout), and a write during the election fails with "leader changed".
+    let t0 = Instant::now();
+    let (ok, out) = loop {
+        let (ok, out) = etcdctl("put /playbook-after-removal two-members");
+        if ok || t0.elapsed() > Duration::from_secs(10) {
+            break (ok, out);
+        }
+        eprintln!("put after removing e3 (retried): {out}");
+        std::thread::sleep(Duration::from_millis(500));
+    };
     assert!(ok, "the two members left keep serving: {out}");
 
     let (m1, w1) = (MASTERS[0].1, WORKER.1);
