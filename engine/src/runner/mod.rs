@@ -165,6 +165,8 @@ struct State {
     batch: Mutex<rollout::Batch>,
     /// any_errors_fatal: why no task may start any more.
     halt: Mutex<Option<String>>,
+    /// Task names as each host's lines show them, rendered once (see `shown_name`).
+    shown_names: Mutex<HashMap<(TaskId, String), String>>,
     stopped: Mutex<Option<rollout::Stopped>>,
 }
 
@@ -297,6 +299,7 @@ pub async fn run_until(
         counts: Mutex::new(counts),
         batch: Mutex::default(),
         halt: Mutex::default(),
+        shown_names: Mutex::default(),
         stopped: Mutex::default(),
     });
     state.load_pending_handlers();

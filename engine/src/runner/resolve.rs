@@ -541,18 +541,34 @@ impl State {
     /// The task's name as `host`'s output lines show it: its templates rendered with the host's
     /// variables (`file: /opt/app/etc`, not `file: {{ root }}/etc`). A name that cannot be
     /// rendered yet (a result not made) stays as written, and so does a secret task's, whose
-    /// name must not carry what it reads.
+    /// name must not carry what it reads. Rendered once per task and host: the variables are
+    /// copied to render, and a task's start, retries and end show the same name.
     pub(super) fn shown_name(&self, tid: TaskId, host: &str) -> String {
         let task = &self.plan.tasks[tid];
         if !crate::template::is_template(&task.name) || task.secret != crate::plan::Secrecy::Public
         {
             return task.name.clone();
         }
+        let key = (tid, host.to_string());
+        if let Some(name) = self
+            .shown_names
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&key)
+        {
+            return name.clone();
+        }
         let ctx = self.template_vars(host, &self.tasks[tid].reads);
         let origin = format!("{} (task name)", task.pos);
-        self.templates
+        let name = self
+            .templates
             .render_str(&task.name, &origin, &ctx)
-            .unwrap_or_else(|_| task.name.clone())
+            .unwrap_or_else(|_| task.name.clone());
+        self.shown_names
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(key, name.clone());
+        name
     }
 
     /// The variables templates see on `host`: its variables (templated ones rendered when read),
